@@ -1,0 +1,324 @@
+"""Load and validate ``params.yaml`` in one place.
+
+Every stage reads its parameters through :func:`load` so that a typo in ``params.yaml`` (an
+unknown key, a string where a number belongs, a value out of range) stops the stage with a
+message naming the exact key, instead of silently falling back to a default.
+
+Sections are plain frozen dataclasses. :func:`build` turns a YAML mapping into one, checking
+keys and types recursively; a dataclass may define ``check(self) -> None`` raising
+``ValueError`` for constraints between fields (the message is prefixed with the key path).
+Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's module
+and found through :mod:`oncopipe.datasets`; the generic sections (``shard``, ``train``,
+``evaluate``) are declared here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A parameter is missing, unknown or invalid; the message starts with its key path."""
+
+
+# --------------------------------------------------------------------------------------------
+# Generic builder: YAML mapping -> frozen dataclass, strict about keys and types.
+# --------------------------------------------------------------------------------------------
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``; ``where`` is the key path used in messages."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ParamsError(
+            f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in known.items():
+        key = f"{where}.{name}"
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{key}: required key is missing")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ParamsError(f"{where}: {exc}") from None
+    return obj
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, key)
+            except ParamsError as exc:
+                errors.append(str(exc))
+        raise ParamsError(errors[0] if len(errors) == 1 else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ParamsError(f"{key}: expected {len(args)} values, got {len(value)}")
+            items = [_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ParamsError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported parameter type {tp!r}")  # programming error
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Generic sections, shared by every dataset.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    """How the generic shard stage splits, balances and packs a dataset's manifest."""
+
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test (by patient)
+    balance: Literal["none", "undersample", "oversample"] = "none"
+    shard_size: int = 1024  # samples per HDF5 file
+    compression: Literal["none", "lzf", "gzip"] = "none"
+
+    def check(self) -> None:
+        _require(all(r >= 0 for r in self.ratios), "ratios must be >= 0")
+        _require(abs(sum(self.ratios) - 1.0) < 1e-6, f"ratios must sum to 1, got {self.ratios}")
+        _require(self.ratios[0] > 0, "ratios: the training split cannot be empty")
+        _require(self.shard_size > 0, "shard_size must be > 0")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """On-the-fly augmentation; angles in degrees, shift/zoom as fractions of the size."""
+
+    hflip: bool = False
+    vflip: bool = False
+    rotate_deg: float = 0.0
+    rotate90: bool = False
+    shift: float = 0.0
+    zoom: float = 0.0
+
+    def check(self) -> None:
+        _require(0 <= self.rotate_deg <= 180, "rotate_deg must be in [0, 180]")
+        _require(0 <= self.shift < 0.5, "shift must be in [0, 0.5)")
+        _require(0 <= self.zoom < 0.5, "zoom must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """One training recipe: model, optimiser, schedule, stopping, augmentation."""
+
+    model: Literal[
+        "resnet18", "resnet50", "resnet101", "vgg16", "inception_v3", "lenet5", "cnn7", "cnn3d"
+    ] = "resnet50"
+    width: float = 1.0  # channel multiplier for the small CNNs (lenet5, cnn7, cnn3d)
+    input_size: int = 0  # resize 2D inputs to this side before the model; 0 = as stored
+    weights: str = "none"  # none | torchvision weights name (e.g. IMAGENET1K_V2) | path to .pth
+    finetune: Literal["head", "whole"] = "whole"
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    lr: float = 1.0e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 10
+    schedule: Literal["none", "exponential", "plateau", "cosine"] = "none"
+    decay_rate: float = 0.96  # exponential: lr * decay_rate ** (step // decay_steps)
+    decay_steps: int = 100000
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    early_stopping_metric: Literal["val_loss", "val_accuracy", "val_balanced_accuracy"] = (
+        "val_loss"
+    )
+    patience: int = 15
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    num_workers: int = 0
+    amp: bool = True  # bf16 autocast when CUDA is present; ignored on CPU
+
+    def check(self) -> None:
+        _require(self.lr > 0, "lr must be > 0")
+        _require(self.batch_size > 0, "batch_size must be > 0")
+        _require(self.epochs > 0, "epochs must be > 0")
+        _require(self.width > 0, "width must be > 0")
+        _require(self.patience > 0, "patience must be > 0")
+        _require(self.num_workers >= 0, "num_workers must be >= 0")
+        _require(0 < self.decay_rate <= 1, "decay_rate must be in (0, 1]")
+        _require(self.decay_steps > 0, "decay_steps must be > 0")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    bootstrap: int = 1000  # resamples over patients for the confidence intervals
+    ci: float = 0.95
+    calibration_bins: int = 10
+
+    def check(self) -> None:
+        _require(self.bootstrap >= 0, "bootstrap must be >= 0")
+        _require(0 < self.ci < 1, "ci must be in (0, 1)")
+        _require(self.calibration_bins > 1, "calibration_bins must be > 1")
+
+
+@dataclass(frozen=True)
+class TrainProfiles:
+    """``demo`` is sized for the synthetic data on 2 CPU cores; ``reference`` is the paper's."""
+
+    demo: TrainParams = field(default_factory=TrainParams)
+    reference: TrainParams = field(default_factory=TrainParams)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-dataset section and the loader.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Everything a stage needs for one dataset, validated."""
+
+    name: str
+    seed: int
+    raw: Path  # where the raw download (or the demo) lies
+    task: str
+    profile: str  # which train profile is active
+    demo: Any  # dataset-specific dataclass
+    prepare: Any  # dataset-specific dataclass
+    shard: ShardParams
+    train: TrainParams  # the active profile
+    evaluate: EvaluateParams
+    section: dict  # the raw YAML section, for hashing and provenance
+
+    @property
+    def params_hash(self) -> str:
+        """Short hash of this dataset's params + global seed, recorded in every output."""
+        blob = json.dumps({"seed": self.seed, **self.section}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: parameters file not found") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load(dataset: str, path: Path = PARAMS_FILE) -> DatasetConfig:
+    """Read ``params.yaml`` and return the validated config of ``dataset``."""
+    from oncopipe import datasets as registry  # local: registry imports dataset modules
+
+    data = read_params(path)
+    allowed_top = {"seed", "datasets", *registry.NAMES}
+    unknown = sorted(set(data) - allowed_top)
+    if unknown:
+        raise ParamsError(f"{unknown[0]}: unknown top-level key in {path}")
+    seed = _coerce(int, data.get("seed", 0), "seed")
+    listed = _coerce(list[str], data.get("datasets", []), "datasets")
+    for i, name in enumerate(listed):
+        if name not in registry.NAMES:
+            raise ParamsError(f"datasets[{i}]: unknown dataset {name!r}")
+    if dataset not in registry.NAMES:
+        raise ParamsError(f"{dataset}: unknown dataset (known: {', '.join(registry.NAMES)})")
+    section = data.get(dataset)
+    if not isinstance(section, dict):
+        raise ParamsError(f"{dataset}: section missing from {path}")
+
+    spec = registry.get(dataset)
+    allowed = {"raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate"}
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ParamsError(
+            f"{dataset}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})"
+        )
+    for key in ("raw", "task"):
+        if key not in section:
+            raise ParamsError(f"{dataset}.{key}: required key is missing")
+    raw = _coerce(str, section["raw"], f"{dataset}.raw")
+    task = _coerce(str, section["task"], f"{dataset}.task")
+    if task not in spec.TASKS:
+        raise ParamsError(f"{dataset}.task: {task!r} is not one of {', '.join(spec.TASKS)}")
+    profile = _coerce(Literal["demo", "reference"], section.get("profile", "demo"),
+                      f"{dataset}.profile")
+    profiles = build(TrainProfiles, section.get("train"), f"{dataset}.train")
+    return DatasetConfig(
+        name=dataset,
+        seed=seed,
+        raw=Path(raw),
+        task=task,
+        profile=profile,
+        demo=build(spec.DemoParams, section.get("demo"), f"{dataset}.demo"),
+        prepare=build(spec.PrepareParams, section.get("prepare"), f"{dataset}.prepare"),
+        shard=build(ShardParams, section.get("shard"), f"{dataset}.shard"),
+        train=getattr(profiles, profile),
+        evaluate=build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
+        section=section,
+    )

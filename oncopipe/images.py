@@ -1,0 +1,79 @@
+"""Decoding 2D image files (TIF, JPEG, PNG) into channel-first uint8 arrays, fast.
+
+OpenCV decodes all three formats; for JPEG it can decode at 1/2, 1/4 or 1/8 scale directly
+from the DCT coefficients (``IMREAD_REDUCED_*``), 3-4x faster than a full decode followed by
+a resize, which matters for the multi-thousand-pixel ISIC photographs. :func:`read_rgb`
+picks the largest reduction that still leaves the image at least ``min_side`` pixels on its
+shorter side, so the final resize only ever shrinks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+class ImageError(ValueError):
+    """A file could not be decoded as an image; the message names the file."""
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header alone, without decoding pixels, where cheap."""
+    with open(path, "rb") as fh:
+        head = fh.read(64 * 1024)
+    if head[:2] == b"\xff\xd8":  # JPEG: walk markers to the first SOFn
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            seg_len = int.from_bytes(head[i + 2:i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF):
+                return (int.from_bytes(head[i + 5:i + 7], "big"),
+                        int.from_bytes(head[i + 7:i + 9], "big"))
+            i += 2 + seg_len
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    img = read_rgb(path)
+    return img.shape[1], img.shape[2]
+
+
+def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """Decode ``path`` to a (3, H, W) uint8 RGB array.
+
+    With ``min_side``, JPEGs are decoded at the coarsest 1/2^k scale whose shorter side is
+    still >= ``min_side`` (no effect on other formats). Raises :class:`ImageError`.
+    """
+    path = Path(path)
+    flag = cv2.IMREAD_COLOR
+    if min_side and path.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            h, w = image_size(path)
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read ({exc})") from None
+        for factor in (8, 4, 2):
+            if min(h, w) // factor >= min_side:
+                flag = _REDUCED[factor]
+                break
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise ImageError(f"{path}: not a readable image")
+    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
+
+
+def resize_chw(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a (C, H, W) uint8 image; area interpolation when shrinking, linear otherwise."""
+    c, h, w = img.shape
+    if (h, w) == (height, width):
+        return img
+    interp = cv2.INTER_AREA if h >= height and w >= width else cv2.INTER_LINEAR
+    hwc = cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), (width, height),
+                     interpolation=interp)
+    return np.ascontiguousarray(hwc.reshape(height, width, c).transpose(2, 0, 1))

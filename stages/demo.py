@@ -1,0 +1,25 @@
+"""DVC stage ``demo@<dataset>``: write synthetic data in the dataset's real raw layout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from oncopipe import config, datasets, log
+from oncopipe.atomic import atomic_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    (name,) = argv if argv is not None else sys.argv[1:]
+    logger = log.setup(f"demo[{name}]")
+    cfg = config.load(name)
+    out = Path("data/demo") / name
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        datasets.get(name).write_demo(cfg, tmp)
+    n_files = sum(1 for p in out.rglob("*") if p.is_file())
+    logger.info("wrote %d files to %s (seed %d)", n_files, out, cfg.demo.seed)
+
+
+if __name__ == "__main__":
+    main()
