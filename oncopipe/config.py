@@ -92,7 +92,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ParamsError(f"{key}: expected {len(args)} values, got {len(value)}")
-            items = [_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+            pairs = enumerate(zip(args, value, strict=True))
+            items = [_coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs]
         else:
             item_tp = args[0] if args else Any
             items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
