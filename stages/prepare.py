@@ -1,7 +1,13 @@
-"""DVC stage ``prepare_<dataset>``: raw data -> common manifest + arrays in data/prepared/."""
+"""DVC stage ``prepare_<dataset>``: raw data -> common manifest + arrays in data/prepared/.
+
+The dataset module writes into a scratch directory beside ``data/prepared/<dataset>``; each
+finished file is then renamed into place, so no reader ever sees a half-written file, and
+files other stages keep in the same directory (LIDC's lesion table) are left alone.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,9 +23,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{cfg.raw}: raw data not found (params.yaml {name}.raw)")
     out = Path("data/prepared") / name
     logger.info("reading %s", cfg.raw)
-    with atomic_path(out) as tmp:
+    with atomic_path(Path("data/prepared") / f".{name}.scratch") as tmp:
         tmp.mkdir(parents=True)
         datasets.get(name).prepare(cfg, tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            dest = out / file.relative_to(tmp)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+        # the scratch directory now holds only empty folders; atomic_path removes it
 
 
 if __name__ == "__main__":
