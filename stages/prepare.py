@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from oncopipe import config, datasets, log
-from oncopipe.atomic import atomic_path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,15 +23,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{cfg.raw}: raw data not found (params.yaml {name}.raw)")
     out = Path("data/prepared") / name
     logger.info("reading %s", cfg.raw)
-    with atomic_path(Path("data/prepared") / f".{name}.scratch") as tmp:
-        tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out.parent) as scratch:
+        tmp = Path(scratch)
         datasets.get(name).prepare(cfg, tmp)
         out.mkdir(parents=True, exist_ok=True)
         for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
             dest = out / file.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, dest)
-        # the scratch directory now holds only empty folders; atomic_path removes it
 
 
 if __name__ == "__main__":
