@@ -1,0 +1,36 @@
+"""Image decoding: header sizes, reduced-scale JPEG decode, clear errors."""
+
+import cv2
+import numpy as np
+import pytest
+
+from oncopipe.images import ImageError, image_size, read_rgb, resize_chw
+
+
+def _write(path, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 128)], -1).astype(np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return img
+
+
+def test_header_sizes(tmp_path):
+    _write(tmp_path / "a.jpg", 300, 500)
+    _write(tmp_path / "a.png", 46, 70)
+    assert image_size(tmp_path / "a.jpg") == (300, 500)
+    assert image_size(tmp_path / "a.png") == (46, 70)
+
+
+def test_reduced_jpeg_decode_matches_full_decode(tmp_path):
+    _write(tmp_path / "big.jpg", 1600, 2400)
+    reduced = read_rgb(tmp_path / "big.jpg", min_side=200)
+    assert reduced.shape == (3, 200, 300)  # decoded at 1/8 scale, never below min_side
+    full = resize_chw(read_rgb(tmp_path / "big.jpg"), 200, 300)
+    assert np.abs(reduced.astype(int) - full.astype(int)).mean() < 3.0
+
+
+def test_unreadable_file_is_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        read_rgb(bad)
