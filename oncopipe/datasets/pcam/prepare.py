@@ -1,0 +1,61 @@
+"""PCam preparation: labelled ``train/*.tif`` -> (N, 3, 96, 96) uint8 + the common manifest.
+
+Patches are stored at their native 96 x 96 (a patch of another size is rejected, not
+resized: PCam's label is defined on the centre 32 x 32 pixels, which a resize would move).
+This Kaggle version carries no patient or slide ids, so each image is its own split unit
+(``patient_level=False`` in the manifest): patches of one slide can land in different splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oncopipe.config import DatasetConfig
+from oncopipe.datasets.pcam import reader
+from oncopipe.imagedump import Decode, load_image, write_dump
+from oncopipe.images import ImageError
+from oncopipe.manifest import ManifestMeta
+from oncopipe.report import Report
+
+CLASS_NAMES = ("negative", "positive")
+SIDE = 96
+DECODE = Decode(size=(SIDE, SIDE), expect=(SIDE, SIDE), reduced=False)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    workers: int = 0  # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
+
+    def check(self) -> None:
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+
+
+def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+    report = Report(f"prepare_{cfg.name}")
+    candidates = reader.scan_train(cfg.raw, report)
+    report.extra["not_used"] = reader.scan_test(cfg.raw)
+    meta = ManifestMeta(
+        dataset=cfg.name,
+        task=cfg.task,
+        class_names=CLASS_NAMES,
+        layout="CHW",
+        normalisation={"dtype": "uint8", "scale": "x / 255", "source": "RGB as stored"},
+        params_hash=cfg.params_hash,
+        patient_level=False,
+    )
+    write_dump(candidates, DECODE, meta, report, out_dir, workers=cfg.prepare.workers)
+
+
+def preprocess_one(cfg: DatasetConfig, path: Path,
+                   point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One patch file as ``prepare`` stores it: (3, 96, 96) uint8."""
+    if point is not None:
+        raise ValueError(f"{path}: PCam inputs are whole patches; a point is not used")
+    try:
+        return load_image(path, DECODE)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None

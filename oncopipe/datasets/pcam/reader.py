@@ -1,0 +1,114 @@
+"""Reading the Kaggle histopathologic-cancer-detection tree: labels CSV and file listings.
+
+Every raw item ends up either as a :class:`~oncopipe.imagedump.Candidate` or as a rejection
+with its reason: files in ``train/`` without a CSV row, CSV rows without a file, rows with an
+unknown label, duplicate rows, stray files. The unlabelled ``test/`` images are counted, not
+used (Kaggle withholds their labels).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from oncopipe.imagedump import Candidate, list_dir
+from oncopipe.report import Report
+
+LABELS_FILE = "train_labels.csv"
+SUBMISSION_FILE = "sample_submission.csv"
+SUFFIX = ".tif"
+LABELS = {"0": 0, "1": 1}
+
+
+class LayoutError(ValueError):
+    """The raw folder is not the Kaggle layout; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    label: int | None  # None: the label is unknown, see ``problem``
+    problem: str = ""
+
+
+def read_labels(root: Path, report: Report) -> dict[str, Row]:
+    """``id -> Row`` from ``train_labels.csv``; malformed and duplicate rows are rejected."""
+    path = root / LABELS_FILE
+    if not path.is_file():
+        raise LayoutError(f"{path}: not found; expected the Kaggle layout "
+                          f"(train/, test/, {LABELS_FILE}, {SUBMISSION_FILE})")
+    rows: dict[str, Row] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["id", "label"]:
+            raise LayoutError(f"{path}: header must be 'id,label', found {header!r}")
+        for line, fields in enumerate(reader, start=2):
+            if not fields:
+                continue
+            where = f"{LABELS_FILE}:{line}"
+            if len(fields) != 2 or not fields[0].strip():
+                report.read()
+                report.reject(where, f"bad row: {fields!r} is not 'id,label'")
+                continue
+            image_id, label = fields[0].strip(), fields[1].strip()
+            if image_id in rows:
+                report.read()
+                report.reject(where, f"duplicate row: id {image_id} already on line "
+                                     f"{rows[image_id].line}")
+                continue
+            if label in LABELS:
+                rows[image_id] = Row(line, LABELS[label])
+            else:
+                rows[image_id] = Row(line, None, f"unknown label: {label!r} on line {line} "
+                                                 f"of {LABELS_FILE}")
+    return rows
+
+
+def scan_train(root: Path, report: Report) -> list[Candidate]:
+    """Match ``train/*.tif`` against the labels; reject what does not match."""
+    rows = read_labels(root, report)
+    folder = root / "train"
+    if not folder.is_dir():
+        raise LayoutError(f"{folder}: folder of training images not found")
+    candidates = []
+    seen = set()
+    for entry in list_dir(folder):
+        source = f"train/{entry.name}"
+        report.read()
+        if not entry.is_file() or entry.suffix.lower() != SUFFIX:
+            report.reject(source, f"unexpected entry: not a {SUFFIX} file")
+            continue
+        image_id = entry.name[: -len(SUFFIX)]
+        row = rows.get(image_id)
+        if row is None:
+            report.reject(source, f"missing from CSV: no row in {LABELS_FILE}")
+            continue
+        seen.add(image_id)
+        if row.label is None:
+            report.reject(source, row.problem)
+            continue
+        candidates.append(Candidate(sample_id=image_id, patient_id=image_id, label=row.label,
+                                    path=entry, source=source))
+    for image_id in sorted(set(rows) - seen):
+        report.read()
+        report.reject(f"train/{image_id}{SUFFIX}",
+                      f"file missing: listed on line {rows[image_id].line} of {LABELS_FILE}")
+    return candidates
+
+
+def scan_test(root: Path) -> dict:
+    """Count the unlabelled test images and check them against ``sample_submission.csv``."""
+    files = {p.name[: -len(SUFFIX)] for p in list_dir(root / "test")
+             if p.is_file() and p.suffix.lower() == SUFFIX}
+    summary: dict = {"folder": "test", "files": len(files),
+                     "reason": "unlabelled Kaggle test images, not used for training"}
+    sub = root / SUBMISSION_FILE
+    if sub.is_file():
+        with open(sub, newline="", encoding="utf-8-sig") as fh:
+            listed = {r[0].strip() for r in list(csv.reader(fh))[1:] if r}
+        summary["submission_rows"] = len(listed)
+        summary["submission_ids_without_file"] = len(listed - files)
+        summary["files_not_in_submission"] = len(files - listed)
+    return summary

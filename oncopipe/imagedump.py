@@ -1,0 +1,176 @@
+"""Shared preparation for 2D image-dump datasets (PCam, ISIC, BreakHis): files -> one array.
+
+The dataset-specific part (which files exist, their labels and patient ids, which raw items
+are rejected before any pixel is read: missing from the CSV, unknown label, ...) stays in the
+dataset's package. It hands a list of :class:`Candidate` to :func:`write_dump`, which decodes
+them in worker processes (in order, bounded memory, progress bar), rejects files that cannot
+be decoded or have the wrong native size, and writes ``images.npy``, ``manifest.parquet``,
+``contact_sheet.png``, ``rejects.parquet`` and ``report.json``.
+
+:func:`load_image` is the one decode path, used by both :func:`write_dump` and each dataset's
+``preprocess_one``, so a single image at prediction time is processed exactly as in training.
+Its interface is shared by several datasets: keep it stable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from oncopipe.arrays import ArrayWriter
+from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.images import ImageError, read_rgb, resize_chw
+from oncopipe.manifest import ManifestMeta, write_manifest
+from oncopipe.parallel import default_workers, ordered_map
+from oncopipe.report import Report
+
+log = logging.getLogger(__name__)
+
+ARRAY_FILE = "images.npy"
+MANIFEST_FILE = "manifest.parquet"
+SHEET_FILE = "contact_sheet.png"
+_JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Decode:
+    """How one image file becomes a (3, H, W) uint8 RGB array."""
+
+    size: tuple[int, int]  # output (height, width)
+    expect: tuple[int, int] | None = None  # required native (height, width); None: any size
+    fit: Literal["resize", "center_crop"] = "resize"  # squash to size, or crop the centre square
+    reduced: bool = True  # JPEG: decode at 1/2, 1/4 or 1/8 scale, never below the output size
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One labelled raw image that passed the dataset's own checks and is about to be decoded."""
+
+    sample_id: str
+    patient_id: str
+    label: int
+    path: Path  # where to read it
+    source: str  # the same file relative to the raw root (manifest ``source``, rejects ``path``)
+    extra: dict[str, Any] = field(default_factory=dict)  # extra manifest columns
+
+
+def load_image(path: str | Path, decode: Decode) -> np.ndarray:
+    """Decode ``path`` as ``decode`` says; :class:`ImageError` says why a file is unusable.
+
+    The message starts with a short reason ("unreadable", "truncated", "wrong size") followed
+    by a colon, so that the report can count rejections by reason.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _JPEG_SUFFIXES and not _jpeg_complete(path):
+        raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
+    min_side = None
+    if decode.reduced and decode.expect is None:
+        min_side = max(decode.size)
+    try:
+        img = read_rgb(path, min_side=min_side)
+    except ImageError:
+        raise ImageError(f"unreadable: {path.name} is not a decodable image") from None
+    h, w = img.shape[1:]
+    if decode.expect is not None and (h, w) != tuple(decode.expect):
+        raise ImageError(
+            f"wrong size: {path.name} is {h}x{w}, expected {decode.expect[0]}x{decode.expect[1]}"
+        )
+    if decode.fit == "center_crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        img = img[:, top:top + side, left:left + side]
+    return resize_chw(img, *decode.size)
+
+
+def _jpeg_complete(path: Path) -> bool:
+    """A JPEG whose download was cut short lacks its end marker; OpenCV would decode it anyway,
+    filling the missing rows with grey, so the check must happen before decoding."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 4096))
+            tail = fh.read()
+    except OSError:
+        return False
+    return b"\xff\xd9" in tail.rstrip(b"\0\r\n\t ")[-2:]
+
+
+def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str]:
+    """Worker: the array, or ``None`` and the rejection reason."""
+    path, decode = job
+    try:
+        return load_image(path, decode), ""
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"unreadable: {exc}"
+
+
+def write_dump(
+    candidates: Sequence[Candidate],
+    decode: Decode,
+    meta: ManifestMeta,
+    report: Report,
+    out_dir: Path,
+    workers: int = 0,
+    extra_schema: dict[str, pl.DataType] | None = None,
+    per_class: int = 8,
+) -> pl.DataFrame:
+    """Decode ``candidates`` into ``out_dir`` and write manifest, sheet and report.
+
+    ``report`` must already hold the dataset's own reads and rejections; this adds the
+    decoding outcome of every candidate (kept, or rejected with the reason) and writes it.
+    Samples are stored in ``sample_id`` order, whatever the worker count.
+    """
+    out_dir = Path(out_dir)
+    ordered = sorted(candidates, key=lambda c: c.sample_id)
+    height, width = decode.size
+    jobs = [(str(c.path), decode) for c in ordered]
+    rows: list[dict[str, Any]] = []
+    examples: dict[str, list[np.ndarray]] = {name: [] for name in meta.class_names}
+    n_workers = workers or default_workers()
+    with ArrayWriter(out_dir / ARRAY_FILE, (3, height, width), np.uint8) as writer:
+        results = ordered_map(_decode_one, jobs, workers=n_workers, desc=f"decode {meta.dataset}")
+        for cand, (img, reason) in zip(ordered, results, strict=True):
+            if img is None:
+                report.reject(cand.source, reason)
+                continue
+            index = writer.append(img)
+            report.keep()
+            rows.append({"sample_id": cand.sample_id, "patient_id": cand.patient_id,
+                         "label": cand.label, "array_file": ARRAY_FILE, "array_index": index,
+                         "source": cand.source, **cand.extra})
+            shown = examples[meta.class_names[cand.label]]
+            if len(shown) < per_class:
+                shown.append(img)
+        if not rows:
+            raise ValueError(
+                f"{out_dir}: none of the {len(ordered)} candidate images could be used "
+                f"({report.summary()['rejected_by_reason']})"
+            )
+    schema = {"sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64,
+              "array_file": pl.String, "array_index": pl.Int64, "source": pl.String,
+              **(extra_schema or {})}
+    df = pl.DataFrame(rows, schema=schema)
+    write_manifest(df, meta, out_dir / MANIFEST_FILE)
+    write_contact_sheet(out_dir / SHEET_FILE, examples, tile=min(96, max(height, width)))
+    for name in (ARRAY_FILE, MANIFEST_FILE, SHEET_FILE):
+        report.wrote(name)
+    counts = df.group_by("label").len().sort("label")
+    report.extra["kept_by_class"] = {
+        meta.class_names[int(lab)]: int(n) for lab, n in counts.iter_rows()
+    }
+    report.write(out_dir)
+    return df
+
+
+def list_dir(folder: Path) -> list[Path]:
+    """Entries of ``folder``, sorted by name (never rely on the filesystem's order)."""
+    return sorted(folder.iterdir(), key=lambda p: p.name) if folder.is_dir() else []
