@@ -1,0 +1,79 @@
+"""BreakHis v1 (breast cancer histopathology, 7,909 PNGs of 82 patients at 4 magnifications).
+
+Tasks: ``binary`` (benign, malignant) and ``subtype`` (the eight histological subtypes).
+The split unit is the slide id from the patient folder (``SOB_B_A_14-22549AB`` ->
+``14-22549AB``); slide ``14-13412``, filed under both ductal and lobular carcinoma, is one
+patient. See docs/breakhis.md for the layout, the quirks and the reference models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from oncopipe.config import DatasetConfig
+from oncopipe.datasets.breakhis import demo as _demo
+from oncopipe.datasets.breakhis.naming import MAGNIFICATIONS, PatientUnit
+from oncopipe.datasets.breakhis.preparation import decode_spec, prepare
+from oncopipe.imagedump import load_image
+
+TASKS: tuple[str, ...] = ("binary", "subtype")
+
+__all__ = ["TASKS", "DemoParams", "PrepareParams", "prepare", "preprocess_one", "write_demo"]
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """Size of the synthetic tree (``breakhis.demo``)."""
+
+    seed: int = 0
+    patients_per_subtype: int = 3  # folders per subtype (the quirk folders count towards it)
+    images_per_magnification: tuple[int, int] = (1, 3)  # per patient, drawn in [min, max]
+    layout: Literal["original", "kaggle"] = "original"  # kaggle: extra BreaKHis_v1/ + Folds.csv
+
+    def check(self) -> None:
+        lo, hi = self.images_per_magnification
+        if not 1 <= lo <= hi:
+            raise ValueError("images_per_magnification must be [min, max] with 1 <= min <= max")
+        if self.patients_per_subtype < 2:
+            raise ValueError("patients_per_subtype must be >= 2 (the quirk folders need two)")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """How the PNGs become arrays (``breakhis.prepare``)."""
+
+    image_size: int = 299  # side of the square arrays: 299 Inception-v3, 224 VGG-16
+    magnifications: tuple[str, ...] = MAGNIFICATIONS  # which magnification folders to keep
+    fit: Literal["resize", "center_crop"] = "resize"  # whole field squashed, or central square
+    patient_unit: PatientUnit = "slide"  # slide: 14-22549AB; slide_number: 14-22549
+    workers: int = 0  # decoding processes; 0 = one per CPU core (at most 8)
+
+    def check(self) -> None:
+        if self.image_size < 8:
+            raise ValueError("image_size must be >= 8")
+        if not self.magnifications:
+            raise ValueError("magnifications must name at least one of 40X, 100X, 200X, 400X")
+        unknown = sorted(set(self.magnifications) - set(MAGNIFICATIONS))
+        if unknown:
+            raise ValueError(f"magnifications: {unknown[0]!r} is not one of "
+                             f"{', '.join(MAGNIFICATIONS)}")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+
+
+def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:
+    d = cfg.demo
+    _demo.write(out_dir, d.seed, d.patients_per_subtype, d.images_per_magnification, d.layout)
+
+
+def preprocess_one(cfg: DatasetConfig, path: Path,
+                   point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One BreakHis PNG as ``prepare`` stores it: ``(3, S, S)`` uint8 (``point`` is unused).
+
+    Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
+    """
+    return load_image(Path(path), decode_spec(cfg.prepare))

@@ -1,0 +1,111 @@
+"""BreakHis raw tree -> common manifest, ``images.npy``, rejects, report, contact sheet.
+
+Labels come from the folders and file names only after :mod:`.tree` has checked that both
+agree; files that fail there (or are outside the magnification filter) are rejected with the
+reason before any pixel is read. The rest go to the shared image-dump writer
+(:mod:`oncopipe.imagedump`), which decodes in worker processes with bounded memory and
+rejects unreadable files and any image that is not 700 x 460. Extra manifest columns:
+``magnification`` (40/100/200/400), ``subtype``, ``tumor_class`` and ``slide_folder``, so any
+task or magnification subset can be selected later without re-reading the PNGs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+
+from oncopipe.config import DatasetConfig
+from oncopipe.datasets.breakhis.naming import IMAGE_HW, SUBTYPES
+from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root, list_files
+from oncopipe.imagedump import Candidate, Decode, write_dump
+from oncopipe.manifest import ManifestMeta
+from oncopipe.report import Report
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "binary": ("benign", "malignant"),
+    "subtype": SUBTYPES,
+}
+EXTRA_SCHEMA: dict[str, pl.DataType] = {
+    "magnification": pl.Int64(),
+    "subtype": pl.String(),
+    "tumor_class": pl.String(),
+    "slide_folder": pl.String(),
+}
+
+
+def decode_spec(params) -> Decode:
+    """How every BreakHis PNG is decoded, in ``prepare`` and in ``preprocess_one`` alike."""
+    return Decode(size=(params.image_size, params.image_size), expect=IMAGE_HW,
+                  fit=params.fit, reduced=False)
+
+
+def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+    p = cfg.prepare
+    class_names = CLASS_NAMES[cfg.task]
+    report = Report("prepare_breakhis")
+    breast = find_breast_root(cfg.raw)
+    files = list_files(cfg.raw)
+    report.read(len(files))
+    log.info("found %d files under %s (tree at %s)", len(files), cfg.raw, breast)
+
+    wanted = set(p.magnifications)
+    found: list[TreeImage] = []
+    for file in files:
+        got = classify(file, cfg.raw, breast)
+        if isinstance(got, str):
+            report.reject(file.relative_to(cfg.raw).as_posix(), got)
+        elif f"{got.name.magnification}X" not in wanted:
+            report.reject(got.source, f"filtered: magnification {got.name.magnification}X "
+                                      "is not in breakhis.prepare.magnifications")
+        else:
+            found.append(got)
+    log.info("%d images pass the name and folder checks, %d files rejected so far",
+             len(found), len(report.rejects))
+
+    candidates = [_candidate(img, cfg.task, class_names, p.patient_unit) for img in found]
+    report.extra.update(patient_unit=p.patient_unit,
+                        magnifications=list(p.magnifications),
+                        patients_spanning_folders=_shared_patients(candidates))
+    meta = ManifestMeta(
+        dataset="breakhis",
+        task=cfg.task,
+        class_names=class_names,
+        layout="CHW",
+        normalisation={"dtype": "uint8", "scale": "x / 255", "source": "RGB PNG 700 x 460",
+                       "resize": f"{p.fit} to {p.image_size} x {p.image_size}"},
+        params_hash=cfg.params_hash,
+        patient_level=True,
+    )
+    df = write_dump(candidates, decode_spec(p), meta, report, out_dir, workers=p.workers,
+                    extra_schema=EXTRA_SCHEMA)
+    if report.n_kept + len(report.rejects) != report.n_read:  # every file exactly once
+        raise AssertionError(f"{cfg.raw}: read {report.n_read} files but kept {report.n_kept} "
+                             f"and rejected {len(report.rejects)}")
+    log.info("kept %d images of %d patients", len(df), df["patient_id"].n_unique())
+
+
+def _candidate(img: TreeImage, task: str, class_names: tuple[str, ...], unit: str) -> Candidate:
+    name = img.name
+    label = name.tumor_class if task == "binary" else name.subtype
+    return Candidate(
+        sample_id=name.stem,
+        patient_id=name.patient_id(unit),
+        label=class_names.index(label),
+        path=img.path,
+        source=img.source,
+        extra={"magnification": name.magnification, "subtype": name.subtype,
+               "tumor_class": name.tumor_class, "slide_folder": name.folder},
+    )
+
+
+def _shared_patients(candidates: list[Candidate]) -> dict[str, list[str]]:
+    """Patient ids that span several folders (e.g. 14-13412: ductal and lobular carcinoma)."""
+    folders: dict[str, set[str]] = defaultdict(set)
+    for c in candidates:
+        folders[c.patient_id].add(c.extra["slide_folder"])
+    return {k: sorted(v) for k, v in sorted(folders.items()) if len(v) > 1}
