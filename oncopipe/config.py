@@ -147,7 +147,8 @@ class ShardParams:
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test (by patient)
     balance: Literal["none", "undersample", "oversample"] = "none"
     shard_size: int = 1024  # samples per HDF5 file
-    compression: Literal["none", "lzf", "gzip"] = "none"
+    compression: Literal["none", "lzf", "gzip"] = "none"  # per sample (one-sample chunks)
+    class_weights: bool = True  # with balance "none": weight the loss by inverse class frequency
 
     def check(self) -> None:
         _require(all(r >= 0 for r in self.ratios), "ratios must be >= 0")
@@ -201,6 +202,7 @@ class TrainParams:
     patience: int = 15
     augment: AugmentParams = field(default_factory=AugmentParams)
     num_workers: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
     amp: bool = True  # bf16 autocast when CUDA is present; ignored on CPU
 
     def check(self) -> None:
@@ -210,12 +212,20 @@ class TrainParams:
         _require(self.width > 0, "width must be > 0")
         _require(self.patience > 0, "patience must be > 0")
         _require(self.num_workers >= 0, "num_workers must be >= 0")
+        _require(self.threads >= 0, "threads must be >= 0")
+        _require(self.input_size >= 0, "input_size must be >= 0")
+        _require(self.momentum >= 0, "momentum must be >= 0")
+        _require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _require(0 < self.plateau_factor < 1, "plateau_factor must be in (0, 1)")
+        _require(self.plateau_patience >= 0, "plateau_patience must be >= 0")
         _require(0 < self.decay_rate <= 1, "decay_rate must be in (0, 1]")
         _require(self.decay_steps > 0, "decay_steps must be > 0")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
+    """Test-split evaluation: bootstrap over patients and calibration binning."""
+
     bootstrap: int = 1000  # resamples over patients for the confidence intervals
     ci: float = 0.95
     calibration_bins: int = 10

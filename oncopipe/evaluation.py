@@ -1,0 +1,128 @@
+"""Evaluate a trained model on the test split: metrics.json, per-sample predictions, plots.
+
+Files written into ``out_dir`` (``metrics/<dataset>/``), each atomically:
+
+- ``metrics.json``: see :func:`oncopipe.metrics.compute`.
+- ``predictions.csv``: one row per test sample (``sample_id, patient_id, actual, predicted``
+  and one probability column per class). DVC draws the confusion matrix from it
+  (template ``confusion``, x ``actual``, y ``predicted``).
+- ``plots/roc.csv`` (``fpr, tpr``; one-vs-rest macro average for more than two classes) and
+  ``plots/calibration.csv`` (``confidence, accuracy, count`` per non-empty bin), for DVC's
+  ``linear``/``scatter`` templates.
+- ``plots.png``: the same three views for a person without DVC (``dvc plots show`` needs a CDN
+  to render offline, see docs/pipeline.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oncopipe import metrics
+from oncopipe.atomic import atomic_path, write_text
+from oncopipe.config import DatasetConfig
+from oncopipe.loader import ShardDataset
+from oncopipe.shards import read_summary
+from oncopipe.training import Runtime, load_model, make_loader, predict
+
+log = logging.getLogger(__name__)
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_predictions(path: Path, ds: ShardDataset, y: np.ndarray, prob: np.ndarray,
+                      class_names: list[str]) -> None:
+    pred = prob.argmax(1)
+    rows = [[sid, pid, class_names[a], class_names[b], *(f"{v:.6f}" for v in pr)]
+            for sid, pid, a, b, pr in zip(ds.sample_ids, ds.patient_ids, y, pred, prob,
+                                          strict=True)]
+    header = ["sample_id", "patient_id", "actual", "predicted",
+              *(f"p_{n}" for n in class_names)]
+    write_text(path, _csv(header, rows))
+
+
+def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int) -> list[dict]:
+    fpr, tpr = metrics.macro_roc(y, prob)
+    write_text(out_dir / "plots" / "roc.csv",
+               _csv(["fpr", "tpr"], [[f"{a:.6f}", f"{b:.6f}"] for a, b in zip(fpr, tpr,
+                                                                               strict=True)]))
+    _, table = metrics.expected_calibration_error(y, prob, bins)
+    write_text(out_dir / "plots" / "calibration.csv",
+               _csv(["confidence", "accuracy", "count"],
+                    [[r["confidence"], r["accuracy"], r["count"]] for r in table]))
+    return table
+
+
+def write_png(path: Path, result: dict, y: np.ndarray, prob: np.ndarray, table: list[dict],
+              class_names: list[str]) -> None:
+    """Confusion matrix, ROC and reliability diagram side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    cm = np.asarray(result["confusion_matrix"])
+    axes[0].imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        axes[0].text(j, i, str(v), ha="center", va="center")
+    axes[0].set(xticks=range(len(class_names)), yticks=range(len(class_names)),
+                xticklabels=class_names, yticklabels=class_names, xlabel="predicted",
+                ylabel="actual", title="confusion matrix")
+    axes[0].tick_params(axis="x", labelrotation=30)
+    fpr, tpr = metrics.macro_roc(y, prob)
+    axes[1].plot(fpr, tpr)
+    axes[1].plot([0, 1], [0, 1], ":", color="grey")
+    axes[1].set(xlabel="false positive rate", ylabel="true positive rate",
+                title=f"ROC (AUC {result['auc']})")
+    axes[2].plot([0, 1], [0, 1], ":", color="grey")
+    axes[2].plot([r["confidence"] for r in table], [r["accuracy"] for r in table], "o-")
+    axes[2].set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+                title=f"calibration (ECE {result['ece']})")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path,
+             png: bool = True) -> dict:
+    """Predict the test split with the trained model and write metrics, predictions, plots."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    rt = Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    model, card = load_model(model_dir, rt.device)
+    summary = read_summary(shard_dir)
+    class_names = summary["class_names"]
+    if card["class_names"] != class_names or card["shards_params_hash"] != summary["params_hash"]:
+        raise ValueError(f"{model_dir}: model was trained on other shards than {shard_dir} "
+                         "(class names or params hash differ); rerun the train stage")
+    ds = ShardDataset(shard_dir, "test")
+    loader, _ = make_loader(ds, cfg.train.batch_size * 2, False, cfg.seed, rt, 0)
+    prob, y = predict(model, loader, rt, cfg.train.amp)
+    e = cfg.evaluate
+    result = metrics.compute(y, prob, np.asarray(ds.patient_ids), class_names,
+                             bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
+                             seed=cfg.seed)
+    write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_predictions(out_dir / "predictions.csv", ds, y, prob, class_names)
+    table = write_plot_data(out_dir, y, prob, e.calibration_bins)
+    if png:
+        write_png(out_dir / "plots.png", result, y, prob, table, class_names)
+    ds.close()
+    log.info("evaluated %d test samples of %d patients: accuracy %s, balanced %s, AUC %s; "
+             "wrote %s", result["n_test"], result["n_test_patients"], result["accuracy"],
+             result["balanced_accuracy"], result["auc"], out_dir)
+    return result

@@ -1,0 +1,217 @@
+"""Classification metrics in numpy, including bootstrap intervals over patients.
+
+Conventions: ``y`` are integer labels (N,), ``prob`` class probabilities (N, K). For two
+classes the positive class is index 1 (sensitivity, specificity, precision, F1, AUC are of that
+class); for more, they are macro averages over one-vs-rest, and AUC is the one-vs-rest macro
+AUC. Undefined values (no positives, say) are ``None`` in JSON, never a silent 0.
+
+The bootstrap resamples *patients* with replacement (samples of one patient are correlated,
+so resampling samples would understate the spread). All resamples are evaluated at once with
+integer weights per sample, which for AUC is exact: a weight is a count of copies.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+_BOOTSTRAP_CELLS = 4_000_000
+
+
+def _div(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(a, dtype=np.float64) / np.asarray(b, dtype=np.float64)
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows: actual class, columns: predicted class."""
+    return np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of ``score`` for ``positive`` under each row of ``weights`` (B, N); ties count 1/2."""
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    return _div(num, pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> dict:
+    """Weighted metrics under each weight row (B, N); arrays of shape (B,)."""
+    k = prob.shape[1]
+    correct = (pred == y).astype(np.float64)
+    total = weights.sum(axis=1)
+    out = {"accuracy": _div(weights @ correct, total)}
+    sens, spec, auc = [], [], []
+    for c in range(k):
+        is_c, pred_c = y == c, pred == c
+        sens.append(_div(weights @ (is_c & pred_c), weights @ is_c))
+        spec.append(_div(weights @ (~is_c & ~pred_c), weights @ ~is_c))
+        if k > 2 or c == 1:
+            auc.append(_weighted_auc(prob[:, c], is_c, weights))
+    if k == 2:
+        out["sensitivity"], out["specificity"], out["auc"] = sens[1], spec[1], auc[0]
+    else:
+        out["sensitivity"] = _nanmean(np.stack(sens))
+        out["specificity"] = _nanmean(np.stack(spec))
+        out["auc"] = _nanmean(np.stack(auc))
+    return out
+
+
+def _nanmean(a: np.ndarray | list) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN (an undefined class); NaN when all are undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray(a, dtype=np.float64), axis=0)
+
+
+def roc_curve(score: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """(fpr, tpr, thresholds), starting at (0, 0); one point per distinct score."""
+    order = np.argsort(-score, kind="stable")
+    s, p = score[order], positive[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(p)[last]
+    fp = np.cumsum(~p)[last]
+    n_pos, n_neg = p.sum(), (~p).sum()
+    tpr = np.r_[0.0, _div(tp, n_pos)] if n_pos else np.full(len(tp) + 1, np.nan)
+    fpr = np.r_[0.0, _div(fp, n_neg)] if n_neg else np.full(len(fp) + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last]]
+
+
+def macro_roc(y: np.ndarray, prob: np.ndarray, points: int = 101) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """Binary: the positive class's ROC. More classes: mean one-vs-rest TPR on an FPR grid."""
+    k = prob.shape[1]
+    if k == 2:
+        fpr, tpr, _ = roc_curve(prob[:, 1], y == 1)
+        return fpr, tpr
+    grid = np.linspace(0.0, 1.0, points)
+    curves = []
+    for c in range(k):
+        positive = y == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(prob[:, c], positive)
+        curves.append(np.interp(grid, fpr, tpr))
+    return grid, np.mean(curves, axis=0) if curves else np.full(points, np.nan)
+
+
+def _sens_at_spec(score: np.ndarray, positive: np.ndarray, spec: float) -> float:
+    fpr, tpr, _ = roc_curve(score, positive)
+    ok = fpr <= 1.0 - spec + 1e-12
+    return float(tpr[ok].max()) if ok.any() and not np.isnan(tpr).any() else math.nan
+
+
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tuple[float,
+                                                                                      list[dict]]:
+    """ECE of the top-class confidence over ``bins`` equal-width bins, and the bin table."""
+    conf = prob.max(axis=1)
+    correct = prob.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if not m.any():
+            continue
+        acc, avg = float(correct[m].mean()), float(conf[m].mean())
+        ece += m.mean() * abs(acc - avg)
+        table.append({"bin": b, "confidence": round(avg, 6), "accuracy": round(acc, 6),
+                      "count": int(m.sum())})
+    return float(ece), table
+
+
+def _clean(v: float) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else round(v, 6)
+
+
+def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, level: float,
+                 seed: int) -> dict:
+    """Percentile intervals of :data:`CI_METRICS` over ``n`` patient resamples."""
+    if n == 0:
+        return {}
+    uniq, pidx = np.unique(patients, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n)
+    pred = prob.argmax(axis=1)
+    block = max(1, _BOOTSTRAP_CELLS // len(y))  # bounded memory: block x N weights at a time
+    parts = [_rates(y, pred, prob, counts[b:b + block, pidx].astype(np.float64))
+             for b in range(0, n, block)]
+    rates = {name: np.concatenate([p[name] for p in parts]) for name in CI_METRICS}
+    alpha = (1.0 - level) / 2.0
+    out = {}
+    for name in CI_METRICS:
+        vals = rates[name][~np.isnan(rates[name])]
+        if len(vals) == 0:
+            out[name] = {"low": None, "high": None}
+            continue
+        lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+        out[name] = {"low": _clean(lo), "high": _clean(hi)}
+    return out
+
+
+def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: list[str],
+            bootstrap: int = 1000, ci: float = 0.95, bins: int = 10, seed: int = 0) -> dict:
+    """Every metric of metrics.json (see the module docstring for conventions)."""
+    y = np.asarray(y, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    k = len(class_names)
+    if prob.shape != (len(y), k):
+        raise ValueError(f"probabilities have shape {prob.shape}, expected ({len(y)}, {k})")
+    if len(y) == 0:
+        raise ValueError("no test samples to evaluate")
+    pred = prob.argmax(axis=1)
+    cm = confusion_matrix(y, pred, k)
+    ones = np.ones((1, len(y)))
+    rates = {name: float(v[0]) for name, v in _rates(y, pred, prob, ones).items()}
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    # a class never predicted has precision 0 (as scikit-learn's default), if it occurs at all
+    precision_c = np.where(cm.sum(axis=0) > 0, _div(tp, cm.sum(axis=0)),
+                           np.where(support > 0, 0.0, np.nan))
+    recall_c = _div(tp, support)
+    f1_c = np.where(precision_c + recall_c > 0,
+                    _div(2 * precision_c * recall_c, precision_c + recall_c),
+                    np.where(support > 0, 0.0, np.nan))
+    spec_c = _div(cm.sum() - cm.sum(axis=0) - cm.sum(axis=1) + tp, cm.sum() - cm.sum(axis=1))
+    if k == 2:
+        precision, f1 = precision_c[1], f1_c[1]
+        sens95 = _sens_at_spec(prob[:, 1], y == 1, 0.95)
+    else:
+        precision, f1 = _nanmean(precision_c), _nanmean(f1_c)
+        sens95 = _nanmean([_sens_at_spec(prob[:, c], y == c, 0.95) for c in range(k)])
+    balanced = _nanmean(recall_c)
+    ece, _ = expected_calibration_error(y, prob, bins)
+    per_class = {
+        name: {"sensitivity": _clean(recall_c[c]), "specificity": _clean(spec_c[c]),
+               "precision": _clean(precision_c[c]), "f1": _clean(f1_c[c]),
+               "support": int(cm[c].sum())}
+        for c, name in enumerate(class_names)
+    }
+    return {
+        "accuracy": _clean(rates["accuracy"]),
+        "balanced_accuracy": _clean(balanced),
+        "auc": _clean(rates["auc"]),
+        "sensitivity": _clean(rates["sensitivity"]),
+        "specificity": _clean(rates["specificity"]),
+        "precision": _clean(precision),
+        "f1": _clean(f1),
+        "ece": _clean(ece),
+        "sensitivity_at_95_specificity": _clean(sens95),
+        "n_test": len(y),
+        "n_test_patients": len(np.unique(patients)),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "ci": {"level": ci, **bootstrap_ci(y, prob, patients, bootstrap, ci, seed)},
+    }

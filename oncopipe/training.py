@@ -1,0 +1,414 @@
+"""The generic training loop: shards in, best checkpoint + resolved config + dvclive logs out.
+
+Shaped after torchvision's references/classification/train.py: one function per concern
+(data, model, optimiser, schedule, one epoch, validation), the loop in :func:`train`.
+
+- Devices: CUDA with bf16 autocast and channels_last (2D) when a GPU is present; several GPUs
+  through ``torchrun`` (DDP: each rank reads a contiguous part of the epoch's shard order);
+  CPU otherwise, deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
+- Schedules: ``exponential`` (staircase: ``lr * decay_rate ** (step // decay_steps)``, per
+  optimiser step, as Keras' ExponentialDecay), ``plateau`` (on the early-stopping metric, per
+  epoch), ``cosine`` (per step, to zero at the last epoch).
+- Early stopping on ``val_loss`` / ``val_accuracy`` / ``val_balanced_accuracy`` with
+  ``patience``; ``model.pt`` always holds the best epoch's weights.
+- Resume: ``last.pt`` (model, optimiser, schedule, RNG, history) is written atomically after
+  every epoch and removed when training ends; a run that finds one made with the same params
+  continues from it (the DVC output is ``persist``-ed so an interrupted ``dvc repro`` keeps
+  it). One made with other params is ignored and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from oncopipe import models
+from oncopipe.atomic import atomic_path, write_text
+from oncopipe.augment import augment_batch
+from oncopipe.config import DatasetConfig, TrainParams
+from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
+from oncopipe.shards import read_summary
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+LAST_FILE = "last.pt"
+CONFIG_FILE = "config.json"
+PRECISE_BN_BATCHES = 32
+MAXIMISE = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Where this process runs: device, DDP rank and world size."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_runtime(p: TrainParams) -> Runtime:
+    """Init DDP under torchrun (``WORLD_SIZE`` > 1), choose the device, set CPU threads."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    if world > 1:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return Runtime(device, dist.get_rank(), world)
+    return Runtime(torch.device("cuda") if cuda else torch.device("cpu"))
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def run_hash(p: TrainParams, seed: int, shard_hash: str) -> str:
+    """Identifies a training run; a checkpoint is resumed only by a run with the same hash."""
+    blob = json.dumps({"train": dataclasses.asdict(p), "seed": seed, "shards": shard_hash},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------
+
+
+def make_loader(ds: ShardDataset, batch_size: int, shuffle: bool, seed: int, rt: Runtime,
+                num_workers: int) -> tuple[DataLoader, ShardSampler]:
+    sampler = ShardSampler(ds, shuffle=shuffle, seed=seed,
+                           num_replicas=rt.world if shuffle else 1, rank=rt.rank if shuffle else 0)
+    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=num_workers, pin_memory=rt.cuda,
+                        persistent_workers=num_workers > 0, drop_last=False)
+    return loader, sampler
+
+
+def make_optimizer(p: TrainParams, params) -> torch.optim.Optimizer:
+    params = [q for q in params if q.requires_grad]
+    if p.optimizer == "adam":
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum,
+                               weight_decay=p.weight_decay)
+    return torch.optim.RMSprop(params, lr=p.lr, momentum=p.momentum,
+                               weight_decay=p.weight_decay)
+
+
+def make_schedule(p: TrainParams, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Returns (scheduler or None, steps per optimiser step: True, or per epoch: False)."""
+    if p.schedule == "exponential":
+        rate, every = p.decay_rate, p.decay_steps
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: rate ** (s // every)), True
+    if p.schedule == "cosine":
+        total = max(1, p.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
+    if p.schedule == "plateau":
+        mode = "max" if MAXIMISE[p.early_stopping_metric] else "min"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=mode, factor=p.plateau_factor, patience=p.plateau_patience), False
+    return None, False
+
+
+def _autocast(rt: Runtime, amp: bool):
+    if rt.cuda and amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare_batch(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    x = to_float(x.to(rt.device, non_blocking=True))
+    if rt.cuda and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    opt: torch.optim.Optimizer, sched, per_step: bool, p: TrainParams,
+                    rt: Runtime, gen: torch.Generator) -> dict:
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
+    seen = 0
+    for x, y in loader:
+        x = _prepare_batch(x, rt)
+        y = y.to(rt.device, non_blocking=True)
+        x = augment_batch(x, p.augment, gen)
+        with _autocast(rt, p.amp):
+            logits, aux = models.logits_and_aux(model(x))
+            loss = criterion(logits.float(), y)
+            if aux is not None:
+                loss = loss + models.AUX_WEIGHT * criterion(aux.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None and per_step:
+            sched.step()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    stats = torch.stack([loss_sum, correct.double(),
+                         torch.tensor(float(seen), dtype=torch.float64, device=rt.device)])
+    if rt.world > 1:
+        dist.all_reduce(stats)
+    return {"loss": float(stats[0] / stats[2]), "accuracy": float(stats[1] / stats[2])}
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, loader: DataLoader, rt: Runtime, amp: bool,
+                        max_batches: int = PRECISE_BN_BATCHES) -> None:
+    """Replace batch-norm running statistics with exact averages over training batches.
+
+    Running averages with momentum lag behind weights that change quickly (short demo runs,
+    high learning rates): the network then scores well in training mode and badly in eval
+    mode. Recomputing them with the final weights ("precise BN", Wu & Johnson 2021) fixes
+    that; it does not affect training (train-mode forward uses batch statistics). Layers of a
+    frozen backbone keep the statistics of their weights.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats and m.weight is not None and m.weight.requires_grad]
+    if not layers:
+        return
+    saved = [m.momentum for m in layers]
+    was_training = model.training
+    model.train()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the exact mean over the batches seen
+    for i, (x, _) in enumerate(loader):
+        if i >= max_batches:
+            break
+        with _autocast(rt, amp):
+            model(_prepare_batch(x, rt))
+    for m, momentum in zip(layers, saved, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, rt: Runtime, amp: bool) -> tuple[np.ndarray,
+                                                                                    np.ndarray]:
+    """(probabilities (N, K) float64, labels (N,)) in the loader's order."""
+    model.eval()
+    probs, labels = [], []
+    for x, y in loader:
+        with _autocast(rt, amp):
+            logits, _ = models.logits_and_aux(model(_prepare_batch(x, rt)))
+        probs.append(torch.softmax(logits.float(), 1).double().cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | None) -> dict:
+    """Loss (same class weights as training), accuracy and balanced accuracy."""
+    logp = torch.log(torch.from_numpy(prob).clamp_min(1e-12))
+    loss = nn.functional.nll_loss(logp, torch.from_numpy(y),
+                                  weight=None if weight is None else weight.double().cpu())
+    pred = prob.argmax(1)
+    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
+    return {"loss": float(loss), "accuracy": float((pred == y).mean()),
+            "balanced_accuracy": float(np.mean(recalls))}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and model loading
+# --------------------------------------------------------------------------------------------
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _save(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
+               ) -> tuple[models.Classifier, dict]:
+    """The trained model of ``model_dir`` (eval mode) and its config.json."""
+    model_dir = Path(model_dir)
+    cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
+    for path in (cfg_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
+    card = json.loads(cfg_path.read_text(encoding="utf-8"))
+    from oncopipe.config import build  # the same strict builder as params.yaml
+
+    p = build(TrainParams, card["train"], f"{cfg_path}:train")
+    # the trained weights replace any initial ones: never download them again here
+    model = models.build(dataclasses.replace(p, weights="none"), tuple(card["sample_shape"]),
+                         len(card["class_names"]))
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), card
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) -> dict:
+    """Train ``cfg.train`` on the shards; write ``model_dir`` and dvclive logs to ``live_dir``.
+
+    Returns the model card (also ``model_dir/config.json``).
+    """
+    from dvclive import Live  # imported here: only the train stage needs it
+
+    p = cfg.train
+    rt = setup_runtime(p)
+    if rt.cuda:
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.use_deterministic_algorithms(True)
+    summary = read_summary(shard_dir)
+    class_names = summary["class_names"]
+    shape = tuple(summary["sample_shape"])
+    train_ds, val_ds = ShardDataset(shard_dir, "train"), ShardDataset(shard_dir, "val")
+    log.info("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
+             shard_dir, len(train_ds), len(val_ds), shape, len(class_names), rt.device, rt.world)
+    train_loader, sampler = make_loader(train_ds, p.batch_size, True, cfg.seed, rt, p.num_workers)
+    val_loader, _ = make_loader(val_ds, p.batch_size * 2, False, cfg.seed, rt, p.num_workers)
+    bn_loader, _ = make_loader(train_ds, p.batch_size, False, cfg.seed, rt, 0)
+
+    torch.manual_seed(cfg.seed)
+    model = models.build(p, shape, len(class_names)).to(rt.device)
+    if rt.cuda and len(shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.cuda else None) \
+        if rt.world > 1 else model
+    weight = summary.get("class_weights")
+    weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    opt = make_optimizer(p, model.parameters())
+    sched, per_step = make_schedule(p, opt, len(train_loader))
+    n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    log.info("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
+             p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
+             p.lr, p.schedule, len(train_loader))
+
+    key = run_hash(p, cfg.seed, summary["params_hash"])
+    maximise = MAXIMISE[p.early_stopping_metric]
+    state = {"epoch": -1, "best": -math.inf if maximise else math.inf, "best_epoch": -1,
+             "bad": 0, "history": []}
+    last = model_dir / LAST_FILE
+    resumed = False
+    if last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        if ckpt.get("run") == key:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["schedule"])
+            torch.set_rng_state(ckpt["rng"])
+            state = json.loads(ckpt["state"])
+            resumed = True
+            log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
+        else:
+            log.info("ignoring %s: written by a run with other params", last)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed,
+                report=None) if rt.main else None
+    if live is not None:
+        live.log_params({"dataset": cfg.name, "seed": cfg.seed, **_flat(dataclasses.asdict(p))})
+    for epoch in range(state["epoch"] + 1, p.epochs):
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, rt.rank))
+        lr = opt.param_groups[0]["lr"]
+        tr = train_one_epoch(net, train_loader, criterion, opt, sched, per_step, p, rt, gen)
+        recompute_batchnorm(model, bn_loader, rt, p.amp)
+        prob, y = predict(model, val_loader, rt, p.amp)
+        va = validation_metrics(prob, y, weight)
+        score = va[p.early_stopping_metric.removeprefix("val_")]
+        if sched is not None and not per_step:
+            sched.step(score)
+        improved = score > state["best"] if maximise else score < state["best"]
+        if improved:
+            state.update(best=score, best_epoch=epoch, bad=0)
+            if rt.main:
+                _save(_unwrap(model).state_dict(), model_dir / MODEL_FILE)
+        else:
+            state["bad"] += 1
+        state["epoch"] = epoch
+        row = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
+               **{f"val/{k}": v for k, v in va.items()}}
+        state["history"].append(row)
+        if live is not None:
+            for name, value in row.items():
+                if name != "epoch":
+                    live.log_metric(name, round(value, 6))
+            live.next_step()
+            _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "schedule": sched.state_dict() if sched is not None else {},
+                   "rng": torch.get_rng_state(), "run": key, "state": json.dumps(state)}, last)
+        log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f bal %.3f%s "
+                 "(%.1fs)", epoch + 1, p.epochs, tr["loss"], tr["accuracy"], va["loss"],
+                 va["accuracy"], va["balanced_accuracy"], " *" if improved else "",
+                 time.perf_counter() - started)
+        if state["bad"] >= p.patience:
+            log.info("early stopping: no %s improvement for %d epochs", p.early_stopping_metric,
+                     p.patience)
+            break
+
+    card = {
+        "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
+        "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
+        "dtype": summary["dtype"], "normalisation": summary["normalisation"],
+        "shards_params_hash": summary["params_hash"], "run": key,
+        "best_epoch": state["best_epoch"] + 1, "epochs_run": state["epoch"] + 1,
+        f"best_{p.early_stopping_metric}": round(state["best"], 6),
+        "train": dataclasses.asdict(p),
+    }
+    if rt.main:
+        write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        last.unlink(missing_ok=True)
+        live.summary["best_epoch"] = card["best_epoch"]
+        live.end()
+        log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
+                 model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,
+                 state["best"])
+    if rt.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    train_ds.close()
+    val_ds.close()
+    return card
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

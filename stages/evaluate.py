@@ -1,0 +1,20 @@
+"""DVC stage ``evaluate@<dataset>``: the test split -> metrics/<dataset>/ (metrics, plots)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from oncopipe import config, evaluation, log
+
+
+def main(argv: list[str] | None = None) -> None:
+    (name,) = argv if argv is not None else sys.argv[1:]
+    log.setup(f"evaluate[{name}]")
+    cfg = config.load(name)
+    evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
+                        Path("metrics") / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""DVC stage ``shard@<dataset>``: manifest + arrays -> patient-level balanced HDF5 shards."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from oncopipe import config, log, shards
+
+
+def main(argv: list[str] | None = None) -> None:
+    (name,) = argv if argv is not None else sys.argv[1:]
+    log.setup(f"shard[{name}]")
+    cfg = config.load(name)
+    shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name, cfg.shard,
+                        cfg.seed, cfg.params_hash)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""DVC stage ``train@<dataset>``: shards -> models/<dataset>/ + dvclive logs.
+
+Several GPUs: ``torchrun --nproc-per-node=N -m stages.train <dataset>``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from oncopipe import config, log, training
+
+
+def main(argv: list[str] | None = None) -> None:
+    (name,) = argv if argv is not None else sys.argv[1:]
+    log.setup(f"train[{name}]")
+    cfg = config.load(name)
+    training.train(cfg, Path("data/shards") / name, Path("models") / name,
+                   Path("metrics") / name / "train")
+
+
+if __name__ == "__main__":
+    main()
