@@ -1,0 +1,173 @@
+"""MosMedData studies -> ``volumes.npy`` (N, 1, D, H, W) in [0, 1] + the common manifest.
+
+Labels come from params: ``prepare.normal`` and ``prepare.abnormal`` list the categories of
+each class (default CT-0 vs CT-1..CT-4; the Keras example's subset is CT-0 vs CT-2/CT-3,
+i.e. ``abnormal: [CT-2, CT-3, CT-23]``). A study whose category is in neither list is
+rejected as ``excluded category``, so nothing disappears without a row in the report.
+Volumes are prepared in worker processes (:func:`oncopipe.parallel.ordered_map`: results in
+input order, bounded in-flight memory) and appended one by one to the array file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from oncopipe.arrays import ArrayWriter
+from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.datasets.mosmed.registry import CATEGORIES, Study, find_studies
+from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
+from oncopipe.manifest import ManifestMeta, write_manifest
+from oncopipe.parallel import default_workers, ordered_map
+from oncopipe.report import Report
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES: tuple[str, ...] = ("normal", "abnormal")
+ARRAY_FILE = "volumes.npy"
+SHEET_STUDIES = 4  # studies per class on the contact sheet (two tiles each)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    shape: tuple[int, int, int] = (64, 128, 128)  # depth, height, width of the prepared volume
+    window: tuple[float, float] = (-1000.0, 400.0)  # HU clipped to this range, then to [0, 1]
+    normal: tuple[str, ...] = ("CT-0",)
+    abnormal: tuple[str, ...] = ("CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
+    dtype: str = "float16"  # float16 | float32 | uint8 (x / 255)
+    workers: int = 0  # 0: one per CPU core (at most 8)
+
+    def check(self) -> None:
+        if min(self.shape) < 2:
+            raise ValueError(f"shape must be >= 2 along every axis, got {self.shape}")
+        if not self.window[0] < self.window[1]:
+            raise ValueError(f"window must be [low, high] with low < high, got {self.window}")
+        for key in ("normal", "abnormal"):
+            unknown = sorted(set(getattr(self, key)) - set(CATEGORIES))
+            if unknown:
+                raise ValueError(f"{key}: unknown category {unknown[0]!r} "
+                                 f"(known: {', '.join(CATEGORIES)})")
+        if not self.normal or not self.abnormal:
+            raise ValueError("normal and abnormal must each list at least one category")
+        both = sorted(set(self.normal) & set(self.abnormal))
+        if both:
+            raise ValueError(f"category {both[0]} is listed as both normal and abnormal")
+        if self.dtype not in ("float16", "float32", "uint8"):
+            raise ValueError(f"dtype must be float16, float32 or uint8, got {self.dtype!r}")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+
+    def label(self, category: str) -> int | None:
+        if category in self.normal:
+            return 0
+        if category in self.abnormal:
+            return 1
+        return None
+
+
+@dataclass(frozen=True)
+class _Job:
+    study: Study
+    path: Path
+    params: PrepareParams
+
+
+def _prepare_one(job: _Job) -> tuple[Study, np.ndarray | None, str, dict]:
+    """Worker: (study, array or None, rejection reason, geometry) - never raises on bad input."""
+    try:
+        arr, vol = prepare_volume(job.path, job.params.shape, job.params.window,
+                                  job.params.dtype)
+    except VolumeError as exc:
+        return job.study, None, f"unreadable: {exc}", {}
+    geometry = {
+        "source_shape": "x".join(str(n) for n in vol.hu.shape),
+        "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing),
+        "orientation": "".join(vol.source_axcodes),
+    }
+    return job.study, arr, "", geometry
+
+
+def prepare(cfg, out_dir: Path) -> None:
+    """Read ``cfg.raw`` and write the manifest, arrays, report and contact sheet to ``out_dir``."""
+    params: PrepareParams = cfg.prepare
+    raw = Path(cfg.raw)
+    report = Report(f"prepare[{cfg.name}]")
+    studies = find_studies(raw, report)
+    jobs = []
+    for study in studies:
+        if params.label(study.category) is None:
+            report.reject(study.path, f"excluded category: {study.category} is in neither "
+                                      "prepare.normal nor prepare.abnormal")
+        else:
+            jobs.append(_Job(study, raw / study.path, params))
+    log.info("%s: %d studies found, %d to prepare to %s (%s)", raw, len(studies), len(jobs),
+             params.shape, params.dtype)
+
+    rows: list[dict] = []
+    sheet: dict[str, list[np.ndarray]] = {name: [] for name in CLASS_NAMES}
+    workers = params.workers or default_workers()
+    with ArrayWriter(out_dir / ARRAY_FILE, (1, *params.shape), params.dtype) as writer:
+        for study, arr, reason, geometry in ordered_map(_prepare_one, jobs, workers=workers,
+                                                        desc="mosmed volumes"):
+            if arr is None:
+                report.reject(study.path, reason)
+                continue
+            label = params.label(study.category)
+            index = writer.append(arr)
+            report.keep()
+            rows.append({
+                "sample_id": study.study_id,
+                "patient_id": study.study_id,  # one study per patient in this release
+                "label": label,
+                "array_file": ARRAY_FILE,
+                "array_index": index,
+                "source": study.path,
+                "category": study.category,
+                "mask_file": study.mask,
+                **geometry,
+            })
+            tiles = sheet[CLASS_NAMES[label]]
+            if len(tiles) < 2 * SHEET_STUDIES:
+                tiles.extend(mid_slices(arr))
+    if not rows:
+        raise ValueError(f"{raw}: no usable MosMedData study (see the rejections above)")
+    report.wrote(ARRAY_FILE)
+
+    normalisation = {
+        "kind": "hu_window",
+        "window_hu": list(params.window),
+        "formula": "(clip(hu, lo, hi) - lo) / (hi - lo)",
+        "dtype": params.dtype,
+        "stored_as": "x / 255" if params.dtype == "uint8" else "as is",
+        "orientation": "".join(CANONICAL) + " (D, H, W) = (inferior->superior, "
+                       "anterior->posterior, right->left)",
+        "resampling": "linear, pixel centres, fixed shape " + "x".join(map(str, params.shape)),
+    }
+    meta = ManifestMeta(dataset=cfg.name, task=cfg.task, class_names=CLASS_NAMES,
+                        layout="CDHW", normalisation=normalisation,
+                        params_hash=cfg.params_hash, patient_level=True)
+    df = pl.DataFrame(rows, schema_overrides={"label": pl.Int64, "array_index": pl.Int64})
+    write_manifest(df, meta, out_dir / "manifest.parquet")
+    report.wrote("manifest.parquet")
+    write_contact_sheet(out_dir / "contact_sheet.png", sheet, tile=96, per_row=2 * SHEET_STUDIES)
+    report.wrote("contact_sheet.png")
+    counts = df.group_by("category").len().sort("category")
+    report.extra["kept_by_category"] = dict(zip(counts["category"], counts["len"], strict=True))
+    report.extra["kept_by_class"] = {
+        name: int((df["label"] == i).sum()) for i, name in enumerate(CLASS_NAMES)}
+    report.extra["masks_attached"] = int((df["mask_file"] != "").sum())
+    if report.extra.get("masks_missing"):
+        log.warning("%d mask file(s) listed but missing: %s", len(report.extra["masks_missing"]),
+                    ", ".join(report.extra["masks_missing"][:5]))
+    report.write(out_dir)
+
+
+def mid_slices(arr: np.ndarray) -> list[np.ndarray]:
+    """Axial and coronal mid-slices of a (1, D, H, W) volume, superior up in the coronal one."""
+    vol = arr[0].astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+    depth, height, _ = vol.shape
+    return [vol[depth // 2], vol[::-1, height // 2, :]]

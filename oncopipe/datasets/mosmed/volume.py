@@ -1,0 +1,179 @@
+"""One MosMedData NIfTI study -> a (1, D, H, W) array in [0, 1], in one canonical orientation.
+
+Steps, in this order (the order matters: clipping before interpolation is what the Keras
+example does, and interpolating raw HU across a bone edge would leak bright values into
+soft tissue):
+
+1. read: inflate the ``.nii.gz`` (ISA-L's ``igzip`` when the ``isal`` package is installed,
+   about 2x faster than zlib; the bytes are identical either way), parse the header with
+   nibabel and take the best affine (sform, else qform);
+2. reorient from the affine: flips and axis permutations (numpy views, no copy) to the
+   canonical voxel order ``(S, P, L)`` = numpy ``(z, y, x)`` of a DICOM LPS image: slice 0 is
+   the most inferior, row 0 the most anterior, column 0 the patient's right, as a radiologist
+   views an axial slice. Nothing is hard-coded: an LAS, RAS or permuted file gives the same
+   array;
+3. clip HU to the window and scale to [0, 1];
+4. resample to the target shape with separable linear interpolation on pixel centres
+   (``align_corners=False``, like SimpleITK's resampler with a grid covering the same field of
+   view, ``torch.nn.functional.interpolate`` and OpenCV); only the source rows and columns
+   that an output sample touches are gathered, so the cost follows the output size.
+
+Why not ``SimpleITK.ReadImage`` + ``DICOMOrient`` + ``Resample``: it gives the same array
+but spends most of its time in zlib; docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+try:  # optional accelerator: same bytes, about twice as fast as zlib
+    from isal import isal_zlib as _inflater
+except ImportError:  # pragma: no cover - depends on the environment
+    _inflater = zlib
+
+CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class VolumeError(ValueError):
+    """A file is not a usable CT volume; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A CT volume in canonical ``(z, y, x)`` voxel order with its spacing in mm."""
+
+    hu: np.ndarray  # (D, H, W), raw dtype (int16 for MosMed), possibly a strided view
+    spacing: tuple[float, float, float]  # mm along D, H, W
+    source_axcodes: tuple[str, str, str]  # orientation of the file, e.g. ("L", "A", "S")
+
+
+def read_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Read a ``.nii`` or ``.nii.gz`` file into memory; raises :class:`VolumeError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VolumeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = _inflater.decompress(data, 31)  # wbits 31: gzip container
+        except Exception as exc:  # zlib.error / isal_zlib.error
+            raise VolumeError(f"{path}: corrupt gzip stream ({exc})") from None
+    if len(data) < 348:
+        raise VolumeError(f"{path}: too short for a NIfTI header ({len(data)} bytes)")
+    sizeof_hdr = int.from_bytes(data[:4], "little")
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = int.from_bytes(data[:4], "big")
+    image_class = {348: nib.Nifti1Image, 540: nib.Nifti2Image}.get(sizeof_hdr)
+    if image_class is None:
+        raise VolumeError(f"{path}: not a NIfTI file (sizeof_hdr {sizeof_hdr})")
+    try:
+        return image_class.from_bytes(data)
+    except Exception as exc:  # nibabel raises several types for bad headers
+        raise VolumeError(f"{path}: bad NIfTI header ({exc})") from None
+
+
+def canonical(path: str | Path, img: nib.Nifti1Image | nib.Nifti2Image) -> Volume:
+    """The image's voxels reoriented to :data:`CANONICAL` using its affine."""
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise VolumeError(f"{path}: expected a 3D volume, got shape {img.shape}")
+    if min(shape) < 2:
+        raise VolumeError(f"{path}: degenerate volume shape {shape}")
+    affine = img.affine
+    linear = affine[:3, :3]
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-9:
+        raise VolumeError(f"{path}: singular or non-finite affine")
+    try:
+        data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when set
+    except Exception as exc:  # truncated data block
+        raise VolumeError(f"{path}: cannot read voxel data ({exc})") from None
+    data = data.reshape(shape)
+    src = orientations.io_orientation(affine)
+    transform = orientations.ornt_transform(src, orientations.axcodes2ornt(CANONICAL))
+    zooms = np.sqrt((linear**2).sum(axis=0))
+    spacing = tuple(float(zooms[int(src_axis)]) for src_axis in _source_axes(transform))
+    return Volume(
+        hu=orientations.apply_orientation(data, transform),
+        spacing=spacing,  # type: ignore[arg-type]
+        source_axcodes=tuple(orientations.ornt2axcodes(src)),  # type: ignore[arg-type]
+    )
+
+
+def _source_axes(transform: np.ndarray) -> list[int]:
+    """For each output axis, the input axis it comes from (inverse of the permutation)."""
+    out_to_in = [0, 0, 0]
+    for in_axis, (out_axis, _flip) in enumerate(transform):
+        out_to_in[int(out_axis)] = in_axis
+    return out_to_in
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (i0, i1) and weight of i1 for each output sample, pixel-centre aligned."""
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0.0, n_in - 1)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def window_resample(
+    hu: np.ndarray, shape: tuple[int, int, int], window: tuple[float, float]
+) -> np.ndarray:
+    """Clip ``hu`` to ``window``, scale to [0, 1] and resample linearly to ``shape`` (float32).
+
+    Only the source slices some output slice reads are converted; each is clipped, then
+    resized in plane with OpenCV (bilinear on pixel centres, no antialiasing, exactly what
+    separable linear interpolation gives), then the slices are blended along the depth.
+    """
+    lo, hi = window
+    depth, height, width = shape
+    i0, i1, w = _linear_taps(hu.shape[0], depth)
+    needed = np.unique(np.concatenate((i0, i1)))
+    planes = np.empty((len(needed), height, width), np.float32)
+    for j, k in enumerate(needed):
+        plane = hu[k].astype(np.float32)  # contiguous copy, whatever the view's strides
+        np.clip(plane, lo, hi, out=plane)
+        planes[j] = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+    a = planes[np.searchsorted(needed, i0)]
+    b = planes[np.searchsorted(needed, i1)]
+    b -= a
+    b *= w[:, None, None]
+    a += b
+    a -= lo
+    a *= 1.0 / (hi - lo)
+    return a
+
+
+def prepare_volume(
+    path: str | Path,
+    shape: tuple[int, int, int],
+    window: tuple[float, float],
+    dtype: np.dtype | str = np.float16,
+) -> tuple[np.ndarray, Volume]:
+    """Read, reorient, window and resample one study: ``(1, *shape)`` array and its volume."""
+    vol = canonical(path, read_nifti(path))
+    if not np.issubdtype(vol.hu.dtype, np.number):
+        raise VolumeError(f"{path}: non-numeric voxel type {vol.hu.dtype}")
+    out = window_resample(vol.hu, shape, window)
+    if not np.all(np.isfinite(out)):
+        raise VolumeError(f"{path}: non-finite voxel values")
+    return to_dtype(out, dtype)[None], vol
+
+
+def to_dtype(x: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+    """[0, 1] floats to the storage dtype: uint8 means ``x / 255`` (rounded), floats as-is."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return np.rint(x * 255.0).astype(np.uint8)
+    return x.astype(dtype)
