@@ -1,0 +1,90 @@
+"""Lesion-centred crops in HU, resampled with SimpleITK at a fixed physical size.
+
+Crops are defined in patient millimetres, not voxels, so every crop has the same geometry
+whatever the scanner's pixel spacing and slice step (0.46-0.98 mm and 0.6-5 mm in LIDC). The
+crop's centre (between its two middle pixels for even sizes) is the lesion centroid. Samples
+outside the scan are air (-1000 HU): a lesion near the volume border is padded, never dropped.
+
+- 2D: axial ``size_2d`` x ``size_2d`` at ``mm_per_px`` on one slice (in-plane resampling only,
+  so the annotated slice is used as acquired).
+- 3D: a cube of ``fov_3d_mm`` on ``size_3d`` voxels; a series with an uneven slice step is
+  first interpolated onto a regular z grid. When the output is coarser than the input, the
+  volume is smoothed first (Gaussian, to an effective sigma of half the output spacing) so
+  it does not alias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncopipe.datasets.lidc.params import CropParams
+from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader
+
+
+def window(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
+    """HU -> [0, 1] float16: clip to the window, then scale linearly."""
+    lo, hi = hu_window
+    return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float16)
+
+
+def _resample(image: sitk.Image, centre: tuple[float, ...], spacing: float,
+              size: int) -> np.ndarray:
+    dim = image.GetDimension()
+    origin = [c - (size - 1) / 2 * spacing for c in centre]
+    out = sitk.Resample(image, [size] * dim, sitk.Transform(), sitk.sitkLinear, origin,
+                        [spacing] * dim, np.eye(dim).ravel().tolist(), AIR_HU,
+                        sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def crop_2d(slice_hu: np.ndarray, header: SeriesHeader, x_mm: float, y_mm: float,
+            p: CropParams) -> np.ndarray:
+    """(size_2d, size_2d) HU, rows along y, centred on (x_mm, y_mm)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(slice_hu, np.float32))
+    image.SetSpacing(header.spacing_xy)
+    image.SetOrigin(header.origin_xy)
+    return _resample(image, (x_mm, y_mm), p.mm_per_px, p.size_2d)
+
+
+def volume_image(volume: np.ndarray, header: SeriesHeader) -> sitk.Image:
+    """The (z, y, x) HU volume as a SimpleITK image on a regular z grid."""
+    zs = header.zs
+    step = header.z_step if len(zs) > 1 else 1.0
+    if len(zs) > 1 and np.abs(np.diff(zs) - step).max() > 1e-3 * step:
+        grid = zs[0] + step * np.arange(round((zs[-1] - zs[0]) / step) + 1)
+        upper = np.clip(np.searchsorted(zs, grid), 1, len(zs) - 1)
+        frac = ((grid - zs[upper - 1]) / (zs[upper] - zs[upper - 1])).astype(np.float32)
+        volume = (volume[upper - 1] * (1 - frac)[:, None, None]
+                  + volume[upper] * frac[:, None, None])
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+    image.SetSpacing((*header.spacing_xy, step))
+    image.SetOrigin((*header.origin_xy, float(zs[0])))
+    return image
+
+
+def crop_3d(image: sitk.Image, centre_mm: tuple[float, float, float],
+            p: CropParams) -> np.ndarray:
+    """(size_3d,) * 3 HU, axes (z, y, x), centred on ``centre_mm``."""
+    spacing = p.fov_3d_mm / p.size_3d
+    region = _around(image, centre_mm, p.fov_3d_mm / 2 + 2 * spacing)
+    if region is None:  # entirely outside the scan
+        return np.full((p.size_3d,) * 3, AIR_HU, np.float32)
+    variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in region.GetSpacing()]
+    if max(variances) > 0.01:  # mm^2
+        region = sitk.DiscreteGaussian(region, variances, 32, 0.01, True)
+    return _resample(region, centre_mm, spacing, p.size_3d)
+
+
+def _around(image: sitk.Image, centre_mm: tuple[float, ...], half_mm: float) -> sitk.Image | None:
+    """The part of ``image`` within ``half_mm`` of ``centre_mm`` (for speed), or None."""
+    size = np.array(image.GetSize())
+    lo = np.array(image.TransformPhysicalPointToContinuousIndex(
+        [c - half_mm for c in centre_mm]))
+    hi = np.array(image.TransformPhysicalPointToContinuousIndex(
+        [c + half_mm for c in centre_mm]))
+    start = np.clip(np.floor(lo).astype(int) - 1, 0, size)
+    stop = np.clip(np.ceil(hi).astype(int) + 2, 0, size)
+    if np.any(stop - start < 1):
+        return None
+    return sitk.RegionOfInterest(image, (stop - start).tolist(), start.tolist())

