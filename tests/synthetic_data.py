@@ -14,12 +14,25 @@ import numpy as np
 import polars as pl
 
 from oncopipe.arrays import ArrayWriter
+from oncopipe.config import (
+    AugmentParams,
+    DatasetConfig,
+    EvaluateParams,
+    ShardParams,
+    TrainParams,
+)
 from oncopipe.manifest import ManifestMeta, write_manifest
+from oncopipe.shards import write_shards
+
+SMALL_TRAIN = TrainParams(model="cnn7", width=0.25, epochs=3, batch_size=16, lr=3.0e-3,
+                          schedule="cosine", threads=1, patience=5,
+                          augment=AugmentParams(hflip=True, rotate_deg=10.0, shift=0.05))
 
 
 def make_prepared(out: Path, patients_per_class: tuple[int, ...] = (12, 6),
                   samples_per_patient: int = 3, size: int = 16, volume: bool = False,
-                  dtype: str = "uint8", seed: int = 0, duplicate_across: bool = False) -> Path:
+                  dtype: str = "uint8", seed: int = 0, duplicate_across: bool = False,
+                  channels: int = 1) -> Path:
     """Write ``out/manifest.parquet`` + ``out/images.npy``; returns ``out``.
 
     ``duplicate_across``: the first sample of patient 1 is a byte copy of patient 0's first
@@ -27,7 +40,7 @@ def make_prepared(out: Path, patients_per_class: tuple[int, ...] = (12, 6),
     """
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    shape = (1, 4, size, size) if volume else (1, size, size)
+    shape = (channels, 4, size, size) if volume else (channels, size, size)
     rows = []
     first: np.ndarray | None = None
     with ArrayWriter(out / "images.npy", shape, dtype) as writer:
@@ -57,4 +70,20 @@ def make_prepared(out: Path, patients_per_class: tuple[int, ...] = (12, 6),
                         normalisation={"scale": "x/255" if dtype == "uint8" else "none"},
                         params_hash="test")
     write_manifest(pl.DataFrame(rows), meta, out / "manifest.parquet")
+    return out
+
+
+def config_for(train: TrainParams = SMALL_TRAIN, seed: int = 1, bootstrap: int = 200,
+               shard: ShardParams | None = None) -> DatasetConfig:
+    """A DatasetConfig for the generic stages, without params.yaml or a dataset module."""
+    return DatasetConfig(name="synthetic", seed=seed, raw=Path("unused"), task="binary",
+                         profile="demo", demo=None, prepare=None, shard=shard or ShardParams(),
+                         train=train, evaluate=EvaluateParams(bootstrap=bootstrap), section={})
+
+
+def make_shards(root: Path, shard: ShardParams | None = None, seed: int = 1, **kw) -> Path:
+    """Prepared data + shards under ``root``; returns the shard directory."""
+    prepared = make_prepared(root / "prepared", **kw)
+    out = root / "shards"
+    write_shards(prepared, out, shard or ShardParams(shard_size=16), seed, "test-hash")
     return out

@@ -1,0 +1,87 @@
+"""Metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oncopipe import metrics
+
+NAMES2 = ["benign", "malignant"]
+
+
+def _binary(scores, y):
+    p = np.asarray(scores, dtype=float)
+    return np.stack([1 - p, p], 1), np.asarray(y)
+
+
+def test_binary_metrics_by_hand():
+    prob, y = _binary([0.1, 0.4, 0.35, 0.8, 0.7, 0.2], [0, 0, 1, 1, 0, 1])
+    m = metrics.compute(y, prob, np.arange(6).astype(str), NAMES2, bootstrap=0)
+    # predictions (>0.5): 0 0 0 1 1 0 -> TP 1, FN 2, FP 1, TN 2
+    assert m["confusion_matrix"] == [[2, 1], [2, 1]]
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["sensitivity"] == pytest.approx(1 / 3, abs=1e-6)
+    assert m["specificity"] == pytest.approx(2 / 3, abs=1e-6)
+    assert m["precision"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.4)
+    # pairs (pos, neg): 0.35>0.1, 0.35<0.4, 0.35<0.7, 0.8>all, 0.2>0.1 -> (1+3+1)/9
+    assert m["auc"] == pytest.approx(5 / 9, abs=1e-6)
+    assert m["n_test"] == 6 and m["per_class"]["malignant"]["support"] == 3
+
+
+def test_auc_counts_ties_as_half_and_perfect_separation():
+    prob, y = _binary([0.5, 0.5, 0.9, 0.1], [0, 1, 1, 0])
+    m = metrics.compute(y, prob, np.array(list("abcd")), NAMES2, bootstrap=0)
+    assert m["auc"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    prob, y = _binary([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    m = metrics.compute(y, prob, np.array(list("abcd")), NAMES2, bootstrap=0)
+    assert m["auc"] == 1.0 and m["sensitivity_at_95_specificity"] == 1.0
+    assert m["balanced_accuracy"] == 1.0
+
+
+def test_multiclass_macro_and_undefined_precision_is_zero():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    prob = np.eye(3)[[0, 0, 1, 0, 0, 0]] * 0.8 + 0.2 / 3
+    m = metrics.compute(y, prob, np.arange(6).astype(str), ["a", "b", "c"], bootstrap=0)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-6)
+    assert m["per_class"]["c"]["precision"] == 0.0  # never predicted, but present
+    assert m["precision"] == pytest.approx((2 / 5 + 1 + 0) / 3, abs=1e-6)  # a: 2 of 5 right
+    assert len(m["confusion_matrix"]) == 3
+
+
+def test_ece_of_a_perfectly_calibrated_and_an_overconfident_model():
+    y = np.array([1, 1, 1, 0])  # confidence 0.75 for class 1, right 3 of 4 times
+    prob = np.tile([0.25, 0.75], (4, 1))
+    ece, table = metrics.expected_calibration_error(y, prob, 10)
+    assert ece == pytest.approx(0.0) and table[0]["count"] == 4
+    ece, _ = metrics.expected_calibration_error(np.array([0, 0, 0, 1]), prob, 10)
+    assert ece == pytest.approx(0.5)
+
+
+def test_weighted_auc_equals_auc_of_replicated_samples():
+    rng = np.random.default_rng(0)
+    s, pos = rng.random(30), rng.random(30) < 0.4
+    w = rng.integers(0, 3, 30)
+    rep_s, rep_pos = np.repeat(s, w), np.repeat(pos, w)
+    fpr, tpr, _ = metrics.roc_curve(rep_s, rep_pos)
+    assert metrics._weighted_auc(s, pos, w[None].astype(float))[0] == pytest.approx(
+        np.trapezoid(tpr, fpr))
+
+
+def test_bootstrap_interval_over_patients_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    prob, _ = _binary(np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1), y)
+    patients = np.repeat(np.arange(50), 4).astype(str)
+    a = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
+    b = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
+    assert a == b
+    for name in metrics.CI_METRICS:
+        lo, hi = a["ci"][name]["low"], a["ci"][name]["high"]
+        assert lo <= a[name] <= hi and lo < hi
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        metrics.compute(np.array([0, 1]), np.ones((2, 3)) / 3, np.array(["a", "b"]), NAMES2)
