@@ -28,10 +28,12 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(scratch)
         datasets.get(name).prepare(cfg, tmp)
         out.mkdir(parents=True, exist_ok=True)
-        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for file in files:
             dest = out / file.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, dest)
+    logger.info("moved %d finished file(s) into %s", len(files), out)
 
 
 if __name__ == "__main__":
