@@ -77,7 +77,8 @@ def write_png(path: Path, result: dict, y: np.ndarray, prob: np.ndarray, table: 
     cm = np.asarray(result["confusion_matrix"])
     axes[0].imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
-        axes[0].text(j, i, str(v), ha="center", va="center")
+        axes[0].text(j, i, str(v), ha="center", va="center",
+                     color="white" if v > cm.max() / 2 else "black")
     axes[0].set(xticks=range(len(class_names)), yticks=range(len(class_names)),
                 xticklabels=class_names, yticklabels=class_names, xlabel="predicted",
                 ylabel="actual", title="confusion matrix")

@@ -1,0 +1,110 @@
+"""Training loop: learns, is deterministic on CPU, resumes, stops early, schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from synthetic_data import SMALL_TRAIN, config_for, make_shards
+
+from oncopipe import training
+from oncopipe.config import ShardParams
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("train"), ShardParams(shard_size=16),
+                       patients_per_class=(12, 8), samples_per_patient=3)
+
+
+def _train(shards, out, **changes):
+    cfg = config_for(dataclasses.replace(SMALL_TRAIN, **changes))
+    card = training.train(cfg, shards, out / "model", out / "live")
+    return card, torch.load(out / "model" / "model.pt", weights_only=True)
+
+
+def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
+    card_a, state_a = _train(shards, tmp_path / "a")
+    card_b, state_b = _train(shards, tmp_path / "b")
+    assert card_a == card_b
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    live = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
+    assert live["val"]["balanced_accuracy"] >= 0.8
+    assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+    assert card_a["class_names"] == ["class0", "class1"] and card_a["sample_shape"] == [1, 16, 16]
+    assert not (tmp_path / "a" / "model" / training.LAST_FILE).exists()
+    model, card = training.load_model(tmp_path / "a" / "model")
+    assert not model.training and card["run"] == card_a["run"]
+
+
+def test_resume_after_interruption_gives_the_same_model(shards, tmp_path, monkeypatch):
+    _, uninterrupted = _train(shards, tmp_path / "full")
+    real = training.train_one_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(shards, tmp_path / "cut")
+    assert (tmp_path / "cut" / "model" / training.LAST_FILE).is_file()
+    monkeypatch.setattr(training, "train_one_epoch", real)
+    card, resumed = _train(shards, tmp_path / "cut")
+    assert card["epochs_run"] == SMALL_TRAIN.epochs
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    steps = (tmp_path / "cut" / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text()
+    assert len(steps.strip().splitlines()) == 1 + SMALL_TRAIN.epochs  # header + one per epoch
+
+
+def test_checkpoint_of_other_params_is_not_resumed(shards, tmp_path, monkeypatch):
+    real = training.train_one_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(shards, tmp_path / "x", lr=1.0e-3)
+    monkeypatch.setattr(training, "train_one_epoch", real)
+    card, _ = _train(shards, tmp_path / "x", lr=2.0e-3, epochs=1)
+    assert card["epochs_run"] == 1 and card["train"]["lr"] == 2.0e-3
+
+
+def test_early_stopping_when_the_metric_does_not_improve(shards, tmp_path):
+    card, _ = _train(shards, tmp_path, lr=1.0e-12, epochs=6, patience=2, schedule="none")
+    assert card["epochs_run"] == 3 and card["best_epoch"] == 1
+
+
+def test_exponential_schedule_is_a_staircase():
+    p = dataclasses.replace(SMALL_TRAIN, schedule="exponential", lr=1.0, decay_rate=0.5,
+                            decay_steps=3)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    sched, per_step = training.make_schedule(p, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert per_step and lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+
+
+def test_plateau_schedule_follows_the_stopping_metric():
+    p = dataclasses.replace(SMALL_TRAIN, schedule="plateau", plateau_patience=0,
+                            plateau_factor=0.5, early_stopping_metric="val_accuracy")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched, per_step = training.make_schedule(p, opt, steps_per_epoch=10)
+    sched.step(0.5)
+    sched.step(0.6)  # improving accuracy: no change
+    assert opt.param_groups[0]["lr"] == 1.0
+    sched.step(0.4)
+    assert not per_step and opt.param_groups[0]["lr"] == 0.5
