@@ -90,7 +90,9 @@ def load_image(path: str | Path, decode: Decode) -> np.ndarray:
 
 def _jpeg_complete(path: Path) -> bool:
     """A JPEG whose download was cut short lacks its end marker; OpenCV would decode it anyway,
-    filling the missing rows with grey, so the check must happen before decoding."""
+    filling the missing rows with grey, so the check must happen before decoding. The marker
+    is looked for in the last 4 KiB, not only at the very end, because some cameras append a
+    trailer after it; it cannot occur inside entropy-coded data (0xFF is stuffed there)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -99,7 +101,7 @@ def _jpeg_complete(path: Path) -> bool:
             tail = fh.read()
     except OSError:
         return False
-    return b"\xff\xd9" in tail.rstrip(b"\0\r\n\t ")[-2:]
+    return b"\xff\xd9" in tail
 
 
 def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str]:
