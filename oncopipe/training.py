@@ -359,7 +359,8 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         else:
             state["bad"] += 1
         state["epoch"] = epoch
-        row = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
+        row = {"epoch": epoch + 1, "learning_rate": lr,
+               **{f"train/{k}": v for k, v in tr.items()},
                **{f"val/{k}": v for k, v in va.items()}}
         state["history"].append(row)
         if live is not None:
