@@ -1,0 +1,55 @@
+"""The demo@breakhis and prepare_breakhis DVC stages, run by DVC in a copy of the tree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oncopipe.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_breakhis_stages_run_then_are_up_to_date_and_rerun_on_a_param_change(tmp_path):
+    for name in ("oncopipe", "stages"):
+        shutil.copytree(ROOT / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["breakhis"]["demo"].update(patients_per_subtype=2, images_per_magnification=[1, 1],
+                                      layout="kaggle")
+    params["breakhis"]["prepare"].update(image_size=32, workers=1)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "repro", "prepare_breakhis")
+    assert "up to date" in run("dvc", "status", "prepare_breakhis")
+
+    out = tmp_path / "data" / "prepared" / "breakhis"
+    report = json.loads((out / "report.json").read_text())
+    n_png = 2 * 8 * 4  # folders x magnifications x 1 image
+    assert report["read"] == n_png + 1 and report["kept"] == n_png  # + Folds.csv
+    assert report["rejected_by_reason"] == {"ignored": 1}
+    df, meta = read_manifest(out / "manifest.parquet")
+    assert len(df) == n_png and meta.dataset == "breakhis" and meta.task == "binary"
+
+    params["breakhis"]["prepare"]["magnifications"] = ["400X"]
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "prepare_breakhis" in run("dvc", "status", "prepare_breakhis")
+    log = run("dvc", "repro", "prepare_breakhis")
+    assert "'demo@breakhis' didn't change" in log  # only prepare reruns
+    df, _ = read_manifest(out / "manifest.parquet")
+    assert len(df) == n_png // 4 and set(df["magnification"]) == {400}
