@@ -24,6 +24,7 @@ but spends most of its time in zlib; docs/benchmarks.md has the figures.
 
 from __future__ import annotations
 
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,13 @@ class Volume:
     source_axcodes: tuple[str, str, str]  # orientation of the file, e.g. ("L", "A", "S")
 
 
-def read_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
-    """Read a ``.nii`` or ``.nii.gz`` file into memory; raises :class:`VolumeError`."""
+def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (file order, e.g. (x, y, z)) and affine of a ``.nii``/``.nii.gz`` file.
+
+    Only the header goes through nibabel; the voxels are a read-only view of the inflated
+    bytes (no copy) unless ``scl_slope``/``scl_inter`` ask for scaling. Raises
+    :class:`VolumeError` naming the file and the problem.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -67,44 +73,55 @@ def read_nifti(path: str | Path) -> nib.Nifti1Image | nib.Nifti2Image:
             data = _inflater.decompress(data, 31)  # wbits 31: gzip container
         except Exception as exc:  # zlib.error / isal_zlib.error
             raise VolumeError(f"{path}: corrupt gzip stream ({exc})") from None
+    header = _header(path, data)
+    shape = header.get_data_shape()
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise VolumeError(f"{path}: expected a 3D volume, got shape {header.get_data_shape()}")
+    dtype = header.get_data_dtype()
+    offset = int(header.get_data_offset())
+    needed = offset + int(np.prod(shape)) * dtype.itemsize
+    if needed > len(data):
+        raise VolumeError(f"{path}: truncated voxel data ({len(data)} of {needed} bytes)")
+    voxels = np.ndarray(shape, dtype, buffer=data, offset=offset, order="F")
+    slope, inter = header.get_slope_inter()  # (None, None) when unset, as in MosMed
+    if slope is not None or inter is not None:
+        voxels = voxels * np.float32(1.0 if slope is None else slope) + np.float32(inter or 0.0)
+    return voxels, header.get_best_affine()
+
+
+def _header(path: Path, data: bytes) -> nib.Nifti1Header | nib.Nifti2Header:
     if len(data) < 348:
         raise VolumeError(f"{path}: too short for a NIfTI header ({len(data)} bytes)")
     sizeof_hdr = int.from_bytes(data[:4], "little")
     if sizeof_hdr not in (348, 540):
         sizeof_hdr = int.from_bytes(data[:4], "big")
-    image_class = {348: nib.Nifti1Image, 540: nib.Nifti2Image}.get(sizeof_hdr)
-    if image_class is None:
+    header_class = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(sizeof_hdr)
+    if header_class is None:
         raise VolumeError(f"{path}: not a NIfTI file (sizeof_hdr {sizeof_hdr})")
     try:
-        return image_class.from_bytes(data)
+        header = header_class.from_fileobj(io.BytesIO(data[:sizeof_hdr]), check=True)
     except Exception as exc:  # nibabel raises several types for bad headers
         raise VolumeError(f"{path}: bad NIfTI header ({exc})") from None
+    if header["magic"] not in (b"n+1", b"n+2"):
+        raise VolumeError(f"{path}: not a single-file NIfTI (magic {header['magic']!r})")
+    return header
 
 
-def canonical(path: str | Path, img: nib.Nifti1Image | nib.Nifti2Image) -> Volume:
-    """The image's voxels reoriented to :data:`CANONICAL` using its affine."""
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise VolumeError(f"{path}: expected a 3D volume, got shape {img.shape}")
-    if min(shape) < 2:
-        raise VolumeError(f"{path}: degenerate volume shape {shape}")
-    affine = img.affine
+def canonical(path: str | Path, voxels: np.ndarray, affine: np.ndarray) -> Volume:
+    """``voxels`` reoriented to :data:`CANONICAL` using ``affine`` (flips and transposes)."""
+    if min(voxels.shape) < 2:
+        raise VolumeError(f"{path}: degenerate volume shape {voxels.shape}")
     linear = affine[:3, :3]
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-9:
         raise VolumeError(f"{path}: singular or non-finite affine")
-    try:
-        data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when set
-    except Exception as exc:  # truncated data block
-        raise VolumeError(f"{path}: cannot read voxel data ({exc})") from None
-    data = data.reshape(shape)
     src = orientations.io_orientation(affine)
     transform = orientations.ornt_transform(src, orientations.axcodes2ornt(CANONICAL))
     zooms = np.sqrt((linear**2).sum(axis=0))
     spacing = tuple(float(zooms[int(src_axis)]) for src_axis in _source_axes(transform))
     return Volume(
-        hu=orientations.apply_orientation(data, transform),
+        hu=orientations.apply_orientation(voxels, transform),
         spacing=spacing,  # type: ignore[arg-type]
         source_axcodes=tuple(orientations.ornt2axcodes(src)),  # type: ignore[arg-type]
     )
@@ -132,27 +149,40 @@ def window_resample(
 ) -> np.ndarray:
     """Clip ``hu`` to ``window``, scale to [0, 1] and resample linearly to ``shape`` (float32).
 
-    Only the source slices some output slice reads are converted; each is clipped, then
-    resized in plane with OpenCV (bilinear on pixel centres, no antialiasing, exactly what
-    separable linear interpolation gives), then the slices are blended along the depth.
+    Separable linear interpolation, done so that only source voxels some output voxel reads
+    are converted: per needed slice, the needed rows are gathered, clipped and blended in
+    pairs (rows), then OpenCV resizes the columns (bilinear on pixel centres, no
+    antialiasing); each output slice is a weighted sum of two such planes.
     """
     lo, hi = window
     depth, height, width = shape
-    i0, i1, w = _linear_taps(hu.shape[0], depth)
-    needed = np.unique(np.concatenate((i0, i1)))
-    planes = np.empty((len(needed), height, width), np.float32)
-    for j, k in enumerate(needed):
-        plane = hu[k].astype(np.float32)  # contiguous copy, whatever the view's strides
-        np.clip(plane, lo, hi, out=plane)
-        planes[j] = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
-    a = planes[np.searchsorted(needed, i0)]
-    b = planes[np.searchsorted(needed, i1)]
-    b -= a
-    b *= w[:, None, None]
-    a += b
-    a -= lo
-    a *= 1.0 / (hi - lo)
-    return a
+    z0, z1, zw = _linear_taps(hu.shape[0], depth)
+    r0, r1, rw = _linear_taps(hu.shape[1], height)
+    slices = np.unique(np.concatenate((z0, z1)))
+    rows = np.unique(np.concatenate((r0, r1)))
+    j0, j1 = np.searchsorted(rows, r0), np.searchsorted(rows, r1)
+    rw = rw[:, None]
+    scale = 1.0 / (hi - lo)
+    planes = np.empty((len(slices), height, width), np.float32)
+    for i, k in enumerate(slices):
+        sub = hu[k, rows].astype(np.float32)  # (rows needed, W_in), contiguous
+        np.clip(sub, lo, hi, out=sub)
+        a = sub[j0]
+        b = sub[j1]
+        b -= a
+        b *= rw
+        a += b
+        a -= lo
+        a *= scale
+        planes[i] = cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR)
+    out = np.empty(shape, np.float32)
+    k0, k1 = np.searchsorted(slices, z0), np.searchsorted(slices, z1)
+    for d in range(depth):
+        w = float(zw[d])
+        cv2.addWeighted(planes[k0[d]], 1.0 - w, planes[k1[d]], w, 0.0, out[d])
+    # weights sum to 1, so rounding can only overshoot [0, 1] by an ulp; exact zeros (air)
+    # stay exact, which also keeps float16 conversion off numpy's slow subnormal path
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def prepare_volume(
@@ -162,7 +192,7 @@ def prepare_volume(
     dtype: np.dtype | str = np.float16,
 ) -> tuple[np.ndarray, Volume]:
     """Read, reorient, window and resample one study: ``(1, *shape)`` array and its volume."""
-    vol = canonical(path, read_nifti(path))
+    vol = canonical(path, *read_nifti(path))
     if not np.issubdtype(vol.hu.dtype, np.number):
         raise VolumeError(f"{path}: non-numeric voxel type {vol.hu.dtype}")
     out = window_resample(vol.hu, shape, window)
