@@ -194,6 +194,9 @@ def _add_bad_files(raw: Path) -> dict[str, str]:
     _, buf = cv2.imencode(".png", np.zeros((456, 700, 3), np.uint8))
     put(folder / "40X" / small.file_name, buf.tobytes(), "wrong size")
     put(folder / "40X" / "notes.txt", b"x", "not an image")
+    put(Path("benign/SOB/adenosis") / benign.name, good[0].read_bytes(), "unexpected location")
+    (raw / "readme.txt").write_text("downloaded from the mirror\n")
+    expected["readme.txt"] = "unexpected location"
     expected["Folds.csv"] = "ignored"
     return expected
 

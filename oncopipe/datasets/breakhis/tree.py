@@ -76,7 +76,7 @@ def classify(file: Path, raw: Path, breast: Path) -> TreeImage | str:
         if file.name == "Folds.csv":
             return ("ignored: Kaggle mirror's image-level folds, not used "
                     "(splits here are by patient)")
-        return "not an image: outside histology_slides/breast"
+        return "unexpected location: outside histology_slides/breast"
     parts = file.relative_to(breast).parts
     if file.suffix.lower() != ".png":
         return f"not an image: extension {file.suffix or '(none)'!r}, BreakHis images are .png"
