@@ -177,6 +177,28 @@ def test_canonical_orientation_is_radiological(demo_dir, tmp_path):
     assert np.unravel_index(np.argmax(marked), marked.shape) == (3, 0, 7)
 
 
+def test_scaled_and_uncompressed_files_give_the_same_array(demo_dir, tmp_path):
+    src = demo_dir / "studies/CT-3/study_1064.nii.gz"
+    img = nib.load(src)
+    hu, affine = np.asanyarray(img.dataobj), img.affine
+    shape, window = (8, 16, 16), (-1000.0, 400.0)
+    reference, _ = volume.prepare_volume(src, shape, window)
+    # stored as unsigned with scl_inter -1024, like many DICOM conversions
+    stored = nib.Nifti1Image((hu.astype(np.int32) + 1024).astype(np.uint16), affine)
+    stored.header.set_slope_inter(1.0, -1024.0)
+    nib.save(stored, tmp_path / "scaled.nii")  # also: not gzipped
+    arr, _ = volume.prepare_volume(tmp_path / "scaled.nii", shape, window)
+    assert np.array_equal(arr, reference)
+
+
+def test_truncated_voxel_data_is_an_error_naming_the_file(demo_dir, tmp_path):
+    raw = gzip.decompress((demo_dir / "studies/CT-0/study_0001.nii.gz").read_bytes())
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(gzip.compress(raw[: len(raw) // 2], mtime=0))
+    with pytest.raises(volume.VolumeError, match=r"cut\.nii\.gz: truncated voxel data"):
+        volume.prepare_volume(path, (8, 16, 16), (-1000.0, 400.0))
+
+
 # ------------------------------------------------------------------ agreement with the Keras way
 
 

@@ -85,9 +85,13 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if needed > len(data):
         raise VolumeError(f"{path}: truncated voxel data ({len(data)} of {needed} bytes)")
     voxels = np.ndarray(shape, dtype, buffer=data, offset=offset, order="F")
-    slope, inter = header.get_slope_inter()  # (None, None) when unset, as in MosMed
-    if slope is not None or inter is not None:
-        voxels = voxels * np.float32(1.0 if slope is None else slope) + np.float32(inter or 0.0)
+    # (None, None) when unset (0 or NaN), as in MosMed; check=False above keeps nibabel from
+    # "fixing" an unset slope to 1, which would cost a float copy of the whole volume
+    slope, inter = header.get_slope_inter()
+    slope = 1.0 if slope is None else float(slope)
+    inter = 0.0 if inter is None else float(inter)
+    if (slope, inter) != (1.0, 0.0):
+        voxels = voxels * np.float32(slope) + np.float32(inter)
     return voxels, header.get_best_affine()
 
 
@@ -101,7 +105,7 @@ def _header(path: Path, data: bytes) -> nib.Nifti1Header | nib.Nifti2Header:
     if header_class is None:
         raise VolumeError(f"{path}: not a NIfTI file (sizeof_hdr {sizeof_hdr})")
     try:
-        header = header_class.from_fileobj(io.BytesIO(data[:sizeof_hdr]), check=True)
+        header = header_class.from_fileobj(io.BytesIO(data[:sizeof_hdr]), check=False)
     except Exception as exc:  # nibabel raises several types for bad headers
         raise VolumeError(f"{path}: bad NIfTI header ({exc})") from None
     if header["magic"] not in (b"n+1", b"n+2"):
