@@ -244,13 +244,12 @@ def _write_shard(path: Path, part: pl.DataFrame, base_dir: Path, meta: ManifestM
         f.attrs["layout"] = meta.layout
         f.attrs["normalisation"] = json.dumps(meta.normalisation, sort_keys=True)
         f.attrs["params_hash"] = meta.params_hash
-        cache: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {}  # memory maps: pages, not copies
         for i, (file, row) in enumerate(zip(part["array_file"].to_list(),
                                             part["array_index"].to_list(), strict=True)):
-            if file not in cache:
-                cache.clear()
-                cache[file] = np.load(base_dir / file, mmap_mode="r")
-            x[i] = cache[file][row]
+            if file not in arrays:
+                arrays[file] = np.load(base_dir / file, mmap_mode="r")
+            x[i] = arrays[file][row]
 
 
 def _sample_spec(df: pl.DataFrame, base_dir: Path) -> tuple[tuple[int, ...], np.dtype]:

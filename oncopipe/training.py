@@ -48,6 +48,7 @@ MODEL_FILE = "model.pt"
 LAST_FILE = "last.pt"
 CONFIG_FILE = "config.json"
 PRECISE_BN_BATCHES = 32
+PROGRESS_SECONDS = 30.0  # a progress line at most this often within an epoch
 MAXIMISE = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
 
 
@@ -156,7 +157,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     seen = 0
-    for x, y in loader:
+    last_report = time.perf_counter()
+    for step, (x, y) in enumerate(loader, 1):
+        if rt.main and time.perf_counter() - last_report > PROGRESS_SECONDS:
+            last_report = time.perf_counter()
+            log.info("  batch %d/%d, running loss %.4f", step, len(loader),
+                     float(loss_sum) / max(seen, 1))
         x = _prepare_batch(x, rt)
         y = y.to(rt.device, non_blocking=True)
         x = augment_batch(x, p.augment, gen)
