@@ -1,4 +1,4 @@
-"""The demo@breakhis and prepare_breakhis DVC stages, run by DVC in a copy of the tree."""
+"""demo@breakhis -> prepare_breakhis -> shard@breakhis, run by DVC in a copy of the tree."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -35,8 +36,8 @@ def test_breakhis_stages_run_then_are_up_to_date_and_rerun_on_a_param_change(tmp
 
     run("git", "init", "-q")
     run("dvc", "init", "-q")
-    run("dvc", "repro", "prepare_breakhis")
-    assert "up to date" in run("dvc", "status", "prepare_breakhis")
+    run("dvc", "repro", "shard@breakhis")
+    assert "up to date" in run("dvc", "status", "shard@breakhis")
 
     out = tmp_path / "data" / "prepared" / "breakhis"
     report = json.loads((out / "report.json").read_text())
@@ -45,6 +46,11 @@ def test_breakhis_stages_run_then_are_up_to_date_and_rerun_on_a_param_change(tmp
     assert report["rejected_by_reason"] == {"ignored": 1}
     df, meta = read_manifest(out / "manifest.parquet")
     assert len(df) == n_png and meta.dataset == "breakhis" and meta.task == "binary"
+    index = pl.read_parquet(tmp_path / "data" / "shards" / "breakhis" / "index.parquet")
+    splits = index.group_by("patient_id").agg(pl.col("split").n_unique())
+    assert (splits["split"] == 1).all()  # no patient in two splits
+    shared = index.filter(pl.col("patient_id") == "14-13412")["sample_id"]
+    assert {s.split("-")[0] for s in shared} == {"SOB_M_DC", "SOB_M_LC"}  # one patient, kept whole
 
     params["breakhis"]["prepare"]["magnifications"] = ["400X"]
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
