@@ -17,6 +17,7 @@ new head of global pooling and two dense layers.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -25,6 +26,8 @@ import torchvision
 from torch import nn
 
 from oncopipe.config import TrainParams
+
+log = logging.getLogger(__name__)
 
 TORCHVISION = ("resnet18", "resnet50", "resnet101", "vgg16", "inception_v3")
 SMALL = ("lenet5", "cnn7", "cnn3d")
@@ -264,6 +267,9 @@ def build(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int) -> Clas
         net = _torchvision(p.model, p.weights)
         head = _replace_classifier(net, p.model, n_classes, p.finetune)
         if p.finetune == "head":
+            if p.weights == "none":
+                log.warning("finetune: head on a randomly initialised %s trains a head on "
+                            "random features; set weights to use pretrained ones", p.model)
             for q in net.parameters():
                 q.requires_grad_(False)
             for q in head.parameters():
@@ -272,6 +278,9 @@ def build(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int) -> Clas
         return Classifier(adapter, net, None)
     if p.weights != "none":
         raise ModelError(f"{p.model} has no pretrained weights; set weights: none")
+    if p.finetune == "head":
+        raise ModelError(f"{p.model} trains from scratch; finetune: head needs a pretrained "
+                         f"torchvision model ({', '.join(TORCHVISION)})")
     in_dims = len(sample_shape) - 1
     c = sample_shape[0] * (sample_shape[1] if in_dims == 3 and dims == 2 else 1)
     adapter = InputAdapter(sample_shape, dims, c, size)

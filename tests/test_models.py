@@ -87,3 +87,5 @@ def test_unknown_weights_name_lists_the_choices():
         models.build(_p(model="resnet18", weights="IMAGENET_BOGUS"), (3, 32, 32), 2)
     with pytest.raises(models.ModelError, match="no pretrained"):
         models.build(_p(model="lenet5", weights="IMAGENET1K_V1"), (3, 32, 32), 2)
+    with pytest.raises(models.ModelError, match="from scratch"):
+        models.build(_p(model="cnn7", finetune="head"), (3, 32, 32), 2)
