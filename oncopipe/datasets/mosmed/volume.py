@@ -153,32 +153,28 @@ def window_resample(
 ) -> np.ndarray:
     """Clip ``hu`` to ``window``, scale to [0, 1] and resample linearly to ``shape`` (float32).
 
-    Separable linear interpolation, done so that only source voxels some output voxel reads
-    are converted: per needed slice, the needed rows are gathered, clipped and blended in
-    pairs (rows), then OpenCV resizes the columns (bilinear on pixel centres, no
-    antialiasing); each output slice is a weighted sum of two such planes.
+    Separable linear interpolation that only converts the source slices some output slice
+    reads: each is clipped, resized in plane by OpenCV (bilinear on pixel centres, no
+    antialiasing; it reads only the rows and columns it needs) and scaled; each output slice
+    is then a weighted sum of two such planes.
     """
     lo, hi = window
     depth, height, width = shape
     z0, z1, zw = _linear_taps(hu.shape[0], depth)
-    r0, r1, rw = _linear_taps(hu.shape[1], height)
     slices = np.unique(np.concatenate((z0, z1)))
-    rows = np.unique(np.concatenate((r0, r1)))
-    j0, j1 = np.searchsorted(rows, r0), np.searchsorted(rows, r1)
-    rw = rw[:, None]
     scale = 1.0 / (hi - lo)
     planes = np.empty((len(slices), height, width), np.float32)
     for i, k in enumerate(slices):
-        sub = hu[k, rows].astype(np.float32)  # (rows needed, W_in), contiguous
-        np.clip(sub, lo, hi, out=sub)
-        a = sub[j0]
-        b = sub[j1]
-        b -= a
-        b *= rw
-        a += b
-        a -= lo
-        a *= scale
-        planes[i] = cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR)
+        # read memory forwards (a reoriented view has negative strides; copying it backwards
+        # costs twice as much): resize the mirrored plane and mirror the result, which is
+        # the same since pixel-centre sampling is symmetric
+        mirror = tuple(ax for ax in (0, 1) if hu.strides[ax + 1] < 0)
+        plane = np.flip(hu[k], mirror).astype(np.float32)
+        np.clip(plane, lo, hi, out=plane)
+        small = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+        small -= lo
+        small *= scale
+        planes[i] = np.flip(small, mirror)
     out = np.empty(shape, np.float32)
     k0, k1 = np.searchsorted(slices, z0), np.searchsorted(slices, z1)
     for d in range(depth):
