@@ -325,7 +325,6 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     state = {"epoch": -1, "best": -math.inf if maximise else math.inf, "best_epoch": -1,
              "bad": 0, "history": []}
     last = model_dir / LAST_FILE
-    resumed = False
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         if ckpt.get("run") == key:
@@ -335,16 +334,20 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                 sched.load_state_dict(ckpt["schedule"])
             torch.set_rng_state(ckpt["rng"])
             state = json.loads(ckpt["state"])
-            resumed = True
             log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
         else:
             log.info("ignoring %s: written by a run with other params", last)
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed,
-                report=None) if rt.main else None
+    # A fresh log every time, with the checkpoint's history replayed on resume: DVC deletes
+    # the stage's metric and plot outputs before rerunning it, so dvclive's own resume would
+    # start the curves again at step 0.
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) \
+        if rt.main else None
     if live is not None:
         live.log_params({"dataset": cfg.name, "seed": cfg.seed, **_flat(dataclasses.asdict(p))})
+        for row in state["history"]:
+            _log_epoch(live, row)
     for epoch in range(state["epoch"] + 1, p.epochs):
         started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -370,10 +373,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                **{f"val/{k}": v for k, v in va.items()}}
         state["history"].append(row)
         if live is not None:
-            for name, value in row.items():
-                if name != "epoch":
-                    live.log_metric(name, round(value, 6))
-            live.next_step()
+            _log_epoch(live, row)
             _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                    "schedule": sched.state_dict() if sched is not None else {},
                    "rng": torch.get_rng_state(), "run": key, "state": json.dumps(state)}, last)
@@ -409,6 +409,13 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     train_ds.close()
     val_ds.close()
     return card
+
+
+def _log_epoch(live, row: dict) -> None:
+    for name, value in row.items():
+        if name != "epoch":
+            live.log_metric(name, round(value, 6))
+    live.next_step()
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
