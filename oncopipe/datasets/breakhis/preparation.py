@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -23,6 +24,9 @@ from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_roo
 from oncopipe.imagedump import Candidate, Decode, write_dump
 from oncopipe.manifest import ManifestMeta
 from oncopipe.report import Report
+
+if TYPE_CHECKING:
+    from oncopipe.datasets.breakhis import PrepareParams
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ EXTRA_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def decode_spec(params) -> Decode:
+def decode_spec(params: PrepareParams) -> Decode:
     """How every BreakHis PNG is decoded, in ``prepare`` and in ``preprocess_one`` alike."""
     return Decode(size=(params.image_size, params.image_size), expect=IMAGE_HW,
                   fit=params.fit, reduced=False)
