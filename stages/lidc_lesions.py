@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config.load("lidc")
     if not cfg.raw.exists():
         raise SystemExit(f"{cfg.raw}: raw data not found (params.yaml lidc.raw)")
-    table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
+    table, report = lesions.build(cfg.raw, cfg.prepare, lesions.lesion_params_hash(cfg.prepare))
     out = Path(cfg.prepare.lesion_table)
     with atomic_path(out) as tmp:
         pq.write_table(table.to_arrow(), tmp, compression="zstd")

@@ -9,10 +9,12 @@ recorded once, by its folder.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,17 @@ class _Point:
     xyz: tuple[float, float, float]
 
 
+def lesion_params_hash(params: PrepareParams) -> str:
+    """Hash of the params the lesion table depends on (cohort, grouping), for provenance.
+
+    Narrower than the dataset's hash on purpose: a change to crops or training leaves the
+    table, and so its bytes, unchanged.
+    """
+    blob = json.dumps({"cohort": asdict(params.cohort), "grouping": asdict(params.grouping)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
     """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
     report = Report("lidc_lesions")
@@ -57,7 +70,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
     for p in files:
         if p.suffix.lower() not in (".dcm", ".xml"):
             report.reject(rel[p], "not a DICOM slice or reader XML: not used")
-    series, file_rejects = read_headers(dicoms)
+    series, file_rejects = read_headers(dicoms, params.workers)
     for path, reason in file_rejects:
         report.reject(rel[path], reason)
     log.info("read %d files: %d DICOM in %d CT series, %d XML", len(files), len(dicoms),

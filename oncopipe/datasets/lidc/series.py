@@ -21,6 +21,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from oncopipe.parallel import ordered_map
+
 AIR_HU = -1000.0
 _HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
                 "PatientID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
@@ -101,28 +103,21 @@ def list_files(raw: Path) -> list[Path]:
                                              for part in p.relative_to(raw).parts))
 
 
-def read_headers(files: list[Path]) -> tuple[list[SeriesHeader], list[tuple[Path, str]]]:
+def read_headers(files: list[Path], workers: int = 0
+                 ) -> tuple[list[SeriesHeader], list[tuple[Path, str]]]:
     """Group DICOM ``files`` into CT series by folder and SeriesInstanceUID.
 
     Returns the series and the rejected files with reasons (unreadable, not CT, duplicate z,
-    inconsistent geometry). Every input file ends up in exactly one of the two.
+    inconsistent geometry). Every input file ends up in exactly one of the two. Headers are
+    read in ``workers`` processes (0 or 1: this one), with a progress bar.
     """
     rejects: list[tuple[Path, str]] = []
     groups: dict[tuple[Path, str], list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except (InvalidDicomError, OSError, ValueError) as exc:
-            rejects.append((path, f"unreadable DICOM: {exc}"))
-            continue
-        modality = str(ds.get("Modality", ""))
-        if modality != "CT":
-            rejects.append((path, f"not CT: Modality {modality or 'missing'}, skipped"))
-            continue
-        if "ImagePositionPatient" not in ds or "SeriesInstanceUID" not in ds:
-            rejects.append((path, "CT slice without ImagePositionPatient or SeriesInstanceUID"))
-            continue
-        groups[(path.parent, str(ds.SeriesInstanceUID))].append((path, ds))
+    for path, ds, error in ordered_map(_read_header, files, workers, desc="DICOM headers"):
+        if ds is None:
+            rejects.append((path, error))
+        else:
+            groups[(path.parent, str(ds.SeriesInstanceUID))].append((path, ds))
     series = []
     for (folder, uid), members in sorted(groups.items()):
         try:
@@ -133,6 +128,20 @@ def read_headers(files: list[Path]) -> tuple[list[SeriesHeader], list[tuple[Path
         rejects.extend(header.rejects)
         series.append(header)
     return series, rejects
+
+
+def _read_header(path: Path) -> tuple[Path, pydicom.Dataset | None, str]:
+    """One file's header, or None and why it is not a usable CT slice."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        return path, None, f"unreadable DICOM: {exc}"
+    modality = str(ds.get("Modality", ""))
+    if modality != "CT":
+        return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
+    if "ImagePositionPatient" not in ds or "SeriesInstanceUID" not in ds:
+        return path, None, "CT slice without ImagePositionPatient or SeriesInstanceUID"
+    return path, ds, ""
 
 
 def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> SeriesHeader:
