@@ -247,10 +247,6 @@ def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | N
 # --------------------------------------------------------------------------------------------
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _save(obj: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -364,7 +360,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         if improved:
             state.update(best=score, best_epoch=epoch, bad=0)
             if rt.main:
-                _save(_unwrap(model).state_dict(), model_dir / MODEL_FILE)
+                _save(model.state_dict(), model_dir / MODEL_FILE)  # model: not the DDP wrapper
         else:
             state["bad"] += 1
         state["epoch"] = epoch
@@ -386,6 +382,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                      p.patience)
             break
 
+    if state["best_epoch"] < 0:
+        raise RuntimeError(f"{p.early_stopping_metric} was never finite: training diverged "
+                           f"(lr {p.lr:g} too high?); no model written to {model_dir}")
     card = {
         "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
         "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
