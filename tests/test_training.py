@@ -11,7 +11,8 @@ import torch
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
 from oncopipe import training
-from oncopipe.config import ShardParams
+from oncopipe.augment import augment_batch
+from oncopipe.config import AugmentParams, ShardParams
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,26 @@ def test_plateau_schedule_follows_the_stopping_metric():
     assert opt.param_groups[0]["lr"] == 1.0
     sched.step(0.4)
     assert not per_step and opt.param_groups[0]["lr"] == 0.5
+
+
+def test_augmentation_is_seeded_and_shape_preserving():
+    x = torch.rand(6, 1, 12, 12)
+    p = AugmentParams(hflip=True, vflip=True, rotate_deg=20.0, shift=0.1, zoom=0.1)
+    a = augment_batch(x, p, torch.Generator().manual_seed(3))
+    b = augment_batch(x, p, torch.Generator().manual_seed(3))
+    c = augment_batch(x, p, torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert augment_batch(x, AugmentParams(), torch.Generator()) is x  # nothing asked
+
+
+def test_flip_only_mirrors_and_volumes_get_one_transform_for_all_slices():
+    x = torch.rand(64, 1, 5, 5)
+    out = augment_batch(x, AugmentParams(hflip=True), torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+    slice_ = torch.rand(4, 1, 1, 9, 9)
+    vol = slice_.expand(4, 1, 3, 9, 9).contiguous()  # three identical slices
+    out = augment_batch(vol, AugmentParams(rotate_deg=30.0), torch.Generator().manual_seed(1))
+    assert out.shape == vol.shape
+    assert torch.equal(out[:, :, 0], out[:, :, 2]) and not torch.equal(out, vol)
