@@ -107,7 +107,10 @@ def _from_registry(raw: Path, registry: Path, volumes: list[Path],
         absent = [c for c in COLUMNS[:3] if c not in header]
         if absent:
             raise ValueError(f"{registry}: missing column(s) {absent} (header: {header})")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        # csv puts surplus fields of a long row in a list under the key None: keep them
+        # out of the way (they are not read) rather than failing on the row
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+                for row in reader]
     on_disk = {p.relative_to(raw).as_posix() for p in volumes}
     listed: set[str] = set()
     studies: dict[str, Study] = {}
