@@ -21,6 +21,7 @@ from oncopipe.config import (
     ShardParams,
     TrainParams,
     build,
+    load,
 )
 from oncopipe.datasets import mosmed
 from oncopipe.datasets.mosmed import demo, volume
@@ -343,3 +344,12 @@ def test_prepare_params_are_validated():
         build(PrepareParams, {"window": [400.0, -1000.0]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="studies"):
         build(demo.DemoParams, {"studies": [300, 1, 1, 1, 1]}, "mosmed.demo")
+
+
+def test_params_yaml_section_is_valid_and_matches_the_reference_method():
+    cfg = load("mosmed", Path(__file__).resolve().parents[1] / "params.yaml")
+    assert cfg.prepare.shape == (64, 128, 128) and cfg.prepare.window == (-1000.0, 400.0)
+    assert cfg.prepare.normal == ("CT-0",)
+    section = cfg.section["train"]["reference"]
+    assert section["model"] == "cnn3d" and section["batch_size"] == 2
+    assert section["early_stopping_metric"] == "val_accuracy" and section["patience"] == 15
