@@ -19,7 +19,7 @@ soft tissue):
    slice reads are converted.
 
 Why not ``SimpleITK.ReadImage`` + ``DICOMOrient`` + ``Resample``: it gives the same array
-(to 1e-7) 1.8-3x slower, inflating with zlib and converting the whole volume;
+(to 1e-7) 1.5-3x slower, inflating with zlib and converting the whole volume;
 docs/benchmarks.md has the figures.
 """
 
