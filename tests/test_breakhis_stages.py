@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from dvc_project import DvcProject
 
 from oncopipe.manifest import read_manifest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_breakhis_stages_run_then_are_up_to_date_and_rerun_on_a_param_change(tmp_path):
-    for name in ("oncopipe", "stages"):
-        shutil.copytree(ROOT / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = DvcProject(tmp_path)
+    params = project.params
     params["breakhis"]["demo"].update(patients_per_subtype=2, images_per_magnification=[1, 1],
                                       layout="kaggle")
     params["breakhis"]["prepare"].update(image_size=32, workers=1)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
+    project.write_params()
+    run = project.run
     run("dvc", "repro", "shard@breakhis")
     assert "up to date" in run("dvc", "status", "shard@breakhis")
 
@@ -53,7 +37,7 @@ def test_breakhis_stages_run_then_are_up_to_date_and_rerun_on_a_param_change(tmp
     assert {s.split("-")[0] for s in shared} == {"SOB_M_DC", "SOB_M_LC"}  # one patient, kept whole
 
     params["breakhis"]["prepare"]["magnifications"] = ["400X"]
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    project.write_params()
     assert "prepare_breakhis" in run("dvc", "status", "prepare_breakhis")
     log = run("dvc", "repro", "prepare_breakhis")
     assert "'demo@breakhis' didn't change" in log  # only prepare reruns

@@ -8,12 +8,11 @@ generic stages read only the manifest, so which registered name carries it does 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import DvcProject
 from synthetic_data import make_prepared
 
 from oncopipe import cli
@@ -23,25 +22,13 @@ DS = "pcam"
 CHAIN = [f"shard@{DS}", f"train@{DS}", f"evaluate@{DS}"]
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in ("oncopipe", "stages"):
-        shutil.copytree(ROOT / name, root / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    for name in (".dvcignore", ".gitignore", "pyproject.toml"):
-        shutil.copy(ROOT / name, root / name)
+def project(tmp_path_factory) -> DvcProject:
     # the generic stages of the real dvc.yaml; the prepared data stands in for prepare's output
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     generic = {k: v for k, v in pipeline["stages"].items() if k in ("shard", "train", "evaluate")}
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": generic}, sort_keys=False))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = DvcProject(tmp_path_factory.mktemp("project"), {"stages": generic})
+    root, params = project.root, project.params
     params["datasets"] = [DS]
     params[DS]["shard"] = {"ratios": [0.6, 0.2, 0.2], "balance": "undersample",
                            "shard_size": 16}
@@ -49,36 +36,34 @@ def project(tmp_path_factory) -> Path:
                                    "batch_size": 16, "lr": 1.0e-3, "threads": 1}
     params[DS]["profile"] = "demo"
     params[DS]["evaluate"] = {"bootstrap": 50}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project.write_params()
     make_prepared(root / "data" / "prepared" / DS, (10, 8), 2, size=16)
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
-        _run(cmd, root)
-    return root
+    project.commit()
+    return project
 
 
 @pytest.mark.slow
 def test_repro_sweep_and_gate(project):
-    _run(["dvc", "repro", "--single-item", *CHAIN], project)
-    metrics = json.loads((project / "metrics" / DS / "metrics.json").read_text())
+    project.run("dvc", "repro", "--single-item", *CHAIN)
+    metrics = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())
     assert {"accuracy", "auc", "ci", "per_class"} <= set(metrics)
-    assert (project / "models" / DS / "model.pt").is_file()
-    assert (project / "metrics" / DS / "train" / "metrics.json").is_file()
+    assert (project.root / "models" / DS / "model.pt").is_file()
+    assert (project.root / "metrics" / DS / "train" / "metrics.json").is_file()
 
     for lr in ("2.0e-3", "4.0e-3"):
-        _run(["dvc", "exp", "run", "--single-item", "-S", f"{DS}.train.demo.lr={lr}",
-              *CHAIN], project)
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], project))
+        project.run("dvc", "exp", "run", "--single-item", "-S", f"{DS}.train.demo.lr={lr}",
+              *CHAIN)
+    shown = json.loads(project.run("dvc", "exp", "show", "--json"))
     experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
     lrs = sorted(
         e["revs"][0]["data"]["params"]["params.yaml"]["data"][DS]["train"]["demo"]["lr"]
         for e in experiments)
     assert lrs == [2.0e-3, 4.0e-3]
 
-    thresholds = project / "metrics" / "thresholds.yaml"
-    value = json.loads((project / "metrics" / DS / "metrics.json").read_text())["accuracy"]
-    args = ["gate", "--thresholds", str(thresholds), "--metrics-dir", str(project / "metrics")]
+    thresholds = project.root / "metrics" / "thresholds.yaml"
+    value = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())["accuracy"]
+    args = ["gate", "--thresholds", str(thresholds),
+            "--metrics-dir", str(project.root / "metrics")]
     thresholds.write_text(f"{DS}:\n  accuracy: {value}\n")
     assert cli.main(args) == 0
     thresholds.write_text(f"{DS}:\n  accuracy: {value + 0.001}\n")  # raised above the metric

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
+from dvc_project import DvcProject
 
 from oncopipe.manifest import check_arrays, read_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_lidc_stages_run_then_do_nothing_then_rerun_only_what_a_param_touches(tmp_path):
-    for name in ("oncopipe", "stages"):
-        shutil.copytree(ROOT / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = DvcProject(tmp_path)
+    params = project.params
     params["lidc"]["demo"].update(n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
                                   nodules=[1, 2], small_nodules=[1, 1], non_nodules=[1, 1])
     params["lidc"]["prepare"]["workers"] = 1
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
+    project.write_params()
+    run = project.run
     log = run("dvc", "repro", "prepare_lidc")
     for stage in ("demo@lidc", "lidc_lesions", "prepare_lidc"):
         assert f"Running stage '{stage}'" in log
@@ -56,7 +39,7 @@ def test_lidc_stages_run_then_do_nothing_then_rerun_only_what_a_param_touches(tm
 
     before = (out / "lesions.parquet").read_bytes()
     params["lidc"]["prepare"]["crops"]["input"] = "3d"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    project.write_params()
     log = run("dvc", "repro", "prepare_lidc")
     assert "Running stage 'prepare_lidc'" in log
     assert "Running stage 'lidc_lesions'" not in log  # crop geometry is not a lesion param

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
+from dvc_project import DvcProject
 
 from oncopipe.manifest import read_manifest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_demo_and_prepare_stages_run_and_are_then_up_to_date(tmp_path):
-    for name in ("oncopipe", "stages"):
-        shutil.copytree(ROOT / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = DvcProject(tmp_path)
+    params = project.params
     params["pcam"]["demo"].update(n_train=24, n_test=2)
     params["isic"]["demo"].update(n_patients=5, images_per_patient=[2, 3], n_test=2,
                                   large_images=0, duplicates=1, malignant_fraction=0.3)
     params["isic"]["prepare"]["size"] = 32
     for ds in ("pcam", "isic"):
         params[ds]["prepare"]["workers"] = 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-        assert done.returncode == 0, f"{cmd}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
+    project.write_params()
+    run = project.run
     run("dvc", "repro", "prepare_pcam", "prepare_isic")
     assert "up to date" in run("dvc", "status", "prepare_pcam", "prepare_isic")
 
