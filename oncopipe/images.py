@@ -22,25 +22,31 @@ class ImageError(ValueError):
     """A file could not be decoded as an image; the message names the file."""
 
 
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF})
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header alone, without decoding pixels, where cheap."""
+    """(height, width) from the file header alone, without decoding pixels.
+
+    JPEG: walks the marker segments with seeks, so camera files whose EXIF or ICC blocks run
+    to hundreds of KiB are still read in a few small reads. PNG: the IHDR chunk. Anything
+    else is decoded. Raises :class:`ImageError` for a JPEG without a frame header.
+    """
     with open(path, "rb") as fh:
-        head = fh.read(64 * 1024)
-    if head[:2] == b"\xff\xd8":  # JPEG: walk markers to the first SOFn
-        i = 2
-        while i + 9 < len(head):
-            if head[i] != 0xFF:
-                i += 1
-                continue
-            marker = head[i + 1]
-            seg_len = int.from_bytes(head[i + 2:i + 4], "big")
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
-                          0xCE, 0xCF):
-                return (int.from_bytes(head[i + 5:i + 7], "big"),
-                        int.from_bytes(head[i + 7:i + 9], "big"))
-            i += 2 + seg_len
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+        head = fh.read(24)
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+        if head[:2] == b"\xff\xd8":
+            fh.seek(2)
+            while True:
+                marker = fh.read(4)
+                if len(marker) < 4 or marker[0] != 0xFF:
+                    raise ImageError(f"{path}: JPEG without a readable frame header")
+                if marker[1] in _SOF_MARKERS:
+                    frame = fh.read(5)
+                    return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+                fh.seek(int.from_bytes(marker[2:4], "big") - 2, 1)
     img = read_rgb(path)
     return img.shape[1], img.shape[2]
 

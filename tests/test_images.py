@@ -34,3 +34,20 @@ def test_unreadable_file_is_named(tmp_path):
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match="broken.jpg"):
         read_rgb(bad)
+
+
+def test_jpeg_size_past_a_large_metadata_block(tmp_path):
+    """Camera JPEGs carry EXIF/ICC blocks of hundreds of KiB before the frame header."""
+    _write(tmp_path / "plain.jpg", 120, 200)
+    data = (tmp_path / "plain.jpg").read_bytes()
+    app = b"\xff\xe2" + (65535).to_bytes(2, "big") + b"\0" * 65533  # one full APP2 segment
+    big = data[:2] + app * 3 + data[2:]
+    (tmp_path / "exif.jpg").write_bytes(big)
+    assert image_size(tmp_path / "exif.jpg") == (120, 200)
+    assert read_rgb(tmp_path / "exif.jpg").shape == (3, 120, 200)  # still a valid JPEG
+
+
+def test_jpeg_without_frame_header_is_named(tmp_path):
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10" + b"\0" * 14)
+    with pytest.raises(ImageError, match="cut.jpg"):
+        image_size(tmp_path / "cut.jpg")

@@ -56,3 +56,11 @@ def test_ordered_map_keeps_order_with_workers():
     items = list(range(40))
     assert list(ordered_map(_square, items, workers=2)) == [x * x for x in items]
     assert list(ordered_map(_square, items, workers=0)) == [x * x for x in items]
+
+
+def test_ordered_map_logs_progress_when_not_a_terminal(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="oncopipe.parallel"):
+        assert list(ordered_map(_square, [1, 2, 3], desc="squares")) == [1, 4, 9]
+    assert "squares: 3 items" in caplog.text  # pytest's stderr is captured, not a terminal
