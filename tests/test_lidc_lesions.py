@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import warnings
 from pathlib import Path
 
@@ -73,6 +74,25 @@ def test_every_raw_file_is_used_or_rejected(raw, table):
         assert p in used or rel in rejected or rel in xml_sources or any(
             rel.startswith(r + "/") for r in rejected), rel
     assert report.n_kept == len(used)
+
+
+def test_series_without_any_placed_mark_is_recorded_once(raw, table, tmp_path):
+    df, report = table
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    row = df.filter(df["patient_id"] == "LIDC-IDRI-0001").row(0, named=True)
+    xml_file = copy / row["source"]
+    text = xml_file.read_text()
+    start, end = text.index("<readingSession>"), text.rindex("</readingSession>")
+    xml_file.write_text(text[:start] + text[end + len("</readingSession>"):])
+    df2, report2 = lesions.build(copy, PrepareParams(), "hash")
+    assert row["series_uid"] not in set(df2["series_uid"])
+    assert len(df2) == len(df) - len(df.filter(df["series_uid"] == row["series_uid"]))
+    reasons = [r for p, r in report2.rejects if p == row["series_dir"]]
+    assert reasons == [f"no lesions: {row['source']} places no mark on this series"]
+    n_slices = len(list((raw / row["series_dir"]).glob("*.dcm")))  # patient 1: no duplicate z
+    assert report2.n_kept == report.n_kept - n_slices
+    assert report2.summary()["series_in_cohort"] == report.summary()["series_in_cohort"] - 1
 
 
 def _placed(raw: Path):

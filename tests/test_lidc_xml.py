@@ -133,6 +133,17 @@ def test_bad_rating_is_reported_not_guessed(tmp_path):
     assert any("malignancy='high'" in p for p in msg.problems)
 
 
+def test_non_finite_numbers_are_reported_not_a_crash(tmp_path):
+    path = _write(tmp_path, "none")
+    text = path.read_text().replace("<malignancy>4<", "<malignancy>NaN<")
+    path.write_text(text.replace("<xCoord>50<", "<xCoord>inf<"))
+    msg = parse(path)
+    assert "malignancy" not in msg.nodules[0].characteristics
+    assert msg.non_nodules == []
+    assert any("malignancy='NaN'" in p for p in msg.problems)
+    assert any("non-nodule '3': no imageZposition or locus" in p for p in msg.problems)
+
+
 def test_demo_xml_quirks(tmp_path):
     raw = tmp_path / "raw"
     write_demo(DemoParams(seed=5, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,

@@ -469,14 +469,19 @@ def _pixel(params: DemoParams, series: _Series, xmm: float, ymm: float) -> tuple
             (ymm - series.origin[1]) / params.pixel_spacing)
 
 
+def _sop(series: _Series, k: int, state: dict) -> str:
+    """Slice ``k``'s SOP UID; once per series with ``bad_sop``, one of no slice (match by z)."""
+    sop = series.sop_uids[k]
+    if state["bad_sop"]:
+        sop, state["bad_sop"] = sop[:-4] + "9999", False
+    return sop
+
+
 def _roi(x: _Xml, series: _Series, k: int, inclusion: bool, points: list[tuple[int, int]],
          state: dict) -> None:
-    sop = series.sop_uids[k]
-    if state["bad_sop"]:  # a reader's roi pointing at no slice of this series
-        sop, state["bad_sop"] = sop[:-4] + "9999", False
     x.open("roi", 3)
     x.leaf("imageZposition", f"{series.z(k):.3f}", 4)
-    x.leaf("imageSOP_UID", sop, 4)
+    x.leaf("imageSOP_UID", _sop(series, k, state), 4)
     x.leaf("inclusion", "TRUE" if inclusion else "FALSE", 4)
     for col, row in points:
         x.open("edgeMap", 4)
@@ -528,13 +533,10 @@ def _non_nodule_xml(params: DemoParams, rng: np.random.Generator, x: _Xml, serie
     col, row = _pixel(params, series, lesion.x, lesion.y)
     k = round((series.z(0) - lesion.z) / series.step)
     jitter = rng.integers(-1, 2, 2)
-    sop = series.sop_uids[k]
-    if state["bad_sop"]:
-        sop, state["bad_sop"] = sop[:-4] + "9999", False
     x.open("nonNodule", 2)
     x.leaf("nonNoduleID", nid, 3)
     x.leaf("imageZposition", f"{series.z(k):.3f}", 3)
-    x.leaf("imageSOP_UID", sop, 3)
+    x.leaf("imageSOP_UID", _sop(series, k, state), 3)
     x.open("locus", 3)
     x.leaf("xCoord", round(col) + int(jitter[0]), 4)
     x.leaf("yCoord", round(row) + int(jitter[1]), 4)

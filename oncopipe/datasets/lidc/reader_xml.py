@@ -12,6 +12,7 @@ otherwise good file (an roi without a z position, a rating that is not a number)
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,10 +128,12 @@ def parse(path: Path) -> ReadMessage:
 
 
 def _float(text: str) -> float | None:
+    """A finite number, or None (so 'NaN' or 'inf' become a recorded problem, not a crash)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def _point(el: ET.Element) -> tuple[int, int] | None:
