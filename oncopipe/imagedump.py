@@ -5,20 +5,20 @@ are rejected before any pixel is read: missing from the CSV, unknown label, ...)
 dataset's package. It hands a list of :class:`Candidate` to :func:`write_dump`, which decodes
 them in worker processes (in order, bounded memory, progress bar), rejects files that cannot
 be decoded or have the wrong native size, and writes ``images.npy``, ``manifest.parquet``,
-``contact_sheet.png``, ``rejects.parquet`` and ``report.json``.
+``contact_sheet.png``, ``rejects.parquet`` and ``report.json``; :func:`dump_meta` builds the
+manifest metadata those files share.
 
-:func:`load_image` is the one decode path, used by both :func:`write_dump` and each dataset's
-``preprocess_one``, so a single image at prediction time is processed exactly as in training.
-Its interface is shared by several datasets: keep it stable.
+:func:`load_image` is the one decode path, used by both :func:`write_dump` and (through
+:func:`load_input`) each dataset's ``preprocess_one``, so a single image at prediction time is
+processed exactly as in training. Its interface is shared by several datasets: keep it stable.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -30,7 +30,8 @@ from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.report import Report
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from oncopipe.config import DatasetConfig
 
 ARRAY_FILE = "images.npy"
 MANIFEST_FILE = "manifest.parquet"
@@ -88,6 +89,32 @@ def load_image(path: str | Path, decode: Decode) -> np.ndarray:
     return resize_chw(img, *decode.size)
 
 
+def load_input(path: str | Path, decode: Decode,
+               point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
+
+    A whole image is classified, so a ``point`` is refused; :class:`ImageError` names the file
+    by its full path.
+    """
+    if point is not None:
+        raise ValueError(f"{path}: the input is a whole image; a point is not used")
+    try:
+        return load_image(path, decode)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def dump_meta(cfg: DatasetConfig, class_names: Sequence[str], source: str,
+              resize: str | None = None, patient_level: bool = True) -> ManifestMeta:
+    """Manifest metadata of the (N, 3, H, W) uint8 RGB arrays :func:`write_dump` writes."""
+    normalisation = {"dtype": "uint8", "scale": "x / 255", "source": source}
+    if resize is not None:
+        normalisation["resize"] = resize
+    return ManifestMeta(dataset=cfg.name, task=cfg.task, class_names=tuple(class_names),
+                        layout="CHW", normalisation=normalisation,
+                        params_hash=cfg.params_hash, patient_level=patient_level)
+
+
 def _jpeg_complete(path: Path) -> bool:
     """A JPEG whose download was cut short lacks its end marker; OpenCV would decode it anyway,
     filling the missing rows with grey, so the check must happen before decoding. The marker
@@ -128,7 +155,8 @@ def write_dump(
     """Decode ``candidates`` into ``out_dir`` and write manifest, sheet and report.
 
     ``report`` must already hold the dataset's own reads and rejections; this adds the
-    decoding outcome of every candidate (kept, or rejected with the reason) and writes it.
+    decoding outcome of every candidate (kept, or rejected with the reason), checks that every
+    item read was kept or rejected exactly once, and writes it.
     Samples are stored in ``sample_id`` order, whatever the worker count.
     """
     out_dir = Path(out_dir)
@@ -157,6 +185,9 @@ def write_dump(
                 f"{out_dir}: none of the {len(ordered)} candidate images could be used "
                 f"({report.summary()['rejected_by_reason']})"
             )
+        if report.n_kept + len(report.rejects) != report.n_read:  # a reader lost an item
+            raise AssertionError(f"{meta.dataset}: read {report.n_read} items but kept "
+                                 f"{report.n_kept} and rejected {len(report.rejects)}")
     schema = {"sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64,
               "array_file": pl.String, "array_index": pl.Int64, "source": pl.String,
               **(extra_schema or {})}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import polars as pl
 import pytest
-import yaml
+from dataset_params import digest, load_cfg
 
 from oncopipe import config
 from oncopipe.datasets import breakhis
@@ -33,15 +33,8 @@ TINY_DEMO = {"seed": 7, "patients_per_subtype": 2, "images_per_magnification": [
 def make_cfg(tmp: Path, raw: Path, task: str = "binary", demo: dict | None = None,
              **prepare) -> config.DatasetConfig:
     """A validated config, through the same loader the stages use."""
-    section = {
-        "raw": str(raw),
-        "task": task,
-        "demo": demo or TINY_DEMO,
-        "prepare": {"image_size": 32, "workers": 1, **prepare},
-    }
-    path = tmp / f"params-{task}-{len(list(tmp.glob('params-*')))}.yaml"
-    path.write_text(yaml.safe_dump({"seed": 1, "datasets": ["breakhis"], "breakhis": section}))
-    return config.load("breakhis", path)
+    return load_cfg(tmp, "breakhis", {"raw": str(raw), "task": task, "demo": demo or TINY_DEMO,
+                                      "prepare": {"image_size": 32, "workers": 1, **prepare}})
 
 
 def write_demo(tmp: Path, name: str, **demo) -> Path:
@@ -49,11 +42,6 @@ def write_demo(tmp: Path, name: str, **demo) -> Path:
     out.mkdir()
     breakhis.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +257,10 @@ def test_preprocess_one_matches_prepare(tmp_path, kaggle_tree):
     assert np.array_equal(arr, np.load(out / "images.npy")[row["array_index"]])
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(ImageError, match="x.png"):
+    with pytest.raises(ImageError, match=re.escape(f"{bad}: unreadable")):  # the full path
         breakhis.preprocess_one(cfg, bad)
+    with pytest.raises(ValueError, match="a point is not used"):
+        breakhis.preprocess_one(cfg, kaggle_tree / row["source"], (0.0, 0.0, 0.0))
 
 
 def test_params_are_validated_with_the_key(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import yaml
+from dataset_params import digest, load_cfg
 
 from oncopipe import config
 from oncopipe.config import ShardParams
@@ -29,11 +28,8 @@ SIZE = 32
 
 def make_cfg(tmp: Path, raw: Path, demo: dict | None = None, **prepare) -> config.DatasetConfig:
     """A validated config, through the loader the stages use."""
-    section = {"raw": str(raw), "task": "binary", "demo": demo or TINY_DEMO,
-               "prepare": {"size": SIZE, "workers": 1, **prepare}}
-    path = tmp / f"params-{len(list(tmp.glob('params-*')))}.yaml"
-    path.write_text(yaml.safe_dump({"seed": 1, "datasets": ["isic"], "isic": section}))
-    return config.load("isic", path)
+    return load_cfg(tmp, "isic", {"raw": str(raw), "task": "binary", "demo": demo or TINY_DEMO,
+                                  "prepare": {"size": SIZE, "workers": 1, **prepare}})
 
 
 def write_demo(tmp: Path, name: str, **demo) -> Path:
@@ -41,11 +37,6 @@ def write_demo(tmp: Path, name: str, **demo) -> Path:
     out.mkdir()
     isic.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -261,6 +261,8 @@ def test_prepare_writes_the_manifest_contract(demo_dir, tmp_path):
     row = df.filter(pl.col("sample_id") == "study_0939").row(0, named=True)
     one = mosmed.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"])
     assert np.array_equal(one, arr[row["array_index"]])
+    with pytest.raises(ValueError, match=r"study_0939\.nii\.gz: a point is not used"):
+        mosmed.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"], (0.0, 0.0, 0.0))
     run_prepare(demo_dir, tmp_path / "again", replace(SMALL_PREPARE, workers=2))
     for name in ("manifest.parquet", "volumes.npy", "report.json", "contact_sheet.png"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
@@ -332,6 +334,16 @@ def test_bad_inputs_are_rejected_with_reasons(raw_copy, tmp_path):
     assert report["read"] == report["kept"] + report["rejected"] == 11 + 2
     assert "study_0256" in df["sample_id"].to_list()  # kept, without its missing mask
     assert df.filter(pl.col("sample_id") == "study_0256")["mask_file"][0] == ""
+
+
+def test_no_usable_study_is_an_error_and_leaves_no_array(tmp_path):
+    raw = tmp_path / "raw" / "studies" / "CT-9"
+    raw.mkdir(parents=True)
+    (raw / "study_0001.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no usable MosMedData study"):
+        run_prepare(tmp_path / "raw", out)
+    assert not (out / "volumes.npy").exists()
 
 
 def test_prepare_params_are_validated():

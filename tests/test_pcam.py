@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import shutil
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 import polars as pl
 import pytest
-import yaml
+from dataset_params import digest, load_cfg
 
 from oncopipe import config
 from oncopipe.datasets import pcam
@@ -25,11 +24,8 @@ TINY_DEMO = {"seed": 3, "n_train": 30, "n_test": 3}
 
 def make_cfg(tmp: Path, raw: Path, demo: dict | None = None, **prepare) -> config.DatasetConfig:
     """A validated config, through the loader the stages use."""
-    section = {"raw": str(raw), "task": "binary", "demo": demo or TINY_DEMO,
-               "prepare": {"workers": 1, **prepare}}
-    path = tmp / f"params-{len(list(tmp.glob('params-*')))}.yaml"
-    path.write_text(yaml.safe_dump({"seed": 1, "datasets": ["pcam"], "pcam": section}))
-    return config.load("pcam", path)
+    return load_cfg(tmp, "pcam", {"raw": str(raw), "task": "binary", "demo": demo or TINY_DEMO,
+                                  "prepare": {"workers": 1, **prepare}})
 
 
 def write_demo(tmp: Path, name: str, **demo) -> Path:
@@ -37,11 +33,6 @@ def write_demo(tmp: Path, name: str, **demo) -> Path:
     out.mkdir()
     pcam.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def read_labels(raw: Path) -> dict[str, int]:

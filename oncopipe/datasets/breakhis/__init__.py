@@ -18,7 +18,7 @@ from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis import demo as _demo
 from oncopipe.datasets.breakhis.naming import MAGNIFICATIONS, PatientUnit
 from oncopipe.datasets.breakhis.preparation import decode_spec, prepare
-from oncopipe.imagedump import load_image
+from oncopipe.imagedump import load_input
 
 TASKS: tuple[str, ...] = ("binary", "subtype")
 
@@ -72,8 +72,8 @@ def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:
 
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
-    """One BreakHis PNG as ``prepare`` stores it: ``(3, S, S)`` uint8 (``point`` is unused).
+    """One BreakHis PNG as ``prepare`` stores it: ``(3, S, S)`` uint8 (no ``point``).
 
     Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
     """
-    return load_image(Path(path), decode_spec(cfg.prepare))
+    return load_input(path, decode_spec(cfg.prepare), point)

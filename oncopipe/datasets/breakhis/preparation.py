@@ -21,8 +21,7 @@ import polars as pl
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis.naming import IMAGE_HW, SUBTYPES
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root, list_files
-from oncopipe.imagedump import Candidate, Decode, write_dump
-from oncopipe.manifest import ManifestMeta
+from oncopipe.imagedump import Candidate, Decode, dump_meta, write_dump
 from oncopipe.report import Report
 
 if TYPE_CHECKING:
@@ -75,21 +74,10 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     report.extra.update(patient_unit=p.patient_unit,
                         magnifications=list(p.magnifications),
                         patients_spanning_folders=_shared_patients(candidates))
-    meta = ManifestMeta(
-        dataset="breakhis",
-        task=cfg.task,
-        class_names=class_names,
-        layout="CHW",
-        normalisation={"dtype": "uint8", "scale": "x / 255", "source": "RGB PNG 700 x 460",
-                       "resize": f"{p.fit} to {p.image_size} x {p.image_size}"},
-        params_hash=cfg.params_hash,
-        patient_level=True,
-    )
+    meta = dump_meta(cfg, class_names, source="RGB PNG 700 x 460",
+                     resize=f"{p.fit} to {p.image_size} x {p.image_size}")
     df = write_dump(candidates, decode_spec(p), meta, report, out_dir, workers=p.workers,
                     extra_schema=EXTRA_SCHEMA)
-    if report.n_kept + len(report.rejects) != report.n_read:  # every file exactly once
-        raise AssertionError(f"{cfg.raw}: read {report.n_read} files but kept {report.n_kept} "
-                             f"and rejected {len(report.rejects)}")
     log.info("kept %d images of %d patients", len(df), df["patient_id"].n_unique())
 
 

@@ -17,9 +17,7 @@ import numpy as np
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.isic import reader
-from oncopipe.imagedump import Decode, load_image, write_dump
-from oncopipe.images import ImageError
-from oncopipe.manifest import ManifestMeta
+from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
 
 CLASS_NAMES = ("benign", "malignant")
@@ -51,16 +49,7 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     report = Report(f"prepare_{cfg.name}")
     candidates = reader.scan_train(cfg.raw, p.image_dir, p.duplicates, report)
     report.extra["not_used"] = reader.scan_test(cfg.raw, p.test_dir)
-    meta = ManifestMeta(
-        dataset=cfg.name,
-        task=cfg.task,
-        class_names=CLASS_NAMES,
-        layout="CHW",
-        normalisation={"dtype": "uint8", "scale": "x / 255", "source": "RGB",
-                       "resize": f"{p.fit} to {p.size}x{p.size}"},
-        params_hash=cfg.params_hash,
-        patient_level=True,
-    )
+    meta = dump_meta(cfg, CLASS_NAMES, source="RGB", resize=f"{p.fit} to {p.size}x{p.size}")
     write_dump(candidates, decode_spec(p), meta, report, out_dir, workers=p.workers,
                extra_schema=reader.EXTRA_SCHEMA)
 
@@ -68,9 +57,4 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One photograph as ``prepare`` stores it: (3, size, size) uint8."""
-    if point is not None:
-        raise ValueError(f"{path}: ISIC inputs are whole photographs; a point is not used")
-    try:
-        return load_image(path, decode_spec(cfg.prepare))
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+    return load_input(path, decode_spec(cfg.prepare), point)

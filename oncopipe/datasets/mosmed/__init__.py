@@ -22,7 +22,7 @@ def preprocess_one(cfg, path: Path, point: tuple[float, float, float] | None = N
                    ) -> np.ndarray:
     """One ``.nii``/``.nii.gz`` study prepared exactly as :func:`prepare` does: (1, D, H, W)."""
     if point is not None:
-        raise ValueError("mosmed: a point is not used (the whole volume is classified)")
+        raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
     params: PrepareParams = cfg.prepare
     arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
     return arr

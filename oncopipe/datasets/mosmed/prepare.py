@@ -133,8 +133,8 @@ def prepare(cfg, out_dir: Path) -> None:
             tiles = sheet[CLASS_NAMES[label]]
             if len(tiles) < 2 * SHEET_STUDIES:
                 tiles.extend(mid_slices(arr))
-    if not rows:
-        raise ValueError(f"{raw}: no usable MosMedData study (see the rejections above)")
+        if not rows:  # inside the writer: no empty volumes.npy is left behind
+            raise ValueError(f"{raw}: no usable MosMedData study (see the rejections above)")
     report.wrote(ARRAY_FILE)
 
     normalisation = {

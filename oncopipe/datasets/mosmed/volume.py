@@ -4,8 +4,8 @@ Steps, in this order (the order matters: clipping before interpolation is what t
 example does, and interpolating raw HU across a bone edge would leak bright values into
 soft tissue):
 
-1. read: inflate the ``.nii.gz`` (ISA-L's ``igzip`` when the ``isal`` package is installed,
-   about 2x faster than zlib; the bytes are identical either way), parse the header with
+1. read: inflate the ``.nii.gz`` (ISA-L's ``igzip``, about 2x faster than zlib for the
+   same bytes), parse the header with
    nibabel and take the best affine (sform, else qform);
 2. reorient from the affine: flips and axis permutations (numpy views, no copy) to the
    canonical voxel order ``(S, P, L)`` = numpy ``(z, y, x)`` of a DICOM LPS image: slice 0 is
@@ -26,19 +26,14 @@ docs/benchmarks.md has the figures.
 from __future__ import annotations
 
 import io
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import nibabel as nib
 import numpy as np
+from isal import isal_zlib
 from nibabel import orientations
-
-try:  # optional accelerator: same bytes, about twice as fast as zlib
-    from isal import isal_zlib as _inflater
-except ImportError:  # pragma: no cover - depends on the environment
-    _inflater = zlib
 
 CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -71,8 +66,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise VolumeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data[:2] == _GZIP_MAGIC:
         try:
-            data = _inflater.decompress(data, 31)  # wbits 31: gzip container
-        except Exception as exc:  # zlib.error / isal_zlib.error
+            data = isal_zlib.decompress(data, 31)  # wbits 31: gzip container
+        except isal_zlib.error as exc:
             raise VolumeError(f"{path}: corrupt gzip stream ({exc})") from None
     header = _header(path, data)
     shape = header.get_data_shape()

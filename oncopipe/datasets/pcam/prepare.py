@@ -15,9 +15,7 @@ import numpy as np
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.pcam import reader
-from oncopipe.imagedump import Decode, load_image, write_dump
-from oncopipe.images import ImageError
-from oncopipe.manifest import ManifestMeta
+from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
 
 CLASS_NAMES = ("negative", "positive")
@@ -38,24 +36,11 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     report = Report(f"prepare_{cfg.name}")
     candidates = reader.scan_train(cfg.raw, report)
     report.extra["not_used"] = reader.scan_test(cfg.raw)
-    meta = ManifestMeta(
-        dataset=cfg.name,
-        task=cfg.task,
-        class_names=CLASS_NAMES,
-        layout="CHW",
-        normalisation={"dtype": "uint8", "scale": "x / 255", "source": "RGB as stored"},
-        params_hash=cfg.params_hash,
-        patient_level=False,
-    )
+    meta = dump_meta(cfg, CLASS_NAMES, source="RGB as stored", patient_level=False)
     write_dump(candidates, DECODE, meta, report, out_dir, workers=cfg.prepare.workers)
 
 
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One patch file as ``prepare`` stores it: (3, 96, 96) uint8."""
-    if point is not None:
-        raise ValueError(f"{path}: PCam inputs are whole patches; a point is not used")
-    try:
-        return load_image(path, DECODE)
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+    return load_input(path, DECODE, point)
