@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from oncopipe import datasets
+from oncopipe import config, datasets, gate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,11 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--point", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="lidc: the point to classify, in patient coordinates (mm)")
     p.add_argument("--model", type=Path, help="model directory (default models/<dataset>)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=config.PARAMS_FILE)
     p.add_argument("--json", action="store_true", help="print JSON instead of words")
 
     g = sub.add_parser("gate", help="compare metrics/*/metrics.json with the thresholds")
-    g.add_argument("--thresholds", type=Path, default=Path("metrics/thresholds.yaml"))
+    g.add_argument("--thresholds", type=Path, default=gate.THRESHOLDS_FILE)
     g.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
     g.add_argument("--baseline", help="git revision to compare with via `dvc metrics diff`")
     g.add_argument("--tolerance", type=float, default=0.02,
@@ -36,8 +36,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "gate":
-        from oncopipe import gate
-
         try:
             return gate.run(args.thresholds, args.metrics_dir, args.baseline, args.tolerance)
         except gate.GateError as exc:

@@ -53,7 +53,9 @@ def write_predictions(path: Path, ds: ShardDataset, y: np.ndarray, prob: np.ndar
     write_text(path, _csv(header, rows))
 
 
-def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int) -> list[dict]:
+def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int
+                    ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Write the ROC and calibration CSVs; returns (fpr, tpr, calibration table)."""
     fpr, tpr = metrics.macro_roc(y, prob)
     write_text(out_dir / "plots" / "roc.csv",
                _csv(["fpr", "tpr"], [[f"{a:.6f}", f"{b:.6f}"] for a, b in zip(fpr, tpr,
@@ -62,10 +64,10 @@ def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int) -
     write_text(out_dir / "plots" / "calibration.csv",
                _csv(["confidence", "accuracy", "count"],
                     [[r["confidence"], r["accuracy"], r["count"]] for r in table]))
-    return table
+    return fpr, tpr, table
 
 
-def write_png(path: Path, result: dict, y: np.ndarray, prob: np.ndarray, table: list[dict],
+def write_png(path: Path, result: dict, fpr: np.ndarray, tpr: np.ndarray, table: list[dict],
               class_names: list[str]) -> None:
     """Confusion matrix, ROC and reliability diagram side by side."""
     import matplotlib
@@ -83,7 +85,6 @@ def write_png(path: Path, result: dict, y: np.ndarray, prob: np.ndarray, table: 
                 xticklabels=class_names, yticklabels=class_names, xlabel="predicted",
                 ylabel="actual", title="confusion matrix")
     axes[0].tick_params(axis="x", labelrotation=30)
-    fpr, tpr = metrics.macro_roc(y, prob)
     axes[1].plot(fpr, tpr)
     axes[1].plot([0, 1], [0, 1], ":", color="grey")
     axes[1].set(xlabel="false positive rate", ylabel="true positive rate",
@@ -119,9 +120,9 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
                              seed=cfg.seed)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_predictions(out_dir / "predictions.csv", ds, y, prob, class_names)
-    table = write_plot_data(out_dir, y, prob, e.calibration_bins)
+    fpr, tpr, table = write_plot_data(out_dir, y, prob, e.calibration_bins)
     if png:
-        write_png(out_dir / "plots.png", result, y, prob, table, class_names)
+        write_png(out_dir / "plots.png", result, fpr, tpr, table, class_names)
     ds.close()
     log.info("evaluated %d test samples of %d patients: accuracy %s, balanced %s, AUC %s; "
              "wrote %s", result["n_test"], result["n_test_patients"], result["accuracy"],

@@ -32,6 +32,16 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndar
         n_classes, n_classes)
 
 
+def recall_per_class(cm: np.ndarray) -> np.ndarray:
+    """Sensitivity of each class from a confusion matrix; NaN for a class with no samples."""
+    return _div(np.diag(cm), cm.sum(axis=1))
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Mean recall over the classes present in ``y``."""
+    return float(_nanmean(recall_per_class(confusion_matrix(y, pred, n_classes))))
+
+
 def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC of ``score`` for ``positive`` under each row of ``weights`` (B, N); ties count 1/2."""
     order = np.argsort(score, kind="stable")
@@ -180,7 +190,7 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
     # a class never predicted has precision 0 (as scikit-learn's default), if it occurs at all
     precision_c = np.where(cm.sum(axis=0) > 0, _div(tp, cm.sum(axis=0)),
                            np.where(support > 0, 0.0, np.nan))
-    recall_c = _div(tp, support)
+    recall_c = recall_per_class(cm)
     f1_c = np.where(precision_c + recall_c > 0,
                     _div(2 * precision_c * recall_c, precision_c + recall_c),
                     np.where(support > 0, 0.0, np.nan))

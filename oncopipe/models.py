@@ -52,6 +52,7 @@ class InputAdapter(nn.Module):
     """Fit (N, C, H, W) or (N, C, D, H, W) inputs to a network's dims, channels and size."""
 
     def __init__(self, sample_shape: tuple[int, ...], dims: int, channels: int, size: int):
+        """``channels`` 0: as stored (after folding depth); :attr:`channels` is the result."""
         super().__init__()
         in_dims = len(sample_shape) - 1
         if in_dims not in (2, 3):
@@ -60,6 +61,8 @@ class InputAdapter(nn.Module):
             raise ModelError("a 3D network needs volumes (layout CDHW); these samples are 2D")
         self.fold_depth = in_dims == 3 and dims == 2
         c = sample_shape[0] * (sample_shape[1] if self.fold_depth else 1)
+        channels = channels or c
+        self.channels = channels
         self.repeat = channels if c == 1 and channels > 1 else 1
         self.mix = (nn.Conv2d(c, channels, 1) if dims == 2 else nn.Conv3d(c, channels, 1)) \
             if c not in (1, channels) else None
@@ -281,11 +284,9 @@ def build(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int) -> Clas
     if p.finetune == "head":
         raise ModelError(f"{p.model} trains from scratch; finetune: head needs a pretrained "
                          f"torchvision model ({', '.join(TORCHVISION)})")
-    in_dims = len(sample_shape) - 1
-    c = sample_shape[0] * (sample_shape[1] if in_dims == 3 and dims == 2 else 1)
-    adapter = InputAdapter(sample_shape, dims, c, size)
+    adapter = InputAdapter(sample_shape, dims, channels, size)
     cls = {"lenet5": LeNet5, "cnn7": CNN7, "cnn3d": CNN3D}[p.model]
-    return Classifier(adapter, cls(c, n_classes, p.width), None)
+    return Classifier(adapter, cls(adapter.channels, n_classes, p.width), None)
 
 
 def logits_and_aux(output) -> tuple[torch.Tensor, torch.Tensor | None]:

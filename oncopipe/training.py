@@ -35,10 +35,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from oncopipe import models
+from oncopipe import metrics, models
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
-from oncopipe.config import DatasetConfig, TrainParams
+from oncopipe.config import DatasetConfig, TrainParams, build
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
 from oncopipe.shards import read_summary
 
@@ -237,9 +237,8 @@ def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | N
     loss = nn.functional.nll_loss(logp, torch.from_numpy(y),
                                   weight=None if weight is None else weight.double().cpu())
     pred = prob.argmax(1)
-    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
     return {"loss": float(loss), "accuracy": float((pred == y).mean()),
-            "balanced_accuracy": float(np.mean(recalls))}
+            "balanced_accuracy": metrics.balanced_accuracy(y, pred, prob.shape[1])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,9 +260,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
     card = json.loads(cfg_path.read_text(encoding="utf-8"))
-    from oncopipe.config import build  # the same strict builder as params.yaml
-
-    p = build(TrainParams, card["train"], f"{cfg_path}:train")
+    p = build(TrainParams, card["train"], f"{cfg_path}:train")  # strict, as for params.yaml
     # the trained weights replace any initial ones: never download them again here
     model = models.build(dataclasses.replace(p, weights="none"), tuple(card["sample_shape"]),
                          len(card["class_names"]))

@@ -45,6 +45,7 @@ def test_multiclass_macro_and_undefined_precision_is_zero():
     prob = np.eye(3)[[0, 0, 1, 0, 0, 0]] * 0.8 + 0.2 / 3
     m = metrics.compute(y, prob, np.arange(6).astype(str), ["a", "b", "c"], bootstrap=0)
     assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-6)
+    assert metrics.balanced_accuracy(y, prob.argmax(1), 3) == pytest.approx(0.5)  # training's
     assert m["per_class"]["c"]["precision"] == 0.0  # never predicted, but present
     assert m["precision"] == pytest.approx((2 / 5 + 1 + 0) / 3, abs=1e-6)  # a: 2 of 5 right
     assert len(m["confusion_matrix"]) == 3

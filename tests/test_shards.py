@@ -69,10 +69,11 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
     assert names == sorted(p.name for p in b.iterdir())
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    def test_patients(d):
+
+    def patients_in_test(d):
         return set(read_index(d, "test")["patient_id"].to_list())
 
-    assert test_patients(a) != test_patients(c)
+    assert patients_in_test(a) != patients_in_test(c)
 
 
 def test_identical_content_under_two_patients_stays_in_one_split(tmp_path):

@@ -14,6 +14,8 @@ from oncopipe import training
 from oncopipe.augment import augment_batch
 from oncopipe.config import AugmentParams, ShardParams
 
+TRAIN_ONE_EPOCH = training.train_one_epoch
+
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
@@ -41,24 +43,30 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
     assert not model.training and card["run"] == card_a["run"]
 
 
+def _count_epochs(monkeypatch, interrupt_at: int = 0) -> list[int]:
+    """Count ``train_one_epoch`` calls; a Ctrl-C (KeyboardInterrupt) at call ``interrupt_at``."""
+    calls: list[int] = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return TRAIN_ONE_EPOCH(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", counted)
+    return calls
+
+
 def test_resume_after_interruption_gives_the_same_model(shards, tmp_path, monkeypatch):
     _, uninterrupted = _train(shards, tmp_path / "full")
-    real = training.train_one_epoch
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    _count_epochs(monkeypatch, interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
         _train(shards, tmp_path / "cut")
     assert (tmp_path / "cut" / "model" / training.LAST_FILE).is_file()
-    monkeypatch.setattr(training, "train_one_epoch", real)
+    calls = _count_epochs(monkeypatch)
     shutil.rmtree(tmp_path / "cut" / "live")  # DVC removes the stage's metric outputs
     card, resumed = _train(shards, tmp_path / "cut")
+    assert len(calls) == SMALL_TRAIN.epochs - 2  # two epochs were done before the interruption
     assert card["epochs_run"] == SMALL_TRAIN.epochs
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     curve = "plots/metrics/train/loss.tsv"
@@ -67,21 +75,13 @@ def test_resume_after_interruption_gives_the_same_model(shards, tmp_path, monkey
 
 
 def test_checkpoint_of_other_params_is_not_resumed(shards, tmp_path, monkeypatch):
-    real = training.train_one_epoch
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    _count_epochs(monkeypatch, interrupt_at=2)
     with pytest.raises(KeyboardInterrupt):
         _train(shards, tmp_path / "x", lr=1.0e-3)
-    monkeypatch.setattr(training, "train_one_epoch", real)
+    calls = _count_epochs(monkeypatch)
     card, _ = _train(shards, tmp_path / "x", lr=2.0e-3, epochs=1)
-    assert card["epochs_run"] == 1 and card["train"]["lr"] == 2.0e-3
+    # resuming the lr 1e-3 checkpoint (one epoch done) would run no epoch at all
+    assert len(calls) == 1 and card["epochs_run"] == 1 and card["train"]["lr"] == 2.0e-3
 
 
 def test_early_stopping_when_the_metric_does_not_improve(shards, tmp_path):
