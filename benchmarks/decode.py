@@ -71,7 +71,7 @@ def bench(name: str, limit: int, repeat: int,
     known = {k: int(v) if v.isdigit() else v for k, v in overrides.items() if k in fields}
     if known:
         cfg = dataclasses.replace(cfg, prepare=dataclasses.replace(cfg.prepare, **known))
-    module = datasets.get(name)
+    module = datasets.module(name, "prepare")
     files = image_files(cfg.raw, limit)
     if not files:
         raise SystemExit(f"{cfg.raw}: no image files (run `dvc repro demo@{name}` first)")

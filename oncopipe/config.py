@@ -303,7 +303,7 @@ def load(dataset: str, path: Path = PARAMS_FILE) -> DatasetConfig:
     if not isinstance(section, dict):
         raise ParamsError(f"{dataset}: section missing from {path}")
 
-    spec = registry.get(dataset)
+    spec = registry.module(dataset, "params")
     allowed = {"raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate"}
     unknown = sorted(set(section) - allowed)
     if unknown:

@@ -44,7 +44,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
     cfg = config.load(dataset, params)
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: input not found")
-    sample = datasets.get(dataset).preprocess_one(cfg, Path(path), point)
+    sample = datasets.module(dataset, "prepare").preprocess_one(cfg, Path(path), point)
     result = predict_array(model_dir or Path("models") / dataset, sample)
     result["input"] = str(path)
     if point is not None:

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path("data/demo") / name
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        datasets.get(name).write_demo(cfg, tmp)
+        datasets.module(name, "demo").write_demo(cfg, tmp)
     n_files = sum(1 for p in out.rglob("*") if p.is_file())
     logger.info("wrote %d files to %s (seed %d)", n_files, out, cfg.demo.seed)
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out.parent) as scratch:
         tmp = Path(scratch)
-        datasets.get(name).prepare(cfg, tmp)
+        datasets.module(name, "prepare").prepare(cfg, tmp)
         out.mkdir(parents=True, exist_ok=True)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         for file in files:

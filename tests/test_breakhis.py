@@ -13,8 +13,9 @@ import pytest
 from dataset_params import digest, load_cfg
 
 from oncopipe import config
-from oncopipe.datasets import breakhis
+from oncopipe.datasets.breakhis import demo as breakhis_demo
 from oncopipe.datasets.breakhis import demo as demo_module
+from oncopipe.datasets.breakhis import prepare as breakhis_prepare
 from oncopipe.datasets.breakhis.naming import (
     SUBTYPES,
     BreakHisNameError,
@@ -40,7 +41,7 @@ def make_cfg(tmp: Path, raw: Path, task: str = "binary", demo: dict | None = Non
 def write_demo(tmp: Path, name: str, **demo) -> Path:
     out = tmp / name
     out.mkdir()
-    breakhis.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
+    breakhis_demo.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
 
 
@@ -196,7 +197,7 @@ def test_prepare_accounts_for_every_file(tmp_path, kaggle_tree):
     n_files = sum(1 for p in raw.rglob("*") if p.is_file())
     out = tmp_path / "out"
     out.mkdir()
-    breakhis.prepare(make_cfg(tmp_path, raw), out)
+    breakhis_prepare.prepare(make_cfg(tmp_path, raw), out)
 
     rejects = pl.read_parquet(out / "rejects.parquet")
     got = {p: r.split(":")[0] for p, r in zip(rejects["path"], rejects["reason"], strict=True)}
@@ -219,7 +220,7 @@ def test_subtype_task_and_magnification_filter(tmp_path, kaggle_tree):
     out.mkdir()
     cfg = make_cfg(tmp_path, kaggle_tree, task="subtype", magnifications=["40X", "400X"],
                    patient_unit="slide_number")
-    breakhis.prepare(cfg, out)
+    breakhis_prepare.prepare(cfg, out)
     df, meta = read_manifest(out / "manifest.parquet")
     assert meta.class_names == SUBTYPES
     assert set(df["magnification"]) == {40, 400}
@@ -236,7 +237,7 @@ def test_prepare_is_deterministic_across_worker_counts(tmp_path, kaggle_tree):
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         out.mkdir()
-        breakhis.prepare(make_cfg(tmp_path, kaggle_tree, workers=workers), out)
+        breakhis_prepare.prepare(make_cfg(tmp_path, kaggle_tree, workers=workers), out)
         outs.append(out)
     for name in ("images.npy", "rejects.parquet", "contact_sheet.png"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -249,18 +250,18 @@ def test_preprocess_one_matches_prepare(tmp_path, kaggle_tree):
     out = tmp_path / "out"
     out.mkdir()
     cfg = make_cfg(tmp_path, kaggle_tree, fit="center_crop")
-    breakhis.prepare(cfg, out)
+    breakhis_prepare.prepare(cfg, out)
     df, _ = read_manifest(out / "manifest.parquet")
     row = df.row(3, named=True)
-    arr = breakhis.preprocess_one(cfg, kaggle_tree / row["source"])
+    arr = breakhis_prepare.preprocess_one(cfg, kaggle_tree / row["source"])
     assert arr.shape == (3, 32, 32) and arr.dtype == np.uint8
     assert np.array_equal(arr, np.load(out / "images.npy")[row["array_index"]])
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(ImageError, match=re.escape(f"{bad}: unreadable")):  # the full path
-        breakhis.preprocess_one(cfg, bad)
+        breakhis_prepare.preprocess_one(cfg, bad)
     with pytest.raises(ValueError, match="a point is not used"):
-        breakhis.preprocess_one(cfg, kaggle_tree / row["source"], (0.0, 0.0, 0.0))
+        breakhis_prepare.preprocess_one(cfg, kaggle_tree / row["source"], (0.0, 0.0, 0.0))
 
 
 def test_params_are_validated_with_the_key(tmp_path):

@@ -14,8 +14,9 @@ from dataset_params import digest, load_cfg
 
 from oncopipe import config
 from oncopipe.config import ShardParams
-from oncopipe.datasets import isic
 from oncopipe.datasets.isic import demo as demo_module
+from oncopipe.datasets.isic import demo as isic_demo
+from oncopipe.datasets.isic import prepare as isic_prepare
 from oncopipe.imagedump import Decode, load_image
 from oncopipe.images import ImageError, image_size, read_rgb
 from oncopipe.manifest import check_arrays, read_manifest
@@ -35,7 +36,7 @@ def make_cfg(tmp: Path, raw: Path, demo: dict | None = None, **prepare) -> confi
 def write_demo(tmp: Path, name: str, **demo) -> Path:
     out = tmp / name
     out.mkdir()
-    isic.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
+    isic_demo.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
 
 
@@ -132,7 +133,7 @@ def prepared(tmp_path_factory, demo_tree) -> tuple[Path, Path, dict[str, str]]:
     expected = _add_quirks(raw)
     out = tmp / "out"
     out.mkdir()
-    isic.prepare(make_cfg(tmp, raw), out)
+    isic_prepare.prepare(make_cfg(tmp, raw), out)
     return raw, out, expected
 
 
@@ -183,11 +184,11 @@ def test_preprocess_one_matches_prepare_and_names_bad_files(prepared, tmp_path):
     cfg = make_cfg(tmp_path, raw)
     df, _ = read_manifest(out / "manifest.parquet")
     row = df.row(0, named=True)
-    arr = isic.preprocess_one(cfg, raw / row["source"])
+    arr = isic_prepare.preprocess_one(cfg, raw / row["source"])
     assert np.array_equal(arr, np.load(out / "images.npy")[row["array_index"]])
     broken = next(p for p, r in _reasons(out).items() if r == "truncated")
     with pytest.raises(ImageError, match=r"ISIC_\d{7}\.jpg.*truncated"):
-        isic.preprocess_one(cfg, raw / broken)
+        isic_prepare.preprocess_one(cfg, raw / broken)
 
 
 def _reasons(out: Path) -> dict[str, str]:
@@ -197,9 +198,9 @@ def _reasons(out: Path) -> dict[str, str]:
 
 def test_bad_layout_and_params_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"train\.csv: not found"):
-        isic.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
+        isic_prepare.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
     (tmp_path / "train.csv").write_text("image_name,target\nISIC_1,0\n")
     with pytest.raises(ValueError, match=r"train\.csv: missing column.*patient_id"):
-        isic.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
+        isic_prepare.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
     with pytest.raises(config.ParamsError, match=r"isic\.prepare.*size"):
         make_cfg(tmp_path, tmp_path, size=2)

@@ -11,9 +11,9 @@ import pytest
 from scipy import ndimage
 
 from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
-from oncopipe.datasets import lidc
-from oncopipe.datasets.lidc import crops, lesions, samples
-from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc import crops, lesions
+from oncopipe.datasets.lidc import prepare as lidc
+from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, Slice
 from oncopipe.manifest import check_arrays, read_manifest
@@ -132,7 +132,7 @@ def test_prepare_2d_manifest_and_crops(demo, tmp_path):
 
     # one raw series + a point -> the same crop as prepare wrote
     row = df.filter(df["kind"] == "nodule").row(0, named=True)
-    header = samples.load_series(root / "raw" / row["source"].split(";")[0])
+    header = lidc.load_series(root / "raw" / row["source"].split(";")[0])
     one = lidc.preprocess_one(cfg, header.folder, (row["x_mm"], row["y_mm"],
                                                    header.zs[row["slice"]]))
     assert one.shape == (1, 64, 64)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from oncopipe import config
-from oncopipe.datasets import lidc
-from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc import params as lidc_params
+from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_repo_params_are_valid():
     cfg = config.load("lidc", ROOT / "params.yaml")
-    assert cfg.task in lidc.TASKS
+    assert cfg.task in lidc_params.TASKS
     assert cfg.demo.n_patients >= 12
     assert cfg.prepare.crops.hu_window == (-1000.0, 400.0)
     assert cfg.prepare.crops.size_2d == 64

@@ -18,7 +18,7 @@ from oncopipe.datasets.lidc.clustering import (
     marks_from_pylidc,
     pylidc_scan,
 )
-from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, GroupingParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import parse
 from oncopipe.datasets.lidc.series import list_files, read_headers

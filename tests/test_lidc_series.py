@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.series import (
     AIR_HU,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oncopipe.datasets.lidc.demo import write_demo
+from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.reader_xml import AnnotationError, parse, root_name
 

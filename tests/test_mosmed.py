@@ -23,17 +23,17 @@ from oncopipe.config import (
     build,
     load,
 )
-from oncopipe.datasets import mosmed
 from oncopipe.datasets.mosmed import demo, volume
-from oncopipe.datasets.mosmed.prepare import PrepareParams
+from oncopipe.datasets.mosmed import prepare as mosmed_prepare
+from oncopipe.datasets.mosmed.params import DemoParams, PrepareParams
 from oncopipe.manifest import check_arrays, read_manifest
 
-SMALL_DEMO = demo.DemoParams(seed=7, studies=(4, 3, 2, 1, 1), masks=2, size=32, slices=(8, 10),
+SMALL_DEMO = DemoParams(seed=7, studies=(4, 3, 2, 1, 1), masks=2, size=32, slices=(8, 10),
                              noise_hu=10.0)
 SMALL_PREPARE = PrepareParams(shape=(8, 16, 16), workers=1)
 
 
-def make_cfg(raw: Path, demo_params: demo.DemoParams = SMALL_DEMO,
+def make_cfg(raw: Path, demo_params: DemoParams = SMALL_DEMO,
              prepare_params: PrepareParams = SMALL_PREPARE) -> DatasetConfig:
     return DatasetConfig(name="mosmed", seed=0, raw=raw, task="binary", profile="demo",
                          demo=demo_params, prepare=prepare_params, shard=ShardParams(),
@@ -44,7 +44,7 @@ def make_cfg(raw: Path, demo_params: demo.DemoParams = SMALL_DEMO,
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mosmed") / "raw"
     out.mkdir()
-    mosmed.write_demo(make_cfg(out), out)
+    demo.write_demo(make_cfg(out), out)
     return out
 
 
@@ -57,7 +57,7 @@ def raw_copy(demo_dir, tmp_path) -> Path:
 
 def run_prepare(raw: Path, out: Path, prepare_params: PrepareParams = SMALL_PREPARE):
     out.mkdir(parents=True, exist_ok=True)
-    mosmed.prepare(make_cfg(raw, prepare_params=prepare_params), out)
+    mosmed_prepare.prepare(make_cfg(raw, prepare_params=prepare_params), out)
     df, meta = read_manifest(out / "manifest.parquet")
     rejects = pl.read_parquet(out / "rejects.parquet")
     report = json.loads((out / "report.json").read_text())
@@ -109,14 +109,14 @@ def test_abnormal_demo_studies_have_more_involvement_by_category():
 def test_demo_is_byte_identical_for_the_same_seed(demo_dir, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
-    mosmed.write_demo(make_cfg(again), again)
+    demo.write_demo(make_cfg(again), again)
     files = sorted(p.relative_to(demo_dir) for p in demo_dir.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in files:
         assert (demo_dir / rel).read_bytes() == (again / rel).read_bytes(), rel
     other = tmp_path / "other"
     other.mkdir()
-    mosmed.write_demo(make_cfg(other, replace(SMALL_DEMO, seed=8)), other)
+    demo.write_demo(make_cfg(other, replace(SMALL_DEMO, seed=8)), other)
     rel = Path("studies/CT-0/study_0001.nii.gz")
     assert (other / rel).read_bytes() != (demo_dir / rel).read_bytes()
 
@@ -259,10 +259,10 @@ def test_prepare_writes_the_manifest_contract(demo_dir, tmp_path):
 
     # preprocess_one gives the stored array; a second run gives byte-identical outputs
     row = df.filter(pl.col("sample_id") == "study_0939").row(0, named=True)
-    one = mosmed.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"])
+    one = mosmed_prepare.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"])
     assert np.array_equal(one, arr[row["array_index"]])
     with pytest.raises(ValueError, match=r"study_0939\.nii\.gz: a point is not used"):
-        mosmed.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"], (0.0, 0.0, 0.0))
+        mosmed_prepare.preprocess_one(make_cfg(demo_dir), demo_dir / row["source"], (0.0, 0.0, 0.0))
     run_prepare(demo_dir, tmp_path / "again", replace(SMALL_PREPARE, workers=2))
     for name in ("manifest.parquet", "volumes.npy", "report.json", "contact_sheet.png"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
@@ -355,7 +355,7 @@ def test_prepare_params_are_validated():
     with pytest.raises(ParamsError, match="window"):
         build(PrepareParams, {"window": [400.0, -1000.0]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="studies"):
-        build(demo.DemoParams, {"studies": [300, 1, 1, 1, 1]}, "mosmed.demo")
+        build(DemoParams, {"studies": [300, 1, 1, 1, 1]}, "mosmed.demo")
 
 
 def test_params_yaml_section_is_valid_and_matches_the_reference_method():

@@ -15,7 +15,8 @@ import pytest
 from dataset_params import digest, load_cfg
 
 from oncopipe import config
-from oncopipe.datasets import pcam
+from oncopipe.datasets.pcam import demo as pcam_demo
+from oncopipe.datasets.pcam import prepare as pcam_prepare
 from oncopipe.images import ImageError
 from oncopipe.manifest import check_arrays, read_manifest
 
@@ -31,7 +32,7 @@ def make_cfg(tmp: Path, raw: Path, demo: dict | None = None, **prepare) -> confi
 def write_demo(tmp: Path, name: str, **demo) -> Path:
     out = tmp / name
     out.mkdir()
-    pcam.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
+    pcam_demo.write_demo(make_cfg(tmp, out, demo={**TINY_DEMO, **demo}), out)
     return out
 
 
@@ -107,7 +108,7 @@ def test_prepare_accounts_for_every_item(tmp_path, demo_tree):
     expected = _add_quirks(raw)
     out = tmp_path / "out"
     out.mkdir()
-    pcam.prepare(make_cfg(tmp_path, raw), out)
+    pcam_prepare.prepare(make_cfg(tmp_path, raw), out)
 
     rejects = pl.read_parquet(out / "rejects.parquet")
     got = {p: r.split(":")[0] for p, r in rejects.select("path", "reason").iter_rows()}
@@ -139,7 +140,7 @@ def test_prepare_is_identical_across_worker_counts(tmp_path, demo_tree):
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         out.mkdir()
-        pcam.prepare(make_cfg(tmp_path, demo_tree, workers=workers), out)
+        pcam_prepare.prepare(make_cfg(tmp_path, demo_tree, workers=workers), out)
         outs.append({k: v for k, v in digest(out).items() if k != "manifest.parquet"})
         tables.append(read_manifest(out / "manifest.parquet")[0])
     assert outs[0] == outs[1]
@@ -149,22 +150,22 @@ def test_prepare_is_identical_across_worker_counts(tmp_path, demo_tree):
 def test_preprocess_one_matches_prepare_and_names_bad_files(tmp_path, demo_tree):
     cfg = make_cfg(tmp_path, demo_tree)
     image_id = sorted(read_labels(demo_tree))[0]
-    arr = pcam.preprocess_one(cfg, demo_tree / "train" / f"{image_id}.tif")
+    arr = pcam_prepare.preprocess_one(cfg, demo_tree / "train" / f"{image_id}.tif")
     assert arr.shape == (3, 96, 96)
     out = tmp_path / "out"
     out.mkdir()
-    pcam.prepare(cfg, out)
+    pcam_prepare.prepare(cfg, out)
     df, _ = read_manifest(out / "manifest.parquet")
     row = df.filter(pl.col("sample_id") == image_id).row(0, named=True)
     assert np.array_equal(arr, np.load(out / "images.npy")[row["array_index"]])
     bad = tmp_path / "small.tif"
     cv2.imwrite(str(bad), np.zeros((50, 96, 3), np.uint8))
     with pytest.raises(ImageError, match=r"small\.tif.*wrong size"):
-        pcam.preprocess_one(cfg, bad)
+        pcam_prepare.preprocess_one(cfg, bad)
 
 
 def test_bad_layout_and_params_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"train_labels\.csv: not found"):
-        pcam.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
+        pcam_prepare.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
     with pytest.raises(config.ParamsError, match=r"pcam\.demo.*positive_fraction"):
         make_cfg(tmp_path, tmp_path, demo={"positive_fraction": 1.5})

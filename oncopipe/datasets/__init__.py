@@ -1,27 +1,39 @@
-"""Registry of datasets: the only place that maps a dataset name to its module.
+"""Registry of datasets: the only place that maps a dataset name to its code.
 
-Each dataset module holds all knowledge of one dataset and exposes the same interface, so
-the stage scripts and the generic stages never import a dataset by name:
+Every dataset is a package ``oncopipe.datasets.<name>`` with the same three modules, so the
+stage scripts and the generic stages never import a dataset by name:
 
-- ``TASKS``: tuple of task names accepted in ``<dataset>.task``.
-- ``DemoParams``, ``PrepareParams``: frozen dataclasses for the ``demo`` and ``prepare``
-  sections of ``params.yaml`` (validated by :func:`oncopipe.config.build`).
-- ``write_demo(cfg, out_dir)``: write synthetic data in the real raw layout, from
+- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), and the frozen dataclasses
+  ``DemoParams`` and ``PrepareParams`` for the ``demo`` and ``prepare`` sections of
+  ``params.yaml`` (validated by :func:`oncopipe.config.build`). It imports no processing
+  code, so loading params (which every stage does) keeps each stage's import closure, and
+  with it its DVC dependencies, small.
+- ``demo``: ``write_demo(cfg, out_dir)`` writes synthetic data in the real raw layout from
   ``cfg.demo`` (same seed, same bytes).
-- ``prepare(cfg, out_dir)``: read the raw data at ``cfg.raw`` and write the common manifest
-  and arrays (see :mod:`oncopipe.manifest`) into ``out_dir``.
+- ``prepare``: ``prepare(cfg, out_dir)`` reads the raw data at ``cfg.raw`` and writes the
+  common manifest and arrays (see :mod:`oncopipe.manifest`) into ``out_dir``;
+  ``preprocess_one(cfg, path, point=None)`` gives one raw input exactly as ``prepare`` stores
+  it (for ``oncopipe predict``).
+
+The package's ``__init__`` holds only its docstring. tests/test_stage_deps.py checks that each
+stage declares in dvc.yaml the modules it reaches through :func:`module`.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Literal
 
 NAMES: tuple[str, ...] = ("lidc", "mosmed", "pcam", "isic", "breakhis")
+Part = Literal["params", "demo", "prepare"]
+PARTS: tuple[str, ...] = ("params", "demo", "prepare")
 
 
-def get(name: str) -> ModuleType:
-    """Import the module of dataset ``name`` (lazily, so one dataset's imports stay its own)."""
+def module(name: str, part: Part) -> ModuleType:
+    """Import ``part`` of dataset ``name`` (lazily: one dataset's imports stay its own)."""
     if name not in NAMES:
         raise KeyError(f"unknown dataset {name!r} (known: {', '.join(NAMES)})")
-    return importlib.import_module(f"oncopipe.datasets.{name}")
+    if part not in PARTS:
+        raise KeyError(f"unknown dataset module {part!r} (known: {', '.join(PARTS)})")
+    return importlib.import_module(f"oncopipe.datasets.{name}.{part}")

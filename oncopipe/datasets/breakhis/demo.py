@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from oncopipe.atomic import write_bytes, write_text
+from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis.naming import CODES, IMAGE_HW, MAGNIFICATIONS, ImageName
 
 HEIGHT, WIDTH = IMAGE_HW
@@ -177,3 +178,9 @@ def _folds_csv(names: list[ImageName], seed: int) -> str:
             path = "/".join(("BreaKHis_v1", "histology_slides", "breast", *n.expected_parts()))
             w.writerow([fold, n.magnification, "test" if n.folder in test else "train", path])
     return buf.getvalue()
+
+
+def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:
+    """The demo tree of ``cfg.demo`` into ``out_dir``; same params, same bytes."""
+    d = cfg.demo
+    write(out_dir, d.seed, d.patients_per_subtype, d.images_per_magnification, d.layout)

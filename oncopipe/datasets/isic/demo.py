@@ -13,13 +13,13 @@ irregular borders and several colours (black, dark brown, blue-grey).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from oncopipe.config import DatasetConfig
+from oncopipe.datasets.isic.params import DemoParams
 
 TRAIN_COLUMNS = ("image_name", "patient_id", "sex", "age_approx",
                  "anatom_site_general_challenge", "diagnosis", "benign_malignant", "target")
@@ -35,31 +35,6 @@ BENIGN_WEIGHTS = (0.80, 0.16, 0.0135, 0.0135, 0.0052, 0.0025, 0.0025, 0.0028)
 SIZES = ((480, 640), (480, 640), (640, 640), (768, 1024), (512, 683))  # (height, width)
 LARGE_SIZES = ((4000, 6000), (2448, 3264), (3456, 5184))
 _RENDER_SIDE = 256  # lesions are drawn at this size, then scaled to the file's size
-
-
-@dataclass(frozen=True)
-class DemoParams:
-    seed: int = 0
-    n_patients: int = 60
-    images_per_patient: tuple[int, int] = (2, 14)  # inclusive range
-    malignant_fraction: float = 0.15  # the real set is 1.8%; raised so the demo is learnable
-    n_test: int = 20
-    large_images: int = 3  # photographs thousands of pixels a side
-    duplicates: int = 2  # pairs in the duplicates list
-    quality: int = 90  # JPEG quality
-
-    def check(self) -> None:
-        low, high = self.images_per_patient
-        if not 1 <= low <= high:
-            raise ValueError("images_per_patient must be [min, max] with 1 <= min <= max")
-        if self.n_patients < 2 or self.n_test < 0 or self.large_images < 0:
-            raise ValueError("n_patients must be >= 2, n_test and large_images >= 0")
-        if not 0 < self.malignant_fraction < 1:
-            raise ValueError("malignant_fraction must be in (0, 1)")
-        if not 0 <= self.duplicates < self.n_patients:
-            raise ValueError("duplicates must be in [0, n_patients)")
-        if not 1 <= self.quality <= 100:
-            raise ValueError("quality must be in [1, 100]")
 
 
 def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:

@@ -37,6 +37,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from oncopipe.config import DatasetConfig
 from oncopipe.datasets.lidc.params import DemoParams
 
 UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
@@ -86,7 +87,12 @@ class _Series:
         return self.origin[2] - k * self.step
 
 
-def write_demo(params: DemoParams, out_dir: Path) -> None:
+def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:
+    """The demo collection of ``cfg.demo`` into ``out_dir`` (the dataset interface)."""
+    write(cfg.demo, out_dir)
+
+
+def write(params: DemoParams, out_dir: Path) -> None:
     """Write the synthetic collection into ``out_dir`` (see the module docstring)."""
     rng = np.random.default_rng(params.seed)
     uids = _UidMaker(rng)

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "nodule_type": ("nodule", "small_nodule", "non_nodule"),
+    "malignancy": ("benign", "malignant"),
+}
+TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 def _require(condition: bool, message: str) -> None:
     if not condition:

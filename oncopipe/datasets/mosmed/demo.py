@@ -23,19 +23,14 @@ mtime 0 and no file name, so the same seed gives byte-identical files.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from oncopipe.atomic import write_bytes
+from oncopipe.datasets.mosmed.params import ID_RANGES, DemoParams
 
-# first id and number of studies of each category in the real release
-ID_RANGES: dict[str, tuple[int, int]] = {
-    "CT-0": (1, 254), "CT-1": (255, 684), "CT-2": (939, 125), "CT-3": (1064, 45),
-    "CT-4": (1109, 2),
-}
 # fraction of lung volume involved, per category (the release's definition of CT-1..CT-4)
 INVOLVEMENT: dict[str, tuple[float, float]] = {
     "CT-0": (0.0, 0.0), "CT-1": (0.08, 0.22), "CT-2": (0.28, 0.47), "CT-3": (0.53, 0.72),
@@ -43,29 +38,6 @@ INVOLVEMENT: dict[str, tuple[float, float]] = {
 }
 Z_SPACING_MM = 8.0
 REAL_SIZE = 512
-
-
-@dataclass(frozen=True)
-class DemoParams:
-    seed: int = 0
-    studies: tuple[int, int, int, int, int] = (24, 14, 8, 4, 2)  # per CT-0 ... CT-4
-    masks: int = 4  # the first this many CT-1 studies get a mask file
-    size: int = 128  # in-plane voxels (the release has 512)
-    slices: tuple[int, int] = (36, 44)  # min, max number of slices
-    noise_hu: float = 15.0  # standard deviation of the image noise
-
-    def check(self) -> None:
-        for (name, (_, available)), n in zip(ID_RANGES.items(), self.studies, strict=True):
-            if not 0 <= n <= available:
-                raise ValueError(f"studies: {n} for {name} is outside 0..{available}")
-        if not 0 <= self.masks <= self.studies[1]:
-            raise ValueError("masks must be between 0 and the number of CT-1 studies")
-        if self.size < 16:
-            raise ValueError("size must be >= 16")
-        if not 2 <= self.slices[0] <= self.slices[1]:
-            raise ValueError("slices must be [min, max] with 2 <= min <= max")
-        if self.noise_hu < 0:
-            raise ValueError("noise_hu must be >= 0")
 
 
 def write_demo(cfg, out_dir: Path) -> None:

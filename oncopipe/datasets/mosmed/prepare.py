@@ -18,8 +18,10 @@ import numpy as np
 import polars as pl
 
 from oncopipe.arrays import ArrayWriter
+from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.datasets.mosmed.registry import CATEGORIES, Study, find_studies
+from oncopipe.datasets.mosmed.params import CLASS_NAMES, PrepareParams
+from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
@@ -27,46 +29,8 @@ from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES: tuple[str, ...] = ("normal", "abnormal")
 ARRAY_FILE = "volumes.npy"
 SHEET_STUDIES = 4  # studies per class on the contact sheet (two tiles each)
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    shape: tuple[int, int, int] = (64, 128, 128)  # depth, height, width of the prepared volume
-    window: tuple[float, float] = (-1000.0, 400.0)  # HU clipped to this range, then to [0, 1]
-    normal: tuple[str, ...] = ("CT-0",)
-    abnormal: tuple[str, ...] = ("CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
-    dtype: str = "float16"  # float16 | float32 | uint8 (x / 255)
-    workers: int = 0  # 0: one per CPU core (at most 8)
-
-    def check(self) -> None:
-        if min(self.shape) < 2:
-            raise ValueError(f"shape must be >= 2 along every axis, got {self.shape}")
-        if not self.window[0] < self.window[1]:
-            raise ValueError(f"window must be [low, high] with low < high, got {self.window}")
-        for key in ("normal", "abnormal"):
-            unknown = sorted(set(getattr(self, key)) - set(CATEGORIES))
-            if unknown:
-                raise ValueError(f"{key}: unknown category {unknown[0]!r} "
-                                 f"(known: {', '.join(CATEGORIES)})")
-        if not self.normal or not self.abnormal:
-            raise ValueError("normal and abnormal must each list at least one category")
-        both = sorted(set(self.normal) & set(self.abnormal))
-        if both:
-            raise ValueError(f"category {both[0]} is listed as both normal and abnormal")
-        if self.dtype not in ("float16", "float32", "uint8"):
-            raise ValueError(f"dtype must be float16, float32 or uint8, got {self.dtype!r}")
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
-
-    def label(self, category: str) -> int | None:
-        if category in self.normal:
-            return 0
-        if category in self.abnormal:
-            return 1
-        return None
 
 
 @dataclass(frozen=True)
@@ -91,9 +55,10 @@ def _prepare_one(job: _Job) -> tuple[Study, np.ndarray | None, str, dict]:
     return job.study, arr, "", geometry
 
 
-def prepare(cfg, out_dir: Path) -> None:
+def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     """Read ``cfg.raw`` and write the manifest, arrays, report and contact sheet to ``out_dir``."""
     params: PrepareParams = cfg.prepare
+    class_names = CLASS_NAMES[cfg.task]
     raw = Path(cfg.raw)
     report = Report(f"prepare[{cfg.name}]")
     studies = find_studies(raw, report)
@@ -108,7 +73,7 @@ def prepare(cfg, out_dir: Path) -> None:
              params.shape, params.dtype)
 
     rows: list[dict] = []
-    sheet: dict[str, list[np.ndarray]] = {name: [] for name in CLASS_NAMES}
+    sheet: dict[str, list[np.ndarray]] = {name: [] for name in class_names}
     workers = params.workers or default_workers()
     with ArrayWriter(out_dir / ARRAY_FILE, (1, *params.shape), params.dtype) as writer:
         for study, arr, reason, geometry in ordered_map(_prepare_one, jobs, workers=workers,
@@ -130,7 +95,7 @@ def prepare(cfg, out_dir: Path) -> None:
                 "mask_file": study.mask,
                 **geometry,
             })
-            tiles = sheet[CLASS_NAMES[label]]
+            tiles = sheet[class_names[label]]
             if len(tiles) < 2 * SHEET_STUDIES:
                 tiles.extend(mid_slices(arr))
         if not rows:  # inside the writer: no empty volumes.npy is left behind
@@ -147,7 +112,7 @@ def prepare(cfg, out_dir: Path) -> None:
                        "anterior->posterior, right->left)",
         "resampling": "linear, pixel centres, fixed shape " + "x".join(map(str, params.shape)),
     }
-    meta = ManifestMeta(dataset=cfg.name, task=cfg.task, class_names=CLASS_NAMES,
+    meta = ManifestMeta(dataset=cfg.name, task=cfg.task, class_names=class_names,
                         layout="CDHW", normalisation=normalisation,
                         params_hash=cfg.params_hash, patient_level=True)
     df = pl.DataFrame(rows, schema_overrides={"label": pl.Int64, "array_index": pl.Int64})
@@ -158,7 +123,7 @@ def prepare(cfg, out_dir: Path) -> None:
     counts = df.group_by("category").len().sort("category")
     report.extra["kept_by_category"] = dict(zip(counts["category"], counts["len"], strict=True))
     report.extra["kept_by_class"] = {
-        name: int((df["label"] == i).sum()) for i, name in enumerate(CLASS_NAMES)}
+        name: int((df["label"] == i).sum()) for i, name in enumerate(class_names)}
     report.extra["masks_attached"] = int((df["mask_file"] != "").sum())
     if report.extra.get("masks_missing"):
         log.warning("%d mask file(s) listed but missing: %s", len(report.extra["masks_missing"]),
@@ -171,3 +136,13 @@ def mid_slices(arr: np.ndarray) -> list[np.ndarray]:
     vol = arr[0].astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
     depth, height, _ = vol.shape
     return [vol[depth // 2], vol[::-1, height // 2, :]]
+
+
+def preprocess_one(cfg: DatasetConfig, path: Path,
+                   point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One ``.nii``/``.nii.gz`` study prepared exactly as :func:`prepare` does: (1, D, H, W)."""
+    if point is not None:
+        raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
+    params: PrepareParams = cfg.prepare
+    arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
+    return arr

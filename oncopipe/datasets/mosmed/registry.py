@@ -22,10 +22,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncopipe.datasets.mosmed.params import CATEGORIES
 from oncopipe.report import Report
 
 REGISTRY_FILE = "dataset_registry.csv"
-CATEGORIES: tuple[str, ...] = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
 COLUMNS = ("study_id", "category", "study_file", "mask_file")
 _CATEGORY_DIR = re.compile(r"^CT-\d+$")
 _MASK_SUFFIX = "_mask"

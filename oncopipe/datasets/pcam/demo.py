@@ -12,35 +12,19 @@ model has to look at where the tumour is, not only whether there is any.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from oncopipe.config import DatasetConfig
+from oncopipe.datasets.pcam.params import DemoParams
 
 SIDE = 96
 CENTRE = (32, 64)  # the centre 32 x 32 region, [start, stop) on both axes
 _EOSIN = np.array([236.0, 176.0, 208.0])
 _NUCLEUS = np.array([120.0, 70.0, 160.0])
 _TUMOUR = np.array([78.0, 34.0, 118.0])
-
-
-@dataclass(frozen=True)
-class DemoParams:
-    seed: int = 0
-    n_train: int = 1000
-    n_test: int = 40
-    positive_fraction: float = 0.4  # the real train set is 40.5% positive
-    border_tumour_fraction: float = 0.35  # share of negatives with tumour in the border only
-
-    def check(self) -> None:
-        if self.n_train < 10 or self.n_test < 0:
-            raise ValueError("n_train must be >= 10 and n_test >= 0")
-        for name in ("positive_fraction", "border_tumour_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
 
 
 def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:

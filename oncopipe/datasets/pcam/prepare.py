@@ -8,35 +8,25 @@ This Kaggle version carries no patient or slide ids, so each image is its own sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.pcam import reader
+from oncopipe.datasets.pcam.params import CLASS_NAMES
 from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
 
-CLASS_NAMES = ("negative", "positive")
 SIDE = 96
 DECODE = Decode(size=(SIDE, SIDE), expect=(SIDE, SIDE), reduced=False)
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    workers: int = 0  # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
-
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
 
 
 def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     report = Report(f"prepare_{cfg.name}")
     candidates = reader.scan_train(cfg.raw, report)
     report.extra["not_used"] = reader.scan_test(cfg.raw)
-    meta = dump_meta(cfg, CLASS_NAMES, source="RGB as stored", patient_level=False)
+    meta = dump_meta(cfg, CLASS_NAMES[cfg.task], source="RGB as stored", patient_level=False)
     write_dump(candidates, DECODE, meta, report, out_dir, workers=cfg.prepare.workers)
 
 

@@ -21,7 +21,7 @@ from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.lidc import crops
-from oncopipe.datasets.lidc.params import CropParams
+from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams
 from oncopipe.datasets.lidc.series import (
     SeriesError,
     SeriesHeader,
@@ -34,8 +34,6 @@ from oncopipe.parallel import ordered_map
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
-CLASS_NAMES = {"nodule_type": ("nodule", "small_nodule", "non_nodule"),
-               "malignancy": ("benign", "malignant")}
 
 
 def label_of(task: str, kind: str, malignancy: float | None) -> tuple[int | None, str]:
@@ -195,3 +193,23 @@ def _manifest_row(lesion: dict, suffix: str, array_file: str, index: int,
         "diameter_mm": lesion["diameter_mm"], "x_mm": lesion["x_mm"], "y_mm": lesion["y_mm"],
         "z_mm": lesion["z_mm"],
     }
+
+
+def preprocess_one(cfg: DatasetConfig, path: Path,
+                   point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One CT series folder + a point (x, y, z patient mm, LPS) -> one crop, as in the manifest.
+
+    2D: the slice nearest ``z``, centred on (x, y); 3D: the cube centred on the point.
+    """
+    if point is None:
+        raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
+    header = load_series(Path(path))
+    volume = read_volume(header)
+    p = cfg.prepare.crops
+    x, y, z = (float(v) for v in point)
+    if p.input == "2d":
+        k = int(np.abs(header.zs - z).argmin())
+        hu = crops.crop_2d(volume[k], header, x, y, p)
+    else:
+        hu = crops.crop_3d(crops.volume_image(volume, header), (x, y, z), p)
+    return crops.window(hu, p.hu_window)[None]

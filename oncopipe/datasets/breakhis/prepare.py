@@ -14,25 +14,19 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from oncopipe.config import DatasetConfig
-from oncopipe.datasets.breakhis.naming import IMAGE_HW, SUBTYPES
+from oncopipe.datasets.breakhis.naming import IMAGE_HW
+from oncopipe.datasets.breakhis.params import CLASS_NAMES, PrepareParams
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root, list_files
-from oncopipe.imagedump import Candidate, Decode, dump_meta, write_dump
+from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
-
-if TYPE_CHECKING:
-    from oncopipe.datasets.breakhis import PrepareParams
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "binary": ("benign", "malignant"),
-    "subtype": SUBTYPES,
-}
 EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "magnification": pl.Int64(),
     "subtype": pl.String(),
@@ -101,3 +95,12 @@ def _shared_patients(candidates: list[Candidate]) -> dict[str, list[str]]:
     for c in candidates:
         folders[c.patient_id].add(c.extra["slide_folder"])
     return {k: sorted(v) for k, v in sorted(folders.items()) if len(v) > 1}
+
+
+def preprocess_one(cfg: DatasetConfig, path: Path,
+                   point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """One BreakHis PNG as ``prepare`` stores it: ``(3, S, S)`` uint8 (no ``point``).
+
+    Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
+    """
+    return load_input(path, decode_spec(cfg.prepare), point)
