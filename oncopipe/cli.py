@@ -1,4 +1,5 @@
-"""The ``oncopipe`` command: ``predict`` (one raw input) and ``gate`` (CI metrics check)."""
+"""The ``oncopipe`` command: ``predict`` (one raw input), ``gate`` (CI metrics check),
+``results`` (docs/results.md from the committed metrics)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from oncopipe import config, datasets, gate
+from oncopipe import config, datasets, gate, results
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,11 +31,28 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline", help="git revision to compare with via `dvc metrics diff`")
     g.add_argument("--tolerance", type=float, default=0.02,
                    help="allowed drop against the baseline (default 0.02)")
+
+    r = sub.add_parser("results", help="write docs/results.md from metrics/*/metrics.json")
+    r.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    r.add_argument("--out", type=Path, default=results.RESULTS_DOC)
+    r.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when the file is not what the metrics give")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "results":
+        text = results.render(args.metrics_dir)
+        if args.check:
+            current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+            if current != text:
+                print(f"{args.out}: out of date; run `oncopipe results`", file=sys.stderr)
+                return 1
+            return 0
+        changed = results.write(args.metrics_dir, args.out)
+        print(f"{args.out}: {'written' if changed else 'unchanged'}")
+        return 0
     if args.command == "gate":
         try:
             return gate.run(args.thresholds, args.metrics_dir, args.baseline, args.tolerance)

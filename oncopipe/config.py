@@ -7,9 +7,16 @@ message naming the exact key, instead of silently falling back to a default.
 Sections are plain frozen dataclasses. :func:`build` turns a YAML mapping into one, checking
 keys and types recursively; a dataclass may define ``check(self) -> None`` raising
 ``ValueError`` for constraints between fields (the message is prefixed with the key path).
-Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's module
-and found through :mod:`oncopipe.datasets`; the generic sections (``shard``, ``train``,
-``evaluate``) are declared here.
+Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's
+``params`` module and found through :mod:`oncopipe.datasets`; the generic sections
+(``shard``, ``train``, ``evaluate``) are declared here.
+
+A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
+list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
+the returned config raises :class:`UndeclaredParamError` when touched, so a stage cannot
+depend on a param DVC does not know about, and :attr:`DatasetConfig.params_hash`, written
+into the stage's outputs, covers exactly the declared keys: changing a training param
+leaves the prepared data and the shards byte-identical.
 """
 
 from __future__ import annotations
@@ -25,11 +32,21 @@ from typing import Any, Literal
 
 import yaml
 
+from oncopipe.errors import InputError
+
 PARAMS_FILE = Path("params.yaml")
+# How a stage runs, not what it makes: left out of params_hash, so outputs are byte-identical
+# whatever the number of worker processes or threads.
+EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
+SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate")
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """A parameter is missing, unknown or invalid; the message starts with its key path."""
+
+
+class UndeclaredParamError(AttributeError):
+    """A stage touched a params key it did not declare (a programming error, not the user's)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,9 +266,48 @@ class TrainProfiles:
 # --------------------------------------------------------------------------------------------
 
 
+class _Undeclared:
+    """Stands in for a params key the running stage did not declare: any use of it raises."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: str):
+        object.__setattr__(self, "_key", key)
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise UndeclaredParamError(
+            f"{self._key}: read by this stage but not declared (add it to the stage's reads "
+            "and to its params: in dvc.yaml)")
+
+    def __repr__(self) -> str:
+        return f"<undeclared {self._key}>"
+
+    __getattr__ = __getitem__ = __iter__ = __len__ = __bool__ = _fail
+    __int__ = __index__ = __float__ = __str__ = __format__ = __fspath__ = _fail
+    __eq__ = __lt__ = __le__ = __gt__ = __ge__ = __add__ = __radd__ = __sub__ = __mul__ = _fail
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Partial:
+    """A section of which only some sub-keys are declared (``prepare.cohort``, ...)."""
+
+    def __init__(self, obj: Any, key: str, allowed: frozenset[str]):
+        self._obj, self._key, self._allowed = obj, key, allowed
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._allowed:
+            return getattr(self._obj, name)
+        sub = frozenset(a.split(".", 1)[1] for a in self._allowed if a.startswith(f"{name}."))
+        if sub:
+            return _Partial(getattr(self._obj, name), f"{self._key}.{name}", sub)
+        return _Undeclared(f"{self._key}.{name}")._fail()
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Everything a stage needs for one dataset, validated."""
+    """Everything a stage needs for one dataset, validated; undeclared keys guarded."""
 
     name: str
     seed: int
@@ -263,13 +319,35 @@ class DatasetConfig:
     shard: ShardParams
     train: TrainParams  # the active profile
     evaluate: EvaluateParams
-    section: dict  # the raw YAML section, for hashing and provenance
+    reads: tuple[str, ...] | None = None  # the declared keys; None: all (predict, tools)
 
     @property
     def params_hash(self) -> str:
-        """Short hash of this dataset's params + global seed, recorded in every output."""
-        blob = json.dumps({"seed": self.seed, **self.section}, sort_keys=True, default=str)
+        """Short hash of the declared params' values (defaults included), for provenance.
+
+        Execution settings (:data:`EXECUTION_KEYS`) are left out: they change how fast a stage
+        runs, never its bytes.
+        """
+        keys = self.reads if self.reads is not None else ("seed", *SECTION_KEYS)
+        values = {}
+        for key in sorted(keys):
+            value: Any = self
+            for part in key.split("."):
+                value = object.__getattribute__(value, "_obj") if isinstance(value, _Partial) \
+                    else value
+                value = getattr(value, part)
+            values[key] = _content(dataclasses.asdict(value)) \
+                if dataclasses.is_dataclass(value) else value
+        blob = json.dumps({k: v for k, v in values.items()
+                           if k.rsplit(".", 1)[-1] not in EXECUTION_KEYS},
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _content(d: dict) -> dict:
+    """``d`` without :data:`EXECUTION_KEYS`, at any depth."""
+    return {k: _content(v) if isinstance(v, dict) else v for k, v in d.items()
+            if k not in EXECUTION_KEYS}
 
 
 def read_params(path: Path = PARAMS_FILE) -> dict:
@@ -278,14 +356,22 @@ def read_params(path: Path = PARAMS_FILE) -> dict:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ParamsError(f"{path}: parameters file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return data
 
 
-def load(dataset: str, path: Path = PARAMS_FILE) -> DatasetConfig:
-    """Read ``params.yaml`` and return the validated config of ``dataset``."""
-    from oncopipe import datasets as registry  # local: registry imports dataset modules
+def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None = None
+         ) -> DatasetConfig:
+    """Read ``params.yaml`` and return the validated config of ``dataset``.
+
+    ``reads``: the keys the calling stage declares in dvc.yaml, relative to the dataset's
+    section (``prepare``, ``prepare.cohort``, ``train``...) plus the global ``seed``; every
+    other key is guarded (see the module docstring). ``None`` gives everything.
+    """
+    from oncopipe import datasets as registry  # local: the registry imports dataset modules
 
     data = read_params(path)
     allowed_top = {"seed", "datasets", *registry.NAMES}
@@ -304,11 +390,10 @@ def load(dataset: str, path: Path = PARAMS_FILE) -> DatasetConfig:
         raise ParamsError(f"{dataset}: section missing from {path}")
 
     spec = registry.module(dataset, "params")
-    allowed = {"raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate"}
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted(set(section) - set(SECTION_KEYS))
     if unknown:
         raise ParamsError(
-            f"{dataset}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})"
+            f"{dataset}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(SECTION_KEYS))})"
         )
     for key in ("raw", "task"):
         if key not in section:
@@ -320,16 +405,35 @@ def load(dataset: str, path: Path = PARAMS_FILE) -> DatasetConfig:
     profile = _coerce(Literal["demo", "reference"], section.get("profile", "demo"),
                       f"{dataset}.profile")
     profiles = build(TrainProfiles, section.get("train"), f"{dataset}.train")
-    return DatasetConfig(
-        name=dataset,
-        seed=seed,
-        raw=Path(raw),
-        task=task,
-        profile=profile,
-        demo=build(spec.DemoParams, section.get("demo"), f"{dataset}.demo"),
-        prepare=build(spec.PrepareParams, section.get("prepare"), f"{dataset}.prepare"),
-        shard=build(ShardParams, section.get("shard"), f"{dataset}.shard"),
-        train=getattr(profiles, profile),
-        evaluate=build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
-        section=section,
-    )
+    values: dict[str, Any] = {
+        "seed": seed,
+        "raw": Path(raw),
+        "task": task,
+        "profile": profile,
+        "demo": build(spec.DemoParams, section.get("demo"), f"{dataset}.demo"),
+        "prepare": build(spec.PrepareParams, section.get("prepare"), f"{dataset}.prepare"),
+        "shard": build(ShardParams, section.get("shard"), f"{dataset}.shard"),
+        "train": getattr(profiles, profile),
+        "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
+    }
+    if reads is not None:
+        values = _guard(dataset, values, reads)
+    return DatasetConfig(name=dataset, reads=reads, **values)
+
+
+def _guard(dataset: str, values: dict[str, Any], reads: tuple[str, ...]) -> dict[str, Any]:
+    """Replace every key not in ``reads`` by a stand-in that raises when used."""
+    for key in reads:
+        if key.split(".", 1)[0] not in values:
+            raise ValueError(f"reads: {key!r} is not a params key")  # programming error
+    guarded = {}
+    for name, value in values.items():
+        where = name if name == "seed" else f"{dataset}.{name}"
+        sub = frozenset(k.split(".", 1)[1] for k in reads if k.startswith(f"{name}."))
+        if name in reads:
+            guarded[name] = value
+        elif sub:
+            guarded[name] = _Partial(value, where, sub)
+        else:
+            guarded[name] = _Undeclared(where)
+    return guarded

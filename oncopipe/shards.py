@@ -280,7 +280,9 @@ def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
     if p.duplicate_links:
         log.warning("%d patient(s) share identical samples with another patient; each such "
                     "group is kept in one split", p.duplicate_links)
-    meta = dataclasses.replace(meta, params_hash=params_hash or meta.params_hash)
+    if params_hash:  # this stage's params, chained to the provenance of its input
+        chained = hashlib.sha256(f"{meta.params_hash}:{params_hash}".encode()).hexdigest()
+        meta = dataclasses.replace(meta, params_hash=chained[:16])
     index_parts = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)

@@ -3,4 +3,10 @@
 Run as ``python -m stages.<name> <dataset>`` from the repository root, so that the code of
 the tree being reproduced is imported (``-m`` puts the working directory first on
 ``sys.path``; DVC's queued experiments run in a copy of the tree).
+
+Each script names the params keys it reads in ``READS`` (relative to the dataset's section,
+plus the global ``seed``): exactly its ``params:`` in dvc.yaml, which tests/test_stage_deps.py
+checks, while :func:`oncopipe.config.load` refuses any other key at run time. A user's mistake
+(a bad params value, a raw folder in the wrong layout) ends the stage with one line and exit
+status 2 (:func:`oncopipe.errors.one_line_exit`).
 """

@@ -7,12 +7,16 @@ from pathlib import Path
 
 from oncopipe import config, datasets, log
 from oncopipe.atomic import atomic_path
+from oncopipe.errors import one_line_exit
+
+READS = ("demo",)
 
 
+@one_line_exit("demo")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     logger = log.setup(f"demo[{name}]")
-    cfg = config.load(name)
+    cfg = config.load(name, reads=READS)
     out = Path("data/demo") / name
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)

@@ -14,16 +14,21 @@ import pyarrow.parquet as pq
 from oncopipe import config, log
 from oncopipe.atomic import atomic_path
 from oncopipe.datasets.lidc import lesions
+from oncopipe.errors import InputError, one_line_exit
+
+READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
+         "prepare.workers")
 
 
+@one_line_exit("lidc_lesions")
 def main(argv: list[str] | None = None) -> None:
     if argv if argv is not None else sys.argv[1:]:
         raise SystemExit("usage: python -m stages.lidc_lesions")
     logger = log.setup("lidc_lesions")
-    cfg = config.load("lidc")
+    cfg = config.load("lidc", reads=READS)
     if not cfg.raw.exists():
-        raise SystemExit(f"{cfg.raw}: raw data not found (params.yaml lidc.raw)")
-    table, report = lesions.build(cfg.raw, cfg.prepare, lesions.lesion_params_hash(cfg.prepare))
+        raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
+    table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
     out = Path(cfg.prepare.lesion_table)
     with atomic_path(out) as tmp:
         pq.write_table(table.to_arrow(), tmp, compression="zstd")

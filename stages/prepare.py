@@ -13,14 +13,18 @@ import tempfile
 from pathlib import Path
 
 from oncopipe import config, datasets, log
+from oncopipe.errors import InputError, one_line_exit
+
+READS = ("raw", "task", "prepare")
 
 
+@one_line_exit("prepare")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     logger = log.setup(f"prepare[{name}]")
-    cfg = config.load(name)
+    cfg = config.load(name, reads=READS)
     if not cfg.raw.exists():
-        raise SystemExit(f"{cfg.raw}: raw data not found (params.yaml {name}.raw)")
+        raise InputError(f"{cfg.raw}: raw data not found (set {name}.raw in params.yaml)")
     out = Path("data/prepared") / name
     logger.info("reading %s", cfg.raw)
     out.parent.mkdir(parents=True, exist_ok=True)

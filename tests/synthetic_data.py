@@ -78,7 +78,7 @@ def config_for(train: TrainParams = SMALL_TRAIN, seed: int = 1, bootstrap: int =
     """A DatasetConfig for the generic stages, without params.yaml or a dataset module."""
     return DatasetConfig(name="synthetic", seed=seed, raw=Path("unused"), task="binary",
                          profile="demo", demo=None, prepare=None, shard=shard or ShardParams(),
-                         train=train, evaluate=EvaluateParams(bootstrap=bootstrap), section={})
+                         train=train, evaluate=EvaluateParams(bootstrap=bootstrap))
 
 
 def make_shards(root: Path, shard: ShardParams | None = None, seed: int = 1, **kw) -> Path:

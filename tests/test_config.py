@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 
 from oncopipe.config import (
     EvaluateParams,
@@ -10,7 +16,9 @@ from oncopipe.config import (
     ShardParams,
     TrainParams,
     TrainProfiles,
+    UndeclaredParamError,
     build,
+    load,
 )
 
 
@@ -38,3 +46,74 @@ def test_profiles_build_with_nested_augmentation():
 def test_bad_values_name_the_key(cls, data, message):
     with pytest.raises(ParamsError, match=message):
         build(cls, data, "lidc.train.demo")
+
+
+# --------------------------------------------------------------------------------------------
+# Declared reads: the guard, the per-stage hash, one-line errors, DVC's write-back layout.
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / f"params-{len(list(tmp_path.glob('params-*')))}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_undeclared_keys_raise_and_declared_ones_read(tmp_path):
+    cfg = load("isic", _params(tmp_path), reads=("raw", "task", "prepare"))
+    assert cfg.prepare.size == 64 and cfg.task == "binary"
+    with pytest.raises(UndeclaredParamError, match=r"isic\.train"):
+        _ = cfg.train.lr
+    with pytest.raises(UndeclaredParamError, match="seed"):
+        _ = cfg.seed + 1
+    partial = load("lidc", _params(tmp_path), reads=("prepare.cohort",))
+    assert partial.prepare.cohort.min_readers == 1
+    with pytest.raises(UndeclaredParamError, match=r"lidc\.prepare\.crops"):
+        _ = partial.prepare.crops
+
+
+def test_params_hash_covers_only_the_declared_keys(tmp_path):
+    reads = ("raw", "task", "prepare")
+    base = load("isic", _params(tmp_path), reads=reads).params_hash
+    other_lr = load("isic", _params(tmp_path, isic__train__demo__lr=0.5), reads=reads)
+    other_size = load("isic", _params(tmp_path, isic__prepare__size=32), reads=reads)
+    assert other_lr.params_hash == base  # a training param leaves the prepared data alone
+    assert other_size.params_hash != base
+    shard = ("seed", "shard")
+    assert load("isic", _params(tmp_path, seed=1), reads=shard).params_hash != \
+        load("isic", _params(tmp_path), reads=shard).params_hash
+
+
+def test_a_users_mistake_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        (ROOT / "params.yaml").read_text().replace("balance: undersample", "balance: smote", 1))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "stages.shard", "isic"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "isic.shard.balance" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_dvc_exp_run_set_changes_one_line(tmp_path):
+    """``dvc exp run -S`` writes params.yaml back with DVC's own YAML modifier."""
+    from dvc.utils.serialize import MODIFIERS
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    with MODIFIERS[".yaml"](str(path)) as data:
+        data["isic"]["train"]["demo"]["lr"] = 0.02
+    before = (ROOT / "params.yaml").read_text().splitlines()
+    after = path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(before) == len(after) and len(changed) == 1
+    assert changed[0][1].strip() == "lr: 0.02"

@@ -108,7 +108,7 @@ def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> Dat
                             crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task=task, profile="demo",
                          demo=SMALL, prepare=prepare, shard=ShardParams(), train=TrainParams(),
-                         evaluate=EvaluateParams(), section={"task": task, **crop})
+                         evaluate=EvaluateParams())
 
 
 def test_prepare_2d_manifest_and_crops(demo, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import h5py
@@ -106,7 +107,8 @@ def test_hdf5_layout_and_content(tmp_path, compression):
         x = f["x"]
         assert x.chunks == (None if compression == "none" else (1, *x.shape[1:]))
         assert json.loads(f.attrs["class_names"]) == ["class0", "class1"]
-        assert f.attrs["params_hash"] == "h"
+        # this stage's hash chained to the manifest's ("test", tests/synthetic_data.py)
+        assert f.attrs["params_hash"] == hashlib.sha256(b"test:h").hexdigest()[:16]
         assert f["sample_id"][first["row"]].decode() == first["sample_id"]
         pid, s = first["sample_id"].split("-s")
         row = int(pid[1:]) * 3 + int(s)  # make_prepared writes patients in order

@@ -28,9 +28,44 @@ import numpy as np
 
 from oncopipe.atomic import write_bytes, write_text
 from oncopipe.config import DatasetConfig
-from oncopipe.datasets.breakhis.naming import CODES, IMAGE_HW, MAGNIFICATIONS, ImageName
+from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES
 
-HEIGHT, WIDTH = IMAGE_HW
+HEIGHT, WIDTH = 460, 700  # every BreakHis image: 700 x 460 RGB
+# file-name code -> subtype folder, benign first. Written out here rather than imported from
+# naming.py: the demo is the independent writer of the convention that naming.py parses.
+CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"), SUBTYPES,
+                                 strict=True))
+BENIGN = ("A", "F", "PT", "TA")
+
+
+@dataclass(frozen=True)
+class _Name:
+    """One image of the tree: where it lies and what it is called."""
+
+    code: str
+    year: str
+    slide: str
+    magnification: int
+    seq: int
+
+    @property
+    def folder(self) -> str:
+        return f"SOB_{self._letter}_{self.code}_{self.year}-{self.slide}"
+
+    @property
+    def file_name(self) -> str:
+        return (f"SOB_{self._letter}_{self.code}-{self.year}-{self.slide}"
+                f"-{self.magnification}-{self.seq:03d}.png")
+
+    @property
+    def _letter(self) -> str:
+        return "B" if self.code in BENIGN else "M"
+
+    def parts(self) -> tuple[str, ...]:
+        """Path relative to ``histology_slides/breast``."""
+        tumor = "benign" if self.code in BENIGN else "malignant"
+        return (tumor, "SOB", CODES[self.code], self.folder, f"{self.magnification}X",
+                self.file_name)
 
 
 @dataclass(frozen=True)
@@ -92,21 +127,21 @@ def write(out_dir: Path, seed: int, per_subtype: int, per_magnification: tuple[i
     if layout == "kaggle":
         base = base / "BreaKHis_v1"
     breast = base / "histology_slides" / "breast"
-    written: list[ImageName] = []
+    written: list[_Name] = []
     for p_index, (code, year, slide) in enumerate(patients(seed, per_subtype)):
         prng = np.random.default_rng([seed, 1, p_index])
         tint = prng.normal(0.0, 10.0, 3)  # this slide's stain variation
         for m_index, mag in enumerate(MAGNIFICATIONS):
             count = int(prng.integers(per_magnification[0], per_magnification[1] + 1))
             for seq in range(1, count + 1):
-                name = ImageName(code=code, year=year, slide=slide,
+                name = _Name(code=code, year=year, slide=slide,
                                  magnification=int(mag[:-1]), seq=seq)
                 rng = np.random.default_rng([seed, 2, p_index, m_index, seq])
                 rgb = render(rng, _STYLES[code], _MAG_SCALE[name.magnification], tint)
                 ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise RuntimeError(f"{name.file_name}: PNG encoding failed")
-                write_bytes(breast.joinpath(*name.expected_parts()), buf.tobytes())
+                write_bytes(breast.joinpath(*name.parts()), buf.tobytes())
                 written.append(name)
     if layout == "kaggle":
         write_text(out_dir / "Folds.csv", _folds_csv(written, seed))
@@ -164,7 +199,7 @@ def _pt(xy: np.ndarray) -> tuple[int, int]:
     return round(float(xy[0])), round(float(xy[1]))
 
 
-def _folds_csv(names: list[ImageName], seed: int) -> str:
+def _folds_csv(names: list[_Name], seed: int) -> str:
     """The Kaggle mirror's ``Folds.csv``: ``fold,mag,grp,filename`` for 5 folds."""
     patients_sorted = sorted({n.folder for n in names})
     buf = io.StringIO()
@@ -175,7 +210,7 @@ def _folds_csv(names: list[ImageName], seed: int) -> str:
         test = set(rng.choice(patients_sorted, size=max(1, len(patients_sorted) * 3 // 10),
                               replace=False).tolist())
         for n in names:
-            path = "/".join(("BreaKHis_v1", "histology_slides", "breast", *n.expected_parts()))
+            path = "/".join(("BreaKHis_v1", "histology_slides", "breast", *n.parts()))
             w.writerow([fold, n.magnification, "test" if n.folder in test else "train", path])
     return buf.getvalue()
 

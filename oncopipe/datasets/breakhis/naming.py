@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+
+from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES, PatientUnit
 
 # Subtype code (as in the names) -> subtype folder; benign codes first, in the paper's order.
-CODES: dict[str, str] = {
-    "A": "adenosis",
-    "F": "fibroadenoma",
-    "PT": "phyllodes_tumor",
-    "TA": "tubular_adenoma",
-    "DC": "ductal_carcinoma",
-    "LC": "lobular_carcinoma",
-    "MC": "mucinous_carcinoma",
-    "PC": "papillary_carcinoma",
-}
+CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"), SUBTYPES,
+                                 strict=True))
 BENIGN_CODES = ("A", "F", "PT", "TA")
 TUMOR_CLASSES: dict[str, str] = {"B": "benign", "M": "malignant"}
-SUBTYPES: tuple[str, ...] = tuple(CODES.values())
-MAGNIFICATIONS: tuple[str, ...] = ("40X", "100X", "200X", "400X")
 IMAGE_HW = (460, 700)  # every BreakHis image: 700 x 460 RGB
 SUBTYPE_CLASS: dict[str, str] = {
     sub: "benign" if code in BENIGN_CODES else "malignant" for code, sub in CODES.items()
@@ -43,8 +34,6 @@ _FOLDER_RE = re.compile(
     r"^SOB_(?P<cls>[A-Z])_(?P<code>[A-Z]+)_(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)$"
 )
 _SLIDE_DIGITS = re.compile(r"^\d+")
-
-PatientUnit = Literal["slide", "slide_number"]
 
 
 class BreakHisNameError(ValueError):

@@ -8,8 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from oncopipe.datasets.breakhis.naming import MAGNIFICATIONS, SUBTYPES, PatientUnit
-
+# subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
+SUBTYPES: tuple[str, ...] = (
+    "adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
+    "ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma",
+)
+MAGNIFICATIONS: tuple[str, ...] = ("40X", "100X", "200X", "400X")
+PatientUnit = Literal["slide", "slide_number"]
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "binary": ("benign", "malignant"),
     "subtype": SUBTYPES,

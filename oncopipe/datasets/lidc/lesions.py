@@ -9,12 +9,10 @@ recorded once, by its folder.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +44,6 @@ class _Point:
     row: float
     col: float
     xyz: tuple[float, float, float]
-
-
-def lesion_params_hash(params: PrepareParams) -> str:
-    """Hash of the params the lesion table depends on (cohort, grouping), for provenance.
-
-    Narrower than the dataset's hash on purpose: a change to crops or training leaves the
-    table, and so its bytes, unchanged.
-    """
-    blob = json.dumps({"cohort": asdict(params.cohort), "grouping": asdict(params.grouping)},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:

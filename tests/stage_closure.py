@@ -1,0 +1,159 @@
+"""The code each DVC stage runs: its import closure, computed from the source with ``ast``.
+
+Used by tests/test_stage_deps.py to check dvc.yaml, and to write dvc.yaml's code deps after
+a change of imports::
+
+    python tests/stage_closure.py          # print what would change
+    python tests/stage_closure.py --write  # rewrite the code deps in dvc.yaml
+
+A stage's closure starts at its ``python -m`` module and follows every import (those inside
+functions too) within ``oncopipe/`` and ``stages/``, package ``__init__`` files included,
+plus the dataset modules it reaches through the registry (``datasets.module(name, "part")``)
+for the stage's dataset. Templated (``foreach``) stages get one list for all datasets, with
+the dataset's folder written as ``${item}``; a dataset whose closure needs a file the others
+do not have cannot be templated and is reported.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOTS = ("oncopipe", "stages")
+REGISTRY_NAMES = {"datasets", "registry"}
+
+
+def module_file(name: str) -> Path | None:
+    """The repository file of module ``name`` (package -> its __init__.py), or None."""
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _packages(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imports(path: Path, package: str) -> tuple[set[str], set[str]]:
+    """(modules ``path`` imports, registry parts it reaches via ``datasets.module``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    parts: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            names.add(mod)
+            names.update(f"{mod}.{alias.name}" for alias in node.names)  # submodules
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "module" and isinstance(node.func.value, ast.Name)
+              and node.func.value.id in REGISTRY_NAMES and len(node.args) == 2
+              and isinstance(node.args[1], ast.Constant)):
+            parts.add(node.args[1].value)
+    return names, parts
+
+
+def closure(module: str, dataset: str | None) -> set[Path]:
+    """Repository files executed by ``python -m module`` for ``dataset``."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name.split(".")[0] not in CODE_ROOTS:
+            continue
+        for pkg in _packages(name):
+            f = module_file(pkg)
+            if f is not None and f not in seen:
+                todo.append(pkg)
+        path = module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        names, parts = _imports(path, package)
+        todo.extend(names)
+        for part in parts:
+            assert dataset is not None, f"{path} reaches dataset code, but no dataset is known"
+            todo.append(f"oncopipe.datasets.{dataset}.{part}")
+    return seen
+
+
+def stage_dataset(name: str, names: tuple[str, ...]) -> str | None:
+    """The dataset a stage is for: ``demo@lidc``, ``prepare_lidc``, ``lidc_lesions``."""
+    found = [d for d in names if d in name.replace("@", "_").split("_")]
+    return found[0] if found else None
+
+
+def stage_module(cmd: str) -> str:
+    argv = shlex.split(cmd)
+    if argv[:2] != ["python", "-m"]:
+        raise ValueError(f"stage command not `python -m ...`: {cmd}")
+    return argv[2]
+
+
+def is_code(dep: str) -> bool:
+    return dep.split("/", 1)[0] in CODE_ROOTS
+
+
+def code_deps(module: str, datasets: list[str], templated: bool) -> list[str]:
+    """Sorted code deps for ``module`` run for ``datasets`` (one, or all for ``foreach``)."""
+    lists = []
+    for ds in datasets:
+        files = {f.relative_to(ROOT).as_posix() for f in closure(module, ds)}
+        if templated:
+            files = {f.replace(f"/datasets/{ds}/", "/datasets/${item}/") for f in files}
+        lists.append(files)
+    common = set.intersection(*lists)
+    odd = sorted(set.union(*lists) - common)
+    if odd:
+        raise ValueError(f"{module}: dataset-specific modules cannot be templated: {odd}")
+    return sorted(common)
+
+
+def rewrite(write: bool) -> int:
+    """Compare (or replace) every stage's code deps in dvc.yaml with its closure."""
+    from ruamel.yaml import YAML
+
+    sys.path.insert(0, str(ROOT))
+    from oncopipe import datasets
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    path = ROOT / "dvc.yaml"
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+    changed = 0
+    for name, stage in doc["stages"].items():
+        body = stage.get("do", stage)
+        templated = "foreach" in stage
+        dsets = list(datasets.NAMES) if templated else [stage_dataset(name, datasets.NAMES)]
+        want = code_deps(stage_module(body["cmd"]), dsets, templated)
+        deps = body.get("deps", [])
+        have = [d for d in deps if isinstance(d, str) and is_code(d)]
+        if have != want:
+            changed += 1
+            print(f"{name}: -{sorted(set(have) - set(want))} +{sorted(set(want) - set(have))}")
+            others = [d for d in deps if not (isinstance(d, str) and is_code(d))]
+            deps.clear()
+            deps.extend([*want, *others])
+    if write and changed:
+        with path.open("w", encoding="utf-8") as fh:
+            yaml.dump(doc, fh)
+    print(f"{changed} stage(s) {'rewritten' if write else 'differ'}")
+    return changed
+
+
+if __name__ == "__main__":
+    sys.exit(1 if rewrite("--write" in sys.argv[1:]) and "--write" not in sys.argv[1:] else 0)

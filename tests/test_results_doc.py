@@ -1,0 +1,35 @@
+"""docs/results.md is generated from the committed metrics, never typed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from oncopipe import results
+from oncopipe.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_results_doc_matches_committed_metrics():
+    assert (ROOT / results.RESULTS_DOC).read_text(encoding="utf-8") == \
+        results.render(ROOT / "metrics"), "docs/results.md is stale: run `oncopipe results`"
+
+
+def test_table_carries_test_figures_intervals_and_validation(tmp_path):
+    ds = tmp_path / "metrics" / "toy"
+    (ds / "train").mkdir(parents=True)
+    (ds / "metrics.json").write_text(json.dumps({
+        "balanced_accuracy": 0.875, "accuracy": 0.9, "auc": 0.95, "sensitivity": None,
+        "specificity": 1.0, "n_test": 7, "n_test_patients": 7,
+        "ci": {"balanced_accuracy": {"low": 0.5, "high": 1.0}}}))
+    (ds / "train" / "metrics.json").write_text(json.dumps({"val": {"accuracy": 0.75}}))
+    out = tmp_path / "results.md"
+    assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| toy"))
+    assert "| 7 (7) | 0.875 (0.500-1.000) | 0.900 | 0.950 | - | 1.000 | accuracy 0.750 |" in row
+    assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out),
+                 "--check"]) == 0
+    out.write_text("edited by hand\n")
+    assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out),
+                 "--check"]) == 1

@@ -1,0 +1,86 @@
+"""Declared = used: every stage's dvc.yaml deps cover exactly the code it runs, and its
+``params:`` list names exactly the keys it reads.
+
+The code a stage runs is the import closure of its ``python -m`` module, computed from the
+source with ``ast`` (imports inside functions included), plus the dataset modules it reaches
+through the registry (``datasets.module(name, "<part>")``) for that stage's dataset. A stage
+whose closure reaches a module no dep covers would not rerun when that module changes; a code
+dep outside the closure would rerun it for nothing. The params side: each stage script's
+``READS`` (enforced at run time by :func:`oncopipe.config.load`) must be its ``params:`` list.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from pathlib import Path
+
+import pytest
+from dvc.dependency.param import ParamsDependency
+from dvc.repo import Repo
+from stage_closure import ROOT, closure, is_code, stage_dataset, stage_module
+
+from oncopipe import datasets
+
+
+@cache
+def stages() -> list:
+    with Repo(str(ROOT)) as repo:
+        return [s for s in repo.index.stages if s.cmd]
+
+
+def _stage_dataset(name: str) -> str | None:
+    return stage_dataset(name, datasets.NAMES)
+
+
+def _code_deps(stage) -> list[Path]:
+    return [Path(d.fs_path) for d in stage.deps if not isinstance(d, ParamsDependency)
+            and Path(d.fs_path).resolve().is_relative_to(ROOT)
+            and is_code(Path(d.fs_path).resolve().relative_to(ROOT).as_posix())]
+
+
+def _stage_ids() -> list[str]:
+    return [s.addressing for s in stages()]
+
+
+def test_every_dataset_has_its_stages():
+    names = set(_stage_ids())
+    for ds in datasets.NAMES:
+        for stage in (f"demo@{ds}", f"prepare_{ds}", f"shard@{ds}", f"train@{ds}",
+                      f"evaluate@{ds}"):
+            assert stage in names
+
+
+@pytest.mark.parametrize("address", _stage_ids())
+def test_code_deps_are_the_import_closure(address):
+    stage = next(s for s in stages() if s.addressing == address)
+    used = closure(stage_module(stage.cmd), _stage_dataset(address))
+    deps = [d.resolve() for d in _code_deps(stage)]
+
+    def covered(f: Path) -> bool:
+        return any(f == d or f.is_relative_to(d) for d in deps)
+
+    missing = sorted(str(f.relative_to(ROOT)) for f in used if not covered(f))
+    assert not missing, f"{address}: runs code that dvc.yaml does not declare: {missing}"
+    unused = sorted(str(d.relative_to(ROOT)) for d in deps
+                    if not any(f == d or f.is_relative_to(d) for f in used))
+    assert not unused, f"{address}: declares code deps it does not run: {unused}"
+
+
+@pytest.mark.parametrize("address", _stage_ids())
+def test_params_are_what_the_stage_reads(address):
+    stage = next(s for s in stages() if s.addressing == address)
+    dataset = _stage_dataset(address)
+    reads = importlib.import_module(stage_module(stage.cmd)).READS
+    expected = {key if key == "seed" else f"{dataset}.{key}" for key in reads}
+    declared = {key for d in stage.deps if isinstance(d, ParamsDependency) for key in d.params}
+    assert declared == expected, f"{address}: params {sorted(declared)} != reads {sorted(expected)}"
+
+
+def test_closure_follows_registry_and_function_level_imports():
+    files = {str(f.relative_to(ROOT)) for f in closure("stages.shard", "lidc")}
+    assert "oncopipe/config.py" in files and "oncopipe/datasets/__init__.py" in files
+    assert "oncopipe/datasets/lidc/params.py" in files  # config.load -> registry -> params
+    assert not any(f.startswith("oncopipe/datasets/lidc/") and f.endswith(("crops.py",
+                                                                          "series.py"))
+                   for f in files), "loading params must not import LIDC's processing code"
