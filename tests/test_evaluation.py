@@ -51,9 +51,10 @@ def test_writes_every_metric_predictions_and_plots(trained, tmp_path):
 
 def test_same_model_same_metrics_bytes(trained, tmp_path):
     shards, model = trained
-    evaluation.evaluate(config_for(), shards, model, tmp_path / "a", png=False)
-    evaluation.evaluate(config_for(), shards, model, tmp_path / "b", png=False)
-    for name in ("metrics.json", "predictions.csv", "plots/roc.csv"):
+    evaluation.evaluate(config_for(), shards, model, tmp_path / "a")
+    evaluation.evaluate(config_for(), shards, model, tmp_path / "b")
+    for name in ("metrics.json", "predictions.csv", "plots/roc.csv", "plots/calibration.csv",
+                 "plots.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
