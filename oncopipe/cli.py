@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline", help="git revision to compare with via `dvc metrics diff`")
     g.add_argument("--tolerance", type=float, default=0.02,
                    help="allowed drop against the baseline (default 0.02)")
+    g.add_argument("--params", type=Path, default=config.PARAMS_FILE,
+                   help="where each dataset's `profile` is read (default params.yaml)")
+    g.add_argument("--profile", choices=gate.PROFILES,
+                   help="gate every dataset with this profile's floors instead of its own")
 
     r = sub.add_parser("results", help="write docs/results.md from metrics/*/metrics.json")
     r.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "gate":
         try:
-            return gate.run(args.thresholds, args.metrics_dir, args.baseline, args.tolerance)
+            return gate.run(args.thresholds, args.metrics_dir, args.baseline, args.tolerance,
+                            args.params, args.profile)
         except gate.GateError as exc:
             print(f"gate: {exc}", file=sys.stderr)
             return 2

@@ -1,5 +1,14 @@
 """Evaluate a trained model on the test split: metrics.json, per-sample predictions, plots.
 
+The validation split is predicted too, for one purpose: it chooses the operating point
+(the threshold for 95% specificity, see :func:`oncopipe.metrics.operating_point`), which is
+then applied to the test split. Nothing is chosen on the test split; the headline accuracy and
+balanced accuracy use argmax.
+
+Params read (declare them in dvc.yaml): ``seed``; ``<ds>.evaluate`` (``bootstrap``, ``ci``,
+``calibration_bins``); ``<ds>.profile`` and, of that profile's train recipe,
+``<ds>.train.<profile>.batch_size``, ``.amp`` and ``.threads``.
+
 Files written into ``out_dir`` (``metrics/<dataset>/``), each atomically:
 
 - ``metrics.json``: see :func:`oncopipe.metrics.compute`.
@@ -10,7 +19,8 @@ Files written into ``out_dir`` (``metrics/<dataset>/``), each atomically:
   ``plots/calibration.csv`` (``confidence, accuracy, count`` per non-empty bin), for DVC's
   ``linear``/``scatter`` templates.
 - ``plots.png``: the same three views for a person without DVC (``dvc plots show`` needs a CDN
-  to render offline, see docs/pipeline.md).
+  to render offline, see docs/pipeline.md); its ROC marks the test figures at the operating
+  point.
 """
 
 from __future__ import annotations
@@ -87,6 +97,11 @@ def write_png(path: Path, result: dict, fpr: np.ndarray, tpr: np.ndarray, table:
     axes[0].tick_params(axis="x", labelrotation=30)
     axes[1].plot(fpr, tpr)
     axes[1].plot([0, 1], [0, 1], ":", color="grey")
+    op = result["operating_point"]
+    if op and op["test_sensitivity"] is not None and op["test_specificity"] is not None:
+        axes[1].plot([1.0 - op["test_specificity"]], [op["test_sensitivity"]], "o",
+                     color="tab:red", label="operating point (chosen on val)")
+        axes[1].legend(loc="lower right", fontsize="small")
     axes[1].set(xlabel="false positive rate", ylabel="true positive rate",
                 title=f"ROC (AUC {result['auc']})")
     axes[2].plot([0, 1], [0, 1], ":", color="grey")
@@ -99,9 +114,19 @@ def write_png(path: Path, result: dict, fpr: np.ndarray, tpr: np.ndarray, table:
     plt.close(fig)
 
 
+def _predict_split(model: torch.nn.Module, shard_dir: Path, split: str, cfg: DatasetConfig,
+                   rt: Runtime) -> tuple[ShardDataset, np.ndarray, np.ndarray]:
+    """(dataset, probabilities, labels) of one split, in the index order of ``ShardDataset``."""
+    ds = ShardDataset(shard_dir, split)
+    loader, _ = make_loader(ds, cfg.train.batch_size * 2, False, cfg.seed, rt, 0)
+    prob, y = predict(model, loader, rt, cfg.train.amp)
+    return ds, prob, y
+
+
 def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path,
              png: bool = True) -> dict:
-    """Predict the test split with the trained model and write metrics, predictions, plots."""
+    """Predict validation and test with the trained model; write test metrics, predictions,
+    plots, with the operating point chosen on validation."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     rt = Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -111,19 +136,25 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
     if card["class_names"] != class_names or card["shards_params_hash"] != summary["params_hash"]:
         raise ValueError(f"{model_dir}: model was trained on other shards than {shard_dir} "
                          "(class names or params hash differ); rerun the train stage")
-    ds = ShardDataset(shard_dir, "test")
-    loader, _ = make_loader(ds, cfg.train.batch_size * 2, False, cfg.seed, rt, 0)
-    prob, y = predict(model, loader, rt, cfg.train.amp)
+    val_ds, val_prob, val_y = _predict_split(model, shard_dir, "val", cfg, rt)
+    val_ds.close()
+    ds, prob, y = _predict_split(model, shard_dir, "test", cfg, rt)
     e = cfg.evaluate
     result = metrics.compute(y, prob, np.asarray(ds.patient_ids), class_names,
                              bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
-                             seed=cfg.seed)
+                             seed=cfg.seed,
+                             val=(val_y, val_prob, np.asarray(val_ds.patient_ids)))
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_predictions(out_dir / "predictions.csv", ds, y, prob, class_names)
     fpr, tpr, table = write_plot_data(out_dir, y, prob, e.calibration_bins)
     if png:
         write_png(out_dir / "plots.png", result, fpr, tpr, table, class_names)
     ds.close()
+    op = result["operating_point"]
+    log.info("operating point chosen on %d val samples of %d patients for specificity >= %s: "
+             "val sensitivity %s, specificity %s -> test sensitivity %s, specificity %s",
+             op["n_val"], op["n_val_patients"], op["target_specificity"], op["val_sensitivity"],
+             op["val_specificity"], op["test_sensitivity"], op["test_specificity"])
     log.info("evaluated %d test samples of %d patients: accuracy %s, balanced %s, AUC %s; "
              "wrote %s", result["n_test"], result["n_test_patients"], result["accuracy"],
              result["balanced_accuracy"], result["auc"], out_dir)

@@ -1,14 +1,22 @@
 """The metrics gate for CI: fail when a dataset's test metrics fall below the agreed floor.
 
-Thresholds live in the repository, ``metrics/thresholds.yaml``, one mapping per dataset::
+Thresholds live in the repository, ``metrics/thresholds.yaml``, one section per train
+profile (``demo``, ``reference``), one mapping per dataset in each::
 
-    lidc:
-      balanced_accuracy: 0.80        # a number is a minimum
-      auc: 0.85
-      ece: {max: 0.25}               # or an explicit {min: ..., max: ...}
+    demo:                              # floors for the synthetic demo data (CI)
+      lidc:
+        balanced_accuracy: 0.80        # a number is a minimum
+        ece: {max: 0.25}               # or an explicit {min: ..., max: ...}
+    reference:                         # the published figures, for real data
+      lidc:
+        accuracy: 0.93
 
-Every ``metrics/<dataset>/metrics.json`` found is reported; a dataset named in the thresholds
-whose metrics file is missing is a failure (the pipeline did not produce it). With
+Each dataset is gated with the floors of its own profile, ``<dataset>.profile`` in
+``params.yaml`` (the key that also selects its train recipe), or of the profile given with
+``--profile``. A file without profile sections applies to every profile.
+
+Every ``metrics/<dataset>/metrics.json`` found is reported; a dataset with floors in its
+profile whose metrics file is missing is a failure (the pipeline did not produce it). With
 ``baseline`` (a git revision), ``dvc metrics diff`` compares with that revision and any gated
 metric that moved the wrong way by more than ``tolerance`` is a regression too.
 """
@@ -17,13 +25,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from oncopipe import config
+
 THRESHOLDS_FILE = Path("metrics/thresholds.yaml")
 LOWER_IS_BETTER = frozenset({"ece"})
+PROFILES = tuple(f.name for f in fields(config.TrainProfiles))
+DEFAULT_PROFILE = "demo"  # as config.load: a dataset without ``profile`` trains the demo recipe
 
 
 class GateError(ValueError):
@@ -37,30 +49,75 @@ class Check:
     value: float | None
     bound: str  # ">= 0.8", "<= 0.25", "baseline 0.91 -0.02"
     ok: bool
+    profile: str = DEFAULT_PROFILE  # whose floors
 
 
-def read_thresholds(path: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """``{dataset: {metric: {"min": x} | {"max": y} | both}}``, validated."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise GateError(f"{path}: thresholds file not found") from None
+Floors = dict[str, dict[str, dict[str, float]]]  # {dataset: {metric: {"min"|"max": x}}}
+
+
+def _read_floors(path: Path, data: object, where: str) -> Floors:
     if not isinstance(data, dict):
-        raise GateError(f"{path}: expected a mapping of dataset -> metric -> threshold")
-    out: dict[str, dict[str, dict[str, float]]] = {}
+        raise GateError(f"{path}: {where}expected a mapping of dataset -> metric -> threshold")
+    out: Floors = {}
     for ds, metrics in data.items():
         if not isinstance(metrics, dict):
-            raise GateError(f"{path}: {ds}: expected a mapping of metric -> threshold")
+            raise GateError(f"{path}: {where}{ds}: expected a mapping of metric -> threshold")
         out[ds] = {}
         for name, spec in metrics.items():
             spec = {"min": spec} if isinstance(spec, (int, float)) else spec
             if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"} or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool)
                     for v in spec.values()):
-                raise GateError(f"{path}: {ds}.{name}: expected a number or {{min: x, max: y}}, "
-                                f"got {spec!r}")
+                raise GateError(f"{path}: {where}{ds}.{name}: expected a number or "
+                                f"{{min: x, max: y}}, got {spec!r}")
             out[ds][name] = {k: float(v) for k, v in spec.items()}
     return out
+
+
+def read_thresholds(path: Path) -> dict[str, Floors]:
+    """``{profile: {dataset: {metric: {"min": x} | {"max": y} | both}}}``, validated.
+
+    A file without profile sections gives the same floors to every profile.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise GateError(f"{path}: thresholds file not found") from None
+    if not isinstance(data, dict):
+        raise GateError(f"{path}: expected a mapping of profile -> dataset -> metric -> "
+                        "threshold")
+    sections = set(data) & set(PROFILES)
+    if not sections:
+        floors = _read_floors(path, data, "")
+        return {p: floors for p in PROFILES}
+    if set(data) - sections:
+        raise GateError(f"{path}: {sorted(set(data) - sections)[0]}: unknown profile section "
+                        f"(expected {', '.join(PROFILES)}; or no sections at all)")
+    return {p: _read_floors(path, data.get(p) or {}, f"{p}.") for p in PROFILES}
+
+
+def dataset_profiles(params_file: Path, datasets: list[str]) -> dict[str, str]:
+    """Each dataset's ``<dataset>.profile`` from ``params.yaml`` (``demo`` when unset)."""
+    try:
+        params = config.read_params(params_file)
+    except config.ParamsError as exc:
+        raise GateError(f"{exc} (run from the project root, or pass --params or --profile)"
+                        ) from None
+    out = {}
+    for ds in datasets:
+        section = params.get(ds)
+        profile = section.get("profile", DEFAULT_PROFILE) if isinstance(section, dict) \
+            else DEFAULT_PROFILE
+        if profile not in PROFILES:
+            raise GateError(f"{params_file}: {ds}.profile: expected one of "
+                            f"{', '.join(PROFILES)}, got {profile!r}")
+        out[ds] = profile
+    return out
+
+
+def select(by_profile: dict[str, Floors], profiles: dict[str, str]) -> Floors:
+    """The floors of each dataset's profile (datasets without floors there are left out)."""
+    return {ds: by_profile[p][ds] for ds, p in sorted(profiles.items()) if ds in by_profile[p]}
 
 
 def read_metrics(metrics_dir: Path) -> dict[str, dict]:
@@ -84,25 +141,29 @@ def _lookup(metrics: dict, name: str) -> float | None:
         else None
 
 
-def check(thresholds: dict, found: dict[str, dict]) -> list[Check]:
+def check(thresholds: Floors, found: dict[str, dict],
+          profiles: dict[str, str] | None = None) -> list[Check]:
+    """Floors (already selected per dataset, see :func:`select`) against the metrics found."""
+    profiles = profiles or {}
     checks = []
     for ds in sorted(set(thresholds) | set(found)):
+        profile = profiles.get(ds, DEFAULT_PROFILE)
         if ds not in found:
-            checks.append(Check(ds, "metrics.json", None, "missing", False))
+            checks.append(Check(ds, "metrics.json", None, "missing", False, profile))
             continue
         for name, spec in sorted(thresholds.get(ds, {}).items()):
             value = _lookup(found[ds], name)
             for kind, bound in sorted(spec.items()):
                 ok = value is not None and (value >= bound if kind == "min" else value <= bound)
                 checks.append(Check(ds, name, value, f"{'>=' if kind == 'min' else '<='} "
-                                    f"{bound:g}", ok))
+                                    f"{bound:g}", ok, profile))
         if ds not in thresholds:
-            checks.append(Check(ds, "(no thresholds)", None, "-", True))
+            checks.append(Check(ds, "(no thresholds)", None, "-", True, profile))
     return checks
 
 
-def baseline_checks(thresholds: dict, baseline: str, tolerance: float,
-                    metrics_dir: Path) -> list[Check]:
+def baseline_checks(thresholds: Floors, baseline: str, tolerance: float,
+                    metrics_dir: Path, profiles: dict[str, str] | None = None) -> list[Check]:
     """Compare with ``baseline`` via ``dvc metrics diff``; gated metrics only."""
     proc = subprocess.run(["dvc", "metrics", "diff", baseline, "--json"], capture_output=True,
                           text=True, check=False)
@@ -119,15 +180,16 @@ def baseline_checks(thresholds: dict, baseline: str, tolerance: float,
             change = float(d["new"]) - float(d["old"])
             worse = change > tolerance if name in LOWER_IS_BETTER else change < -tolerance
             checks.append(Check(ds, name, float(d["new"]),
-                                f"{baseline} {float(d['old']):g} {change:+.3f}", not worse))
+                                f"{baseline} {float(d['old']):g} {change:+.3f}", not worse,
+                                (profiles or {}).get(ds, DEFAULT_PROFILE)))
     return checks
 
 
 def table(checks: list[Check]) -> str:
-    rows = [("dataset", "metric", "value", "bound", "result")]
-    rows += [(c.dataset, c.metric, "-" if c.value is None else f"{c.value:.4f}", c.bound,
-              "ok" if c.ok else "FAIL") for c in checks]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rows = [("dataset", "profile", "metric", "value", "bound", "result")]
+    rows += [(c.dataset, c.profile, c.metric, "-" if c.value is None else f"{c.value:.4f}",
+              c.bound, "ok" if c.ok else "FAIL") for c in checks]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -135,12 +197,24 @@ def table(checks: list[Check]) -> str:
 
 
 def run(thresholds_file: Path = THRESHOLDS_FILE, metrics_dir: Path = Path("metrics"),
-        baseline: str | None = None, tolerance: float = 0.02) -> int:
-    """Print the table; return 0 when every check passes, 1 otherwise."""
-    thresholds = read_thresholds(thresholds_file)
-    checks = check(thresholds, read_metrics(metrics_dir))
+        baseline: str | None = None, tolerance: float = 0.02,
+        params_file: Path = config.PARAMS_FILE, profile: str | None = None) -> int:
+    """Print the table; return 0 when every check passes, 1 otherwise.
+
+    ``profile`` gates every dataset with that profile's floors instead of the profile each
+    dataset has in ``params_file``.
+    """
+    if profile is not None and profile not in PROFILES:
+        raise GateError(f"profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    by_profile = read_thresholds(thresholds_file)
+    found = read_metrics(metrics_dir)
+    datasets = sorted(set(found).union(*by_profile.values()))
+    profiles = ({ds: profile for ds in datasets} if profile is not None
+                else dataset_profiles(params_file, datasets))
+    thresholds = select(by_profile, profiles)
+    checks = check(thresholds, found, profiles)
     if baseline:
-        checks += baseline_checks(thresholds, baseline, tolerance, metrics_dir)
+        checks += baseline_checks(thresholds, baseline, tolerance, metrics_dir, profiles)
     print(table(checks))
     failed = [c for c in checks if not c.ok]
     print(f"gate: {len(failed)} of {len(checks)} check(s) failed" if failed

@@ -5,9 +5,16 @@ classes the positive class is index 1 (sensitivity, specificity, precision, F1, 
 class); for more, they are macro averages over one-vs-rest, and AUC is the one-vs-rest macro
 AUC. Undefined values (no positives, say) are ``None`` in JSON, never a silent 0.
 
+Operating points are never chosen on the test split: :func:`operating_point` picks, on the
+validation split, the lowest score threshold whose specificity is at least
+:data:`TARGET_SPECIFICITY` (binary: for the positive class; more classes: one threshold per
+class, one-vs-rest) and reports sensitivity and specificity of the test split at that fixed
+threshold. The headline decision rule stays argmax.
+
 The bootstrap resamples *patients* with replacement (samples of one patient are correlated,
 so resampling samples would understate the spread). All resamples are evaluated at once with
-integer weights per sample, which for AUC is exact: a weight is a count of copies.
+integer weights per sample, which for AUC is exact: a weight is a count of copies. Thresholds
+chosen on validation stay fixed: the intervals are the test split's sampling spread.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import warnings
 
 import numpy as np
 
-CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+TARGET_SPECIFICITY = 0.95
+OPERATING_POINT_METRIC = "sensitivity_at_95_specificity"
+CI_METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity",
+              OPERATING_POINT_METRIC)
 _BOOTSTRAP_CELLS = 4_000_000
 
 
@@ -55,8 +65,13 @@ def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     return _div(num, pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> dict:
-    """Weighted metrics under each weight row (B, N); arrays of shape (B,)."""
+def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray,
+           thresholds: np.ndarray | None = None) -> dict:
+    """Weighted metrics under each weight row (B, N); arrays of shape (B,).
+
+    ``thresholds`` (K,): per-class operating-point thresholds (NaN: none), which add the
+    test sensitivity at the operating point (:data:`OPERATING_POINT_METRIC`).
+    """
     k = prob.shape[1]
     correct = (pred == y).astype(np.float64)
     total = weights.sum(axis=1)
@@ -68,12 +83,18 @@ def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarra
         spec.append(_div(weights @ (~is_c & ~pred_c), weights @ ~is_c))
         if k > 2 or c == 1:
             auc.append(_weighted_auc(prob[:, c], is_c, weights))
+    out["balanced_accuracy"] = _nanmean(np.stack(sens))  # mean recall of the classes present
     if k == 2:
         out["sensitivity"], out["specificity"], out["auc"] = sens[1], spec[1], auc[0]
     else:
         out["sensitivity"] = _nanmean(np.stack(sens))
         out["specificity"] = _nanmean(np.stack(spec))
         out["auc"] = _nanmean(np.stack(auc))
+    if thresholds is not None:
+        at_point = [_div(weights @ ((y == c) & (prob[:, c] >= thresholds[c])), weights @ (y == c))
+                    for c in np.flatnonzero(~np.isnan(thresholds))]
+        out[OPERATING_POINT_METRIC] = (_nanmean(np.stack(at_point)) if at_point
+                                       else np.full(len(weights), np.nan))
     return out
 
 
@@ -116,10 +137,78 @@ def macro_roc(y: np.ndarray, prob: np.ndarray, points: int = 101) -> tuple[np.nd
     return grid, np.mean(curves, axis=0) if curves else np.full(points, np.nan)
 
 
-def _sens_at_spec(score: np.ndarray, positive: np.ndarray, spec: float) -> float:
-    fpr, tpr, _ = roc_curve(score, positive)
-    ok = fpr <= 1.0 - spec + 1e-12
-    return float(tpr[ok].max()) if ok.any() and not np.isnan(tpr).any() else math.nan
+def threshold_at_specificity(score: np.ndarray, positive: np.ndarray,
+                             specificity: float) -> float | None:
+    """The most sensitive threshold (positive when ``score >= threshold``) whose specificity
+    on these samples is at least ``specificity``; ``None`` without negatives.
+
+    Every threshold between the lowest admissible score and the next lower score gives the
+    same figures here; the midpoint is taken, so that a new sample is not judged by the edge
+    of one sample. When even the highest score is a negative beyond the allowance, the
+    threshold lies just above it (nothing is called positive).
+    """
+    if not (~positive).any():
+        return None
+    fpr, _, thresholds = roc_curve(score, positive)
+    last_ok = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)[-1]  # fpr never decreases
+    t = thresholds[last_ok]
+    if np.isinf(t):
+        return float(np.nextafter(score.max(), np.inf))
+    if last_ok + 1 < len(thresholds):  # the next lower distinct score
+        return float((t + thresholds[last_ok + 1]) / 2.0)
+    return float(t)
+
+
+def rates_at_threshold(score: np.ndarray, positive: np.ndarray, threshold: float
+                       ) -> tuple[float, float]:
+    """(sensitivity, specificity) when ``score >= threshold`` is called positive; NaN when
+    undefined."""
+    called = score >= threshold
+    return (float(_div((called & positive).sum(), positive.sum())),
+            float(_div((~called & ~positive).sum(), (~positive).sum())))
+
+
+def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.ndarray,
+                    y: np.ndarray, prob: np.ndarray, class_names: list[str],
+                    specificity: float = TARGET_SPECIFICITY) -> tuple[dict, np.ndarray]:
+    """Thresholds chosen on validation for ``specificity``, applied to the test split.
+
+    Returns the ``operating_point`` entry of metrics.json and the per-class thresholds (K,)
+    (NaN for a class without one) that the bootstrap applies. Binary: one threshold on the
+    positive class's probability. More classes: one per class (one-vs-rest); the top-level
+    figures are macro means over the classes that have a threshold.
+    """
+    k = len(class_names)
+    thresholds = np.full(k, np.nan)
+    per_class = {}
+    for c in ([1] if k == 2 else range(k)):
+        t = threshold_at_specificity(val_prob[:, c], val_y == c, specificity)
+        row = dict.fromkeys(("threshold", "val_sensitivity", "val_specificity",
+                             "test_sensitivity", "test_specificity"), math.nan)
+        if t is not None:
+            thresholds[c] = t
+            row["threshold"] = t
+            row["val_sensitivity"], row["val_specificity"] = rates_at_threshold(
+                val_prob[:, c], val_y == c, t)
+            row["test_sensitivity"], row["test_specificity"] = rates_at_threshold(
+                prob[:, c], y == c, t)
+        per_class[class_names[c]] = row
+    figures = ("val_sensitivity", "val_specificity", "test_sensitivity", "test_specificity")
+    out: dict = {"chosen_on": "val", "target_specificity": specificity}
+    if k == 2:
+        name = class_names[1]
+        out["rule"] = f"{name} when p({name}) >= threshold"
+        out.update({key: _clean(v) for key, v in per_class[name].items()})
+    else:
+        out["rule"] = ("one-vs-rest: class c when p(c) >= its threshold; figures are macro "
+                       "means over the classes")
+        out.update({key: _clean(_nanmean([r[key] for r in per_class.values()]))
+                    for key in figures})
+        out["per_class"] = {name: {key: _clean(v) for key, v in row.items()}
+                            for name, row in per_class.items()}
+    out["n_val"] = len(val_y)
+    out["n_val_patients"] = len(np.unique(val_patients))
+    return out, thresholds
 
 
 def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tuple[float,
@@ -147,8 +236,12 @@ def _clean(v: float) -> float | None:
 
 
 def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, level: float,
-                 seed: int) -> dict:
-    """Percentile intervals of :data:`CI_METRICS` over ``n`` patient resamples."""
+                 seed: int, thresholds: np.ndarray | None = None) -> dict:
+    """Percentile intervals of :data:`CI_METRICS` over ``n`` patient resamples.
+
+    The operating-point metric is included when ``thresholds`` (chosen on validation, fixed
+    here) are given.
+    """
     if n == 0:
         return {}
     uniq, pidx = np.unique(patients, return_inverse=True)
@@ -156,13 +249,14 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, 
     counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n)
     pred = prob.argmax(axis=1)
     block = max(1, _BOOTSTRAP_CELLS // len(y))  # bounded memory: block x N weights at a time
-    parts = [_rates(y, pred, prob, counts[b:b + block, pidx].astype(np.float64))
+    parts = [_rates(y, pred, prob, counts[b:b + block, pidx].astype(np.float64), thresholds)
              for b in range(0, n, block)]
-    rates = {name: np.concatenate([p[name] for p in parts]) for name in CI_METRICS}
+    names = [m for m in CI_METRICS if m in parts[0]]
     alpha = (1.0 - level) / 2.0
     out = {}
-    for name in CI_METRICS:
-        vals = rates[name][~np.isnan(rates[name])]
+    for name in names:
+        vals = np.concatenate([p[name] for p in parts])
+        vals = vals[~np.isnan(vals)]
         if len(vals) == 0:
             out[name] = {"low": None, "high": None}
             continue
@@ -172,8 +266,15 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, 
 
 
 def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: list[str],
-            bootstrap: int = 1000, ci: float = 0.95, bins: int = 10, seed: int = 0) -> dict:
-    """Every metric of metrics.json (see the module docstring for conventions)."""
+            bootstrap: int = 1000, ci: float = 0.95, bins: int = 10, seed: int = 0,
+            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+    """Every metric of metrics.json (see the module docstring for conventions).
+
+    ``y``, ``prob``, ``patients`` are the test split. ``val`` (labels, probabilities,
+    patients of the validation split) chooses the operating point; without it
+    ``operating_point`` and ``sensitivity_at_95_specificity`` are ``None``: they are never
+    chosen on the split they report.
+    """
     y = np.asarray(y, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
     k = len(class_names)
@@ -181,10 +282,18 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
         raise ValueError(f"probabilities have shape {prob.shape}, expected ({len(y)}, {k})")
     if len(y) == 0:
         raise ValueError("no test samples to evaluate")
+    op, thresholds = None, None
+    if val is not None:
+        val_y, val_prob = np.asarray(val[0], dtype=np.int64), np.asarray(val[1], dtype=np.float64)
+        if val_prob.shape != (len(val_y), k) or len(val_y) == 0:
+            raise ValueError(f"validation probabilities have shape {val_prob.shape}, expected "
+                             f"({len(val_y)}, {k}) with at least one sample")
+        op, thresholds = operating_point(val_y, val_prob, np.asarray(val[2]), y, prob,
+                                         class_names)
     pred = prob.argmax(axis=1)
     cm = confusion_matrix(y, pred, k)
     ones = np.ones((1, len(y)))
-    rates = {name: float(v[0]) for name, v in _rates(y, pred, prob, ones).items()}
+    rates = {name: float(v[0]) for name, v in _rates(y, pred, prob, ones, thresholds).items()}
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     # a class never predicted has precision 0 (as scikit-learn's default), if it occurs at all
@@ -197,11 +306,8 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
     spec_c = _div(cm.sum() - cm.sum(axis=0) - cm.sum(axis=1) + tp, cm.sum() - cm.sum(axis=1))
     if k == 2:
         precision, f1 = precision_c[1], f1_c[1]
-        sens95 = _sens_at_spec(prob[:, 1], y == 1, 0.95)
     else:
         precision, f1 = _nanmean(precision_c), _nanmean(f1_c)
-        sens95 = _nanmean([_sens_at_spec(prob[:, c], y == c, 0.95) for c in range(k)])
-    balanced = _nanmean(recall_c)
     ece, _ = expected_calibration_error(y, prob, bins)
     per_class = {
         name: {"sensitivity": _clean(recall_c[c]), "specificity": _clean(spec_c[c]),
@@ -211,17 +317,18 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
     }
     return {
         "accuracy": _clean(rates["accuracy"]),
-        "balanced_accuracy": _clean(balanced),
+        "balanced_accuracy": _clean(rates["balanced_accuracy"]),
         "auc": _clean(rates["auc"]),
         "sensitivity": _clean(rates["sensitivity"]),
         "specificity": _clean(rates["specificity"]),
         "precision": _clean(precision),
         "f1": _clean(f1),
         "ece": _clean(ece),
-        "sensitivity_at_95_specificity": _clean(sens95),
+        OPERATING_POINT_METRIC: _clean(rates.get(OPERATING_POINT_METRIC, math.nan)),
+        "operating_point": op,
         "n_test": len(y),
         "n_test_patients": len(np.unique(patients)),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
-        "ci": {"level": ci, **bootstrap_ci(y, prob, patients, bootstrap, ci, seed)},
+        "ci": {"level": ci, **bootstrap_ci(y, prob, patients, bootstrap, ci, seed, thresholds)},
     }

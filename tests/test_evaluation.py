@@ -5,14 +5,19 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
+import torch
 from synthetic_data import config_for, make_shards
 
-from oncopipe import evaluation, training
+from oncopipe import evaluation, metrics, training
 from oncopipe.config import ShardParams
+from oncopipe.loader import ShardDataset
+from oncopipe.training import Runtime, load_model, make_loader, predict
 
 KEYS = {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision", "f1",
-        "ece", "sensitivity_at_95_specificity", "n_test", "per_class", "confusion_matrix", "ci"}
+        "ece", "sensitivity_at_95_specificity", "operating_point", "n_test", "per_class",
+        "confusion_matrix", "ci"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,8 @@ def test_writes_every_metric_predictions_and_plots(trained, tmp_path):
     result = evaluation.evaluate(config_for(), shards, model, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == result and set(saved) >= KEYS
-    assert set(saved["ci"]) == {"level", "accuracy", "auc", "sensitivity", "specificity"}
+    assert set(saved["ci"]) == {"level", *metrics.CI_METRICS}
+    assert saved["ci"]["balanced_accuracy"]["low"] <= saved["balanced_accuracy"]
     assert saved["balanced_accuracy"] >= 0.8  # three separable classes
     with open(tmp_path / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -45,9 +51,10 @@ def test_writes_every_metric_predictions_and_plots(trained, tmp_path):
 
 def test_same_model_same_metrics_bytes(trained, tmp_path):
     shards, model = trained
-    evaluation.evaluate(config_for(), shards, model, tmp_path / "a", png=False)
-    evaluation.evaluate(config_for(), shards, model, tmp_path / "b", png=False)
-    for name in ("metrics.json", "predictions.csv", "plots/roc.csv"):
+    evaluation.evaluate(config_for(), shards, model, tmp_path / "a")
+    evaluation.evaluate(config_for(), shards, model, tmp_path / "b")
+    for name in ("metrics.json", "predictions.csv", "plots/roc.csv", "plots/calibration.csv",
+                 "plots.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -56,3 +63,30 @@ def test_model_from_other_shards_is_refused(trained, tmp_path):
     other = make_shards(tmp_path, ShardParams(shard_size=16), patients_per_class=(4, 4))
     with pytest.raises(ValueError, match="other shards"):
         evaluation.evaluate(config_for(), other, model, tmp_path / "out")
+
+
+def _split_probabilities(shards, model_dir, split):
+    rt = Runtime(torch.device("cpu"))
+    model, _ = load_model(model_dir, rt.device)
+    ds = ShardDataset(shards, split)
+    loader, _ = make_loader(ds, 8, False, 0, rt, 0)
+    prob, y = predict(model, loader, rt, False)
+    ds.close()
+    return prob, y
+
+
+def test_operating_point_is_chosen_on_val_and_reported_on_test(trained, tmp_path):
+    shards, model = trained
+    result = evaluation.evaluate(config_for(), shards, model, tmp_path, png=False)
+    op = result["operating_point"]
+    val_prob, val_y = _split_probabilities(shards, model, "val")
+    prob, y = _split_probabilities(shards, model, "test")
+    assert op["chosen_on"] == "val" and op["n_val"] == len(val_y)
+    sens = []
+    for c, name in enumerate(["class0", "class1", "class2"]):
+        t = metrics.threshold_at_specificity(val_prob[:, c], val_y == c, 0.95)
+        assert op["per_class"][name]["threshold"] == round(t, 6)  # from val, not test
+        assert op["per_class"][name]["val_specificity"] >= 0.95
+        sens.append(((prob[:, c] >= t) & (y == c)).sum() / (y == c).sum())
+    assert result["sensitivity_at_95_specificity"] == pytest.approx(np.mean(sens), abs=1e-6)
+    assert result["sensitivity_at_95_specificity"] == op["test_sensitivity"]

@@ -63,7 +63,8 @@ def test_repro_sweep_and_gate(project):
     thresholds = project.root / "metrics" / "thresholds.yaml"
     value = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())["accuracy"]
     args = ["gate", "--thresholds", str(thresholds),
-            "--metrics-dir", str(project.root / "metrics")]
+            "--metrics-dir", str(project.root / "metrics"),
+            "--params", str(project.root / "params.yaml")]
     thresholds.write_text(f"{DS}:\n  accuracy: {value}\n")
     assert cli.main(args) == 0
     thresholds.write_text(f"{DS}:\n  accuracy: {value + 0.001}\n")  # raised above the metric

@@ -36,8 +36,63 @@ def test_auc_counts_ties_as_half_and_perfect_separation():
     assert m["auc"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
     prob, y = _binary([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
     m = metrics.compute(y, prob, np.array(list("abcd")), NAMES2, bootstrap=0)
-    assert m["auc"] == 1.0 and m["sensitivity_at_95_specificity"] == 1.0
-    assert m["balanced_accuracy"] == 1.0
+    assert m["auc"] == 1.0 and m["balanced_accuracy"] == 1.0
+    # no validation split given: no operating point (never chosen on the test split)
+    assert m["sensitivity_at_95_specificity"] is None and m["operating_point"] is None
+
+
+def test_operating_point_is_chosen_on_validation_and_applied_to_test():
+    # val: 4 negatives, so 95% specificity means no false positive; descending scores
+    # 0.9 p, 0.7 p, 0.6 n -> any threshold in (0.6, 0.7] has no false positive: midpoint 0.65
+    val_prob, val_y = _binary([0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.9], [0, 0, 0, 0, 1, 1, 1])
+    prob, y = _binary([0.62, 0.8, 0.1, 0.2, 0.75, 0.68, 0.3], [0, 0, 0, 0, 1, 1, 1])
+    m = metrics.compute(y, prob, np.arange(7).astype(str), NAMES2, bootstrap=0,
+                        val=(val_y, val_prob, np.arange(7).astype(str)))
+    op = m["operating_point"]
+    assert op["chosen_on"] == "val" and op["threshold"] == pytest.approx(0.65)
+    assert op["val_specificity"] == 1.0 and op["val_sensitivity"] == pytest.approx(2 / 3, abs=1e-6)
+    # on test at 0.65: positives 0.75, 0.68 called (2 of 3); negative 0.8 called (3 of 4 right).
+    # Chosen on test instead, the test negative 0.8 would have forced sensitivity 0.
+    assert op["test_sensitivity"] == pytest.approx(2 / 3, abs=1e-6)
+    assert op["test_specificity"] == pytest.approx(0.75)
+    assert m["sensitivity_at_95_specificity"] == op["test_sensitivity"]
+    assert op["n_val"] == 7 and m["accuracy"] == pytest.approx(4 / 7, abs=1e-6)  # still argmax
+
+
+def test_operating_point_above_every_score_when_the_top_validation_score_is_negative():
+    val_prob, val_y = _binary([0.95, 0.5, 0.4], [0, 1, 1])
+    prob, y = _binary([0.99, 0.2], [1, 0])
+    m = metrics.compute(y, prob, np.array(["a", "b"]), NAMES2, bootstrap=0,
+                        val=(val_y, val_prob, np.array(["c", "d", "e"])))
+    op = m["operating_point"]
+    assert op["val_specificity"] == 1.0 and op["val_sensitivity"] == 0.0
+    assert op["test_sensitivity"] == 1.0  # 0.99 is above the threshold just over 0.95
+    assert metrics.threshold_at_specificity(np.array([0.3, 0.4]), np.array([True, True]),
+                                            0.95) is None  # no negatives: undefined
+
+
+def test_multiclass_operating_point_is_one_vs_rest_per_class_then_macro():
+    rng = np.random.default_rng(4)
+    val_y, y = rng.integers(0, 3, 120), rng.integers(0, 3, 90)
+    val_prob = rng.dirichlet(np.ones(3), 120) + np.eye(3)[val_y]
+    val_prob /= val_prob.sum(1, keepdims=True)
+    prob = rng.dirichlet(np.ones(3), 90) + np.eye(3)[y]
+    prob /= prob.sum(1, keepdims=True)
+    names = ["a", "b", "c"]
+    m = metrics.compute(y, prob, np.arange(90).astype(str), names, bootstrap=0,
+                        val=(val_y, val_prob, np.arange(120).astype(str)))
+    op = m["operating_point"]
+    sens = []
+    for c, name in enumerate(names):
+        row, score = op["per_class"][name], val_prob[:, c]
+        t = metrics.threshold_at_specificity(score, val_y == c, 0.95)
+        assert row["threshold"] == round(t, 6) and row["val_specificity"] >= 0.95
+        neg = score[val_y != c]
+        next_lower = score[score < t].max()  # the lowest threshold that keeps 95% specificity
+        assert (neg >= t).mean() <= 0.05 < (neg >= next_lower).mean()
+        sens.append(((prob[:, c] >= t) & (y == c)).sum() / (y == c).sum())
+    assert op["test_sensitivity"] == pytest.approx(np.mean(sens), abs=1e-6)
+    assert m["sensitivity_at_95_specificity"] == pytest.approx(np.mean(sens), abs=1e-6)
 
 
 def test_multiclass_macro_and_undefined_precision_is_zero():
@@ -75,12 +130,18 @@ def test_bootstrap_interval_over_patients_is_seeded_and_brackets_the_estimate():
     y = rng.integers(0, 2, 200)
     prob, _ = _binary(np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1), y)
     patients = np.repeat(np.arange(50), 4).astype(str)
-    a = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
-    b = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
+    val = (y[::-1], prob[::-1], patients)
+    a = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3, val=val)
+    b = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3, val=val)
     assert a == b
+    assert set(a["ci"]) == {"level", *metrics.CI_METRICS}
+    assert "balanced_accuracy" in metrics.CI_METRICS  # the headline metric
     for name in metrics.CI_METRICS:
         lo, hi = a["ci"][name]["low"], a["ci"][name]["high"]
         assert lo <= a[name] <= hi and lo < hi
+    without_val = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
+    assert metrics.OPERATING_POINT_METRIC not in without_val["ci"]
+    assert without_val["ci"]["balanced_accuracy"] == a["ci"]["balanced_accuracy"]
 
 
 def test_shape_mismatch_is_an_error():
