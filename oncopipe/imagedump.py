@@ -4,7 +4,8 @@ The dataset-specific part (which files exist, their labels and patient ids, whic
 are rejected before any pixel is read: missing from the CSV, unknown label, ...) stays in the
 dataset's package. It hands a list of :class:`Candidate` to :func:`write_dump`, which decodes
 them in worker processes (in order, bounded memory, progress bar), rejects files that cannot
-be decoded or have the wrong native size, and writes ``images.npy``, ``manifest.parquet``,
+be decoded, are corrupt or have the wrong native size (or resizes and counts those, as
+``Decode.off_size`` says), and writes ``images.npy``, ``manifest.parquet``,
 ``contact_sheet.png``, ``rejects.parquet`` and ``report.json``; :func:`dump_meta` builds the
 manifest metadata those files share.
 
@@ -15,6 +16,7 @@ processed exactly as in training. Its interface is shared by several datasets: k
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +27,16 @@ import polars as pl
 
 from oncopipe.arrays import ArrayWriter
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.images import ImageError, read_rgb, resize_chw
+from oncopipe.images import CorruptImageError, ImageError, read_rgb, resize_chw
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
+from oncopipe.rawfiles import RawLayoutError
 from oncopipe.report import Report
 
 if TYPE_CHECKING:
     from oncopipe.config import DatasetConfig
+
+log = logging.getLogger(__name__)
 
 ARRAY_FILE = "images.npy"
 MANIFEST_FILE = "manifest.parquet"
@@ -44,7 +49,8 @@ class Decode:
     """How one image file becomes a (3, H, W) uint8 RGB array."""
 
     size: tuple[int, int]  # output (height, width)
-    expect: tuple[int, int] | None = None  # required native (height, width); None: any size
+    expect: tuple[int, int] | None = None  # native (height, width) of the release; None: any
+    off_size: Literal["reject", "resize"] = "reject"  # an image not of size ``expect``
     fit: Literal["resize", "center_crop"] = "resize"  # squash to size, or crop the centre square
     reduced: bool = True  # JPEG: decode at 1/2, 1/4 or 1/8 scale, never below the output size
 
@@ -64,10 +70,14 @@ class Candidate:
 def load_image(path: str | Path, decode: Decode) -> np.ndarray:
     """Decode ``path`` as ``decode`` says; :class:`ImageError` says why a file is unusable.
 
-    The message starts with a short reason ("unreadable", "truncated", "wrong size") followed
-    by a colon, so that the report can count rejections by reason.
+    The message starts with a short reason ("unreadable", "truncated", "corrupt", "wrong
+    size") followed by a colon, so that the report can count rejections by reason.
     """
-    path = Path(path)
+    return _load(Path(path), decode)[0]
+
+
+def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
+    """:func:`load_image`, plus ``"HxW"`` when an image of another size was resized."""
     if path.suffix.lower() in _JPEG_SUFFIXES and not _jpeg_complete(path):
         raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
     min_side = None
@@ -75,18 +85,22 @@ def load_image(path: str | Path, decode: Decode) -> np.ndarray:
         min_side = max(decode.size)
     try:
         img = read_rgb(path, min_side=min_side)
+    except CorruptImageError as exc:
+        raise ImageError(f"corrupt: {path.name}: {exc.detail}") from None
     except ImageError:
         raise ImageError(f"unreadable: {path.name} is not a decodable image") from None
     h, w = img.shape[1:]
+    other_size = ""
     if decode.expect is not None and (h, w) != tuple(decode.expect):
-        raise ImageError(
-            f"wrong size: {path.name} is {h}x{w}, expected {decode.expect[0]}x{decode.expect[1]}"
-        )
+        if decode.off_size == "reject":
+            raise ImageError(f"wrong size: {path.name} is {h}x{w}, "
+                             f"expected {decode.expect[0]}x{decode.expect[1]}")
+        other_size = f"{h}x{w}"
     if decode.fit == "center_crop":
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         img = img[:, top:top + side, left:left + side]
-    return resize_chw(img, *decode.size)
+    return resize_chw(img, *decode.size), other_size
 
 
 def load_input(path: str | Path, decode: Decode,
@@ -131,15 +145,16 @@ def _jpeg_complete(path: Path) -> bool:
     return b"\xff\xd9" in tail
 
 
-def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str]:
-    """Worker: the array, or ``None`` and the rejection reason."""
+def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str, str]:
+    """Worker: (array, "", native size if resized from another size) or (None, reason, "")."""
     path, decode = job
     try:
-        return load_image(path, decode), ""
+        img, other_size = _load(Path(path), decode)
+        return img, "", other_size
     except ImageError as exc:
-        return None, str(exc)
+        return None, str(exc), ""
     except OSError as exc:
-        return None, f"unreadable: {exc}"
+        return None, f"unreadable: {exc}", ""
 
 
 def write_dump(
@@ -165,13 +180,16 @@ def write_dump(
     jobs = [(str(c.path), decode) for c in ordered]
     rows: list[dict[str, Any]] = []
     examples: dict[str, list[np.ndarray]] = {name: [] for name in meta.class_names}
+    other_sizes: dict[str, str] = {}  # source -> native size, of images resized from it
     n_workers = workers or default_workers()
     with ArrayWriter(out_dir / ARRAY_FILE, (3, height, width), np.uint8) as writer:
         results = ordered_map(_decode_one, jobs, workers=n_workers, desc=f"decode {meta.dataset}")
-        for cand, (img, reason) in zip(ordered, results, strict=True):
+        for cand, (img, reason, other_size) in zip(ordered, results, strict=True):
             if img is None:
                 report.reject(cand.source, reason)
                 continue
+            if other_size:
+                other_sizes[cand.source] = other_size
             index = writer.append(img)
             report.keep()
             rows.append({"sample_id": cand.sample_id, "patient_id": cand.patient_id,
@@ -181,13 +199,11 @@ def write_dump(
             if len(shown) < per_class:
                 shown.append(img)
         if not rows:
-            raise ValueError(
-                f"{out_dir}: none of the {len(ordered)} candidate images could be used "
-                f"({report.summary()['rejected_by_reason']})"
+            raise RawLayoutError(
+                f"{meta.dataset}: none of the {len(ordered)} candidate images could be used "
+                f"({report.summary()['rejected_by_reason']}); see the rejections above"
             )
-        if report.n_kept + len(report.rejects) != report.n_read:  # a reader lost an item
-            raise AssertionError(f"{meta.dataset}: read {report.n_read} items but kept "
-                                 f"{report.n_kept} and rejected {len(report.rejects)}")
+        report.check_accounting()
     schema = {"sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64,
               "array_file": pl.String, "array_index": pl.Int64, "source": pl.String,
               **(extra_schema or {})}
@@ -200,10 +216,11 @@ def write_dump(
     report.extra["kept_by_class"] = {
         meta.class_names[int(lab)]: int(n) for lab, n in counts.iter_rows()
     }
+    if other_sizes:
+        native = f"{decode.expect[0]}x{decode.expect[1]}" if decode.expect else "?"
+        report.extra["resized_from_other_size"] = {
+            "count": len(other_sizes), "expected": native, "files": other_sizes}
+        log.warning("%d image(s) not %s, resized like the others (report: "
+                    "resized_from_other_size)", len(other_sizes), native)
     report.write(out_dir)
     return df
-
-
-def list_dir(folder: Path) -> list[Path]:
-    """Entries of ``folder``, sorted by name (never rely on the filesystem's order)."""
-    return sorted(folder.iterdir(), key=lambda p: p.name) if folder.is_dir() else []

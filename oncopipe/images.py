@@ -9,10 +9,19 @@ shorter side, so the final resize only ever shrinks.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -20,6 +29,22 @@ _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
 
 class ImageError(ValueError):
     """A file could not be decoded as an image; the message names the file."""
+
+
+class CorruptImageError(ImageError):
+    """The codec decoded a file but reported damaged data (OpenCV returns an image anyway)."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"{path}: corrupt image data ({detail})")
+        self.detail = detail
+
+
+# libjpeg's warnings about damaged data: it fills what it could not decode with grey and
+# carries on, and OpenCV returns that image as if nothing happened
+_CORRUPT = re.compile(r"corrupt jpeg data|premature end of jpeg file|huffman|"
+                      r"inconsistent progression|invalid sos", re.IGNORECASE)
+_capture_lock = threading.Lock()
+_sink: tuple[int, IO[bytes]] | None = None  # (pid, temporary file): one per process
 
 
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
@@ -68,9 +93,14 @@ def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
             if min(h, w) // factor >= min_side:
                 flag = _REDUCED[factor]
                 break
-    img = cv2.imread(str(path), flag)
+    img, messages = _imread(path, flag)
     if img is None:
         raise ImageError(f"{path}: not a readable image")
+    corrupt = [m for m in messages if _CORRUPT.search(m)]
+    if corrupt:
+        raise CorruptImageError(path, "; ".join(corrupt))
+    for message in messages:  # e.g. a libpng or libtiff warning: said once, with the file name
+        log.warning("%s: decoder warning: %s", path, message)
     return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
 
 
@@ -83,3 +113,31 @@ def resize_chw(img: np.ndarray, height: int, width: int) -> np.ndarray:
     hwc = cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), (width, height),
                      interpolation=interp)
     return np.ascontiguousarray(hwc.reshape(height, width, c).transpose(2, 0, 1))
+
+
+def _imread(path: Path, flag: int) -> tuple[np.ndarray | None, list[str]]:
+    """``cv2.imread`` and the lines its codec libraries printed on stderr meanwhile.
+
+    libjpeg, libpng and libtiff report damaged data only as text on file descriptor 2, with
+    no file name and no flag in OpenCV's result; so descriptor 2 is pointed at a temporary
+    file for the duration of the call (a lock keeps threads of one process apart) and the
+    messages come back to the caller, which rejects the file or logs them with its name.
+    """
+    global _sink
+    with _capture_lock:
+        if _sink is None or _sink[0] != os.getpid():  # a forked worker needs its own file
+            _sink = (os.getpid(), tempfile.TemporaryFile())  # noqa: SIM115 (kept open)
+        sink = _sink[1]
+        sink.seek(0)
+        sink.truncate()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            img = cv2.imread(str(path), flag)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode("utf-8", "replace")
+    return img, [line.strip() for line in text.splitlines() if line.strip()]

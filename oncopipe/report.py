@@ -40,6 +40,13 @@ class Report:
         log.warning("rejected %s: %s", path, reason)
         self.rejects.append((str(path), reason))
 
+    def check_accounting(self) -> None:
+        """Every item read was kept or rejected exactly once; anything else is a bug in the
+        stage (an item lost or counted twice), so it stops the stage before it writes."""
+        if self.n_kept + len(self.rejects) != self.n_read:
+            raise AssertionError(f"{self.stage}: read {self.n_read} items but kept "
+                                 f"{self.n_kept} and rejected {len(self.rejects)}")
+
     def wrote(self, path: str | Path) -> None:
         self.written.append(str(path))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -24,9 +25,10 @@ from oncopipe.datasets.breakhis.naming import (
     parse_file_name,
     parse_folder_name,
 )
-from oncopipe.datasets.breakhis.tree import BreakHisLayoutError, find_breast_root
+from oncopipe.datasets.breakhis.tree import find_breast_root
 from oncopipe.images import ImageError
 from oncopipe.manifest import check_arrays, read_manifest
+from oncopipe.rawfiles import RawLayoutError
 
 TINY_DEMO = {"seed": 7, "patients_per_subtype": 2, "images_per_magnification": [1, 2]}
 
@@ -111,11 +113,11 @@ def test_breast_root_found_in_both_layouts(tmp_path, kaggle_tree):
     assert find_breast_root(kaggle_tree) == breast
     assert find_breast_root(kaggle_tree / "BreaKHis_v1") == breast
     assert find_breast_root(breast) == breast
-    with pytest.raises(BreakHisLayoutError, match="no histology_slides/breast"):
+    with pytest.raises(RawLayoutError, match="no histology_slides/breast"):
         find_breast_root(tmp_path)
     (tmp_path / "a" / "histology_slides" / "breast").mkdir(parents=True)
     (tmp_path / "b" / "histology_slides" / "breast").mkdir(parents=True)
-    with pytest.raises(BreakHisLayoutError, match="several BreakHis trees"):
+    with pytest.raises(RawLayoutError, match="several BreakHis trees"):
         find_breast_root(tmp_path)
 
 
@@ -179,9 +181,6 @@ def _add_bad_files(raw: Path) -> dict[str, str]:
         good[0].read_bytes(), "unknown subtype")
     trunc = ImageName(mag_wrong.code, mag_wrong.year, mag_wrong.slide, 40, 97)
     put(folder / "40X" / trunc.file_name, good[0].read_bytes()[:2000], "unreadable")
-    small = ImageName(mag_wrong.code, mag_wrong.year, mag_wrong.slide, 40, 98)
-    _, buf = cv2.imencode(".png", np.zeros((456, 700, 3), np.uint8))
-    put(folder / "40X" / small.file_name, buf.tobytes(), "wrong size")
     put(folder / "40X" / "notes.txt", b"x", "not an image")
     put(Path("benign/SOB/adenosis") / benign.name, good[0].read_bytes(), "unexpected location")
     (raw / "readme.txt").write_text("downloaded from the mirror\n")
@@ -213,6 +212,31 @@ def test_prepare_accounts_for_every_file(tmp_path, kaggle_tree):
     assert shared.to_list() == ["ductal_carcinoma", "lobular_carcinoma"]
     assert set(df["patient_id"]) >= {"15-190EF", "14-22549AB", "14-22549CD"}
     assert (out / "contact_sheet.png").is_file()
+
+
+def test_other_sizes_are_resized_and_counted(tmp_path, kaggle_tree):
+    """The release has a few images that are not 700 x 460: kept, resized, counted."""
+    raw = tmp_path / "raw"
+    shutil.copytree(kaggle_tree, raw)
+    breast = find_breast_root(raw)
+    first = sorted(breast.rglob("*.png"))[0]
+    name = parse_file_name(first.name)
+    small = first.parent / ImageName(name.code, name.year, name.slide, name.magnification,
+                                      98).file_name
+    _, buf = cv2.imencode(".png", np.full((456, 700, 3), 200, np.uint8))
+    small.write_bytes(buf.tobytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    breakhis_prepare.prepare(make_cfg(tmp_path, raw), out)
+    report = json.loads((out / "report.json").read_text())
+    source = small.relative_to(raw).as_posix()
+    assert report["resized_from_other_size"] == {"count": 1, "expected": "460x700",
+                                                 "files": {source: "456x700"}}
+    df, _ = read_manifest(out / "manifest.parquet")
+    row = df.filter(pl.col("source") == source)
+    assert len(row) == 1 and report["rejected_by_reason"] == {"ignored": 1}  # Folds.csv
+    image = np.load(out / "images.npy")[row["array_index"][0]]
+    assert image.shape == (3, 32, 32) and (image == 200).all()
 
 
 def test_subtype_task_and_magnification_filter(tmp_path, kaggle_tree):

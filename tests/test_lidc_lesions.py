@@ -21,7 +21,8 @@ from oncopipe.datasets.lidc.clustering import (
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, GroupingParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import parse
-from oncopipe.datasets.lidc.series import list_files, read_headers
+from oncopipe.datasets.lidc.series import read_headers
+from oncopipe.rawfiles import walk
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -63,7 +64,7 @@ def test_lesion_table_columns_and_ids(table):
 
 def test_every_raw_file_is_used_or_rejected(raw, table):
     df, report = table
-    files = list_files(raw)
+    files = walk(raw).files
     assert report.n_read == len(files)
     rejected = {p for p, _ in report.rejects}
     series, _ = read_headers([p for p in files if p.suffix == ".dcm"])
@@ -97,7 +98,7 @@ def test_series_without_any_placed_mark_is_recorded_once(raw, table, tmp_path):
 
 def _placed(raw: Path):
     """Per series: its header and the parsed >= 3 mm nodules matched to slices."""
-    files = list_files(raw)
+    files = walk(raw).files
     series, _ = read_headers([p for p in files if p.suffix == ".dcm"])
     reads = {}
     for p in files:
@@ -142,7 +143,7 @@ def test_grouping_and_centroids_agree_with_pylidc(raw, table):
 
 def test_centroid_in_mm_matches_voxel_geometry(raw, table):
     df, _ = table
-    series, _ = read_headers([p for p in list_files(raw) if p.suffix == ".dcm"])
+    series, _ = read_headers([p for p in walk(raw).files if p.suffix == ".dcm"])
     headers = {h.series_uid: h for h in series}
     for row in df.iter_rows(named=True):
         h = headers[row["series_uid"]]

@@ -14,11 +14,11 @@ from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.series import (
     AIR_HU,
     SeriesHeader,
-    list_files,
     read_headers,
     read_slice_hu,
     read_volume,
 )
+from oncopipe.rawfiles import walk
 
 SMALL = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
                    nodules=(1, 2), small_nodules=(1, 1), non_nodules=(1, 1))
@@ -33,7 +33,7 @@ def raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def headers(raw) -> tuple[dict[str, list[SeriesHeader]], list[tuple[Path, str]]]:
-    dicoms = [p for p in list_files(raw) if p.suffix == ".dcm"]
+    dicoms = [p for p in walk(raw).files if p.suffix == ".dcm"]
     series, rejects = read_headers(dicoms)
     by_patient: dict[str, list[SeriesHeader]] = {}
     for h in series:
@@ -47,7 +47,7 @@ def test_every_layout_is_found_and_each_file_accounted_for(raw, headers):
     assert len(by_patient["LIDC-IDRI-0002"]) == 2  # two CT series
     layouts = {h.folder.relative_to(raw).parts[0] for hs in by_patient.values() for h in hs}
     assert {"LIDC-IDRI", "LIDC-IDRI-0003", "manifest-1600000000000"} <= layouts
-    n_dicom = sum(1 for p in list_files(raw) if p.suffix == ".dcm")
+    n_dicom = sum(1 for p in walk(raw).files if p.suffix == ".dcm")
     n_kept = sum(len(h.slices) for hs in by_patient.values() for h in hs)
     assert n_kept + len(rejects) == n_dicom
     dx = [reason for _, reason in rejects if reason.startswith("not CT")]

@@ -4,7 +4,8 @@ Labels come from the folders and file names only after :mod:`.tree` has checked 
 agree; files that fail there (or are outside the magnification filter) are rejected with the
 reason before any pixel is read. The rest go to the shared image-dump writer
 (:mod:`oncopipe.imagedump`), which decodes in worker processes with bounded memory and
-rejects unreadable files and any image that is not 700 x 460. Extra manifest columns:
+rejects unreadable files. An image that is not 700 x 460 (the release has a few) is resized
+like the others and counted in the report (``resized_from_other_size``). Extra manifest columns:
 ``magnification`` (40/100/200/400), ``subtype``, ``tumor_class`` and ``slide_folder``, so any
 task or magnification subset can be selected later without re-reading the PNGs.
 """
@@ -21,8 +22,9 @@ import polars as pl
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis.naming import IMAGE_HW
 from oncopipe.datasets.breakhis.params import CLASS_NAMES, PrepareParams
-from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root, list_files
+from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root
 from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
+from oncopipe.rawfiles import walk
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ EXTRA_SCHEMA: dict[str, pl.DataType] = {
 def decode_spec(params: PrepareParams) -> Decode:
     """How every BreakHis PNG is decoded, in ``prepare`` and in ``preprocess_one`` alike."""
     return Decode(size=(params.image_size, params.image_size), expect=IMAGE_HW,
-                  fit=params.fit, reduced=False)
+                  off_size="resize", fit=params.fit, reduced=False)
 
 
 def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
@@ -46,8 +48,7 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     class_names = CLASS_NAMES[cfg.task]
     report = Report("prepare_breakhis")
     breast = find_breast_root(cfg.raw)
-    files = list_files(cfg.raw)
-    report.read(len(files))
+    files = walk(cfg.raw, report).files
     log.info("found %d files under %s (tree at %s)", len(files), cfg.raw, breast)
 
     wanted = set(p.magnifications)

@@ -4,8 +4,9 @@ Two layouts are in circulation: the original archive (``BreaKHis_v1/histology_sl
 and the Kaggle mirror, which nests one more ``BreaKHis_v1/`` level and adds ``Folds.csv``
 (image-level folds from the paper; this pipeline splits by patient, so it is not used). The
 raw path may point at the folder holding ``BreaKHis_v1``, at ``BreaKHis_v1`` itself, or at
-``breast``. Every file under the raw path is listed, in sorted order, and ends up either as a
-:class:`TreeImage` or as a ``(path, reason)`` rejection; nothing is skipped silently.
+``breast``. Every file under the raw path is listed (:func:`oncopipe.rawfiles.walk`, sorted)
+and ends up either as a :class:`TreeImage` or as a ``(path, reason)`` rejection; nothing is
+skipped silently.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from oncopipe.datasets.breakhis.naming import (
     parse_file_name,
     parse_folder_name,
 )
+from oncopipe.rawfiles import RawLayoutError
 
 _BREAST = ("histology_slides", "breast")
 _MAX_NESTING = 3  # raw/, raw/BreaKHis_v1/, raw/BreaKHis_v1/BreaKHis_v1/ (Kaggle), one spare
-
-
-class BreakHisLayoutError(ValueError):
-    """The raw folder does not hold a BreakHis tree; the message names the folder."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class TreeImage:
 def find_breast_root(raw: Path) -> Path:
     """The ``histology_slides/breast`` folder under ``raw`` (exactly one must exist)."""
     if not raw.is_dir():
-        raise BreakHisLayoutError(f"{raw}: not a directory")
+        raise RawLayoutError(f"{raw}: not a directory")
     if raw.name == _BREAST[1] and _looks_like_breast(raw):
         return raw
     found: list[Path] = []
@@ -52,22 +50,18 @@ def find_breast_root(raw: Path) -> Path:
         found += [d / _BREAST[0] / _BREAST[1] for d in level
                   if (d / _BREAST[0] / _BREAST[1]).is_dir()]
         level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
+    found = _distinct(found)  # a symlink back up the tree must not count as a second tree
     if not found:
-        raise BreakHisLayoutError(
+        raise RawLayoutError(
             f"{raw}: no histology_slides/breast folder within {_MAX_NESTING} levels (expected "
             "BreaKHis_v1/histology_slides/breast/..., or the Kaggle mirror's extra BreaKHis_v1/)"
         )
     if len(found) > 1:
         listed = ", ".join(str(p) for p in found)
-        raise BreakHisLayoutError(
+        raise RawLayoutError(
             f"{raw}: several BreakHis trees ({listed}); point breakhis.raw at one of them"
         )
     return found[0]
-
-
-def list_files(raw: Path) -> list[Path]:
-    """Every regular file under ``raw``, sorted (the order of the manifest and the arrays)."""
-    return sorted(p for p in raw.rglob("*") if p.is_file())
 
 
 def classify(file: Path, raw: Path, breast: Path) -> TreeImage | str:
@@ -100,6 +94,15 @@ def classify(file: Path, raw: Path, breast: Path) -> TreeImage | str:
     if mismatch:
         return f"name/folder mismatch: {mismatch}"
     return TreeImage(path=file, source=file.relative_to(raw).as_posix(), name=name)
+
+
+def _distinct(folders: list[Path]) -> list[Path]:
+    """``folders`` without later paths to a folder already listed (compared by inode)."""
+    seen: dict[tuple[int, int], Path] = {}
+    for folder in folders:
+        st = folder.stat()
+        seen.setdefault((st.st_dev, st.st_ino), folder)
+    return list(seen.values())
 
 
 def _looks_like_breast(path: Path) -> bool:

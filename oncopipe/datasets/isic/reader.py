@@ -9,12 +9,12 @@ ISIC duplicates list. Test images (no labels) are counted, not used.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import polars as pl
 
-from oncopipe.imagedump import Candidate, list_dir
+from oncopipe.imagedump import Candidate
+from oncopipe.rawfiles import RawLayoutError, read_csv, walk
 from oncopipe.report import Report
 
 TRAIN_CSV = "train.csv"
@@ -27,21 +27,25 @@ TARGETS = {"0": 0, "1": 1}
 BENIGN_MALIGNANT = {"benign": 0, "malignant": 1}
 
 
-class LayoutError(ValueError):
-    """The raw folder is not the Kaggle layout; the message names the file."""
-
-
 def _read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) pairs of a CSV whose header must hold ``required``."""
     if not path.is_file():
-        raise LayoutError(f"{path}: not found; expected the Kaggle layout (train.csv, test.csv, "
+        raise RawLayoutError(f"{path}: not found; expected the Kaggle layout (train.csv, test.csv, "
                           "jpeg/train/, jpeg/test/)")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LayoutError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        return [(line, row) for line, row in enumerate(reader, start=2) if any(row.values())]
+    table = read_csv(path)
+    fieldnames = table[0] if table else []
+    missing = [c for c in required if c not in fieldnames]
+    if missing:
+        raise RawLayoutError(f"{path}: missing column(s) {missing}; found {fieldnames}")
+    rows = []
+    for line, fields in enumerate(table[1:], start=2):
+        # as csv.DictReader: a short row's missing fields are None, a long row's surplus
+        # fields are not read
+        row: dict[str, str | None] = dict(zip(fieldnames, fields, strict=False))
+        row.update((name, None) for name in fieldnames[len(fields):])
+        if any(row.values()):
+            rows.append((line, row))
+    return rows
 
 
 def _label(row: dict[str, str | None]) -> tuple[int | None, str]:
@@ -59,12 +63,19 @@ def _label(row: dict[str, str | None]) -> tuple[int | None, str]:
     return label, ""
 
 
-def _extra(row: dict[str, str | None], source: str) -> dict:
+def _extra(row: dict[str, str | None], where: str, report: Report) -> dict:
+    """The optional metadata columns; a bad optional cell becomes null and a note in the
+    report (``bad_optional_cells``), not a reason to drop the image or stop the stage."""
     age = (row.get("age_approx") or "").strip()
     try:
         age_value = float(age) if age else None
     except ValueError:
-        raise LayoutError(f"{source}: age_approx {age!r} is not a number") from None
+        age_value = None
+    if age_value is not None and not 0 <= age_value <= 120:
+        age_value = None
+    if age and age_value is None:
+        report.extra.setdefault("bad_optional_cells", []).append(
+            f"{where}: age_approx {age!r} is not an age in years; stored as null")
     return {
         "sex": (row.get("sex") or "").strip() or None,
         "age_approx": age_value,
@@ -98,14 +109,16 @@ def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> l
     dropped = _duplicates_to_drop(root, duplicates, rows, report)
     folder = root / image_dir
     if not folder.is_dir():
-        raise LayoutError(f"{folder}: image folder not found (params isic.prepare.image_dir; "
+        raise RawLayoutError(f"{folder}: image folder not found (params isic.prepare.image_dir; "
                           "the Kaggle download has the JPEGs in jpeg/train)")
     candidates = []
     seen = set()
-    for entry in list_dir(folder):
-        source = f"{image_dir}/{entry.name}"
-        report.read()
-        if not entry.is_file() or entry.suffix.lower() not in SUFFIXES:
+    for entry in walk(folder, report).files:
+        source = f"{image_dir}/{entry.relative_to(folder).as_posix()}"
+        if entry.parent != folder:
+            report.reject(source, f"unexpected location: in a subfolder of {image_dir}/")
+            continue
+        if entry.suffix.lower() not in SUFFIXES:
             report.reject(source, "unexpected entry: not a .jpg file")
             continue
         name = entry.stem
@@ -127,7 +140,7 @@ def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> l
         else:
             candidates.append(Candidate(sample_id=name, patient_id=patient, label=label,
                                         path=entry, source=source,
-                                        extra=_extra(row, f"{TRAIN_CSV}:{line}")))
+                                        extra=_extra(row, f"{TRAIN_CSV}:{line}", report)))
     for name in sorted(set(rows) - seen):
         report.read()
         report.reject(f"{image_dir}/{name}.jpg",
@@ -154,9 +167,12 @@ def _duplicates_to_drop(root: Path, duplicates: str, rows: dict, report: Report)
 def scan_test(root: Path, test_dir: str) -> dict:
     """Count the unlabelled test images (``test.csv`` rows and files)."""
     folder = root / test_dir
-    files = {p.stem for p in list_dir(folder) if p.is_file() and p.suffix.lower() in SUFFIXES}
+    tree = walk(folder, what="ISIC test") if folder.is_dir() else None
+    files = {p.stem for p in (tree.files if tree else []) if p.suffix.lower() in SUFFIXES}
     summary: dict = {"folder": test_dir, "files": len(files),
                      "reason": "unlabelled Kaggle test images, not used for training"}
+    if tree and tree.problems:
+        summary["problems"] = [f"{tree.rel(p)}: {why}" for p, why in tree.problems]
     if (root / TEST_CSV).is_file():
         listed = {r["image_name"].strip() for _, r in _read_table(root / TEST_CSV,
                                                                   ("image_name",))}

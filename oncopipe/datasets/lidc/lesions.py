@@ -27,7 +27,8 @@ from oncopipe.datasets.lidc.clustering import (
     marks_from_pylidc,
 )
 from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
-from oncopipe.datasets.lidc.series import SeriesHeader, list_files, read_headers
+from oncopipe.datasets.lidc.series import SeriesHeader, read_headers
+from oncopipe.rawfiles import walk
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class _Point:
 def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
     """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
     report = Report("lidc_lesions")
-    files = list_files(raw)
-    report.read(len(files))
+    files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
     rel = {p: p.relative_to(raw).as_posix() for p in files}
     dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
     xmls = [p for p in files if p.suffix.lower() == ".xml"]

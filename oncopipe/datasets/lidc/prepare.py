@@ -25,12 +25,12 @@ from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams
 from oncopipe.datasets.lidc.series import (
     SeriesError,
     SeriesHeader,
-    list_files,
     read_headers,
     read_volume,
 )
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
+from oncopipe.rawfiles import walk
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def _crop_series(job: _Job) -> _Result:
 
 def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
     """The CT series in ``folder`` (the one with ``series_uid`` when given)."""
-    files = [p for p in list_files(folder) if p.parent == folder and p.suffix.lower() == ".dcm"]
+    files = [p for p in walk(folder, what="DICOM series").files
+             if p.parent == folder and p.suffix.lower() == ".dcm"]
     series, _ = read_headers(files)
     match = [h for h in series if series_uid in (None, h.series_uid)]
     if len(match) != 1:

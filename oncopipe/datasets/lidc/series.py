@@ -94,15 +94,6 @@ class SeriesHeader:
                 (x - self.origin_xy[0]) / self.spacing_xy[0])
 
 
-def list_files(raw: Path) -> list[Path]:
-    """Every file under ``raw``, sorted (hidden files and folders skipped)."""
-    if not raw.is_dir():
-        raise SeriesError(f"{raw}: raw LIDC-IDRI folder not found")
-    return sorted(p for p in raw.rglob("*")
-                  if p.is_file() and not any(part.startswith(".")
-                                             for part in p.relative_to(raw).parts))
-
-
 def read_headers(files: list[Path], workers: int = 0
                  ) -> tuple[list[SeriesHeader], list[tuple[Path, str]]]:
     """Group DICOM ``files`` into CT series by folder and SeriesInstanceUID.

@@ -25,6 +25,7 @@ from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
+from oncopipe.rawfiles import RawLayoutError
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
             if len(tiles) < 2 * SHEET_STUDIES:
                 tiles.extend(mid_slices(arr))
         if not rows:  # inside the writer: no empty volumes.npy is left behind
-            raise ValueError(f"{raw}: no usable MosMedData study (see the rejections above)")
+            raise RawLayoutError(f"{raw}: no usable MosMedData study (see the rejections "
+                                 "above)")
+        report.check_accounting()
     report.wrote(ARRAY_FILE)
 
     normalisation = {

@@ -5,7 +5,9 @@ Layouts accepted (see ../shared/DATASETS.md):
 - the full release: ``dataset_registry.csv`` (UTF-8 *with a BOM*; paths start with ``/`` and
   are relative to the release root) + ``studies/CT-k/study_NNNN.nii.gz`` +
   ``masks/study_NNNN_mask.nii.gz``. The registry is authoritative; study files on disk that it
-  does not list are rejected as ``unlisted``, listed files that are absent as ``missing``;
+  does not list are rejected as ``unlisted``, listed files that are absent as ``missing``.
+  Some copies carry the registry as ``dataset_registry.xlsx`` only: it is read when the CSV is
+  absent (:mod:`.xlsx`, the standard library's zip and XML readers, no spreadsheet package);
 - the same tree without the registry: the category is the ``CT-k`` folder a study lies in;
 - the Keras example's subset: ``MosMedData/CT-0/*.nii.gz`` and ``MosMedData/CT-23/*.nii.gz``
   (``CT-23`` = studies of CT-2 and CT-3, kept as its own category name).
@@ -17,15 +19,17 @@ patient in this release (each study id appears once), so the study id is the pat
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncopipe.datasets.mosmed import xlsx
 from oncopipe.datasets.mosmed.params import CATEGORIES
+from oncopipe.rawfiles import RawLayoutError, read_csv, walk
 from oncopipe.report import Report
 
 REGISTRY_FILE = "dataset_registry.csv"
+REGISTRY_XLSX = "dataset_registry.xlsx"
 COLUMNS = ("study_id", "category", "study_file", "mask_file")
 _CATEGORY_DIR = re.compile(r"^CT-\d+$")
 _MASK_SUFFIX = "_mask"
@@ -49,19 +53,32 @@ def stem(path: str | Path) -> str:
 
 
 def is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.endswith((".nii.gz", ".nii"))
+    return path.name.endswith((".nii.gz", ".nii"))
 
 
 def find_studies(raw: Path, report: Report) -> list[Study]:
-    """All usable studies under ``raw``, sorted by id; everything else goes to ``report``."""
-    if not raw.is_dir():
-        raise FileNotFoundError(f"{raw}: MosMedData folder not found")
-    files = sorted(p for p in raw.rglob("*") if is_nifti(p))
+    """All usable studies under ``raw``, sorted by id; everything else goes to ``report``.
+
+    The items are studies (and masks that cannot be attached): each registry row or study
+    file is one item read. Files that are neither NIfTI nor the registry are listed in the
+    report (``other_files``); links that cannot be followed are rejected.
+    """
+    tree = walk(raw, what="MosMedData")
+    tree.record(report)
+    files = [p for p in tree.files if is_nifti(p)]
+    others = [tree.rel(p) for p in tree.files
+              if not is_nifti(p) and p.name not in (REGISTRY_FILE, REGISTRY_XLSX)]
+    if others:
+        report.extra["other_files"] = others
     masks = {stem(p)[: -len(_MASK_SUFFIX)]: p for p in files if stem(p).endswith(_MASK_SUFFIX)}
     volumes = [p for p in files if not stem(p).endswith(_MASK_SUFFIX)]
-    registry = raw / REGISTRY_FILE
-    if registry.is_file():
-        studies = _from_registry(raw, registry, volumes, report)
+    if (raw / REGISTRY_FILE).is_file():
+        studies = _from_registry(raw, _csv_rows(raw / REGISTRY_FILE), REGISTRY_FILE, volumes,
+                                 report)
+    elif (raw / REGISTRY_XLSX).is_file():
+        report.extra["registry"] = REGISTRY_XLSX
+        studies = _from_registry(raw, _xlsx_rows(raw / REGISTRY_XLSX), REGISTRY_XLSX, volumes,
+                                 report)
     else:
         studies = _from_tree(raw, volumes, masks, report)
     attached = {s.mask for s in studies if s.mask}
@@ -98,26 +115,40 @@ def _from_tree(raw: Path, volumes: list[Path], masks: dict[str, Path],
     return list(studies.values())
 
 
-def _from_registry(raw: Path, registry: Path, volumes: list[Path],
-                   report: Report) -> list[Study]:
-    # utf-8-sig strips the BOM, which would otherwise become part of the first column name
-    with open(registry, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = [c.strip() for c in reader.fieldnames or []]
-        absent = [c for c in COLUMNS[:3] if c not in header]
-        if absent:
-            raise ValueError(f"{registry}: missing column(s) {absent} (header: {header})")
-        # csv puts surplus fields of a long row in a list under the key None: keep them
-        # out of the way (they are not read) rather than failing on the row
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
-                for row in reader]
+def _csv_rows(registry: Path) -> list[dict[str, str]]:
+    return _rows(read_csv(registry), registry)  # UTF-8; the BOM the release writes is dropped
+
+
+def _xlsx_rows(registry: Path) -> list[dict[str, str]]:
+    try:
+        return _rows(xlsx.read_first_sheet(registry), registry)
+    except xlsx.XlsxError as exc:
+        raise RawLayoutError(str(exc)) from None
+
+
+def _rows(table: list[list[str]], registry: Path) -> list[dict[str, str]]:
+    """Rows as ``column -> stripped value``: a long row's surplus fields are not read (they
+    are not needed), a short row's missing fields are empty."""
+    header = [c.strip() for c in table[0]] if table else []
+    absent = [c for c in COLUMNS[:3] if c not in header]
+    if absent:
+        raise RawLayoutError(f"{registry}: missing column(s) {absent} (header: {header}); "
+                             f"expected {','.join(COLUMNS)}")
+    return [{name: value.strip()
+             for name, value in zip(header, [*fields, *[""] * len(header)], strict=False)}
+            for fields in table[1:]]
+
+
+def _from_registry(raw: Path, rows: list[dict[str, str]], registry_name: str,
+                   volumes: list[Path], report: Report) -> list[Study]:
     on_disk = {p.relative_to(raw).as_posix() for p in volumes}
     listed: set[str] = set()
     studies: dict[str, Study] = {}
+    rows = [r for r in rows if any(r.values())]  # blank lines of a CSV, empty sheet rows
     for line, row in enumerate(rows, start=2):
         report.read()
         rel = row["study_file"].lstrip("/")  # "/studies/CT-0/study_0001.nii.gz"
-        where = rel or f"{REGISTRY_FILE}:{line}"
+        where = rel or f"{registry_name}:{line}"
         listed.add(rel)
         category = row["category"]
         folder = _category_of(Path(rel))
@@ -128,7 +159,7 @@ def _from_registry(raw: Path, registry: Path, volumes: list[Path],
         elif folder is not None and folder != category:
             report.reject(where, f"category conflict: registry {category}, folder {folder}")
         elif rel not in on_disk:
-            report.reject(where, f"missing: listed in {REGISTRY_FILE} but not on disk")
+            report.reject(where, f"missing: listed in {registry_name} but not on disk")
         elif stem(rel) in studies:
             report.reject(where, f"duplicate study: {stem(rel)} listed twice")
         else:
@@ -139,5 +170,5 @@ def _from_registry(raw: Path, registry: Path, volumes: list[Path],
             studies[stem(rel)] = Study(stem(rel), category, rel, mask)
     for rel in sorted(on_disk - listed):
         report.read()
-        report.reject(rel, f"unlisted: not in {REGISTRY_FILE}")
+        report.reject(rel, f"unlisted: not in {registry_name}")
     return list(studies.values())

@@ -76,6 +76,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if len(shape) != 3:
         raise VolumeError(f"{path}: expected a 3D volume, got shape {header.get_data_shape()}")
     dtype = header.get_data_dtype()
+    if dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), RGB, ...
+        raise VolumeError(f"{path}: voxel type {dtype} is not a real-valued CT intensity")
     offset = int(header.get_data_offset())
     needed = offset + int(np.prod(shape)) * dtype.itemsize
     if needed > len(data):
@@ -191,9 +193,12 @@ def prepare_volume(
     vol = canonical(path, *read_nifti(path))
     if not np.issubdtype(vol.hu.dtype, np.number):
         raise VolumeError(f"{path}: non-numeric voxel type {vol.hu.dtype}")
+    # NaN and +/-inf alike: the window would clip inf to a plausible value, so floats are
+    # checked whole, before windowing (integer volumes, MosMed's int16, cannot hold either)
+    if vol.hu.dtype.kind == "f" and not np.isfinite(vol.hu).all():
+        bad = int(np.size(vol.hu) - np.count_nonzero(np.isfinite(vol.hu)))
+        raise VolumeError(f"{path}: {bad} non-finite voxel value(s) (NaN or inf)")
     out = window_resample(vol.hu, shape, window)
-    if not np.all(np.isfinite(out)):
-        raise VolumeError(f"{path}: non-finite voxel values")
     return to_dtype(out, dtype)[None], vol
 
 

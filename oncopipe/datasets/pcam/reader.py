@@ -8,21 +8,17 @@ used (Kaggle withholds their labels).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopipe.imagedump import Candidate, list_dir
+from oncopipe.imagedump import Candidate
+from oncopipe.rawfiles import RawLayoutError, read_csv, walk
 from oncopipe.report import Report
 
 LABELS_FILE = "train_labels.csv"
 SUBMISSION_FILE = "sample_submission.csv"
 SUFFIX = ".tif"
 LABELS = {"0": 0, "1": 1}
-
-
-class LayoutError(ValueError):
-    """The raw folder is not the Kaggle layout; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -36,33 +32,32 @@ def read_labels(root: Path, report: Report) -> dict[str, Row]:
     """``id -> Row`` from ``train_labels.csv``; malformed and duplicate rows are rejected."""
     path = root / LABELS_FILE
     if not path.is_file():
-        raise LayoutError(f"{path}: not found; expected the Kaggle layout "
+        raise RawLayoutError(f"{path}: not found; expected the Kaggle layout "
                           f"(train/, test/, {LABELS_FILE}, {SUBMISSION_FILE})")
     rows: dict[str, Row] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["id", "label"]:
-            raise LayoutError(f"{path}: header must be 'id,label', found {header!r}")
-        for line, fields in enumerate(reader, start=2):
-            if not fields:
-                continue
-            where = f"{LABELS_FILE}:{line}"
-            if len(fields) != 2 or not fields[0].strip():
-                report.read()
-                report.reject(where, f"bad row: {fields!r} is not 'id,label'")
-                continue
-            image_id, label = fields[0].strip(), fields[1].strip()
-            if image_id in rows:
-                report.read()
-                report.reject(where, f"duplicate row: id {image_id} already on line "
-                                     f"{rows[image_id].line}")
-                continue
-            if label in LABELS:
-                rows[image_id] = Row(line, LABELS[label])
-            else:
-                rows[image_id] = Row(line, None, f"unknown label: {label!r} on line {line} "
-                                                 f"of {LABELS_FILE}")
+    table = read_csv(path)
+    header = table[0] if table else None
+    if header is None or [h.strip() for h in header] != ["id", "label"]:
+        raise RawLayoutError(f"{path}: header must be 'id,label', found {header!r}")
+    for line, fields in enumerate(table[1:], start=2):
+        if not fields:
+            continue
+        where = f"{LABELS_FILE}:{line}"
+        if len(fields) != 2 or not fields[0].strip():
+            report.read()
+            report.reject(where, f"bad row: {fields!r} is not 'id,label'")
+            continue
+        image_id, label = fields[0].strip(), fields[1].strip()
+        if image_id in rows:
+            report.read()
+            report.reject(where, f"duplicate row: id {image_id} already on line "
+                                 f"{rows[image_id].line}")
+            continue
+        if label in LABELS:
+            rows[image_id] = Row(line, LABELS[label])
+        else:
+            rows[image_id] = Row(line, None, f"unknown label: {label!r} on line {line} "
+                                             f"of {LABELS_FILE}")
     return rows
 
 
@@ -71,13 +66,15 @@ def scan_train(root: Path, report: Report) -> list[Candidate]:
     rows = read_labels(root, report)
     folder = root / "train"
     if not folder.is_dir():
-        raise LayoutError(f"{folder}: folder of training images not found")
+        raise RawLayoutError(f"{folder}: folder of training images not found")
     candidates = []
     seen = set()
-    for entry in list_dir(folder):
-        source = f"train/{entry.name}"
-        report.read()
-        if not entry.is_file() or entry.suffix.lower() != SUFFIX:
+    for entry in walk(folder, report).files:
+        source = f"train/{entry.relative_to(folder).as_posix()}"
+        if entry.parent != folder:
+            report.reject(source, "unexpected location: in a subfolder of train/")
+            continue
+        if entry.suffix.lower() != SUFFIX:
             report.reject(source, f"unexpected entry: not a {SUFFIX} file")
             continue
         image_id = entry.name[: -len(SUFFIX)]
@@ -100,14 +97,16 @@ def scan_train(root: Path, report: Report) -> list[Candidate]:
 
 def scan_test(root: Path) -> dict:
     """Count the unlabelled test images and check them against ``sample_submission.csv``."""
-    files = {p.name[: -len(SUFFIX)] for p in list_dir(root / "test")
-             if p.is_file() and p.suffix.lower() == SUFFIX}
+    tree = walk(root / "test", what="PCam test") if (root / "test").is_dir() else None
+    files = {p.name[: -len(SUFFIX)] for p in (tree.files if tree else [])
+             if p.suffix.lower() == SUFFIX}
     summary: dict = {"folder": "test", "files": len(files),
                      "reason": "unlabelled Kaggle test images, not used for training"}
+    if tree and tree.problems:
+        summary["problems"] = [f"{tree.rel(p)}: {why}" for p, why in tree.problems]
     sub = root / SUBMISSION_FILE
     if sub.is_file():
-        with open(sub, newline="", encoding="utf-8-sig") as fh:
-            listed = {r[0].strip() for r in list(csv.reader(fh))[1:] if r}
+        listed = {r[0].strip() for r in read_csv(sub)[1:] if r}
         summary["submission_rows"] = len(listed)
         summary["submission_ids_without_file"] = len(listed - files)
         summary["files_not_in_submission"] = len(files - listed)
