@@ -1,14 +1,18 @@
 """Write outputs beside their final path, then rename, so no stage leaves a half-written file.
 
 ``os.replace`` is atomic on one filesystem; the temporary name sits in the same directory
-for that reason. On any exception the temporary file or directory is removed.
+for that reason. On any exception the temporary file or directory is removed; what a killed
+process (SIGKILL runs no cleanup) left is removed by the next write of the same path, or,
+for a stage's scratch folder, when the stage starts again (:func:`scratch_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
+    _remove_stale_temps(final)
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
@@ -31,6 +36,58 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A scratch folder ``parent/.<name>.<pid>.<random>``, removed on exit however it ends.
+
+    A process killed with SIGKILL cannot remove it, so first the scratch folders of ``name``
+    left by processes that no longer run are removed (the pid in the name says whose it is;
+    a name without one, from before pids were recorded, counts as left over).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(parent, name)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.{os.getpid()}.", dir=parent) as tmp:
+        yield Path(tmp)
+
+
+def remove_stale(parent: Path, name: str) -> list[Path]:
+    """Remove the scratch folders ``.<name>.*`` in ``parent`` whose process is gone."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(?:(\d+)\.)?[^.]+$")
+    removed = []
+    for entry in sorted(parent.iterdir()):
+        match = pattern.match(entry.name)
+        if not match or not entry.is_dir() or entry.is_symlink():
+            continue
+        if match.group(1) and _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>`` beside ``final`` left by processes that were killed."""
+    prefix = f".{final.name}.tmp-"
+    with os.scandir(final.parent) as it:
+        stale = [Path(e.path) for e in it if e.name.startswith(prefix)
+                 and e.name[len(prefix):].isdigit() and not _alive(int(e.name[len(prefix):]))]
+    for path in stale:
+        _remove(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -8,13 +8,22 @@ slower than the decoders.
 
 Progress is a tqdm bar on a terminal; under ``dvc repro`` (stderr not a terminal) it is a log
 line every 15 seconds instead, so long stages still show that they are moving.
+
+Workers die with the stage: a stage killed with SIGKILL (a user's ``kill -9``, the OOM killer)
+runs no cleanup, and its pool's workers would be re-parented to PID 1 and keep decoding for
+ever. Each worker asks the Linux kernel for SIGKILL when its parent goes
+(``prctl(PR_SET_PDEATHSIG)``), and also runs a watchdog thread that exits the worker once its
+parent process id changes (the fallback where prctl is not available, e.g. macOS).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,7 +59,8 @@ def ordered_map(
                 bar.update()
             return
         window: deque[Future] = deque()
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for item in items:
                 window.append(pool.submit(fn, item))
                 if len(window) >= workers * 4:
@@ -61,6 +71,30 @@ def ordered_map(
                 bar.update()
     finally:
         bar.close()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_PERIOD_S = 0.5
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when ``parent_pid`` ends, however it ends."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc symbol: the watchdog still works
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog",
+                     daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(WATCHDOG_PERIOD_S)
+    os._exit(1)
 
 
 class _LogProgress:

@@ -1,7 +1,8 @@
 """DVC stage ``prepare_<dataset>``: raw data -> common manifest + arrays in data/prepared/.
 
-The dataset module writes into a scratch directory beside ``data/prepared/<dataset>``; each
-finished file is then renamed into place, so no reader ever sees a half-written file, and
+The dataset module writes into a scratch directory beside ``data/prepared/<dataset>``
+(``.<dataset>.<pid>.*``; those of runs that were killed are removed first); each finished
+file is then renamed into place, so no reader ever sees a half-written file, and
 files other stages keep in the same directory (LIDC's lesion table) are left alone.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from oncopipe import config, datasets, log
+from oncopipe.atomic import scratch_dir
 from oncopipe.errors import InputError, one_line_exit
 
 READS = ("raw", "task", "prepare")
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path("data/prepared") / name
     logger.info("reading %s", cfg.raw)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out.parent) as scratch:
-        tmp = Path(scratch)
+    with scratch_dir(out.parent, name) as tmp:  # also removes those of killed runs
         datasets.module(name, "prepare").prepare(cfg, tmp)
         out.mkdir(parents=True, exist_ok=True)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
