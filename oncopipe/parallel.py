@@ -85,13 +85,19 @@ def die_with_parent(parent_pid: int) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no libc symbol: the watchdog still works
             pass
+    watch_parent(parent_pid)
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Exit this process (now, or within :data:`WATCHDOG_PERIOD_S` of it happening) once its
+    parent is no longer ``parent_pid``: an orphan is re-parented to PID 1 or a subreaper."""
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog",
+    threading.Thread(target=_watch, args=(parent_pid,), name="parent-watchdog",
                      daemon=True).start()
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(WATCHDOG_PERIOD_S)
     os._exit(1)
