@@ -133,9 +133,12 @@ def _jpeg_complete(path: Path) -> bool:
     """A JPEG whose download was cut short lacks its end marker; OpenCV would decode it anyway,
     filling the missing rows with grey, so the check must happen before decoding. The marker
     is looked for in the last 4 KiB, not only at the very end, because some cameras append a
-    trailer after it; it cannot occur inside entropy-coded data (0xFF is stuffed there)."""
+    trailer after it; it cannot occur inside entropy-coded data (0xFF is stuffed there). A file
+    that is not a JPEG (a PNG under a .jpg name) is left to the decoder, which reads content."""
     try:
         with open(path, "rb") as fh:
+            if fh.read(2) not in (b"\xff\xd8", b""):  # another format under a .jpg name:
+                return True  # decoded by its content
             fh.seek(0, 2)
             size = fh.tell()
             fh.seek(max(0, size - 4096))

@@ -38,12 +38,13 @@ class RawTree:
     """The files under ``root`` (sorted by relative path) and what could not be listed."""
 
     root: Path
+    base: Path  # the raw root: what reject paths are relative to (``root`` or above it)
     files: list[Path] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
 
     def rel(self, path: Path) -> str:
-        """``path`` relative to the root, POSIX separators (the ``path`` of a reject row)."""
-        return path.relative_to(self.root).as_posix()
+        """``path`` relative to the raw root, POSIX separators (the ``path`` of a reject)."""
+        return path.relative_to(self.base).as_posix()
 
     def record(self, report: Report) -> None:
         """Count each problem as one item read and rejected."""
@@ -52,19 +53,21 @@ class RawTree:
             report.reject(self.rel(path), reason)
 
 
-def walk(root: str | Path, report: Report | None = None, what: str = "raw data") -> RawTree:
+def walk(root: str | Path, report: Report | None = None, what: str = "raw data",
+         base: str | Path | None = None) -> RawTree:
     """Every regular file under ``root``, and the entries that are not one (with the reason).
 
     Files are sorted by their path relative to ``root``, component by component (the order of
     manifests and arrays; never the filesystem's). With ``report``, each file is counted as
-    read and each problem as read and rejected. Raises :class:`RawLayoutError` when ``root``
-    is not a folder (``what`` says which folder in the message).
+    read and each problem as read and rejected, under its path relative to ``base`` (the raw
+    root, when ``root`` is a folder inside it; default ``root``). Raises
+    :class:`RawLayoutError` when ``root`` is not a folder (``what`` names it in the message).
     """
     root = Path(root)
     if not root.is_dir():
         state = "is not a folder" if root.exists() else "not found"
         raise RawLayoutError(f"{root}: {what} folder {state}")
-    tree = RawTree(root)
+    tree = RawTree(root, Path(base) if base is not None else root)
     top = root.stat()
     _walk_dir(tree, root, {(top.st_dev, top.st_ino): root})
     tree.files.sort(key=lambda p: p.relative_to(root).parts)
@@ -93,8 +96,8 @@ def _walk_dir(tree: RawTree, folder: Path, ancestors: dict[tuple[int, int], Path
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
             if key in ancestors:
-                target = ancestors[key]
-                where = tree.rel(target) if target != tree.root else "the raw root"
+                where = tree.rel(ancestors[key])
+                where = "the raw root" if where == "." else where
                 tree.problems.append((path, f"symlink loop: links back to {where}"))
                 continue
             _walk_dir(tree, path, {**ancestors, key: path})

@@ -113,7 +113,7 @@ def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> l
                           "the Kaggle download has the JPEGs in jpeg/train)")
     candidates = []
     seen = set()
-    for entry in walk(folder, report).files:
+    for entry in walk(folder, report, base=root).files:
         source = f"{image_dir}/{entry.relative_to(folder).as_posix()}"
         if entry.parent != folder:
             report.reject(source, f"unexpected location: in a subfolder of {image_dir}/")
@@ -167,7 +167,7 @@ def _duplicates_to_drop(root: Path, duplicates: str, rows: dict, report: Report)
 def scan_test(root: Path, test_dir: str) -> dict:
     """Count the unlabelled test images (``test.csv`` rows and files)."""
     folder = root / test_dir
-    tree = walk(folder, what="ISIC test") if folder.is_dir() else None
+    tree = walk(folder, what="ISIC test", base=root) if folder.is_dir() else None
     files = {p.stem for p in (tree.files if tree else []) if p.suffix.lower() in SUFFIXES}
     summary: dict = {"folder": test_dir, "files": len(files),
                      "reason": "unlabelled Kaggle test images, not used for training"}

@@ -69,7 +69,7 @@ def scan_train(root: Path, report: Report) -> list[Candidate]:
         raise RawLayoutError(f"{folder}: folder of training images not found")
     candidates = []
     seen = set()
-    for entry in walk(folder, report).files:
+    for entry in walk(folder, report, base=root).files:
         source = f"train/{entry.relative_to(folder).as_posix()}"
         if entry.parent != folder:
             report.reject(source, "unexpected location: in a subfolder of train/")
@@ -97,7 +97,7 @@ def scan_train(root: Path, report: Report) -> list[Candidate]:
 
 def scan_test(root: Path) -> dict:
     """Count the unlabelled test images and check them against ``sample_submission.csv``."""
-    tree = walk(root / "test", what="PCam test") if (root / "test").is_dir() else None
+    tree = walk(root / "test", what="PCam test", base=root) if (root / "test").is_dir() else None
     files = {p.name[: -len(SUFFIX)] for p in (tree.files if tree else [])
              if p.suffix.lower() == SUFFIX}
     summary: dict = {"folder": "test", "files": len(files),
