@@ -10,8 +10,9 @@ reject the files it is handed.
 
 :class:`RawLayoutError` is the one "the raw data is not laid out as the release is" error of
 all datasets: a missing folder, a labels CSV that is not there, not UTF-8 or lacks a column.
-Stages catch it and stop with its one-line message (exit 2); a problem with one item is a
-rejection instead. :func:`read_csv` reads the releases' CSV files strictly as UTF-8.
+It is an :class:`~oncopipe.errors.InputError`, so a stage stops with its one-line message
+(exit 2); a problem with one item is a rejection instead. :func:`read_csv` reads the
+releases' CSV files strictly as UTF-8.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oncopipe.errors import InputError
+
 if TYPE_CHECKING:
     from oncopipe.report import Report
 
 
-class RawLayoutError(ValueError):
+class RawLayoutError(InputError):
     """The raw data is not in the release's layout; the message names the path and the fix."""
 
 
