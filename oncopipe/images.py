@@ -131,7 +131,10 @@ def _imread(path: Path, flag: int) -> tuple[np.ndarray | None, list[str]]:
         sink.seek(0)
         sink.truncate()
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a daemon): nothing would be printed anyway
+            return cv2.imread(str(path), flag), []
         try:
             os.dup2(sink.fileno(), 2)
             img = cv2.imread(str(path), flag)
