@@ -12,8 +12,9 @@ line every 15 seconds instead, so long stages still show that they are moving.
 Workers die with the stage: a stage killed with SIGKILL (a user's ``kill -9``, the OOM killer)
 runs no cleanup, and its pool's workers would be re-parented to PID 1 and keep decoding for
 ever. Each worker asks the Linux kernel for SIGKILL when its parent goes
-(``prctl(PR_SET_PDEATHSIG)``), and also runs a watchdog thread that exits the worker once its
-parent process id changes (the fallback where prctl is not available, e.g. macOS).
+(``prctl(PR_SET_PDEATHSIG)``), and also runs a watchdog thread that exits the worker once the
+stage process is gone or its own parent changes (the fallback where prctl is not available,
+e.g. macOS).
 """
 
 from __future__ import annotations
@@ -78,7 +79,14 @@ WATCHDOG_PERIOD_S = 0.5
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end this process when ``parent_pid`` ends, however it ends."""
+    """Worker initializer: end this process when the stage process ``parent_pid`` ends,
+    however it ends.
+
+    ``prctl(PR_SET_PDEATHSIG)`` has the kernel send SIGKILL when the worker's parent goes;
+    under the ``forkserver`` start method (Python 3.14's default on Linux) that parent is the
+    fork server, which itself exits when the stage does. The watchdog covers systems without
+    prctl.
+    """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -89,18 +97,30 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def watch_parent(parent_pid: int) -> None:
-    """Exit this process (now, or within :data:`WATCHDOG_PERIOD_S` of it happening) once its
-    parent is no longer ``parent_pid``: an orphan is re-parented to PID 1 or a subreaper."""
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    """Exit this process, now or within :data:`WATCHDOG_PERIOD_S`, once the stage process
+    ``parent_pid`` has gone or this process's own parent has changed (an orphan is
+    re-parented to PID 1 or a subreaper)."""
+    parent = os.getppid()
+    if not _running(parent_pid):  # the stage died before prctl took effect
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent_pid,), name="parent-watchdog",
+    threading.Thread(target=_watch, args=(parent_pid, parent), name="parent-watchdog",
                      daemon=True).start()
 
 
-def _watch(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
+def _watch(parent_pid: int, parent: int) -> None:
+    while os.getppid() == parent and _running(parent_pid):
         time.sleep(WATCHDOG_PERIOD_S)
     os._exit(1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _LogProgress:

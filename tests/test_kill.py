@@ -25,20 +25,25 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 POOL_SCRIPT = """
-import os, sys, time
+import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from oncopipe import parallel
 
 def slow(x):
+    Path(sys.argv[2], f"started-{x}").touch()
     time.sleep(120)
     return x
 
 if __name__ == "__main__":
-    if sys.argv[1] == "ordered_map":  # the real path: prctl and watchdog
+    mode = sys.argv[1]
+    if mode == "ordered_map":  # the real path: prctl and watchdog
         for _ in parallel.ordered_map(slow, range(8), workers=2):
             pass
-    else:  # the fallback alone, as on a system without prctl
-        with ProcessPoolExecutor(2, initializer=parallel.watch_parent,
+    else:  # the fallback alone (as without prctl), or workers under a fork server
+        init = parallel.watch_parent if mode == "watchdog_only" else parallel.die_with_parent
+        context = multiprocessing.get_context("fork" if mode == "watchdog_only" else mode)
+        with ProcessPoolExecutor(2, mp_context=context, initializer=init,
                                  initargs=(os.getpid(),)) as pool:
             list(pool.map(slow, range(8)))
 """
@@ -57,6 +62,15 @@ def _children(pid: int) -> set[int]:
         fields = stat[stat.rindex(")") + 2:].split()  # after "(comm)": state, ppid, ...
         if fields[0] != "Z" and int(fields[1]) == pid:
             found.add(int(entry.name))
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        new = _children(todo.pop()) - found
+        found |= new
+        todo.extend(new)
     return found
 
 
@@ -100,13 +114,19 @@ def _assert_gone_within(workers: set[int], seconds: float) -> None:
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 
-@pytest.mark.parametrize("mode", ["ordered_map", "watchdog_only"])
+@pytest.mark.parametrize("mode", ["ordered_map", "watchdog_only", "forkserver"])
 def test_workers_die_with_their_killed_parent(tmp_path, mode):
     script = tmp_path / "pool.py"
     script.write_text(POOL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), mode], env=ENV)
-    workers = _kill_when_workers_run(proc, 2)
-    assert len(workers) == 2
+    proc = subprocess.Popen([sys.executable, str(script), mode, str(tmp_path)], env=ENV)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the pool's parent ended early"
+        time.sleep(0.02)
+    workers = _descendants(proc.pid)  # with a fork server: it and its workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2
     _assert_gone_within(workers, 5.0)
 
 
