@@ -37,10 +37,12 @@ _HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanc
                 "SliceThickness", "InstanceNumber", "Rows", "Columns", "SamplesPerPixel",
                 "NumberOfFrames", "RescaleSlope", "RescaleIntercept"]
 _AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-# Compressed pixel data: pylibjpeg first (the only plugin that decodes 12-bit JPEG Extended and
-# the faster one for JPEG 2000), then GDCM when installed. A fixed order, so the same file gives
-# the same HU on every machine whatever else is installed (Pillow's lossy JPEG can differ by 1).
-DECODING_PLUGINS = ("pylibjpeg", "gdcm")
+# Compressed pixel data: pylibjpeg (with its libjpeg, openjpeg and rle plugins, declared
+# dependencies) decodes every syntax GDCM or Pillow does and 12-bit JPEG Extended, which they do
+# not (docs/lidc.md); pydicom's own RLE decoder is the fallback. Only these, so the same file
+# gives the same HU, or the same reject, on every machine whatever else is installed (lossy
+# JPEG differs by 1 between libjpeg builds).
+DECODING_PLUGINS = ("pylibjpeg", "pydicom")
 # IPP x/y may drift by float rounding only; a tilted gantry moves them by ~step * tan(tilt)
 _XY_TOL_PX = 0.05
 
@@ -181,7 +183,8 @@ def _read_header(path: Path) -> tuple[Path, pydicom.Dataset | None, str]:
 
 def header_problem(ds: pydicom.Dataset) -> str:
     """Why a CT header cannot place its slice ('' when it can): every value the geometry and
-    the HU conversion use must be present, numeric and finite, and the pixel data decodable.
+    the HU conversion use must be present, numeric and finite, and the pixel data decodable
+    (:func:`pixel_problem`).
     """
     for tag in ("SeriesInstanceUID", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
         if tag not in ds or ds[tag].value in (None, ""):
@@ -198,33 +201,49 @@ def header_problem(ds: pydicom.Dataset) -> str:
     for tag in ("Rows", "Columns"):
         if not isinstance(ds[tag].value, int) or ds[tag].value < 1:
             return f"{tag} {_shown(ds[tag].value)} is not a positive integer"
-    for tag in ("InstanceNumber", "SliceThickness", "RescaleSlope", "RescaleIntercept"):
+    for tag in ("InstanceNumber", "SliceThickness"):
         if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
             return f"{tag} {_shown(ds[tag].value)} is not a finite number"
     if ds.get("InstanceNumber") not in (None, "") and not float(ds.InstanceNumber).is_integer():
         return f"InstanceNumber {_shown(ds.InstanceNumber)} is not an integer"
+    return pixel_problem(ds)
+
+
+def pixel_problem(ds: pydicom.Dataset) -> str:
+    """Why the file's pixels cannot become one HU slice ('' when they can)."""
+    for tag in ("RescaleSlope", "RescaleIntercept"):
+        if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
+            return f"{tag} {_shown(ds[tag].value)} is not a finite number"
     if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):
         return "RescaleSlope and RescaleIntercept must come together"
     if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
         return "RescaleSlope is 0"
-    if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
-        return (f"not a single-frame greyscale slice (SamplesPerPixel "
-                f"{ds.get('SamplesPerPixel')}, NumberOfFrames {ds.get('NumberOfFrames')})")
+    try:
+        samples, frames = int(ds.get("SamplesPerPixel") or 1), int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return f"NumberOfFrames {_shown(ds.get('NumberOfFrames'))} is not an integer"
+    if samples != 1 or frames != 1:
+        return (f"not a single-frame greyscale slice (SamplesPerPixel {samples}, "
+                f"NumberOfFrames {frames})")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return f"PhotometricInterpretation {photometric} is not greyscale"
     return _decoder_problem(ds)
 
 
 def _decoder_problem(ds: pydicom.Dataset) -> str:
     """'' when a pixel-data decoder for the file's transfer syntax is installed."""
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is None:
-        return ""  # no meta header: pydicom reads it as implicit little endian
+    if not tsyntax:
+        return "no TransferSyntaxUID in the file meta header"
+    tsyntax = UID(str(tsyntax))
     try:
-        decoder = get_decoder(UID(tsyntax))
-    except NotImplementedError:
+        decoder = get_decoder(tsyntax)
+    except (NotImplementedError, ValueError):
         return f"transfer syntax {_syntax(tsyntax)} has no pixel-data decoder"
-    if not decoder.is_available:
+    if tsyntax.is_compressed and not set(decoder.available_plugins) & set(DECODING_PLUGINS):
         return (f"transfer syntax {_syntax(tsyntax)}: no decoder installed "
-                f"({', '.join(decoder.missing_dependencies)})")
+                "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle)")
     return ""
 
 
@@ -327,13 +346,14 @@ def read_slice_hu(path: Path) -> np.ndarray:
 
     Compressed pixel data is decoded by the first of :data:`DECODING_PLUGINS` that can. A file
     that cannot be read, decoded or is not one greyscale frame raises :class:`SeriesError`
-    naming the file (and, for a decoding failure, its transfer syntax).
+    naming the file (and, for a decoding failure, its transfer syntax). Geometry is the header
+    pass's business (:func:`header_problem`), not checked again here.
     """
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise SeriesError(f"{path}: unreadable DICOM: {exc}") from None
-    problem = header_problem(ds) or ("" if "PixelData" in ds else "no PixelData")
+    problem = ("" if "PixelData" in ds else "no PixelData") or pixel_problem(ds)
     if problem:
         raise SeriesError(f"{path}: {problem}")
     raw = _decode(path, ds)
@@ -358,7 +378,7 @@ def read_slice_hu(path: Path) -> np.ndarray:
 
 def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     """Stored pixel values; a file that no installed plugin decodes raises SeriesError."""
-    tsyntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+    tsyntax = UID(str(ds.file_meta.TransferSyntaxUID))  # present: checked by pixel_problem
     plugins = DECODING_PLUGINS if tsyntax.is_compressed else ("",)
     errors = []
     for plugin in plugins:
