@@ -260,7 +260,10 @@ def _numbers(value: object) -> list[float] | None:
 
 def _shown(value: object) -> str:
     """A header value for a message, cut short: these are geometry tags, never identifiers."""
-    text = repr(list(value) if isinstance(value, pydicom.multival.MultiValue) else value)
+    if isinstance(value, pydicom.multival.MultiValue):
+        text = "[" + ", ".join(str(v) for v in value) + "]"
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
