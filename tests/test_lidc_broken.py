@@ -72,7 +72,7 @@ def _run(raw: Path, work: Path, cohort: CohortParams | None = None) -> Run:
     pq.write_table(table.to_arrow(), work / "lesions.parquet")
     cfg = DatasetConfig(name="lidc", seed=0, raw=raw, task="nodule_type", profile="demo",
                         demo=SMALL, prepare=params, shard=ShardParams(), train=TrainParams(),
-                        evaluate=EvaluateParams(), section={})
+                        evaluate=EvaluateParams())
     out = work / "prepared"
     out.mkdir()
     lidc.prepare(cfg, out)
