@@ -17,6 +17,7 @@ coverage and speed), applying each file's Modality LUT or slope and intercept, a
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -236,7 +237,12 @@ def _decoder_problem(ds: pydicom.Dataset) -> str:
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if not tsyntax:
         return "no TransferSyntaxUID in the file meta header"
-    tsyntax = UID(str(tsyntax))
+    return _syntax_problem(str(tsyntax))
+
+
+@functools.cache
+def _syntax_problem(uid: str) -> str:
+    tsyntax = UID(uid)
     try:
         decoder = get_decoder(tsyntax)
     except (NotImplementedError, ValueError):
