@@ -4,6 +4,11 @@ A stage creates one :class:`Report`, calls :meth:`Report.read` / :meth:`Report.k
 :meth:`Report.reject` as it goes, and :meth:`Report.write` at the end, which writes
 ``rejects.parquet`` (``path``, ``reason``, ``stage``) and ``report.json`` (counts, by reason)
 atomically and logs a one-line summary. Nothing is dropped without a row.
+
+``read``, ``kept`` and ``rejected`` count raw items, so ``kept + rejected == read``. A part of a
+kept item that is set aside (one reader's mark in an annotation file that is used) goes
+through :meth:`Report.reject_part`: a row in ``rejects.parquet`` like any other, counted
+apart as ``parts_rejected``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Report:
         self.n_read = 0
         self.n_kept = 0
         self.rejects: list[tuple[str, str]] = []
+        self.part_rejects: list[tuple[str, str]] = []
         self.written: list[str] = []
         self.extra: dict = {}
 
@@ -47,17 +53,28 @@ class Report:
             raise AssertionError(f"{self.stage}: read {self.n_read} items but kept "
                                  f"{self.n_kept} and rejected {len(self.rejects)}")
 
+    def reject_part(self, path: str | Path, reason: str) -> None:
+        """Record a part of a kept item as set aside (not a raw item: not in read/kept)."""
+        log.warning("set aside %s: %s", path, reason)
+        self.part_rejects.append((str(path), reason))
+
     def wrote(self, path: str | Path) -> None:
         self.written.append(str(path))
 
     def summary(self) -> dict:
         by_reason = Counter(reason.split(":")[0] for _, reason in self.rejects)
+        parts = {}
+        if self.part_rejects:
+            by_part = Counter(reason.split(":")[0] for _, reason in self.part_rejects)
+            parts = {"parts_rejected": len(self.part_rejects),
+                     "parts_rejected_by_reason": dict(sorted(by_part.items()))}
         return {
             "stage": self.stage,
             "read": self.n_read,
             "kept": self.n_kept,
             "rejected": len(self.rejects),
             "rejected_by_reason": dict(sorted(by_reason.items())),
+            **parts,
             "written": sorted(self.written),
             **self.extra,
         }
@@ -65,11 +82,12 @@ class Report:
     def write(self, out_dir: str | Path, prefix: str = "") -> dict:
         """Write ``<prefix>rejects.parquet`` and ``<prefix>report.json`` into ``out_dir``."""
         out_dir = Path(out_dir)
+        rows = self.rejects + self.part_rejects
         rejects = pl.DataFrame(
             {
-                "path": [p for p, _ in self.rejects],
-                "reason": [r for _, r in self.rejects],
-                "stage": [self.stage] * len(self.rejects),
+                "path": [p for p, _ in rows],
+                "reason": [r for _, r in rows],
+                "stage": [self.stage] * len(rows),
             },
             schema={"path": pl.String, "reason": pl.String, "stage": pl.String},
         ).sort(["path", "reason"])

@@ -62,22 +62,25 @@ def test_lesion_table_columns_and_ids(table):
     assert (df["params_hash"] == "hash").all()
 
 
-def test_every_raw_file_is_used_or_rejected(raw, table):
+def test_every_raw_file_is_used_or_rejected_once(raw, table):
     df, report = table
     files = walk(raw).files
     assert report.n_read == len(files)
-    rejected = {p for p, _ in report.rejects}
+    assert report.n_kept + len(report.rejects) == report.n_read
+    rejected = [p for p, _ in report.rejects]
+    assert len(set(rejected)) == len(rejected)  # one row per file, a series-level one too
+    rels = {p.relative_to(raw).as_posix() for p in files}
+    assert set(rejected) <= rels
+    kept = rels - set(rejected)
     series, _ = read_headers([p for p in files if p.suffix == ".dcm"])
-    used = {s.path for h in series for s in h.slices}
-    xml_sources = set(df["source"])
-    for p in files:
-        rel = p.relative_to(raw).as_posix()
-        assert p in used or rel in rejected or rel in xml_sources or any(
-            rel.startswith(r + "/") for r in rejected), rel
-    assert report.n_kept == len(used)
+    used = {s.path.relative_to(raw).as_posix() for h in series for s in h.slices
+            if s.path.parent.relative_to(raw).as_posix() in set(df["series_dir"])}
+    assert kept == used | set(df["source"])  # the slices and the XML of each kept series
+    parts = {p.split("#")[0] for p, _ in report.part_rejects}
+    assert parts <= set(df["source"])  # marks set aside inside used XMLs only
 
 
-def test_series_without_any_placed_mark_is_recorded_once(raw, table, tmp_path):
+def test_series_without_any_placed_mark_is_recorded_file_by_file(raw, table, tmp_path):
     df, report = table
     copy = tmp_path / "raw"
     shutil.copytree(raw, copy)
@@ -89,10 +92,16 @@ def test_series_without_any_placed_mark_is_recorded_once(raw, table, tmp_path):
     df2, report2 = lesions.build(copy, PrepareParams(), "hash")
     assert row["series_uid"] not in set(df2["series_uid"])
     assert len(df2) == len(df) - len(df.filter(df["series_uid"] == row["series_uid"]))
-    reasons = [r for p, r in report2.rejects if p == row["series_dir"]]
-    assert reasons == [f"no lesions: {row['source']} places no mark on this series"]
-    n_slices = len(list((raw / row["series_dir"]).glob("*.dcm")))  # patient 1: no duplicate z
-    assert report2.n_kept == report.n_kept - n_slices
+    slices = sorted(f"{row['series_dir']}/{p.name}"
+                    for p in (raw / row["series_dir"]).glob("*.dcm"))  # no duplicate z
+    rows = sorted((p, r) for p, r in report2.rejects
+                  if p.startswith(row["series_dir"] + "/") and p.endswith(".dcm"))
+    why = f"no lesions: {row['source']} places no mark on this series"
+    assert rows == [(p, why) for p in slices]
+    assert (row["source"], f"no lesions: places no mark on its series {row['series_dir']}") in (
+        report2.rejects)
+    assert report2.n_kept == report.n_kept - len(slices) - 1  # its slices and its XML
+    assert report2.n_kept + len(report2.rejects) == report2.n_read
     assert report2.summary()["series_in_cohort"] == report.summary()["series_in_cohort"] - 1
 
 
@@ -182,7 +191,7 @@ def test_luna16_cohort_expressible_and_counted(raw, table):
     assert len(nodules) > 0 and nodules["n_readers"].min() >= 3
     assert report.summary()["series_in_cohort"] == report.summary()["series_found"] - 3
     assert report.summary()["lesions"] == len(luna) < len(df)
-    assert any("reader(s) < 3" in r for _, r in report.rejects)
+    assert any("reader(s) < 3" in r for _, r in report.part_rejects)
     assert len(out) > 3
 
 

