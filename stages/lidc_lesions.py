@@ -1,7 +1,9 @@
 """DVC stage ``lidc_lesions``: raw LIDC-IDRI -> data/prepared/lidc/lesions.parquet.
 
-Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_rejects.parquet``
-and ``lesions_report.json`` accounting for every raw file. See oncopipe/datasets/lidc/lesions.py.
+Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_slices.parquet``
+(the slices of those series and where their pixels are, so ``prepare_lidc`` reads no header
+again), ``lesions_rejects.parquet`` and ``lesions_report.json`` accounting for every raw
+file. See oncopipe/datasets/lidc/lesions.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pyarrow.parquet as pq
 
 from oncopipe import config, log
 from oncopipe.atomic import atomic_path
-from oncopipe.datasets.lidc import lesions
+from oncopipe.datasets.lidc import lesions, slice_table
 from oncopipe.errors import InputError, one_line_exit
 
 READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
@@ -28,11 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config.load("lidc", reads=READS)
     if not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
-    table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
+    table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash)
     out = Path(cfg.prepare.lesion_table)
-    with atomic_path(out) as tmp:
-        pq.write_table(table.to_arrow(), tmp, compression="zstd")
-    report.wrote(out.name)
+    for frame, path in ((table, out), (slices, slice_table.path_for(out))):
+        with atomic_path(path) as tmp:
+            pq.write_table(frame.to_arrow(), tmp, compression="zstd")
+        report.wrote(path.name)
     report.write(out.parent, prefix="lesions_")
     logger.info("wrote %d lesions to %s", len(table), out)
 

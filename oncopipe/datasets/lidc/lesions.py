@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from oncopipe.datasets.lidc import reader_xml as xml
+from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.clustering import (
     PlacedNodule,
     PlacedRoi,
@@ -48,6 +49,13 @@ class _Point:
 
 def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
     """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
+    table, _, report = build_tables(raw, params, params_hash)
+    return table, report
+
+
+def build_tables(raw: Path, params: PrepareParams, params_hash: str
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
+    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""
     report = Report("lidc_lesions")
     files = list_files(raw)
     report.read(len(files))
@@ -66,6 +74,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
     rows: list[dict] = []
     cohort = params.cohort
     n_kept_series = 0
+    kept: list[SeriesHeader] = []
     for header in series:
         folder = header.folder.relative_to(raw).as_posix()
         reason = _series_outside(header, cohort)
@@ -92,6 +101,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
             report.reject(folder, f"no lesions: {source} places no mark on this series")
             continue
         n_kept_series += 1
+        kept.append(header)
         report.keep(len(header.slices))
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
@@ -106,7 +116,9 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
                         lesions=len(table), lesions_by_kind=by_kind)
     log.info("cohort: %d of %d CT series; %d lesions %s", n_kept_series, len(series),
              len(table), by_kind)
-    return table, report
+    used = set(table["series_uid"].to_list())
+    slices = slice_table.to_frame([h for h in kept if h.series_uid in used], raw)
+    return table, slices, report
 
 
 def _patient_id(header: SeriesHeader) -> str:

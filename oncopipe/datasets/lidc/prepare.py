@@ -20,15 +20,11 @@ import polars as pl
 from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.datasets.lidc import crops
+from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams
-from oncopipe.datasets.lidc.series import (
-    SeriesError,
-    SeriesHeader,
-    list_files,
-    read_headers,
-    read_volume,
-)
+from oncopipe.datasets.lidc.pixels import read_series
+from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, list_files, read_headers
+from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
 from oncopipe.report import Report
@@ -51,9 +47,7 @@ def label_of(task: str, kind: str, malignancy: float | None) -> tuple[int | None
 
 @dataclass(frozen=True)
 class _Job:
-    raw: Path
-    series_dir: str
-    series_uid: str
+    header: SeriesHeader  # from the slice table: no header is parsed again
     lesions: list[dict]
     crop: CropParams
 
@@ -67,20 +61,22 @@ class _Result:
 
 
 def _crop_series(job: _Job) -> _Result:
-    """Read one series and crop all its lesions (module-level: runs in worker processes)."""
+    """Read one series and crop all its lesions (module-level: runs in worker processes).
+
+    The series stays as stored (int16) in memory; only each crop's region becomes HU.
+    """
+    header = job.header
     try:
-        header = load_series(job.raw / job.series_dir, job.series_uid)
-        volume = read_volume(header)
+        volume = read_series(header)
     except (SeriesError, OSError, ValueError) as exc:
         return _Result(job, f"series unreadable: {exc}", [], [])
     p = job.crop
-    image = crops.volume_image(volume, header)
     out_2d, out_3d = [], []
     for lesion in job.lesions:
         for k in central(lesion["slices"], p.max_slices):
-            hu = crops.crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
+            hu = crops.crop_2d(volume.hu(k), header, lesion["x_mm"], lesion["y_mm"], p)
             out_2d.append((lesion, k, crops.window(hu, p.hu_window)[None]))
-        hu = crops.crop_3d(image, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
+        hu = crops.crop_3d(volume, header, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
         out_3d.append((lesion, crops.window(hu, p.hu_window)[None]))
     return _Result(job, "", out_2d, out_3d)
 
@@ -119,6 +115,11 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
         raise SystemExit(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
                          "params lidc.prepare.lesion_table)")
     table = pl.read_parquet(table_path).sort("lesion_id")
+    slices_path = slice_table.path_for(table_path)
+    if not slices_path.is_file():
+        raise InputError(f"{slices_path}: slice table not found (written by the lidc_lesions "
+                         "stage beside the lesion table; rerun it)")
+    headers = slice_table.read(slices_path, cfg.raw)
     report = Report("prepare_lidc")
     report.read(len(table))
     names = CLASS_NAMES[cfg.task]
@@ -130,7 +131,11 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
             continue
         by_series.setdefault((row["series_dir"], row["series_uid"]), []).append(
             {**row, "label": label})
-    jobs = [_Job(cfg.raw, d, uid, rows, p.crops) for (d, uid), rows in sorted(by_series.items())]
+    missing = sorted(set(by_series) - set(headers))
+    if missing:
+        raise InputError(f"{slices_path}: no slices for series {missing[0][0]} of the lesion "
+                         "table (tables from different runs?); rerun the lidc_lesions stage")
+    jobs = [_Job(headers[key], rows, p.crops) for key, rows in sorted(by_series.items())]
     log.info("%d lesions in %d series for task %s", sum(len(j.lesions) for j in jobs),
              len(jobs), cfg.task)
     s2, s3 = p.crops.size_2d, p.crops.size_3d
@@ -204,12 +209,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     if point is None:
         raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
     header = load_series(Path(path))
-    volume = read_volume(header)
+    volume = read_series(header)
     p = cfg.prepare.crops
     x, y, z = (float(v) for v in point)
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(volume[k], header, x, y, p)
+        hu = crops.crop_2d(volume.hu(k), header, x, y, p)
     else:
-        hu = crops.crop_3d(crops.volume_image(volume, header), (x, y, z), p)
+        hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]
