@@ -62,6 +62,10 @@ def test_raw_reads_give_the_pydicom_hu_bit_for_bit(series_512, case):
     assert _same(volume.hu(3), reference[3])
     ks = np.array([4, 0, 2])
     assert _same(volume.hu(ks, slice(100, 300), slice(7, 500)), reference[ks, 100:300, 7:500])
+    part = read_series(header, [4, 1], reuse=read_series(header, [1, 2]))  # 1 reused, 4 read
+    assert _same(part.hu(np.array([1, 4]), slice(9, 99)), reference[[1, 4], 9:99])
+    with pytest.raises(IndexError, match="not read"):
+        part.hu(2)
     if CASES[case].get("pad", 63536) is not None:
         assert (reference == -1000).mean() > 0.3  # the padding mask was exercised
 

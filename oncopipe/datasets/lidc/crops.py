@@ -89,15 +89,19 @@ class ZGrid:
                 + volume.hu(upper, ys, xs) * frac[:, None, None])
 
 
-def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, ...],
-                 half_mm: float) -> sitk.Image | None:
-    """HU within ``half_mm`` of ``centre_mm`` (plus a margin for interpolation), or None.
+@dataclass(frozen=True)
+class _Region:
+    grid: ZGrid
+    whole: sitk.Image  # 1 voxel: the whole grid's geometry (index <-> mm)
+    start: np.ndarray  # (x, y, z) grid index, inclusive
+    stop: np.ndarray  # exclusive
 
-    A part of the series on its regular z grid (:class:`ZGrid`), with the origin and spacing
-    SimpleITK gives that part of the whole-grid image (``RegionOfInterest``'s geometry).
-    """
+
+def _region(header: SeriesHeader, centre_mm: tuple[float, ...], half_mm: float
+            ) -> _Region | None:
+    """The grid box within ``half_mm`` of ``centre_mm`` plus an interpolation margin, or None."""
     grid = ZGrid.of(header)
-    whole = sitk.Image([1, 1, 1], sitk.sitkFloat32)  # geometry only: index <-> mm
+    whole = sitk.Image([1, 1, 1], sitk.sitkFloat32)
     whole.SetSpacing((*header.spacing_xy, grid.step))
     whole.SetOrigin((*header.origin_xy, grid.z0))
     size = np.array([header.shape_yx[1], header.shape_yx[0], grid.n])
@@ -109,10 +113,40 @@ def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[fl
     stop = np.clip(np.ceil(hi).astype(int) + 2, 0, size)
     if np.any(stop - start < 1):
         return None
-    (x0, y0, z0), (x1, y1, z1) = start, stop
-    image = sitk.GetImageFromArray(grid.hu(volume, slice(z0, z1), slice(y0, y1), slice(x0, x1)))
-    image.SetSpacing(whole.GetSpacing())
-    image.SetOrigin(whole.TransformIndexToPhysicalPoint(start.tolist()))
+    return _Region(grid, whole, start, stop)
+
+
+def _half_3d(p: CropParams) -> float:
+    return p.fov_3d_mm / 2 + 2 * (p.fov_3d_mm / p.size_3d)
+
+
+def slices_3d(header: SeriesHeader, centre_mm: tuple[float, float, float],
+              p: CropParams) -> np.ndarray:
+    """The slice numbers :func:`crop_3d` reads for a crop centred on ``centre_mm``."""
+    region = _region(header, centre_mm, _half_3d(p))
+    if region is None:
+        return np.zeros(0, np.int64)
+    rows = np.arange(region.start[2], region.stop[2])
+    if region.grid.upper is None:
+        return rows
+    return np.union1d(region.grid.upper[rows] - 1, region.grid.upper[rows])
+
+
+def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, ...],
+                 half_mm: float) -> sitk.Image | None:
+    """HU within ``half_mm`` of ``centre_mm`` (plus a margin for interpolation), or None.
+
+    A part of the series on its regular z grid (:class:`ZGrid`), with the origin and spacing
+    SimpleITK gives that part of the whole-grid image (``RegionOfInterest``'s geometry).
+    """
+    region = _region(header, centre_mm, half_mm)
+    if region is None:
+        return None
+    (x0, y0, z0), (x1, y1, z1) = region.start, region.stop
+    hu = region.grid.hu(volume, slice(z0, z1), slice(y0, y1), slice(x0, x1))
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(region.whole.GetSpacing())
+    image.SetOrigin(region.whole.TransformIndexToPhysicalPoint(region.start.tolist()))
     return image
 
 
@@ -120,7 +154,7 @@ def crop_3d(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, 
             p: CropParams) -> np.ndarray:
     """(size_3d,) * 3 HU, axes (z, y, x), centred on ``centre_mm``."""
     spacing = p.fov_3d_mm / p.size_3d
-    region = region_image(volume, header, centre_mm, p.fov_3d_mm / 2 + 2 * spacing)
+    region = region_image(volume, header, centre_mm, _half_3d(p))
     if region is None:  # entirely outside the scan
         return np.full((p.size_3d,) * 3, AIR_HU, np.float32)
     variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in region.GetSpacing()]

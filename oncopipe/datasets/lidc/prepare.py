@@ -63,22 +63,31 @@ class _Result:
 def _crop_series(job: _Job) -> _Result:
     """Read one series and crop all its lesions (module-level: runs in worker processes).
 
-    The series stays as stored (int16) in memory; only each crop's region becomes HU.
+    Lesions are visited in z order and only the slices each one's crops need are read (kept
+    as stored, int16; slices shared with the previous lesion are reused), so memory per
+    worker is a few dozen slices whatever the series length. Only each crop's region becomes
+    HU. Results keep the table's order.
     """
-    header = job.header
+    header, p = job.header, job.crop
+    crops_2d: dict[int, list[tuple[dict, int, np.ndarray]]] = {}
+    crops_3d: dict[int, tuple[dict, np.ndarray]] = {}
+    volume = None
     try:
-        volume = read_series(header)
+        for i in sorted(range(len(job.lesions)), key=lambda i: job.lesions[i]["z_mm"]):
+            lesion = job.lesions[i]
+            centre = (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"])
+            ks = central(lesion["slices"], p.max_slices)
+            volume = read_series(header, np.union1d(ks, crops.slices_3d(header, centre, p)),
+                                 reuse=volume)
+            crops_2d[i] = [(lesion, k, crops.window(crops.crop_2d(
+                volume.hu(k), header, lesion["x_mm"], lesion["y_mm"], p), p.hu_window)[None])
+                for k in ks]
+            crops_3d[i] = (lesion, crops.window(crops.crop_3d(volume, header, centre, p),
+                                                p.hu_window)[None])
     except (SeriesError, OSError, ValueError) as exc:
         return _Result(job, f"series unreadable: {exc}", [], [])
-    p = job.crop
-    out_2d, out_3d = [], []
-    for lesion in job.lesions:
-        for k in central(lesion["slices"], p.max_slices):
-            hu = crops.crop_2d(volume.hu(k), header, lesion["x_mm"], lesion["y_mm"], p)
-            out_2d.append((lesion, k, crops.window(hu, p.hu_window)[None]))
-        hu = crops.crop_3d(volume, header, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
-        out_3d.append((lesion, crops.window(hu, p.hu_window)[None]))
-    return _Result(job, "", out_2d, out_3d)
+    order = range(len(job.lesions))
+    return _Result(job, "", [c for i in order for c in crops_2d[i]], [crops_3d[i] for i in order])
 
 
 def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
@@ -209,12 +218,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     if point is None:
         raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
     header = load_series(Path(path))
-    volume = read_series(header)
     p = cfg.prepare.crops
     x, y, z = (float(v) for v in point)
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(volume.hu(k), header, x, y, p)
+        hu = crops.crop_2d(read_series(header, [k]).hu(k), header, x, y, p)
     else:
+        volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
         hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]
