@@ -100,10 +100,11 @@ def _floor(header: SeriesHeader) -> list[np.ndarray]:
     return out
 
 
-def _sitk(header: SeriesHeader) -> np.ndarray:
+def _sitk(header: SeriesHeader) -> sitk.Image:
+    """The image (HU, int32 here) without the array copy; a view would outlive the image."""
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in header.slices])
-    return sitk.GetArrayViewFromImage(reader.Execute())
+    return reader.Execute()
 
 
 def _pydicom(header: SeriesHeader) -> np.ndarray:
@@ -176,7 +177,8 @@ def load_rows(header: SeriesHeader, repeats: int, extra: dict) -> list[dict]:
     checks = {"oncopipe": "int16 as stored, HU per crop region",
               "oncopipe + HU of the whole volume": "reference",
               "floor (bytes + np.frombuffer)": _diff(np.stack(_floor(header)) - 1024, hu, pad),
-              "SimpleITK ImageSeriesReader": _diff(_sitk(header), hu, pad),
+              "SimpleITK ImageSeriesReader": _diff(sitk.GetArrayFromImage(_sitk(header)), hu,
+                                                 pad),
               "pydicom dcmread + pixel_array": _diff(_pydicom(header) - 1024, hu, pad),
               "before (headers again + pydicom HU)": _diff(_before_load(header), hu, pad)}
     if monai is not None:
