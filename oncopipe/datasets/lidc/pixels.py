@@ -75,10 +75,18 @@ class StoredVolume:
             per_slice = [a[:, None, None] for a in per_slice]
         slope, intercept, lo, hi = per_slice
         hu = raw.astype(np.float32)
-        hu *= slope
-        hu += intercept
-        if np.any(lo <= hi):
-            hu[(raw >= lo) & (raw <= hi)] = AIR_HU
+        # Skipping x * 1 and x + 0 changes no bit (no -0.0 can arise without a negative slope).
+        if np.any(slope != 1):
+            hu *= slope
+        if np.any(intercept != 0) or np.any(slope < 0):
+            hu += intercept
+        if np.all(lo == hi):
+            mask = raw == lo
+        elif np.any(lo <= hi):
+            mask = (raw >= lo) & (raw <= hi)
+        else:
+            return hu
+        np.copyto(hu, AIR_HU, where=mask)
         return hu
 
 
