@@ -4,11 +4,10 @@ Augmenting a batch at once (one ``affine_grid`` + ``grid_sample`` for rotation, 
 ``torch.where`` for flips) costs a few kernel launches instead of a Python call per sample, and
 runs on the GPU when there is one. Quarter turns alone (``rotate90`` without ``rotate_deg``,
 ``shift`` or ``zoom``, on square planes) are exact pixel permutations, so they are done with
-``torch.rot90`` per group of equal turns: 2.3x faster than resampling for 2D batches (1.2x
-for volumes, where the strided copy dominates) and free of its rounding (the resampled grid
-lands within 1e-6 pixel of the same pixels). Randomness comes from a ``torch.Generator`` the
-trainer seeds from (seed, epoch, rank), so a run is reproducible whatever the number of
-DataLoader workers.
+``torch.rot90`` per group of equal turns: faster than resampling (docs/benchmarks.md) and free
+of its rounding (the resampled grid lands up to 1e-5 away from the exact values).
+Randomness comes from a ``torch.Generator`` the trainer seeds from (seed, epoch, rank), so a
+run is reproducible whatever the number of DataLoader workers.
 
 Volumes (N, C, D, H, W) get the same in-plane transform on every slice (rotation about the
 depth axis, as in the MosMed reference), flips in-plane.

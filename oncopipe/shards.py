@@ -253,8 +253,9 @@ def _gather(part: pl.DataFrame, base_dir: Path, shape: tuple[int, ...], dtype: n
     """Yield (first row, samples) blocks of ``part`` read from its memory-mapped arrays.
 
     One fancy-indexed read per array file and block, one HDF5 write per block: a shard of up
-    to 256 MB is one gather and one write (3x faster than a write per sample, same bytes); a
-    larger shard (ISIC at 500 px) is written in 256 MB blocks so memory stays bounded.
+    to 256 MB is one gather and one write (4x faster than a write per sample, same bytes:
+    docs/benchmarks.md); a larger shard (ISIC at 500 px) is written in 256 MB blocks so
+    memory stays bounded.
     """
     files = np.array(part["array_file"].to_list(), dtype=object)
     rows = part["array_index"].to_numpy()
