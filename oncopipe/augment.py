@@ -4,10 +4,10 @@ Augmenting a batch at once (one ``affine_grid`` + ``grid_sample`` for rotation, 
 ``torch.where`` for flips) costs a few kernel launches instead of a Python call per sample, and
 runs on the GPU when there is one. Quarter turns alone (``rotate90`` without ``rotate_deg``,
 ``shift`` or ``zoom``, on square planes) are exact pixel permutations, so they are done with
-``torch.rot90`` per group of equal turns: faster than resampling (docs/benchmarks.md) and free
-of its rounding (the resampled grid lands up to 1e-5 away from the exact values).
-Randomness comes from a ``torch.Generator`` the trainer seeds from (seed, epoch, rank), so a
-run is reproducible whatever the number of DataLoader workers.
+flips and ``torch.rot90`` per combination of flips and turns: faster than resampling
+(docs/benchmarks.md) and free of its rounding (the resampled grid lands up to 1e-5 away from
+the exact values). Randomness comes from a ``torch.Generator`` the trainer seeds from (seed,
+epoch, rank), so a run is reproducible whatever the number of DataLoader workers.
 
 Volumes (N, C, D, H, W) get the same in-plane transform on every slice (rotation about the
 depth axis, as in the MosMed reference), flips in-plane.
@@ -51,13 +51,14 @@ def augment_batch(x: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> to
         angle = angle + quarter.float() * (math.pi / 2)
     scale = _uniform(n, 1.0 - p.zoom, 1.0 + p.zoom, gen)
     shift = _uniform(2 * n, -p.shift, p.shift, gen).view(n, 2) * 2.0  # grid units span 2
+    if p.rotate90 and not (p.rotate_deg or p.shift or p.zoom) and x.shape[-1] == x.shape[-2]:
+        planes = _dihedral(planes, h_flip & p.hflip, v_flip & p.vflip, quarter)
+        return planes.reshape(x.shape) if volume else planes
     if p.hflip:
         planes = torch.where(h_flip.to(x.device).view(n, 1, 1, 1), planes.flip(-1), planes)
     if p.vflip:
         planes = torch.where(v_flip.to(x.device).view(n, 1, 1, 1), planes.flip(-2), planes)
-    if p.rotate90 and not (p.rotate_deg or p.shift or p.zoom) and x.shape[-1] == x.shape[-2]:
-        planes = _quarter_turns(planes, quarter)
-    elif p.rotate_deg or p.rotate90 or p.shift or p.zoom:
+    if p.rotate_deg or p.rotate90 or p.shift or p.zoom:
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack(
             [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)],
@@ -69,15 +70,22 @@ def augment_batch(x: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> to
     return planes.reshape(x.shape) if volume else planes
 
 
-def _quarter_turns(planes: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:
-    """Rotate sample i of ``planes`` by ``quarter[i]`` x 90 degrees, as the affine grid would.
+def _dihedral(planes: torch.Tensor, h_flip: torch.Tensor, v_flip: torch.Tensor,
+              quarter: torch.Tensor) -> torch.Tensor:
+    """Flip sample i (``h_flip``, then ``v_flip``) and turn it ``quarter[i]`` x 90 degrees.
 
-    The grid's rotation by k quarter turns (output pixel -> input pixel) is ``torch.rot90``
-    with the same k over (H, W).
+    Exactly what the flips + affine grid do: the grid's rotation by k quarter turns (output
+    pixel -> input pixel) is ``torch.rot90`` with the same k over (H, W). One gather and one
+    scatter per combination present, instead of a full-batch copy per flip.
     """
-    out = planes.clone()
-    for k in (1, 2, 3):
-        chosen = (quarter == k).nonzero().flatten().to(planes.device)
-        if len(chosen):
-            out[chosen] = torch.rot90(planes[chosen], k, dims=(-2, -1))
+    out = torch.empty_like(planes)
+    code = h_flip.long() * 8 + v_flip.long() * 4 + quarter
+    for c in code.unique().tolist():
+        chosen = (code == c).nonzero().flatten().to(planes.device)
+        part = planes[chosen]
+        if c & 8:
+            part = part.flip(-1)
+        if c & 4:
+            part = part.flip(-2)
+        out[chosen] = torch.rot90(part, c & 3, dims=(-2, -1)) if c & 3 else part
     return out
