@@ -19,6 +19,7 @@ from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StaleSliceError, read_series
 from oncopipe.datasets.lidc.series import read_headers, read_volume
+from oncopipe.errors import InputError
 
 ZS = [-40.0, -37.5, -35.0, -30.0, -27.5, -25.0]  # one slice missing: an uneven z grid
 CASES = {
@@ -108,8 +109,7 @@ def _cfg(root: Path, **crop) -> DatasetConfig:
                             crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task="nodule_type",
                          profile="demo", demo=SMALL, prepare=prepare, shard=ShardParams(),
-                         train=TrainParams(), evaluate=EvaluateParams(),
-                         section={"task": "nodule_type", **crop})
+                         train=TrainParams(), evaluate=EvaluateParams())
 
 
 def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):
@@ -166,5 +166,5 @@ def test_prepare_needs_the_slice_table(demo, tmp_path):
     cfg = _cfg(root)
     cfg = dataclasses.replace(cfg, prepare=dataclasses.replace(
         cfg.prepare, lesion_table=str(lone / "lesions.parquet")))
-    with pytest.raises(SystemExit, match="lesions_slices.parquet: slice table not found"):
+    with pytest.raises(InputError, match="lesions_slices.parquet: slice table not found"):
         lidc.prepare(cfg, tmp_path / "out")
