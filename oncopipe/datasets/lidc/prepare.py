@@ -20,14 +20,10 @@ import polars as pl
 from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.datasets.lidc import crops
+from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams, is_pylidc_raw
-from oncopipe.datasets.lidc.series import (
-    SeriesError,
-    SeriesHeader,
-    read_headers,
-    read_volume,
-)
+from oncopipe.datasets.lidc.pixels import read_series
+from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, read_headers
 from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
@@ -54,9 +50,7 @@ def label_of(task: str, kind: str, malignancy: float | None) -> tuple[int | None
 
 @dataclass(frozen=True)
 class _Job:
-    raw: Path
-    series_dir: str
-    series_uid: str
+    header: SeriesHeader  # from the slice table: no header is parsed again
     lesions: list[dict]
     crop: CropParams
 
@@ -70,22 +64,33 @@ class _Result:
 
 
 def _crop_series(job: _Job) -> _Result:
-    """Read one series and crop all its lesions (module-level: runs in worker processes)."""
+    """Read one series and crop all its lesions (module-level: runs in worker processes).
+
+    Lesions are visited in z order and only the slices each one's crops need are read (kept
+    as stored, int16; slices shared with the previous lesion are reused), so memory per
+    worker is a few dozen slices whatever the series length. Only each crop's region becomes
+    HU. Results keep the table's order.
+    """
+    header, p = job.header, job.crop
+    crops_2d: dict[int, list[tuple[dict, int, np.ndarray]]] = {}
+    crops_3d: dict[int, tuple[dict, np.ndarray]] = {}
+    volume = None
     try:
-        header = load_series(job.raw / job.series_dir, job.series_uid)
-        volume = read_volume(header)
+        for i in sorted(range(len(job.lesions)), key=lambda i: job.lesions[i]["z_mm"]):
+            lesion = job.lesions[i]
+            centre = (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"])
+            ks = central(lesion["slices"], p.max_slices)
+            volume = read_series(header, np.union1d(ks, crops.slices_3d(header, centre, p)),
+                                 reuse=volume)
+            crops_2d[i] = [(lesion, k, crops.window(crops.crop_2d(
+                volume.hu(k), header, lesion["x_mm"], lesion["y_mm"], p), p.hu_window)[None])
+                for k in ks]
+            crops_3d[i] = (lesion, crops.window(crops.crop_3d(volume, header, centre, p),
+                                                p.hu_window)[None])
     except (SeriesError, OSError, ValueError) as exc:
         return _Result(job, f"series unreadable: {exc}", [], [])
-    p = job.crop
-    image = crops.volume_image(volume, header)
-    out_2d, out_3d = [], []
-    for lesion in job.lesions:
-        for k in central(lesion["slices"], p.max_slices):
-            hu = crops.crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
-            out_2d.append((lesion, k, crops.window(hu, p.hu_window)[None]))
-        hu = crops.crop_3d(image, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
-        out_3d.append((lesion, crops.window(hu, p.hu_window)[None]))
-    return _Result(job, "", out_2d, out_3d)
+    order = range(len(job.lesions))
+    return _Result(job, "", [c for i in order for c in crops_2d[i]], [crops_3d[i] for i in order])
 
 
 def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
@@ -122,9 +127,14 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     p = cfg.prepare
     table_path = Path(p.lesion_table)
     if not table_path.is_file():
-        raise SystemExit(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
+        raise InputError(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
                          "params lidc.prepare.lesion_table)")
     table = pl.read_parquet(table_path).sort("lesion_id")
+    slices_path = slice_table.path_for(table_path)
+    if not slices_path.is_file():
+        raise InputError(f"{slices_path}: slice table not found (written by the lidc_lesions "
+                         "stage beside the lesion table; rerun it)")
+    headers = slice_table.read(slices_path, cfg.raw)
     report = Report("prepare_lidc")
     report.read(len(table))
     names = CLASS_NAMES[cfg.task]
@@ -136,7 +146,11 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
             continue
         by_series.setdefault((row["series_dir"], row["series_uid"]), []).append(
             {**row, "label": label})
-    jobs = [_Job(cfg.raw, d, uid, rows, p.crops) for (d, uid), rows in sorted(by_series.items())]
+    missing = sorted(set(by_series) - set(headers))
+    if missing:
+        raise InputError(f"{slices_path}: no slices for series {missing[0][0]} of the lesion "
+                         "table (tables from different runs?); rerun the lidc_lesions stage")
+    jobs = [_Job(headers[key], rows, p.crops) for key, rows in sorted(by_series.items())]
     log.info("%d lesions in %d series for task %s", sum(len(j.lesions) for j in jobs),
              len(jobs), cfg.task)
     s2, s3 = p.crops.size_2d, p.crops.size_3d
@@ -210,12 +224,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     if point is None:
         raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
     header = load_series(Path(path))
-    volume = read_volume(header)
     p = cfg.prepare.crops
     x, y, z = (float(v) for v in point)
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(volume[k], header, x, y, p)
+        hu = crops.crop_2d(read_series(header, [k]).hu(k), header, x, y, p)
     else:
-        hu = crops.crop_3d(crops.volume_image(volume, header), (x, y, z), p)
+        volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
+        hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]

@@ -29,6 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
+from oncopipe.datasets.lidc.layout import PixelLayout, read_header
 from oncopipe.parallel import ordered_map
 
 AIR_HU = -1000.0
@@ -57,6 +58,7 @@ class Slice:
     sop_uid: str
     z: float
     instance: int
+    layout: PixelLayout | None = None  # where the pixels are (see .layout); None: not known
 
 
 @dataclass
@@ -121,15 +123,18 @@ def read_headers(files: list[Path], workers: int = 0
     """
     rejects: list[tuple[Path, str]] = []
     groups: dict[tuple[Path, str], list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    for path, ds, error in ordered_map(_read_header, files, workers, desc="DICOM headers"):
+    layouts: dict[Path, PixelLayout] = {}
+    for path, ds, layout, error in ordered_map(_read_header, files, workers,
+                                               desc="DICOM headers"):
         if ds is None:
             rejects.append((path, error))
         else:
             groups[(path.parent, str(ds.SeriesInstanceUID))].append((path, ds))
+            layouts[path] = layout
     series = []
     for (folder, uid), members in sorted(groups.items()):
         try:
-            header = _build(folder, uid, members)
+            header = _build(folder, uid, members, layouts)
         except SeriesError as exc:
             rejects.extend((p, f"series rejected: {exc}") for p, _ in members)
             continue
@@ -138,19 +143,20 @@ def read_headers(files: list[Path], workers: int = 0
     return series, rejects
 
 
-def _read_header(path: Path) -> tuple[Path, pydicom.Dataset | None, str]:
-    """One file's header, or None and why it is not a usable CT slice."""
+def _read_header(path: Path
+                 ) -> tuple[Path, pydicom.Dataset | None, PixelLayout | None, str]:
+    """One file's header and pixel layout, or None and why it is not a usable CT slice."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds, layout = read_header(path, _HEADER_TAGS)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        return path, None, f"unreadable DICOM: {exc}"
+        return path, None, None, f"unreadable DICOM: {exc}"
     modality = str(ds.get("Modality", ""))
     if modality != "CT":
-        return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
+        return path, None, None, f"not CT: Modality {modality or 'missing'}, skipped"
     problem = header_problem(ds)
     if problem:
-        return path, None, f"bad header: {problem}"
-    return path, ds, ""
+        return path, None, None, f"bad header: {problem}"
+    return path, ds, layout, ""
 
 
 def header_problem(ds: pydicom.Dataset) -> str:
@@ -249,7 +255,8 @@ def _syntax(uid: str) -> str:
     return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
 
 
-def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> SeriesHeader:
+def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
+           layouts: dict[Path, PixelLayout]) -> SeriesHeader:
     first = members[0][1]
     for path, ds in members:
         iop = np.array([float(v) for v in ds.get("ImageOrientationPatient", _AXIAL)])
@@ -277,7 +284,7 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]]) 
                                   f"(InstanceNumber {kept.instance}), which was kept"))
             sop_to_index[sop] = len(slices) - 1
             continue
-        slices.append(Slice(path, sop, z, _instance(ds)))
+        slices.append(Slice(path, sop, z, _instance(ds), layouts.get(path)))
         sop_to_index[sop] = len(slices) - 1
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     ipp = ordered[0][1].ImagePositionPatient  # the lowest slice: where the volume starts

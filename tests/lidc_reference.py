@@ -1,0 +1,146 @@
+"""References for the LIDC read path: the crop path before raw reads, and full-size series.
+
+:func:`crop_series` is the path the raw reads replaced (every header parsed again from the
+folder, every slice decoded by pydicom into float32 HU, the whole volume copied into
+SimpleITK, then cropped); its output is what the new path must match bit for bit.
+:func:`write_series` writes a CT series at real size (512 x 512, LIDC's tags) in the pixel
+encodings the fast path has to get right. Used by tests/test_lidc_pixels.py and
+benchmarks/lidc_read.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataelem import DataElement
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from oncopipe.datasets.lidc import crops
+from oncopipe.datasets.lidc.params import CropParams
+from oncopipe.datasets.lidc.prepare import central, load_series
+from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, read_volume
+
+
+def volume_image(volume: np.ndarray, header: SeriesHeader) -> sitk.Image:
+    zs = header.zs
+    step = header.z_step if len(zs) > 1 else 1.0
+    if len(zs) > 1 and np.abs(np.diff(zs) - step).max() > 1e-3 * step:
+        grid = zs[0] + step * np.arange(round((zs[-1] - zs[0]) / step) + 1)
+        upper = np.clip(np.searchsorted(zs, grid), 1, len(zs) - 1)
+        frac = ((grid - zs[upper - 1]) / (zs[upper] - zs[upper - 1])).astype(np.float32)
+        volume = (volume[upper - 1] * (1 - frac)[:, None, None]
+                  + volume[upper] * frac[:, None, None])
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+    image.SetSpacing((*header.spacing_xy, step))
+    image.SetOrigin((*header.origin_xy, float(zs[0])))
+    return image
+
+
+def crop_3d(image: sitk.Image, centre_mm: tuple[float, float, float],
+            p: CropParams) -> np.ndarray:
+    spacing = p.fov_3d_mm / p.size_3d
+    region = _around(image, centre_mm, p.fov_3d_mm / 2 + 2 * spacing)
+    if region is None:
+        return np.full((p.size_3d,) * 3, AIR_HU, np.float32)
+    variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in region.GetSpacing()]
+    if max(variances) > 0.01:
+        region = sitk.DiscreteGaussian(region, variances, 32, 0.01, True)
+    return crops._resample(region, centre_mm, spacing, p.size_3d)
+
+
+def _around(image: sitk.Image, centre_mm: tuple[float, ...], half_mm: float) -> sitk.Image | None:
+    size = np.array(image.GetSize())
+    lo = np.array(image.TransformPhysicalPointToContinuousIndex(
+        [c - half_mm for c in centre_mm]))
+    hi = np.array(image.TransformPhysicalPointToContinuousIndex(
+        [c + half_mm for c in centre_mm]))
+    start = np.clip(np.floor(lo).astype(int) - 1, 0, size)
+    stop = np.clip(np.ceil(hi).astype(int) + 2, 0, size)
+    if np.any(stop - start < 1):
+        return None
+    return sitk.RegionOfInterest(image, (stop - start).tolist(), start.tolist())
+
+
+def crop_series(folder: Path, series_uid: str, lesions: list[dict], p: CropParams
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The old ``_crop_series``: (2D crops, 3D crops), windowed float16, in prepare's order."""
+    header = load_series(folder, series_uid)
+    volume = read_volume(header)
+    image = volume_image(volume, header)
+    out_2d, out_3d = [], []
+    for lesion in lesions:
+        for k in central(lesion["slices"], p.max_slices):
+            hu = crops.crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
+            out_2d.append(crops.window(hu, p.hu_window)[None])
+        hu = crop_3d(image, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
+        out_3d.append(crops.window(hu, p.hu_window)[None])
+    return out_2d, out_3d
+
+
+def write_series(folder: Path, zs: list[float] | np.ndarray, rows: int = 512, seed: int = 0,
+                 signed: bool = True, bits_stored: int = 16, slope: float = 1.0,
+                 intercept: float = -1024.0, pad: int | None = 63536,
+                 pad_limit: int | None = None, syntax: str = ExplicitVRLittleEndian,
+                 garbage_bits: bool = False) -> list[Path]:
+    """A chest-like CT series, one file per z in ``zs`` (file names not in z order).
+
+    ``pad`` is written as US, as LIDC does (63536 = -2000 in signed data); ``garbage_bits``
+    sets the unused high bits of every word (BitsStored < 16), which readers must ignore.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    yy, xx = np.mgrid[:rows, :rows] / rows - 0.5
+    body = (xx / 0.45) ** 2 + (yy / 0.35) ** 2 < 1
+    lungs = ((np.abs(xx) - 0.2) / 0.15) ** 2 + (yy / 0.25) ** 2 < 1
+    hu = np.where(body, np.where(lungs, -850.0, 40.0), -1000.0)
+    paths = []
+    for n, z in enumerate(zs):
+        blob = 300 * np.exp(-((xx - 0.2) ** 2 + yy ** 2) / 0.002) * np.cos(z / 7)
+        stored = np.round((hu + blob + rng.normal(0, 20, hu.shape) - intercept) / slope)
+        if signed:
+            stored = np.clip(stored, -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1)
+        else:
+            stored = np.clip(stored, 0, 2 ** bits_stored - 1)
+        dtype = np.int16 if signed else np.uint16
+        words = stored.astype(dtype)
+        if pad is not None:  # outside the body: padding
+            words[~body] = np.array(pad, np.uint16).astype(dtype)
+        if garbage_bits and bits_stored < 16:
+            noise = rng.integers(0, 2 ** (16 - bits_stored), words.shape, dtype=np.uint16)
+            words = (words.view(np.uint16) | (noise << bits_stored)).view(dtype)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID = "CT", "LIDC-IDRI-9999"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.InstanceNumber = n + 1
+        ds.ImagePositionPatient = [-180.0, -175.5, float(z)]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [0.703125, 0.703125]
+        ds.SliceThickness = 2.5
+        ds.Rows = ds.Columns = rows
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+        ds.PixelRepresentation = int(signed)
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, slope
+        if pad is not None:
+            ds.add(DataElement(0x00280120, "US", pad))
+        if pad_limit is not None:
+            ds.add(DataElement(0x00280121, "US", pad_limit))
+        ds.PixelData = words.tobytes()
+        if syntax == RLELossless:
+            ds.compress(RLELossless, words)
+        elif syntax != ExplicitVRLittleEndian:
+            ds.file_meta.TransferSyntaxUID = syntax
+        path = folder / f"{(n * 7919) % 100003:06d}.dcm"  # not in z order
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        paths.append(path)
+    return paths
