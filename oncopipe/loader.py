@@ -5,10 +5,12 @@ every epoch (seeded by seed and epoch), so no two samples are bound to share bat
 keeps it fast is the reading side: :class:`ShardDataset` opens each shard once per process (a
 DataLoader worker gets its own handles after fork, since h5py handles must not cross
 processes) and implements ``__getitems__``, which sorts a batch's rows by shard and row and
-reads each shard's rows with one HDF5 selection (one slice when they are consecutive), not
-``batch_size`` separate reads. Shards are contiguous or one sample per chunk (see
-:mod:`oncopipe.shards`), so a random row costs one read either way; docs/benchmarks.md has the
-figures against the sequential reads this replaced.
+reads each shard's rows at once, not ``batch_size`` separate reads. Shards are contiguous by
+default: their samples are then read through a memory map of the HDF5 file's data block (a
+row is a copy from the page cache, with none of HDF5's per-selection cost, which is what made
+random rows slow); compressed shards have one sample per chunk (see :mod:`oncopipe.shards`)
+and are read with one HDF5 selection per shard. docs/benchmarks.md has the figures against the
+sequential reads this replaced.
 
 For DDP, each rank takes a disjoint, equal-length part of the epoch's permutation (the
 remainder, fewer than ``num_replicas`` samples, is left out of that epoch, a different few each
@@ -51,15 +53,13 @@ class ShardDataset(Dataset):
         self.sample_ids = index["sample_id"].to_list()
         self.patient_ids = index["patient_id"].to_list()
         self._handles: dict[int, h5py.File] = {}
+        self._arrays: dict[int, np.ndarray | h5py.Dataset] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.row_of)
 
     def _file(self, shard: int) -> h5py.File:
-        if self._pid != os.getpid():  # forked into a worker: never reuse the parent's handles
-            self._handles = {}
-            self._pid = os.getpid()
         f = self._handles.get(shard)
         if f is None:
             path = self.shard_dir / self.shard_names[shard]
@@ -70,9 +70,27 @@ class ShardDataset(Dataset):
             self._handles[shard] = f
         return f
 
+    def _samples(self, shard: int) -> np.ndarray | h5py.Dataset:
+        """The shard's ``x``: a read-only memory map when HDF5 stored it contiguous (the
+        default, ``compression: none``), so a read is a copy from the page cache with no HDF5
+        call; the HDF5 dataset when it is chunked (compressed)."""
+        if self._pid != os.getpid():  # forked into a worker: never reuse the parent's handles
+            self._handles, self._arrays = {}, {}
+            self._pid = os.getpid()
+        samples = self._arrays.get(shard)
+        if samples is None:
+            x = self._file(shard)["x"]
+            offset = x.id.get_offset()  # None when chunked or not allocated
+            samples = x
+            if x.chunks is None and offset is not None:
+                samples = np.memmap(self.shard_dir / self.shard_names[shard], dtype=x.dtype,
+                                    mode="r", offset=offset, shape=x.shape)
+            self._arrays[shard] = samples
+        return samples
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        f = self._file(int(self.shard_of[i]))
-        return f["x"][int(self.row_of[i])], int(self.labels[i])
+        return read_rows(self._samples(int(self.shard_of[i])), self.row_of[i:i + 1])[0], \
+            int(self.labels[i])
 
     def __getitems__(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
         """The samples at ``positions``, in that order, with one read per shard touched."""
@@ -82,28 +100,32 @@ class ShardDataset(Dataset):
         samples: list[np.ndarray | None] = [None] * len(pos)
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
         for group in np.split(order, cuts):
-            block = read_rows(self._file(int(shard[group[0]]))["x"], row[group])
+            block = read_rows(self._samples(int(shard[group[0]])), row[group])
             for k, i in enumerate(group):
                 samples[i] = block[k]
         return [(x, int(y)) for x, y in zip(samples, self.labels[pos], strict=True)]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_handles"] = {}
+        state["_handles"], state["_arrays"] = {}, {}
         return state
 
     def close(self) -> None:
+        self._arrays = {}
         for f in self._handles.values():
             f.close()
         self._handles = {}
 
 
-def read_rows(x: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """``x[rows]`` for sorted ``rows`` (repeats allowed) in one HDF5 read.
+def read_rows(x: np.ndarray | h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """A copy of ``x[rows]`` for sorted ``rows`` (repeats allowed), in one read.
 
-    A slice when the rows are consecutive; otherwise one point selection (h5py needs strictly
-    increasing indices, hence the de-duplication).
+    From a memory map, numpy's indexing copies the rows out. From HDF5, a slice when the rows
+    are consecutive, otherwise one selection of all of them (h5py needs strictly increasing
+    indices, hence the de-duplication).
     """
+    if isinstance(x, np.ndarray):
+        return np.asarray(x[rows])
     unique, inverse = np.unique(rows, return_inverse=True)
     first, last = int(unique[0]), int(unique[-1])
     block = x[first:last + 1] if last - first + 1 == len(unique) else x[unique]

@@ -42,6 +42,21 @@ def test_batched_read_equals_single_reads(shards):
         assert y == y1
 
 
+@pytest.mark.parametrize("compression", ["none", "lzf"])
+def test_contiguous_and_compressed_shards_read_alike(tmp_path, compression):
+    root = make_shards(tmp_path, ShardParams(shard_size=10, compression=compression),
+                       patients_per_class=(6, 4), samples_per_patient=2)
+    ds = ShardDataset(root, "train")
+    src = np.load(root.parent / "prepared" / "images.npy")
+    positions = [5, 1, 11, 2, 2, 0, len(ds) - 1]
+    for p, (x, _) in zip(positions, ds.__getitems__(positions), strict=True):
+        pid, s = ds.sample_ids[p].split("-s")
+        np.testing.assert_array_equal(x, src[int(pid[1:]) * 2 + int(s)])
+    memory_mapped = isinstance(ds._samples(0), np.ndarray)
+    assert memory_mapped == (compression == "none")
+    ds.close()
+
+
 def _adjacent_pairs(order) -> set[frozenset]:
     return {frozenset(pair) for pair in itertools.pairwise(order)}
 
