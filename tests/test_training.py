@@ -34,6 +34,12 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
     card_b, state_b = _train(shards, tmp_path / "b")
     assert card_a == card_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    for name in (training.MODEL_FILE, training.CONFIG_FILE):  # byte for byte
+        assert (tmp_path / "a" / "model" / name).read_bytes() == \
+            (tmp_path / "b" / "model" / name).read_bytes()
+    assert (tmp_path / "a" / "live" / "metrics.json").read_bytes() == \
+        (tmp_path / "b" / "live" / "metrics.json").read_bytes()
+    assert card_a["architecture"]["model"] == "cnn7" and not card_a["architecture"]["mean"]
     live = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
     assert live["val"]["balanced_accuracy"] >= 0.8
     assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
