@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +209,7 @@ class Architecture:
     sample_shape: tuple[int, ...]
     n_classes: int
     width: float = 1.0
-    finetune: str = "whole"
+    finetune: Literal["head", "whole"] = "whole"
     input_size: int = 0  # resolved: Inception-v3's default 299 is written out
     mean: tuple[float, ...] = ()  # input normalisation in the adapter; empty: none
     std: tuple[float, ...] = ()
@@ -365,6 +366,8 @@ def network_input(name: str, input_size: int) -> tuple[int, int, int]:
 
 def assemble(arch: Architecture, weights: str = "none") -> Classifier:
     """The network described by ``arch``, initialised from ``weights``."""
+    if arch.model not in TORCHVISION + SMALL:
+        raise ModelError(f"unknown model {arch.model!r}")
     dims, channels, _ = network_input(arch.model, arch.input_size)
     adapter = InputAdapter(arch.sample_shape, dims, channels, arch.input_size, arch.mean,
                            arch.std)

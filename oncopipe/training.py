@@ -400,8 +400,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     class_names = summary["class_names"]
     shape = tuple(summary["sample_shape"])
     train_ds, val_ds = ShardDataset(shard_dir, "train"), ShardDataset(shard_dir, "val")
-    log.info("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
-             shard_dir, len(train_ds), len(val_ds), shape, len(class_names), rt.device, rt.world)
+    say = log.info if rt.main else log.debug  # one account of the run, not one per rank
+    say("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
+        shard_dir, len(train_ds), len(val_ds), shape, len(class_names), rt.device, rt.world)
     train_loader, sampler = make_loader(train_ds, p.batch_size, True, cfg.seed, rt, p.num_workers)
     val_loader, val_sampler = make_loader(val_ds, p.batch_size * 2, False, cfg.seed, rt,
                                           p.num_workers)
@@ -420,9 +421,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     opt = make_optimizer(p, model.parameters())
     sched, per_step = make_schedule(p, opt, len(train_loader))
     n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    log.info("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
-             p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
-             p.lr, p.schedule, len(train_loader))
+    say("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
+        p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
+        p.lr, p.schedule, len(train_loader))
 
     key = run_hash(p, cfg.seed, summary["params_hash"])
     maximise = MAXIMISE[p.early_stopping_metric]
@@ -438,9 +439,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                 sched.load_state_dict(ckpt["schedule"])
             restore_rng(ckpt["rng"], rt)
             state = json.loads(ckpt["state"])
-            log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
+            say("resuming from %s after epoch %d", last, state["epoch"] + 1)
         else:
-            log.info("ignoring %s: written by a run with other params", last)
+            say("ignoring %s: written by a run with other params", last)
     model_dir.mkdir(parents=True, exist_ok=True)
 
     # A fresh log every time, with the checkpoint's history replayed on resume: DVC deletes
@@ -489,13 +490,13 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
             _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                    "schedule": sched.state_dict() if sched is not None else {},
                    "rng": rng, "run": key, "state": json.dumps(state)}, last)
-        log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f bal %.3f%s "
-                 "(%.1fs)", epoch + 1, p.epochs, tr["loss"], tr["accuracy"], va["loss"],
-                 va["accuracy"], va["balanced_accuracy"], " *" if verdict["improved"] else "",
-                 time.perf_counter() - started)
+        say("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f bal %.3f%s (%.1fs)",
+            epoch + 1, p.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
+            va["balanced_accuracy"], " *" if verdict["improved"] else "",
+            time.perf_counter() - started)
         if verdict["stop"]:
-            log.info("early stopping: no %s improvement for %d epochs", p.early_stopping_metric,
-                     p.patience)
+            say("early stopping: no %s improvement for %d epochs", p.early_stopping_metric,
+                p.patience)
             break
 
     if state["best_epoch"] < 0:
