@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from synthetic_data import SMALL_TRAIN, config_for
 
-from oncopipe import models, training
+from oncopipe import log, models, training
 
 EPOCHS = 4
 PATIENCE = 2
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--sulk", action="store_true")
     args = ap.parse_args()
     rank = int(os.environ["RANK"])
+    log.setup(f"ddp-worker[{rank}]")  # the epochs in the test's failure output
     if args.sulk and rank == 1:
         def never_better(prob, y, weight):
             return {"loss": 1.0, "accuracy": 0.0, "balanced_accuracy": 0.0}
