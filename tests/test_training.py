@@ -141,3 +141,16 @@ def test_flip_only_mirrors_and_volumes_get_one_transform_for_all_slices():
     out = augment_batch(vol, AugmentParams(rotate_deg=30.0), torch.Generator().manual_seed(1))
     assert out.shape == vol.shape
     assert torch.equal(out[:, :, 0], out[:, :, 2]) and not torch.equal(out, vol)
+
+
+def test_rng_record_restores_the_generators_and_cpu_is_deterministic():
+    rt = training.Runtime(torch.device("cpu"))
+    training.configure_determinism(dataclasses.replace(SMALL_TRAIN, deterministic=False), rt)
+    assert torch.are_deterministic_algorithms_enabled()  # CPU: always
+    torch.manual_seed(7)
+    saved = training.rng_states(rt)
+    expected = torch.rand(5)
+    torch.manual_seed(8)
+    training.restore_rng(saved, rt)
+    assert torch.equal(torch.rand(5), expected)
+    assert saved["cuda"] == []  # no GPU here; on CUDA each rank's generator state is kept
