@@ -201,6 +201,8 @@ class TrainParams:
     width: float = 1.0  # channel multiplier for the small CNNs (lenet5, cnn7, cnn3d)
     input_size: int = 0  # resize 2D inputs to this side before the model; 0 = as stored
     weights: str = "none"  # none | torchvision weights name (e.g. IMAGENET1K_V2) | path to .pth
+    # input normalisation in the model's adapter; auto = ImageNet mean/std for pretrained weights
+    normalize: Literal["auto", "imagenet", "none"] = "auto"
     finetune: Literal["head", "whole"] = "whole"
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     lr: float = 1.0e-3
@@ -221,6 +223,8 @@ class TrainParams:
     num_workers: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
     amp: bool = True  # bf16 autocast when CUDA is present; ignored on CPU
+    deterministic: bool = False  # GPU: deterministic algorithms, no cudnn.benchmark (CPU: always)
+    nproc: int = 1  # processes (GPUs) for DDP; > 1: the train stage re-executes under torchrun
 
     def check(self) -> None:
         _require(self.lr > 0, "lr must be > 0")
@@ -230,6 +234,7 @@ class TrainParams:
         _require(self.patience > 0, "patience must be > 0")
         _require(self.num_workers >= 0, "num_workers must be >= 0")
         _require(self.threads >= 0, "threads must be >= 0")
+        _require(self.nproc >= 1, "nproc must be >= 1")
         _require(self.input_size >= 0, "input_size must be >= 0")
         _require(self.momentum >= 0, "momentum must be >= 0")
         _require(self.weight_decay >= 0, "weight_decay must be >= 0")

@@ -1,17 +1,22 @@
 """Reading shards for training: a torch ``Dataset`` over HDF5 shards and a shard-aware sampler.
 
-Two things make this fast:
+Shuffling is real: :class:`ShardSampler` draws a fresh uniform permutation of the whole split
+every epoch (seeded by seed and epoch), so no two samples are bound to share batches. What
+keeps it fast is the reading side: :class:`ShardDataset` opens each shard once per process (a
+DataLoader worker gets its own handles after fork, since h5py handles must not cross
+processes) and implements ``__getitems__``, which sorts a batch's rows by shard and row and
+reads each shard's rows at once, not ``batch_size`` separate reads. Shards are contiguous by
+default: their samples are then read through a memory map of the HDF5 file's data block (a
+row is a copy from the page cache, with none of HDF5's per-selection cost, which is what made
+random rows slow); compressed shards have one sample per chunk (see :mod:`oncopipe.shards`)
+and are read with one HDF5 selection per shard. docs/benchmarks.md has the figures against the
+sequential reads this replaced.
 
-- :class:`ShardDataset` opens each shard once per process (a DataLoader worker gets its own
-  handles after fork, since h5py handles must not cross processes) and implements
-  ``__getitems__``, so a batch of consecutive rows of one shard is one slice read
-  (``x[a:b]``) instead of ``batch_size`` small reads.
-- :class:`ShardSampler` shuffles the *order of shards* and starts each shard at a random row
-  (wrapping around), so reads stay sequential inside a shard while every epoch sees a new
-  order. The shard stage already wrote the training split in a seeded random order, so a run
-  of consecutive rows is a well-mixed batch. For DDP, each rank takes a contiguous slice of
-  the epoch's order (equal lengths, padded by wrapping), which keeps its reads sequential too;
-  it has ``set_epoch`` like :class:`torch.utils.data.DistributedSampler`.
+For DDP, each rank takes a disjoint, equal-length part of the epoch's permutation (the
+remainder, fewer than ``num_replicas`` samples, is left out of that epoch, a different few each
+epoch), so every rank runs the same number of steps; it has ``set_epoch`` like
+:class:`torch.utils.data.DistributedSampler`. Without shuffling (validation, test) each rank
+gets a contiguous part and every sample is read exactly once, parts differing by at most one.
 
 Samples come back as numpy arrays in their stored dtype; :func:`to_float` scales uint8 by
 1/255 on the device, which keeps host-to-device copies four times smaller.
@@ -48,22 +53,13 @@ class ShardDataset(Dataset):
         self.sample_ids = index["sample_id"].to_list()
         self.patient_ids = index["patient_id"].to_list()
         self._handles: dict[int, h5py.File] = {}
+        self._arrays: dict[int, np.ndarray | h5py.Dataset] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.row_of)
 
-    def shard_ranges(self) -> list[tuple[int, int]]:
-        """(start, stop) of each shard's samples in this dataset's positions."""
-        bounds = np.flatnonzero(np.diff(self.shard_of)) + 1
-        starts = [0, *bounds.tolist()]
-        stops = [*bounds.tolist(), len(self)]
-        return list(zip(starts, stops, strict=True))
-
     def _file(self, shard: int) -> h5py.File:
-        if self._pid != os.getpid():  # forked into a worker: never reuse the parent's handles
-            self._handles = {}
-            self._pid = os.getpid()
         f = self._handles.get(shard)
         if f is None:
             path = self.shard_dir / self.shard_names[shard]
@@ -74,35 +70,66 @@ class ShardDataset(Dataset):
             self._handles[shard] = f
         return f
 
+    def _samples(self, shard: int) -> np.ndarray | h5py.Dataset:
+        """The shard's ``x``: a read-only memory map when HDF5 stored it contiguous (the
+        default, ``compression: none``), so a read is a copy from the page cache with no HDF5
+        call; the HDF5 dataset when it is chunked (compressed)."""
+        if self._pid != os.getpid():  # forked into a worker: never reuse the parent's handles
+            self._handles, self._arrays = {}, {}
+            self._pid = os.getpid()
+        samples = self._arrays.get(shard)
+        if samples is None:
+            x = self._file(shard)["x"]
+            offset = x.id.get_offset()  # None when chunked or not allocated
+            samples = x
+            if x.chunks is None and offset is not None:
+                samples = np.memmap(self.shard_dir / self.shard_names[shard], dtype=x.dtype,
+                                    mode="r", offset=offset, shape=x.shape)
+            self._arrays[shard] = samples
+        return samples
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        f = self._file(int(self.shard_of[i]))
-        return f["x"][int(self.row_of[i])], int(self.labels[i])
+        return read_rows(self._samples(int(self.shard_of[i])), self.row_of[i:i + 1])[0], \
+            int(self.labels[i])
 
     def __getitems__(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
-        """Read runs of consecutive rows of one shard with one slice each."""
+        """The samples at ``positions``, in that order, with one read per shard touched."""
         pos = np.asarray(positions, dtype=np.int64)
-        out: list[tuple[np.ndarray, int]] = []
-        start = 0
-        while start < len(pos):
-            shard, row = self.shard_of[pos[start]], self.row_of[pos[start]]
-            stop = start + 1
-            while (stop < len(pos) and self.shard_of[pos[stop]] == shard
-                   and self.row_of[pos[stop]] == row + (stop - start)):
-                stop += 1
-            block = self._file(int(shard))["x"][int(row):int(row) + (stop - start)]
-            out.extend((block[k], int(self.labels[pos[start + k]])) for k in range(stop - start))
-            start = stop
-        return out
+        shard, row = self.shard_of[pos], self.row_of[pos]
+        order = np.lexsort((row, shard))  # by shard, then row: the HDF5 read order
+        samples: list[np.ndarray | None] = [None] * len(pos)
+        cuts = np.flatnonzero(np.diff(shard[order])) + 1
+        for group in np.split(order, cuts):
+            block = read_rows(self._samples(int(shard[group[0]])), row[group])
+            for k, i in enumerate(group):
+                samples[i] = block[k]
+        return [(x, int(y)) for x, y in zip(samples, self.labels[pos], strict=True)]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_handles"] = {}
+        state["_handles"], state["_arrays"] = {}, {}
         return state
 
     def close(self) -> None:
+        self._arrays = {}
         for f in self._handles.values():
             f.close()
         self._handles = {}
+
+
+def read_rows(x: np.ndarray | h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """A copy of ``x[rows]`` for sorted ``rows`` (repeats allowed), in one read.
+
+    From a memory map, numpy's indexing copies the rows out. From HDF5, a slice when the rows
+    are consecutive, otherwise one selection of all of them (h5py needs strictly increasing
+    indices, hence the de-duplication).
+    """
+    if isinstance(x, np.ndarray):
+        return np.asarray(x[rows])
+    unique, inverse = np.unique(rows, return_inverse=True)
+    first, last = int(unique[0]), int(unique[-1])
+    block = x[first:last + 1] if last - first + 1 == len(unique) else x[unique]
+    return block if len(unique) == len(rows) else block[inverse]
 
 
 def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,20 +147,20 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class ShardSampler(Sampler[int]):
-    """Shuffled shard order, sequential rows within a shard; DDP-aware via rank/num_replicas."""
+    """A fresh random order of the whole split every epoch; DDP-aware via rank/num_replicas."""
 
     def __init__(self, dataset: ShardDataset, shuffle: bool = True, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
-        self.ranges = dataset.shard_ranges()
         self.n = len(dataset)
+        if shuffle and self.n < num_replicas:
+            raise ValueError(f"{self.n} samples cannot be shared by {num_replicas} processes")
         self.shuffle = shuffle
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        self.per_rank = -(-self.n // num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -142,22 +169,19 @@ class ShardSampler(Sampler[int]):
         """All positions of this epoch, before splitting between ranks."""
         if not self.shuffle:
             return np.arange(self.n, dtype=np.int64)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        parts = []
-        for s in rng.permutation(len(self.ranges)):
-            start, stop = self.ranges[s]
-            offset = int(rng.integers(stop - start))
-            rows = np.arange(start, stop, dtype=np.int64)
-            parts.append(np.concatenate([rows[offset:], rows[:offset]]))
-        return np.concatenate(parts)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def part_sizes(self) -> list[int]:
+        """How many samples each rank gets, in rank order."""
+        if self.shuffle:
+            return [self.n // self.num_replicas] * self.num_replicas
+        base, extra = divmod(self.n, self.num_replicas)
+        return [base + (r < extra) for r in range(self.num_replicas)]
 
     def __iter__(self) -> Iterator[int]:
-        order = self.epoch_order()
-        total = self.per_rank * self.num_replicas
-        if total > len(order):  # pad by wrapping so every rank gets the same count
-            order = np.concatenate([order, order[: total - len(order)]])
-        mine = order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
-        return iter(mine.tolist())
+        sizes = self.part_sizes()
+        start = sum(sizes[:self.rank])
+        return iter(self.epoch_order()[start:start + sizes[self.rank]].tolist())
 
     def __len__(self) -> int:
-        return self.per_rank
+        return self.part_sizes()[self.rank]

@@ -10,6 +10,16 @@ network's input side (299 for Inception-v3). No model has its own copy of this l
 ``weights``: ``none`` (random init), a torchvision weights name such as ``IMAGENET1K_V2``
 (downloaded by torchvision where there is network), or a path to a local ``.pth``/``.pt``
 state dict of the torchvision architecture (loaded with ``weights_only=True``).
+``normalize``: pretrained ImageNet weights expect inputs normalised with ImageNet's mean and
+std. The adapter applies that normalisation (``auto``: whenever a torchvision network gets
+pretrained weights, named or local file; ``imagenet``: always; ``none``: never), so shards stay
+raw and no caller can forget it. Inception-v3's pretrained weights also need torchvision's
+``transform_input`` (ImageNet-normalised -> the [-1, 1] range they were trained on); it is on
+exactly when a pretrained Inception-v3 gets ImageNet normalisation, as torchvision does.
+
+Everything that shapes the network is resolved once into an :class:`Architecture`, recorded
+in the model's config.json by training and rebuilt from there by
+:func:`oncopipe.training.load_model`, so evaluation and prediction run the trained network.
 ``finetune``: ``whole`` trains everything with a new linear classifier; ``head`` freezes the
 backbone (kept in eval mode, so batch-norm statistics stay those of the weights) and trains a
 new head of global pooling and two dense layers.
@@ -18,7 +28,9 @@ new head of global pooling and two dense layers.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +45,8 @@ TORCHVISION = ("resnet18", "resnet50", "resnet101", "vgg16", "inception_v3")
 SMALL = ("lenet5", "cnn7", "cnn3d")
 HEAD_HIDDEN = 256
 AUX_WEIGHT = 0.4  # Inception-v3's auxiliary-classifier loss weight (Szegedy et al.)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ModelError(ValueError):
@@ -51,8 +65,12 @@ def _w(channels: int, width: float) -> int:
 class InputAdapter(nn.Module):
     """Fit (N, C, H, W) or (N, C, D, H, W) inputs to a network's dims, channels and size."""
 
-    def __init__(self, sample_shape: tuple[int, ...], dims: int, channels: int, size: int):
-        """``channels`` 0: as stored (after folding depth); :attr:`channels` is the result."""
+    def __init__(self, sample_shape: tuple[int, ...], dims: int, channels: int, size: int,
+                 mean: tuple[float, ...] = (), std: tuple[float, ...] = ()):
+        """``channels`` 0: as stored (after folding depth); :attr:`channels` is the result.
+
+        ``mean``/``std`` (one per network input channel, or empty): normalise the fitted input.
+        """
         super().__init__()
         in_dims = len(sample_shape) - 1
         if in_dims not in (2, 3):
@@ -68,6 +86,15 @@ class InputAdapter(nn.Module):
             if c not in (1, channels) else None
         self.size = size
         self.dims = dims
+        self.normalise = bool(mean)
+        if mean:
+            if len(mean) != channels or len(std) != channels:
+                raise ModelError(f"normalisation has {len(mean)} means and {len(std)} stds for "
+                                 f"a network input of {channels} channels")
+            view = (1, channels) + (1,) * dims
+            # not persistent: config.json (the Architecture) is their one record
+            self.register_buffer("mean", torch.tensor(mean).view(view), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(view), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fold_depth:
@@ -83,6 +110,8 @@ class InputAdapter(nn.Module):
             else:
                 x = F.interpolate(x, size=(x.shape[2], self.size, self.size),
                                   mode="trilinear", align_corners=False)
+        if self.normalise:
+            x = (x - self.mean) / self.std
         return x
 
 
@@ -168,16 +197,94 @@ class CNN3D(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _torchvision(name: str, weights: str) -> nn.Module:
-    """A torchvision network with its ImageNet classifier, weights as requested."""
-    extra = {"aux_logits": True, "init_weights": True} if name == "inception_v3" else {}
+@dataclass(frozen=True)
+class Architecture:
+    """Every setting that shapes the network, resolved; the record in config.json.
+
+    Weights are not part of it: they initialise the network (training) or replace its state
+    (:func:`oncopipe.training.load_model`), but never change its structure or its arithmetic.
+    """
+
+    model: str
+    sample_shape: tuple[int, ...]
+    n_classes: int
+    width: float = 1.0
+    finetune: Literal["head", "whole"] = "whole"
+    input_size: int = 0  # resolved: Inception-v3's default 299 is written out
+    mean: tuple[float, ...] = ()  # input normalisation in the adapter; empty: none
+    std: tuple[float, ...] = ()
+    transform_input: bool = False  # torchvision Inception-v3's own input transform
+    aux_logits: bool = False  # Inception-v3's auxiliary classifier (trained with finetune whole)
+
+
+def _weights_kind(name: str, weights: str):
+    """``"none"``, ``"file"`` or torchvision's weights enum for ``weights``."""
     if weights == "none":
-        return torchvision.models.get_model(name, weights=None, **extra)
+        return "none"
     path = Path(weights)
     if path.suffix in (".pth", ".pt") or path.exists():
+        return "file"
+    try:
+        return torchvision.models.get_model_weights(name)[weights]
+    except KeyError:
+        options = ", ".join(w.name for w in torchvision.models.get_model_weights(name))
+        raise ModelError(f"weights {weights!r} unknown for {name} (torchvision has: {options}; "
+                         "or give 'none' or a .pth path)") from None
+
+
+def _normalisation(p: TrainParams, kind) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the adapter applies; empty for none."""
+    mode = p.normalize
+    if mode == "auto":
+        mode = "imagenet" if p.model in TORCHVISION and kind != "none" else "none"
+    if mode == "none":
+        return (), ()
+    if kind not in ("none", "file"):  # named weights carry their own preprocessing
+        tf = kind.transforms()
+        return tuple(float(v) for v in tf.mean), tuple(float(v) for v in tf.std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def architecture(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int
+                 ) -> Architecture:
+    """Resolve ``p`` for samples of ``sample_shape`` into the network's :class:`Architecture`."""
+    if p.model not in TORCHVISION + SMALL:
+        raise ModelError(f"unknown model {p.model!r}")
+    if p.model in TORCHVISION:
+        if p.width != 1.0:
+            raise ModelError(f"width applies to {', '.join(SMALL)} only, not {p.model}")
+        kind = _weights_kind(p.model, p.weights)
+    else:
+        if p.weights != "none":
+            raise ModelError(f"{p.model} has no pretrained weights; set weights: none")
+        if p.finetune == "head":
+            raise ModelError(f"{p.model} trains from scratch; finetune: head needs a pretrained "
+                             f"torchvision model ({', '.join(TORCHVISION)})")
+        kind = "none"
+    mean, std = _normalisation(p, kind)
+    inception = p.model == "inception_v3"
+    return Architecture(
+        model=p.model, sample_shape=tuple(sample_shape), n_classes=n_classes, width=p.width,
+        finetune=p.finetune, input_size=network_input(p.model, p.input_size)[2],
+        mean=mean, std=std,
+        transform_input=inception and kind != "none" and mean == IMAGENET_MEAN,
+        aux_logits=inception and p.finetune == "whole")
+
+
+def _torchvision(arch: Architecture, weights: str) -> nn.Module:
+    """A torchvision network with its ImageNet classifier, weights as requested."""
+    name = arch.model
+    kind = _weights_kind(name, weights)
+    extra = {"transform_input": arch.transform_input} if name == "inception_v3" else {}
+    if kind in ("none", "file"):
+        if name == "inception_v3":
+            extra.update(aux_logits=True, init_weights=True)
+        net = torchvision.models.get_model(name, weights=None, **extra)
+        if kind == "none":
+            return net
+        path = Path(weights)
         if not path.is_file():
             raise ModelError(f"{path}: weights file not found")
-        net = torchvision.models.get_model(name, weights=None, **extra)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -188,13 +295,7 @@ def _torchvision(name: str, weights: str) -> nn.Module:
                              f"unexpected {unexpected[:3]})")
         return net
     try:
-        enum = torchvision.models.get_model_weights(name)[weights]
-    except KeyError:
-        options = ", ".join(w.name for w in torchvision.models.get_model_weights(name))
-        raise ModelError(f"weights {weights!r} unknown for {name} (torchvision has: {options}; "
-                         "or give 'none' or a .pth path)") from None
-    try:
-        return torchvision.models.get_model(name, weights=enum)
+        return torchvision.models.get_model(name, weights=kind, **extra)
     except OSError as exc:  # URLError derives from OSError
         raise ModelError(f"cannot download {name} weights {weights} ({exc}); download them "
                          "where there is network and give the .pth path instead") from None
@@ -205,20 +306,21 @@ def _head(features: int, n_classes: int) -> nn.Module:
                          nn.Dropout(0.5), nn.Linear(HEAD_HIDDEN, n_classes))
 
 
-def _replace_classifier(net: nn.Module, name: str, n_classes: int, finetune: str) -> nn.Module:
+def _replace_classifier(net: nn.Module, arch: Architecture) -> nn.Module:
     """Put a new classifier on ``net``; returns the new trainable head module."""
-    make = (lambda f: _head(f, n_classes)) if finetune == "head" \
+    name, n_classes = arch.model, arch.n_classes
+    make = (lambda f: _head(f, n_classes)) if arch.finetune == "head" \
         else (lambda f: nn.Linear(f, n_classes))
     if name.startswith("resnet") or name == "inception_v3":
         net.fc = make(net.fc.in_features)  # after the network's global average pooling
         if name == "inception_v3":
-            if finetune == "head":
-                net.aux_logits, net.AuxLogits = False, None
-            else:
+            if arch.aux_logits:
                 net.AuxLogits.fc = nn.Linear(net.AuxLogits.fc.in_features, n_classes)
+            else:
+                net.aux_logits, net.AuxLogits = False, None
         return net.fc
     if name == "vgg16":
-        if finetune == "head":
+        if arch.finetune == "head":
             net.avgpool = nn.AdaptiveAvgPool2d(1)
             net.classifier = make(512)
         else:
@@ -235,12 +337,14 @@ def _replace_classifier(net: nn.Module, name: str, n_classes: int, finetune: str
 class Classifier(nn.Module):
     """adapter -> network. With a frozen backbone the backbone stays in eval mode."""
 
-    def __init__(self, adapter: InputAdapter, net: nn.Module, head: nn.Module | None):
+    def __init__(self, adapter: InputAdapter, net: nn.Module, head: nn.Module | None,
+                 arch: Architecture):
         super().__init__()
         self.adapter = adapter
         self.net = net
         self.head = head  # set only when the backbone is frozen
         self.frozen = head is not None
+        self.architecture = arch
 
     def forward(self, x: torch.Tensor):
         return self.net(self.adapter(x))
@@ -260,33 +364,34 @@ def network_input(name: str, input_size: int) -> tuple[int, int, int]:
     return (3 if name == "cnn3d" else 2), 0, input_size
 
 
+def assemble(arch: Architecture, weights: str = "none") -> Classifier:
+    """The network described by ``arch``, initialised from ``weights``."""
+    if arch.model not in TORCHVISION + SMALL:
+        raise ModelError(f"unknown model {arch.model!r}")
+    dims, channels, _ = network_input(arch.model, arch.input_size)
+    adapter = InputAdapter(arch.sample_shape, dims, channels, arch.input_size, arch.mean,
+                           arch.std)
+    if arch.model in TORCHVISION:
+        net = _torchvision(arch, weights)
+        head = _replace_classifier(net, arch)
+        if arch.finetune != "head":
+            return Classifier(adapter, net, None, arch)
+        for q in net.parameters():
+            q.requires_grad_(False)
+        for q in head.parameters():
+            q.requires_grad_(True)
+        return Classifier(adapter, net, head, arch)
+    cls = {"lenet5": LeNet5, "cnn7": CNN7, "cnn3d": CNN3D}[arch.model]
+    return Classifier(adapter, cls(adapter.channels, arch.n_classes, arch.width), None, arch)
+
+
 def build(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int) -> Classifier:
     """The model named in ``p`` for samples of ``sample_shape`` (channel-first)."""
-    dims, channels, size = network_input(p.model, p.input_size)
-    if p.model in TORCHVISION:
-        if p.width != 1.0:
-            raise ModelError(f"width applies to {', '.join(SMALL)} only, not {p.model}")
-        adapter = InputAdapter(sample_shape, dims, channels, size)
-        net = _torchvision(p.model, p.weights)
-        head = _replace_classifier(net, p.model, n_classes, p.finetune)
-        if p.finetune == "head":
-            if p.weights == "none":
-                log.warning("finetune: head on a randomly initialised %s trains a head on "
-                            "random features; set weights to use pretrained ones", p.model)
-            for q in net.parameters():
-                q.requires_grad_(False)
-            for q in head.parameters():
-                q.requires_grad_(True)
-            return Classifier(adapter, net, head)
-        return Classifier(adapter, net, None)
-    if p.weights != "none":
-        raise ModelError(f"{p.model} has no pretrained weights; set weights: none")
-    if p.finetune == "head":
-        raise ModelError(f"{p.model} trains from scratch; finetune: head needs a pretrained "
-                         f"torchvision model ({', '.join(TORCHVISION)})")
-    adapter = InputAdapter(sample_shape, dims, channels, size)
-    cls = {"lenet5": LeNet5, "cnn7": CNN7, "cnn3d": CNN3D}[p.model]
-    return Classifier(adapter, cls(adapter.channels, n_classes, p.width), None)
+    arch = architecture(p, sample_shape, n_classes)
+    if arch.finetune == "head" and p.weights == "none":
+        log.warning("finetune: head on a randomly initialised %s trains a head on random "
+                    "features; set weights to use pretrained ones", p.model)
+    return assemble(arch, p.weights)
 
 
 def logits_and_aux(output) -> tuple[torch.Tensor, torch.Tensor | None]:

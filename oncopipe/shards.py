@@ -15,9 +15,9 @@ Why each step is here:
   class weights for the loss. Validation and test keep the true class mix.
 - **HDF5 layout for fast reads.** Chunked, compressed HDF5 with many samples per chunk makes
   random access decompress a whole chunk per sample; here each sample is its own chunk
-  (compressed or not) or the dataset is contiguous, so one sample costs one read. The training
-  split is written in a seeded random order so that reading a shard sequentially still gives
-  mixed batches (see :mod:`oncopipe.loader`). Measured in docs/benchmarks.md.
+  (compressed or not) or the dataset is contiguous, so one sample costs one read, in any
+  order: training reads a fresh random permutation every epoch (see :mod:`oncopipe.loader`).
+  Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations

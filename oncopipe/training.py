@@ -3,18 +3,28 @@
 Shaped after torchvision's references/classification/train.py: one function per concern
 (data, model, optimiser, schedule, one epoch, validation), the loop in :func:`train`.
 
-- Devices: CUDA with bf16 autocast and channels_last (2D) when a GPU is present; several GPUs
-  through ``torchrun`` (DDP: each rank reads a contiguous part of the epoch's shard order);
-  CPU otherwise, deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
+- Devices: CUDA with bf16 autocast and channels_last (2D) when a GPU is present; CPU
+  otherwise, deterministic for a fixed seed (``torch.use_deterministic_algorithms``). On GPU
+  ``deterministic: true`` does the same (and turns ``cudnn.benchmark`` off); otherwise cuDNN
+  picks its fastest algorithms.
+- Several processes (DDP, ``nproc`` > 1 or ``torchrun``): each rank trains on a disjoint,
+  equal-length part of the epoch's order; validation is sharded across ranks and the
+  predictions gathered, so metrics cover the validation split exactly once; the early-stopping,
+  plateau and best-model decisions are made once, on rank 0, and broadcast, so ranks cannot
+  part ways; at the end the ranks check that their weights are identical.
 - Schedules: ``exponential`` (staircase: ``lr * decay_rate ** (step // decay_steps)``, per
   optimiser step, as Keras' ExponentialDecay), ``plateau`` (on the early-stopping metric, per
   epoch), ``cosine`` (per step, to zero at the last epoch).
 - Early stopping on ``val_loss`` / ``val_accuracy`` / ``val_balanced_accuracy`` with
   ``patience``; ``model.pt`` always holds the best epoch's weights.
-- Resume: ``last.pt`` (model, optimiser, schedule, RNG, history) is written atomically after
-  every epoch and removed when training ends; a run that finds one made with the same params
-  continues from it (the DVC output is ``persist``-ed so an interrupted ``dvc repro`` keeps
-  it). One made with other params is ignored and replaced.
+- Resume: ``last.pt`` (model, optimiser, schedule, history, and every rank's CPU and CUDA RNG
+  states) is written atomically after every epoch and removed when training ends; a run that
+  finds one made with the same params continues from it (the DVC output is ``persist``-ed so
+  an interrupted ``dvc repro`` keeps it). One made with other params is ignored and replaced.
+  Nothing draws from numpy's or Python's global RNGs (the sampler and augmentation use
+  generators seeded from seed, epoch and rank), so there is no state of theirs to keep.
+- ``config.json`` records the resolved :class:`oncopipe.models.Architecture`;
+  :func:`load_model` rebuilds exactly that network for evaluation and prediction.
 """
 
 from __future__ import annotations
@@ -76,13 +86,33 @@ def setup_runtime(p: TrainParams) -> Runtime:
     if p.threads:
         torch.set_num_threads(p.threads)
     if world > 1:
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda and local >= torch.cuda.device_count():
+            raise RuntimeError(f"local rank {local} has no GPU: {torch.cuda.device_count()} "
+                               "visible; lower nproc (or --nproc-per-node)")
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
         device = torch.device("cuda", local) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(device)
         return Runtime(device, dist.get_rank(), world)
     return Runtime(torch.device("cuda") if cuda else torch.device("cpu"))
+
+
+def configure_determinism(p: TrainParams, rt: Runtime) -> None:
+    """Deterministic algorithms on CPU always, on GPU with ``deterministic: true``.
+
+    On GPU that also needs cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when
+    cuBLAS starts, so set before the first matrix product) and no cuDNN autotuning, whose
+    choice of algorithm can differ between runs.
+    """
+    if rt.cuda and not p.deterministic:
+        torch.backends.cudnn.benchmark = True
+        return
+    if rt.cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def _seed(*parts: int) -> int:
@@ -102,9 +132,11 @@ def run_hash(p: TrainParams, seed: int, shard_hash: str) -> str:
 
 
 def make_loader(ds: ShardDataset, batch_size: int, shuffle: bool, seed: int, rt: Runtime,
-                num_workers: int) -> tuple[DataLoader, ShardSampler]:
-    sampler = ShardSampler(ds, shuffle=shuffle, seed=seed,
-                           num_replicas=rt.world if shuffle else 1, rank=rt.rank if shuffle else 0)
+                num_workers: int, split_ranks: bool = True) -> tuple[DataLoader, ShardSampler]:
+    """Batches of ``ds``; with ``split_ranks`` each DDP rank reads its own part (see
+    :class:`ShardSampler`), otherwise every rank reads everything."""
+    world, rank = (rt.world, rt.rank) if split_ranks else (1, 0)
+    sampler = ShardSampler(ds, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
     loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=num_workers, pin_memory=rt.cuda,
                         persistent_workers=num_workers > 0, drop_last=False)
@@ -231,6 +263,85 @@ def predict(model: nn.Module, loader: DataLoader, rt: Runtime, amp: bool) -> tup
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
+def gather_predictions(prob: np.ndarray, y: np.ndarray, sampler: ShardSampler, rt: Runtime
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The whole split's (probabilities, labels) in dataset order, from every rank's part.
+
+    Each rank predicted its contiguous part of the split (no padding), so concatenating the
+    parts in rank order gives every sample exactly once.
+    """
+    if rt.world == 1:
+        return prob, y
+    counts = sampler.part_sizes()
+    width = prob.shape[1] + 1
+    mine = torch.zeros(max(counts), width, dtype=torch.float64, device=rt.device)
+    mine[:len(y), :-1] = torch.from_numpy(prob)
+    mine[:len(y), -1] = torch.from_numpy(y).double()
+    parts = [torch.empty_like(mine) for _ in range(rt.world)]
+    dist.all_gather(parts, mine)
+    table = torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)]).cpu().numpy()
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def broadcast(obj, rt: Runtime):
+    """Rank 0's ``obj`` on every rank (itself when there is one process)."""
+    if rt.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=rt.device if rt.cuda else None)
+    return box[0]
+
+
+def decide(state: dict, score: float, maximise: bool, patience: int) -> dict:
+    """Whether this epoch improved on the best and whether to stop: rank 0's call alone."""
+    improved = score > state["best"] if maximise else score < state["best"]
+    bad = 0 if improved else state["bad"] + 1
+    return {"improved": bool(improved), "stop": bad >= patience}
+
+
+def rng_states(rt: Runtime) -> dict:
+    """Every rank's CPU and CUDA generator states (lists in rank order)."""
+    mine = {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(rt.device) if rt.cuda else None}
+    every: list = [mine]
+    if rt.world > 1:
+        every = [None] * rt.world
+        dist.all_gather_object(every, mine)
+    return {"cpu": [e["cpu"].cpu() for e in every],
+            "cuda": [e["cuda"].cpu() for e in every] if rt.cuda else []}
+
+
+def restore_rng(saved: dict, rt: Runtime) -> None:
+    """Put back this rank's generators from :func:`rng_states`' record."""
+    if len(saved["cpu"]) != rt.world:
+        log.warning("checkpoint written by %d processes, resuming with %d: the random streams "
+                    "restart, so the result will differ from an uninterrupted run",
+                    len(saved["cpu"]), rt.world)
+        return
+    torch.set_rng_state(saved["cpu"][rt.rank])
+    if rt.cuda and saved["cuda"]:
+        torch.cuda.set_rng_state(saved["cuda"][rt.rank], rt.device)
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, bit for bit."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_in_sync(model: nn.Module, rt: Runtime) -> None:
+    """Fail if DDP ranks ended with different weights (they must be bitwise identical)."""
+    if rt.world == 1:
+        return
+    digests: list = [None] * rt.world
+    dist.all_gather_object(digests, state_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
+
+
 def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | None) -> dict:
     """Loss (same class weights as training), accuracy and balanced accuracy."""
     logp = torch.log(torch.from_numpy(prob).clamp_min(1e-12))
@@ -260,10 +371,11 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
     card = json.loads(cfg_path.read_text(encoding="utf-8"))
-    p = build(TrainParams, card["train"], f"{cfg_path}:train")  # strict, as for params.yaml
-    # the trained weights replace any initial ones: never download them again here
-    model = models.build(dataclasses.replace(p, weights="none"), tuple(card["sample_shape"]),
-                         len(card["class_names"]))
+    if "architecture" not in card:
+        raise ValueError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
+                         "rerun the train stage")
+    arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
+    model = models.assemble(arch)  # the trained weights follow: never download any here
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), card
@@ -283,19 +395,19 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
 
     p = cfg.train
     rt = setup_runtime(p)
-    if rt.cuda:
-        torch.backends.cudnn.benchmark = True
-    else:
-        torch.use_deterministic_algorithms(True)
+    configure_determinism(p, rt)
     summary = read_summary(shard_dir)
     class_names = summary["class_names"]
     shape = tuple(summary["sample_shape"])
     train_ds, val_ds = ShardDataset(shard_dir, "train"), ShardDataset(shard_dir, "val")
-    log.info("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
-             shard_dir, len(train_ds), len(val_ds), shape, len(class_names), rt.device, rt.world)
+    say = log.info if rt.main else log.debug  # one account of the run, not one per rank
+    say("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
+        shard_dir, len(train_ds), len(val_ds), shape, len(class_names), rt.device, rt.world)
     train_loader, sampler = make_loader(train_ds, p.batch_size, True, cfg.seed, rt, p.num_workers)
-    val_loader, _ = make_loader(val_ds, p.batch_size * 2, False, cfg.seed, rt, p.num_workers)
-    bn_loader, _ = make_loader(train_ds, p.batch_size, False, cfg.seed, rt, 0)
+    val_loader, val_sampler = make_loader(val_ds, p.batch_size * 2, False, cfg.seed, rt,
+                                          p.num_workers)
+    # every rank recomputes batch-norm statistics over the same batches: identical results
+    bn_loader, _ = make_loader(train_ds, p.batch_size, False, cfg.seed, rt, 0, split_ranks=False)
 
     torch.manual_seed(cfg.seed)
     model = models.build(p, shape, len(class_names)).to(rt.device)
@@ -309,9 +421,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     opt = make_optimizer(p, model.parameters())
     sched, per_step = make_schedule(p, opt, len(train_loader))
     n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    log.info("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
-             p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
-             p.lr, p.schedule, len(train_loader))
+    say("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
+        p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
+        p.lr, p.schedule, len(train_loader))
 
     key = run_hash(p, cfg.seed, summary["params_hash"])
     maximise = MAXIMISE[p.early_stopping_metric]
@@ -325,11 +437,11 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
             opt.load_state_dict(ckpt["optimizer"])
             if sched is not None:
                 sched.load_state_dict(ckpt["schedule"])
-            torch.set_rng_state(ckpt["rng"])
+            restore_rng(ckpt["rng"], rt)
             state = json.loads(ckpt["state"])
-            log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
+            say("resuming from %s after epoch %d", last, state["epoch"] + 1)
         else:
-            log.info("ignoring %s: written by a run with other params", last)
+            say("ignoring %s: written by a run with other params", last)
     model_dir.mkdir(parents=True, exist_ok=True)
 
     # A fresh log every time, with the checkpoint's history replayed on resume: DVC deletes
@@ -349,12 +461,19 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         tr = train_one_epoch(net, train_loader, criterion, opt, sched, per_step, p, rt, gen)
         recompute_batchnorm(model, bn_loader, rt, p.amp)
         prob, y = predict(model, val_loader, rt, p.amp)
-        va = validation_metrics(prob, y, weight)
-        score = va[p.early_stopping_metric.removeprefix("val_")]
+        prob, y = gather_predictions(prob, y, val_sampler, rt)
+        # decided once, on rank 0, from the whole validation split; every rank follows it
+        verdict = None
+        if rt.main:
+            va = validation_metrics(prob, y, weight)
+            score = va[p.early_stopping_metric.removeprefix("val_")]
+            verdict = {"val": va, "score": score,
+                       **decide(state, score, maximise, p.patience)}
+        verdict = broadcast(verdict, rt)
+        va, score = verdict["val"], verdict["score"]
         if sched is not None and not per_step:
             sched.step(score)
-        improved = score > state["best"] if maximise else score < state["best"]
-        if improved:
+        if verdict["improved"]:
             state.update(best=score, best_epoch=epoch, bad=0)
             if rt.main:
                 _save(model.state_dict(), model_dir / MODEL_FILE)  # model: not the DDP wrapper
@@ -365,23 +484,25 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                **{f"train/{k}": v for k, v in tr.items()},
                **{f"val/{k}": v for k, v in va.items()}}
         state["history"].append(row)
+        rng = rng_states(rt)  # a collective: every rank takes part
         if live is not None:
             _log_epoch(live, row)
             _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                    "schedule": sched.state_dict() if sched is not None else {},
-                   "rng": torch.get_rng_state(), "run": key, "state": json.dumps(state)}, last)
-        log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f bal %.3f%s "
-                 "(%.1fs)", epoch + 1, p.epochs, tr["loss"], tr["accuracy"], va["loss"],
-                 va["accuracy"], va["balanced_accuracy"], " *" if improved else "",
-                 time.perf_counter() - started)
-        if state["bad"] >= p.patience:
-            log.info("early stopping: no %s improvement for %d epochs", p.early_stopping_metric,
-                     p.patience)
+                   "rng": rng, "run": key, "state": json.dumps(state)}, last)
+        say("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f bal %.3f%s (%.1fs)",
+            epoch + 1, p.epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"],
+            va["balanced_accuracy"], " *" if verdict["improved"] else "",
+            time.perf_counter() - started)
+        if verdict["stop"]:
+            say("early stopping: no %s improvement for %d epochs", p.early_stopping_metric,
+                p.patience)
             break
 
     if state["best_epoch"] < 0:
         raise RuntimeError(f"{p.early_stopping_metric} was never finite: training diverged "
                            f"(lr {p.lr:g} too high?); no model written to {model_dir}")
+    check_in_sync(model, rt)
     card = {
         "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
         "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
@@ -389,7 +510,8 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         "shards_params_hash": summary["params_hash"], "run": key,
         "best_epoch": state["best_epoch"] + 1, "epochs_run": state["epoch"] + 1,
         f"best_{p.early_stopping_metric}": round(state["best"], 6),
-        "train": dataclasses.asdict(p),
+        "train": dataclasses.asdict(p), "processes": rt.world,
+        "architecture": dataclasses.asdict(model.architecture),
     }
     if rt.main:
         write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")

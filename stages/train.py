@@ -1,10 +1,13 @@
 """DVC stage ``train@<dataset>``: shards -> models/<dataset>/ + dvclive logs.
 
-Several GPUs: ``torchrun --nproc-per-node=N -m stages.train <dataset>``.
+Several GPUs: set ``<dataset>.train.<profile>.nproc`` to N and the stage re-executes itself
+under ``torchrun --standalone --nproc-per-node=N`` (one machine); or run that command yourself.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,11 +17,22 @@ from oncopipe.errors import one_line_exit
 READS = ("seed", "task", "profile", "train")
 
 
+def torchrun_argv(name: str, nproc: int) -> list[str]:
+    """The command that runs this stage as ``nproc`` DDP processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", "stages.train", name]
+
+
 @one_line_exit("train")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
-    log.setup(f"train[{name}]")
+    logger = log.setup(f"train[{name}]")
     cfg = config.load(name, reads=READS)
+    if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
+        cmd = torchrun_argv(name, cfg.train.nproc)
+        logger.info("nproc %d: re-executing as %s", cfg.train.nproc, " ".join(cmd))
+        logging.shutdown()  # flush before exec replaces the process
+        os.execv(sys.executable, cmd)
     training.train(cfg, Path("data/shards") / name, Path("models") / name,
                    Path("metrics") / name / "train")
 

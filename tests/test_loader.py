@@ -1,6 +1,8 @@
-"""ShardDataset and ShardSampler: correct samples, batched reads, shard-sequential order."""
+"""ShardDataset and ShardSampler: correct samples, batched reads, a fresh order every epoch."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -30,33 +32,78 @@ def test_items_match_the_prepared_arrays(shards):
 
 def test_batched_read_equals_single_reads(shards):
     ds = ShardDataset(shards, "train")
-    positions = [3, 4, 5, 6, 12, 13, 0]  # runs inside a shard, a jump, another shard
+    # unsorted, across shards, a consecutive run, a gap inside a shard, a repeat
+    positions = [13, 3, 4, 5, 6, 12, 0, 25, 9, 4, len(ds) - 1]
     batch = ds.__getitems__(positions)
+    assert len(batch) == len(positions)
     for p, (x, y) in zip(positions, batch, strict=True):
         x1, y1 = ds[p]
         np.testing.assert_array_equal(x, x1)
         assert y == y1
 
 
-def test_sampler_is_a_permutation_sequential_within_shards(shards):
+@pytest.mark.parametrize("compression", ["none", "lzf"])
+def test_contiguous_and_compressed_shards_read_alike(tmp_path, compression):
+    root = make_shards(tmp_path, ShardParams(shard_size=10, compression=compression),
+                       patients_per_class=(6, 4), samples_per_patient=2)
+    ds = ShardDataset(root, "train")
+    src = np.load(root.parent / "prepared" / "images.npy")
+    positions = [5, 1, 11, 2, 2, 0, len(ds) - 1]
+    for p, (x, _) in zip(positions, ds.__getitems__(positions), strict=True):
+        pid, s = ds.sample_ids[p].split("-s")
+        np.testing.assert_array_equal(x, src[int(pid[1:]) * 2 + int(s)])
+    memory_mapped = isinstance(ds._samples(0), np.ndarray)
+    assert memory_mapped == (compression == "none")
+    ds.close()
+
+
+def _adjacent_pairs(order) -> set[frozenset]:
+    return {frozenset(pair) for pair in itertools.pairwise(order)}
+
+
+def test_every_epoch_is_a_fresh_random_order(shards):
     ds = ShardDataset(shards, "train")
     sampler = ShardSampler(ds, shuffle=True, seed=5)
-    order = list(sampler)
-    assert sorted(order) == list(range(len(ds)))
-    steps = np.diff(order)
-    # inside a shard the next row follows (except one wrap per shard); jumps only between shards
-    assert (steps == 1).sum() >= len(ds) - 2 * len(ds.shard_names)
-    sampler.set_epoch(1)
-    assert list(sampler) != order
+    epochs = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(ds)))  # a permutation of the split
+        epochs.append(order)
+    assert len({tuple(o) for o in epochs}) == 4
+    # neighbours do not stay neighbours (the old sampler kept all but one per shard)
+    for a, b in itertools.pairwise(epochs):
+        assert len(_adjacent_pairs(a) & _adjacent_pairs(b)) < len(ds) // 4
+    # batches mix shards, and rows inside a shard come in no fixed order
+    first_batch = epochs[0][:8]
+    assert len({int(ds.shard_of[i]) for i in first_batch}) > 1
+    assert (np.diff(epochs[0]) == 1).sum() < len(ds) // 4
     sampler.set_epoch(0)
-    assert list(sampler) == order
+    assert list(sampler) == epochs[0]  # deterministic for (seed, epoch)
+    assert list(ShardSampler(ds, shuffle=True, seed=5)) == epochs[0]
+    assert list(ShardSampler(ds, shuffle=True, seed=6)) != epochs[0]
 
 
-def test_distributed_ranks_split_the_epoch_evenly(shards):
+def test_distributed_ranks_get_disjoint_equal_parts_of_each_epoch(shards):
     ds = ShardDataset(shards, "train")
-    parts = [list(ShardSampler(ds, seed=2, num_replicas=3, rank=r)) for r in range(3)]
-    assert len({len(p) for p in parts}) == 1
-    assert set().union(*parts) == set(range(len(ds)))
+    for epoch in (0, 1):
+        samplers = [ShardSampler(ds, seed=2, num_replicas=3, rank=r) for r in range(3)]
+        for s in samplers:
+            s.set_epoch(epoch)
+        parts = [list(s) for s in samplers]
+        assert {len(p) for p in parts} == {len(ds) // 3}
+        assert len(set().union(*parts)) == 3 * (len(ds) // 3)  # disjoint
+        whole = samplers[0].epoch_order().tolist()
+        assert [i for p in parts for i in p] == whole[:3 * (len(ds) // 3)]
+    with pytest.raises(ValueError, match="rank"):
+        ShardSampler(ds, num_replicas=2, rank=2)
+
+
+def test_unshuffled_parts_cover_the_split_exactly_once(shards):
+    ds = ShardDataset(shards, "val")
+    parts = [list(ShardSampler(ds, shuffle=False, num_replicas=4, rank=r)) for r in range(4)]
+    assert [i for p in parts for i in p] == list(range(len(ds)))  # in order, no padding
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
 def test_dataloader_batches_and_uint8_scaling(shards):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
+import torchvision
 
-from oncopipe import models
+from oncopipe import models, training
 from oncopipe.config import TrainParams
 
 
@@ -89,3 +93,90 @@ def test_unknown_weights_name_lists_the_choices():
         models.build(_p(model="lenet5", weights="IMAGENET1K_V1"), (3, 32, 32), 2)
     with pytest.raises(models.ModelError, match="from scratch"):
         models.build(_p(model="cnn7", finetune="head"), (3, 32, 32), 2)
+
+
+# --------------------------------------------------------------------------------------------
+# build -> save -> load_model: the network that trained is the one evaluated and served
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pretrained_files(tmp_path_factory):
+    """Local ImageNet-style state dicts (random init: no network), as a user would give."""
+    root = tmp_path_factory.mktemp("weights")
+    files = {}
+    for name in ("resnet18", "inception_v3"):
+        torch.manual_seed(3)
+        extra = {"init_weights": True, "aux_logits": True} if name == "inception_v3" else {}
+        net = torchvision.models.get_model(name, weights=None, **extra)
+        files[name] = root / f"{name}.pth"
+        torch.save(net.state_dict(), files[name])
+    return files
+
+
+ROUND_TRIP = [
+    ("lenet5", {"width": 0.5}, (1, 32, 32)),
+    ("cnn7", {"width": 0.25}, (3, 32, 32)),
+    ("cnn7", {"width": 0.25}, (1, 4, 24, 24)),  # depth folded into channels, 1x1 mixing
+    ("cnn3d", {"width": 0.25}, (1, 8, 16, 16)),
+    ("resnet18", {}, (1, 32, 32)),
+    ("resnet18", {"finetune": "head", "weights": "resnet18"}, (3, 32, 32)),
+    ("resnet50", {}, (3, 32, 32)),
+    ("resnet101", {"normalize": "imagenet"}, (3, 32, 32)),
+    ("vgg16", {"finetune": "head", "normalize": "imagenet"}, (3, 32, 32)),
+    ("inception_v3", {"input_size": 80, "weights": "inception_v3"}, (3, 40, 40)),
+    ("inception_v3", {"input_size": 80, "finetune": "head"}, (1, 40, 40)),
+]
+
+
+@pytest.mark.parametrize(("name", "settings", "shape"), ROUND_TRIP,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in s.items())}"
+                              for n, s, _ in ROUND_TRIP])
+def test_saved_and_loaded_model_gives_identical_outputs(name, settings, shape, tmp_path,
+                                                         pretrained_files):
+    if settings.get("weights") in pretrained_files:
+        settings = {**settings, "weights": str(pretrained_files[settings["weights"]])}
+    torch.manual_seed(0)
+    model = models.build(_p(model=name, **settings), shape, 3).eval()
+    # what training.train writes: the weights and the architecture in config.json
+    torch.save(model.state_dict(), tmp_path / training.MODEL_FILE)
+    card = {"architecture": dataclasses.asdict(model.architecture)}
+    (tmp_path / training.CONFIG_FILE).write_text(json.dumps(card))
+    loaded, _ = training.load_model(tmp_path)
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.architecture == model.architecture
+    if name == "inception_v3":
+        assert loaded.net.transform_input == model.net.transform_input
+
+
+def test_pretrained_weights_bring_imagenet_normalisation_and_inception_its_transform(
+        pretrained_files):
+    named = models.architecture(_p(model="inception_v3", weights="IMAGENET1K_V1"), (3, 64, 64), 2)
+    assert named.transform_input and named.aux_logits and named.input_size == 299
+    assert named.mean == models.IMAGENET_MEAN and named.std == models.IMAGENET_STD
+    local = models.build(_p(model="inception_v3", input_size=80,
+                            weights=str(pretrained_files["inception_v3"])), (3, 40, 40), 2)
+    assert local.net.transform_input and local.architecture.mean == models.IMAGENET_MEAN
+    scratch = models.architecture(_p(model="resnet18"), (3, 32, 32), 2)
+    assert scratch.mean == () and not scratch.transform_input
+    off = models.architecture(_p(model="resnet18", weights=str(pretrained_files["resnet18"]),
+                                 normalize="none"), (3, 32, 32), 2)
+    assert off.mean == ()
+    # the adapter applies it: shards stay raw, evaluate/predict cannot forget it
+    model = models.build(_p(model="resnet18", weights=str(pretrained_files["resnet18"])),
+                         (1, 8, 8), 2)
+    x = torch.rand(2, 1, 8, 8)
+    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(model.adapter(x), (x.expand(-1, 3, -1, -1) - mean) / std)
+    with pytest.raises(models.ModelError, match="3 means"):
+        models.build(_p(model="lenet5", normalize="imagenet"), (1, 32, 32), 2)
+
+
+def test_a_model_card_without_architecture_is_refused(tmp_path):
+    torch.save({}, tmp_path / training.MODEL_FILE)
+    (tmp_path / training.CONFIG_FILE).write_text(json.dumps({"train": {}}))
+    with pytest.raises(ValueError, match="no architecture record"):
+        training.load_model(tmp_path)

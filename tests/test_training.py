@@ -34,6 +34,12 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
     card_b, state_b = _train(shards, tmp_path / "b")
     assert card_a == card_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    for name in (training.MODEL_FILE, training.CONFIG_FILE):  # byte for byte
+        assert (tmp_path / "a" / "model" / name).read_bytes() == \
+            (tmp_path / "b" / "model" / name).read_bytes()
+    assert (tmp_path / "a" / "live" / "metrics.json").read_bytes() == \
+        (tmp_path / "b" / "live" / "metrics.json").read_bytes()
+    assert card_a["architecture"]["model"] == "cnn7" and not card_a["architecture"]["mean"]
     live = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
     assert live["val"]["balanced_accuracy"] >= 0.8
     assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
@@ -135,3 +141,16 @@ def test_flip_only_mirrors_and_volumes_get_one_transform_for_all_slices():
     out = augment_batch(vol, AugmentParams(rotate_deg=30.0), torch.Generator().manual_seed(1))
     assert out.shape == vol.shape
     assert torch.equal(out[:, :, 0], out[:, :, 2]) and not torch.equal(out, vol)
+
+
+def test_rng_record_restores_the_generators_and_cpu_is_deterministic():
+    rt = training.Runtime(torch.device("cpu"))
+    training.configure_determinism(dataclasses.replace(SMALL_TRAIN, deterministic=False), rt)
+    assert torch.are_deterministic_algorithms_enabled()  # CPU: always
+    torch.manual_seed(7)
+    saved = training.rng_states(rt)
+    expected = torch.rand(5)
+    torch.manual_seed(8)
+    training.restore_rng(saved, rt)
+    assert torch.equal(torch.rand(5), expected)
+    assert saved["cuda"] == []  # no GPU here; on CUDA each rank's generator state is kept
