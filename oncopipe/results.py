@@ -24,7 +24,7 @@ These are the figures of `dvc repro` on the built-in synthetic demo data with th
 training recipes (small models, a few epochs on 2 CPU cores): they show that the pipeline
 learns what the data holds, not how the reference methods perform on the real releases.
 Test figures come from the test split, used once; the run was selected on the validation
-split (`val` column: the early-stopping metric at the best epoch). Intervals are bootstrap
+split (`val` column: the validation figures of the kept epoch). Intervals are bootstrap
 percentile intervals over patients.
 """
 
@@ -41,10 +41,8 @@ def _ci(metrics: dict, name: str) -> str:
 
 
 def _val(train: dict) -> str:
-    best = train.get("best", {})
-    if best:
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(best.items()))
-    val = train.get("val", {})
+    """The validation figures of the kept epoch (the last epoch's for an older log)."""
+    val = train.get("best_val") or train.get("val", {})
     return ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(val.items())) or "-"
 
 

@@ -517,6 +517,10 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
         last.unlink(missing_ok=True)
         live.summary["best_epoch"] = card["best_epoch"]
+        # the validation figures of the kept epoch: what sweeps are compared on (never test)
+        kept = next(r for r in state["history"] if r["epoch"] == card["best_epoch"])
+        live.summary["best_val"] = {k.removeprefix("val/"): v for k, v in kept.items()
+                                    if k.startswith("val/")}
         live.end()
         log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
                  model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,
