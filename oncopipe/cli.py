@@ -1,5 +1,5 @@
-"""The ``oncopipe`` command: ``predict`` (one raw input), ``gate`` (CI metrics check),
-``results`` (docs/results.md from the committed metrics)."""
+"""The ``oncopipe`` command: ``predict`` (one raw input), ``serve`` (the local web app),
+``gate`` (CI metrics check), ``results`` (docs/results.md from the committed metrics)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="model directory (default models/<dataset>)")
     p.add_argument("--params", type=Path, default=config.PARAMS_FILE)
     p.add_argument("--json", action="store_true", help="print JSON instead of words")
+
+    s = sub.add_parser("serve", help="local web app: predictions with saliency, pipeline outputs")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--root", type=Path, default=Path("."),
+                   help="project folder holding params.yaml, models/, data/, metrics/")
+    s.add_argument("--max-upload-mb", type=int, default=512,
+                   help="largest upload accepted, MiB (413 beyond; default 512)")
+    s.add_argument("--max-unpacked-mb", type=int, default=4096,
+                   help="largest size a zip or .gz upload may inflate to, MiB (default 4096)")
 
     g = sub.add_parser("gate", help="compare metrics/*/metrics.json with the thresholds")
     g.add_argument("--thresholds", type=Path, default=gate.THRESHOLDS_FILE)
@@ -64,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         except gate.GateError as exc:
             print(f"gate: {exc}", file=sys.stderr)
             return 2
+    if args.command == "serve":
+        from oncopipe import log
+        from oncopipe.serve import serve
+
+        log.setup("serve")
+        serve(args.host, args.port, root=args.root,
+              max_upload=args.max_upload_mb << 20, max_unpacked=args.max_unpacked_mb << 20)
+        return 0
     from oncopipe import predict
 
     try:

@@ -27,7 +27,7 @@ import polars as pl
 
 from oncopipe.arrays import ArrayWriter
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.images import CorruptImageError, ImageError, read_rgb, resize_chw
+from oncopipe.images import CorruptImageError, ImageError, image_format, read_rgb, resize_chw
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -104,18 +104,30 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
 
 
 def load_input(path: str | Path, decode: Decode,
-               point: tuple[float, float, float] | None = None) -> np.ndarray:
+               point: tuple[float, float, float] | None = None,
+               formats: Sequence[str] = (), expected: str = "") -> np.ndarray:
     """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
 
-    A whole image is classified, so a ``point`` is refused; :class:`ImageError` names the file
-    by its full path.
+    A whole image is classified, so a ``point`` is refused. ``formats`` (names as
+    :func:`oncopipe.images.image_format` gives them) are the formats of the dataset's raw
+    release: anything else is refused before decoding, because a model answers any image with
+    confident probabilities (a PCam TIF given to the ISIC model came out "97.7% malignant").
+    ``expected`` describes the right input for the message. :class:`ImageError` names the
+    file by its full path.
     """
     if point is not None:
         raise ValueError(f"{path}: the input is a whole image; a point is not used")
     try:
+        found = image_format(path) if formats else None
+        if formats and found not in formats:
+            raise ImageError(f"wrong format: {Path(path).name} is "
+                             f"{found + ' image' if found else 'not an image file'}, "
+                             f"expected {expected or ' or '.join(formats)}")
         return load_image(path, decode)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def dump_meta(cfg: DatasetConfig, class_names: Sequence[str], source: str,

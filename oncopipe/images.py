@@ -76,6 +76,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return img.shape[1], img.shape[2]
 
 
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+          (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"GIF8", "GIF"))
+
+
+def image_format(path: str | Path) -> str | None:
+    """"JPEG", "PNG", "TIFF", "BMP" or "GIF" from the file's first bytes, else ``None``.
+
+    The content decides, not the suffix: a PCam ``.tif`` renamed ``.jpg`` is still a TIFF,
+    and OpenCV would decode it without complaint.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
 def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
     """Decode ``path`` to a (3, H, W) uint8 RGB array.
 

@@ -3,10 +3,15 @@
 The input is preprocessed by the dataset's own ``preprocess_one`` (the same code as its
 ``prepare`` step, see docs/architecture.md), so a prediction sees exactly what training saw.
 The result is a dict (for ``--json``) and a sentence such as ``72.1% abnormal, 27.9% normal``.
+
+:class:`Predictor` holds a loaded model for many predictions (``oncopipe serve`` keeps one
+per dataset); :func:`predict_file` is the command line's one-shot path. Both build the result
+with :func:`answer`, so the JSON of the web API and of ``oncopipe predict --json`` agree.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +22,69 @@ from oncopipe.loader import to_float
 from oncopipe.training import load_model
 
 
+class Predictor:
+    """The model of ``model_dir``, loaded once, in eval mode, for many predictions.
+
+    Forward passes hold a lock: a saliency map puts hooks on the model for one pass, and
+    concurrent requests must not see them.
+    """
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir)
+        self.model, self.card = load_model(self.model_dir)
+        self.lock = threading.Lock()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card["class_names"])
+
+    def tensor(self, sample: np.ndarray) -> torch.Tensor:
+        """``sample`` (the manifest's array layout) as a batch of one, in model range."""
+        expected = tuple(self.card["sample_shape"])
+        if tuple(sample.shape) != expected:
+            raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
+                             f"in {self.model_dir} was trained on {expected}")
+        return to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
+
+    def probabilities(self, sample: np.ndarray) -> np.ndarray:
+        x = self.tensor(sample)
+        with self.lock, torch.no_grad():
+            return torch.softmax(self.model(x).float(), 1)[0].double().numpy()
+
+    def predict(self, sample: np.ndarray) -> dict:
+        """Probabilities for one sample already in the manifest's array layout."""
+        prob = self.probabilities(sample)
+        names = self.class_names
+        order = np.argsort(-prob, kind="stable")
+        return {
+            "dataset": self.card["dataset"],
+            "task": self.card["task"],
+            "predicted": names[int(order[0])],
+            "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
+        }
+
+
 def predict_array(model_dir: Path, sample: np.ndarray) -> dict:
     """Probabilities for one sample already in the manifest's array layout."""
-    model, card = load_model(model_dir)
-    expected = tuple(card["sample_shape"])
-    if tuple(sample.shape) != expected:
-        raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model in "
-                         f"{model_dir} was trained on {expected}")
-    with torch.no_grad():
-        x = to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
-        prob = torch.softmax(model(x).float(), 1)[0].double().numpy()
-    names = card["class_names"]
-    order = np.argsort(-prob, kind="stable")
-    return {
-        "dataset": card["dataset"],
-        "task": card["task"],
-        "predicted": names[int(order[0])],
-        "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
-    }
+    return Predictor(model_dir).predict(sample)
+
+
+def preprocess(cfg: config.DatasetConfig, path: Path,
+               point: tuple[float, float, float] | None = None) -> np.ndarray:
+    """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: input not found")
+    return datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
+
+
+def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
+           point: tuple[float, float, float] | None = None) -> dict:
+    """The result as ``oncopipe predict --json`` prints it (and the web API returns it)."""
+    result = predictor.predict(sample)
+    result["input"] = input_name
+    if point is not None:
+        result["point"] = [float(v) for v in point]
+    return result
 
 
 def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
@@ -42,14 +92,8 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = config.load(dataset, params)
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: input not found")
-    sample = datasets.module(dataset, "prepare").preprocess_one(cfg, Path(path), point)
-    result = predict_array(model_dir or Path("models") / dataset, sample)
-    result["input"] = str(path)
-    if point is not None:
-        result["point"] = list(point)
-    return result
+    sample = preprocess(cfg, Path(path), point)
+    return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 
 
 def in_words(result: dict) -> str:

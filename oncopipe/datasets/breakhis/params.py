@@ -21,6 +21,12 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 }
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
+# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
+# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
+# the raw release, and the words that say so when an input does not belong.
+PREDICT_INPUT = {"kind": "image", "suffixes": (".png",), "formats": ("PNG",),
+                 "expected": "a 700x460 PNG as in BreaKHis_v1", "point": False}
+
 
 @dataclass(frozen=True)
 class DemoParams:

@@ -21,7 +21,7 @@ import polars as pl
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis.naming import IMAGE_HW
-from oncopipe.datasets.breakhis.params import CLASS_NAMES, PrepareParams
+from oncopipe.datasets.breakhis.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root
 from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
 from oncopipe.rawfiles import walk
@@ -104,4 +104,6 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
 
     Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
     """
-    return load_input(path, decode_spec(cfg.prepare), point)
+    spec = PREDICT_INPUT
+    return load_input(path, decode_spec(cfg.prepare), point, spec["formats"],
+                      spec["expected"])

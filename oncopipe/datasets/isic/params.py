@@ -11,6 +11,12 @@ from typing import Literal
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
+# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
+# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
+# the raw release, and the words that say so when an input does not belong.
+PREDICT_INPUT = {"kind": "image", "suffixes": (".jpg", ".jpeg"), "formats": ("JPEG",),
+                 "expected": "a JPEG photograph as in jpeg/train/", "point": False}
+
 
 @dataclass(frozen=True)
 class DemoParams:

@@ -15,7 +15,7 @@ import numpy as np
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.isic import reader
-from oncopipe.datasets.isic.params import CLASS_NAMES, PrepareParams
+from oncopipe.datasets.isic.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
 
@@ -38,4 +38,6 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One photograph as ``prepare`` stores it: (3, size, size) uint8."""
-    return load_input(path, decode_spec(cfg.prepare), point)
+    spec = PREDICT_INPUT
+    return load_input(path, decode_spec(cfg.prepare), point, spec["formats"],
+                      spec["expected"])

@@ -21,7 +21,7 @@ from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.lidc import crops, slice_table
-from oncopipe.datasets.lidc.params import CLASS_NAMES, CropParams, is_pylidc_raw
+from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
 from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, read_headers
 from oncopipe.errors import InputError
@@ -223,9 +223,13 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     """
     if point is None:
         raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
-    header = load_series(Path(path))
-    p = cfg.prepare.crops
+    header = _input_series(Path(path))
     x, y, z = (float(v) for v in point)
+    extent = scan_extent(header)
+    if not all(lo <= v <= hi for v, (lo, hi) in zip((x, y, z), extent, strict=True)):
+        raise ValueError(f"{path}: point ({x:g}, {y:g}, {z:g}) mm is outside the scan, which "
+                         f"spans {describe_extent(extent)}")
+    p = cfg.prepare.crops
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
         hu = crops.crop_2d(read_series(header, [k]).hu(k), header, x, y, p)
@@ -233,3 +237,43 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
         volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
         hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]
+
+
+def _input_series(folder: Path) -> SeriesHeader:
+    """The one series of a prediction's input folder; errors say what was expected."""
+    if not folder.is_dir():
+        raise SeriesError(f"{folder}: not a folder; expected {PREDICT_INPUT['expected']}")
+    try:
+        return load_series(folder)
+    except SeriesError as exc:
+        raise SeriesError(f"{exc}; expected {PREDICT_INPUT['expected']}") from None
+
+
+def scan_extent(header: SeriesHeader) -> tuple[tuple[float, float], ...]:
+    """(x, y, z) ranges in patient mm covered by the series' voxels (edges, not centres).
+
+    A point outside them has nothing under it: the crop would be padding, and the model
+    would still answer with confidence (``--point 9999 9999 9999`` once gave 99.4%).
+    """
+    (x0, y0), (sx, sy), (rows, cols) = header.origin_xy, header.spacing_xy, header.shape_yx
+    zs = header.zs
+    half_z = header.z_step / 2 if len(zs) > 1 else 0.5
+    xs = sorted((x0 - sx / 2, x0 + (cols - 0.5) * sx))
+    ys = sorted((y0 - sy / 2, y0 + (rows - 0.5) * sy))
+    return ((xs[0], xs[1]), (ys[0], ys[1]), (float(zs[0]) - half_z, float(zs[-1]) + half_z))
+
+
+def describe_extent(extent: tuple[tuple[float, float], ...]) -> str:
+    return ", ".join(f"{axis} {lo:.1f} to {hi:.1f}" for axis, (lo, hi) in zip("xyz", extent,
+                                                                               strict=True)) + " mm"
+
+
+def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
+    """The series as a person picks a point on it: axial slices windowed to [0, 1] (float16,
+    (D, H, W), increasing z) and the geometry that maps a pixel to patient mm."""
+    header = _input_series(Path(path))
+    volume = crops.window(read_series(header).hu(slice(None)), cfg.prepare.crops.hu_window)
+    geometry = {"origin_xy": list(header.origin_xy), "spacing_xy": list(header.spacing_xy),
+                "shape_yx": list(header.shape_yx), "zs": [float(z) for z in header.zs],
+                "extent_mm": [list(r) for r in scan_extent(header)]}
+    return volume, geometry

@@ -20,7 +20,7 @@ import polars as pl
 from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.datasets.mosmed.params import CLASS_NAMES, PrepareParams
+from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
 from oncopipe.manifest import ManifestMeta, write_manifest
@@ -147,5 +147,8 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     if point is not None:
         raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
     params: PrepareParams = cfg.prepare
-    arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
+    try:
+        arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
+    except VolumeError as exc:
+        raise VolumeError(f"{exc}; expected {PREDICT_INPUT['expected']}") from None
     return arr

@@ -14,7 +14,7 @@ import numpy as np
 
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.pcam import reader
-from oncopipe.datasets.pcam.params import CLASS_NAMES
+from oncopipe.datasets.pcam.params import CLASS_NAMES, PREDICT_INPUT
 from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
 from oncopipe.report import Report
 
@@ -33,4 +33,5 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One patch file as ``prepare`` stores it: (3, 96, 96) uint8."""
-    return load_input(path, DECODE, point)
+    spec = PREDICT_INPUT
+    return load_input(path, DECODE, point, spec["formats"], spec["expected"])

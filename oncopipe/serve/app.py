@@ -1,0 +1,365 @@
+"""The web app: JSON API and the page, as one FastAPI application (see :mod:`oncopipe.serve`).
+
+Routes: ``GET /`` (the page), ``GET /api/datasets``, ``POST /api/predict/<ds>`` (exactly the
+JSON of ``oncopipe predict <ds> --json``), ``POST /api/explain/<ds>`` (the same result plus
+pictures: the input as the model saw it and a Grad-CAM map), ``POST /api/scan/<ds>`` (the
+slices of an uploaded CT series, to pick a point on), ``GET /api/pipeline/<ds>`` and its
+pictures. Every error is ``{"error": "<one line>"}`` with a 4xx status; nothing an upload
+contains (names, pixels, DICOM values, error messages quoting them) goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from oncopipe import config, datasets, predict, saliency
+from oncopipe.serve import pipeline, uploads, views
+
+log = logging.getLogger("oncopipe.serve")
+STATIC = Path(__file__).parent / "static"
+MIB = 1 << 20
+CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the project lies and the limits; the command line sets them."""
+
+    root: Path = Path(".")  # the project: params.yaml, models/, data/, metrics/
+    params: Path | None = None  # default root/params.yaml
+    models: Path | None = None  # default root/models
+    max_upload: int = 512 * MIB  # bytes in one upload (413 beyond)
+    max_unpacked: int = 4096 * MIB  # bytes a zip or .gz may inflate to (413 beyond)
+
+    @property
+    def params_file(self) -> Path:
+        return self.params or self.root / config.PARAMS_FILE
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models or self.root / "models"
+
+
+class NoModel(LookupError):
+    """No trained model for the dataset yet."""
+
+
+@dataclass
+class _Cache:
+    """Loaded models (one per dataset, reloaded when the train stage rewrites them) and
+    configs (reloaded when params.yaml changes)."""
+
+    settings: Settings
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    models: dict = field(default_factory=dict)
+    configs: dict = field(default_factory=dict)
+
+    def model(self, dataset: str) -> tuple[predict.Predictor, str | None]:
+        folder = self.settings.models_dir / dataset
+        files = [folder / "config.json", folder / "model.pt"]
+        if not all(f.is_file() for f in files):
+            raise NoModel(f"no model trained yet for {dataset} ({folder} is empty; run "
+                          f"`dvc repro train@{dataset}`)")
+        stamp = tuple(f.stat().st_mtime_ns for f in files)
+        with self.lock:
+            hit = self.models.get(dataset)
+            if hit is None or hit[0] != stamp:
+                started = time.perf_counter()
+                hit = (stamp, predict.Predictor(folder), None)
+                self.models[dataset] = hit
+                log.info("loaded the %s model from %s in %.2f s", dataset, folder,
+                         time.perf_counter() - started)
+            return hit[1], hit[2]
+
+    def remember_layer(self, dataset: str, layer: str) -> None:
+        with self.lock:
+            stamp, predictor, _ = self.models[dataset]
+            self.models[dataset] = (stamp, predictor, layer)
+
+    def config(self, dataset: str) -> config.DatasetConfig:
+        path = self.settings.params_file
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        with self.lock:
+            hit = self.configs.get(dataset)
+            if hit is None or hit[0] != stamp:
+                hit = (stamp, config.load(dataset, path))
+                self.configs[dataset] = hit
+            return hit[1]
+
+
+def _spec(dataset: str) -> dict:
+    if dataset not in datasets.NAMES:
+        raise HTTPException(404, f"unknown dataset {dataset!r} (known: "
+                                 f"{', '.join(datasets.NAMES)})")
+    return datasets.module(dataset, "params").PREDICT_INPUT
+
+
+def _client_name(filename: str | None) -> str:
+    """The upload's base name, for the answer only (never logged, never used as a path)."""
+    name = PurePosixPath((filename or "upload").replace("\\", "/")).name
+    return name[:255] or "upload"
+
+
+def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, float] | None:
+    if not text or not text.strip():
+        if needed:
+            raise uploads.UploadError(f"{dataset} needs a point: x, y, z in patient mm")
+        return None
+    if not needed:
+        raise uploads.UploadError(f"{dataset} classifies the whole input; a point is not used")
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise uploads.UploadError("point must be three numbers x, y, z in mm, e.g. '-54.2, 31, "
+                                  "-120.5'")
+    return values  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
+    text = str(exc) or type(exc).__name__
+    for private, public in replace.items():
+        text = text.replace(private, public)
+    return text.strip().splitlines()[0]
+
+
+class _Upload:
+    """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
+
+    def __init__(self, settings: Settings, dataset: str, upload: UploadFile):
+        self.settings, self.dataset, self.upload = settings, dataset, upload
+        self.name = _client_name(upload.filename)
+        self.folder = Path(tempfile.mkdtemp(prefix="oncopipe-serve-"))
+        self.input: Path | None = None
+        self.size = 0
+
+    def __enter__(self) -> _Upload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        uploads.remove(self.folder)
+
+    def path(self) -> Path:
+        """The input as ``preprocess_one`` takes it: a file, or a series folder."""
+        self.input = self._unpack()
+        return self.input
+
+    def _unpack(self) -> Path:
+        spec = _spec(self.dataset)
+        s = self.settings
+        if spec["kind"] == "series":
+            archive = self.folder / "upload.zip"
+            self.size = uploads.save(self.upload.file, archive, s.max_upload)
+            uploads.unzip(archive, self.folder / "unpacked", s.max_unpacked)
+            archive.unlink()
+            return uploads.series_folder(self.folder / "unpacked", spec["suffixes"])
+        suffix = uploads.suffix_of(self.name, spec["suffixes"])
+        if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
+            suffix = ""
+        path = self.folder / f"upload{suffix}"
+        self.size = uploads.save(self.upload.file, path, s.max_upload)
+        if spec["kind"] == "volume" and suffix.endswith(".gz"):
+            inflated = self.folder / f"upload{suffix[:-3]}"
+            uploads.gunzip(path, inflated, s.max_unpacked)
+            path.unlink()
+            return inflated
+        return path
+
+    def public(self, exc: BaseException) -> str:
+        """``exc``'s message with our temporary paths replaced by the client's file name."""
+        private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
+        return _one_line(exc, dict.fromkeys(private, self.name))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    cache = _Cache(settings)
+    app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None)
+
+    app.add_middleware(_Limits, limit=settings.max_upload + MIB)  # + multipart framing
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
+                    for e in exc.errors()]
+        return _error(400, "bad request: " + "; ".join(problems))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/datasets")
+    def list_datasets() -> list[dict]:
+        out = []
+        for name in datasets.NAMES:
+            spec = dict(_spec(name))
+            accept = (".zip",) if spec["kind"] == "series" else spec["suffixes"]
+            card = None
+            model_json = settings.models_dir / name / "config.json"
+            if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
+                card = pipeline._json(model_json)
+            out.append({"name": name, "kind": spec["kind"], "accept": list(accept),
+                        "expected": spec["expected"], "point": spec["point"],
+                        "model": None if card is None else {
+                            "model": card.get("train", {}).get("model"),
+                            "task": card.get("task"), "class_names": card.get("class_names"),
+                            "sample_shape": card.get("sample_shape"),
+                            "best_epoch": card.get("best_epoch")}})
+        return out
+
+    def run(dataset: str, file: UploadFile, point: str | None, explain: bool) -> Response:
+        started = time.perf_counter()
+        status = 200
+        try:
+            spec = _spec(dataset)
+            with _Upload(settings, dataset, file) as up:
+                try:
+                    p = _point(point, spec["point"], dataset)
+                    predictor, layer = cache.model(dataset)
+                    sample = predict.preprocess(cache.config(dataset), up.path(), p)
+                    result = predict.answer(predictor, sample, up.name, p)
+                    if not explain:
+                        return JSONResponse(result)
+                    x = predictor.tensor(sample)
+                    with predictor.lock:
+                        layer = layer or saliency.feature_module(predictor.model, x)
+                        target = predictor.class_names.index(result["predicted"])
+                        cam = saliency.grad_cam(predictor.model, x, target, layer)
+                    cache.remember_layer(dataset, layer)
+                    return JSONResponse({"result": result, "words": predict.in_words(result),
+                                         "views": views.sample_views(sample, cam),
+                                         "saliency": f"Grad-CAM on {layer}"})
+                except uploads.UploadError as exc:
+                    status = exc.status
+                    return _error(status, up.public(exc))
+                except NoModel as exc:
+                    status = 404
+                    return _error(status, str(exc))
+                except (ValueError, OSError) as exc:  # does not belong, cannot be decoded
+                    status = 422
+                    return _error(status, up.public(exc))
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        except Exception as exc:  # keep serving; the message may quote the upload: not logged
+            status = 500
+            log.error("%s on %s: %s (message withheld)", "explain" if explain else "predict",
+                      dataset, type(exc).__name__)
+            return _error(500, f"internal error ({type(exc).__name__})")
+        finally:
+            log.info("%s %s: status %d in %.0f ms", "explain" if explain else "predict",
+                     dataset, status, 1000 * (time.perf_counter() - started))
+
+    @app.post("/api/predict/{dataset}")
+    def predict_route(dataset: str, file: Annotated[UploadFile, File()],
+                      point: Annotated[str | None, Form()] = None) -> Response:
+        return run(dataset, file, point, explain=False)
+
+    @app.post("/api/explain/{dataset}")
+    def explain_route(dataset: str, file: Annotated[UploadFile, File()],
+                      point: Annotated[str | None, Form()] = None) -> Response:
+        return run(dataset, file, point, explain=True)
+
+    @app.post("/api/scan/{dataset}")
+    def scan_route(dataset: str, file: Annotated[UploadFile, File()]) -> Response:
+        spec = _spec(dataset)
+        if spec["kind"] != "series":
+            return _error(400, f"{dataset} takes a whole {spec['kind']}; there is no point to "
+                               "pick")
+        with _Upload(settings, dataset, file) as up:
+            try:
+                module = datasets.module(dataset, "prepare")
+                volume, geometry = module.scan_view(cache.config(dataset), up.path())
+            except uploads.UploadError as exc:
+                return _error(exc.status, up.public(exc))
+            except (ValueError, OSError) as exc:
+                return _error(422, up.public(exc))
+            slices = [{"index": k, "z": geometry["zs"][k], "image": url}
+                      for k, url in views.slice_images(volume)]
+            log.info("scan %s: %d slices", dataset, len(geometry["zs"]))
+            return JSONResponse({"geometry": geometry, "slices": slices})
+
+    @app.get("/api/pipeline/{dataset}")
+    def pipeline_route(dataset: str) -> dict:
+        _spec(dataset)
+        return pipeline.summary(settings.root, dataset)
+
+    @app.get("/api/pipeline/{dataset}/{picture}.png")
+    def picture_route(dataset: str, picture: str) -> Response:
+        _spec(dataset)
+        if picture == "curves":
+            png = pipeline.curves_png(settings.root, dataset)
+            if png is None:
+                raise HTTPException(404, f"no training logs for {dataset} yet")
+            return Response(png, media_type="image/png")
+        path = pipeline.Outputs(settings.root, dataset).image(picture)
+        if path is None:
+            raise HTTPException(404, f"no {picture} picture for {dataset}")
+        return FileResponse(path, media_type="image/png")
+
+    return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _Limits:
+    """ASGI middleware: 413 for a request body over ``limit`` (by its Content-Length before
+    reading anything, or while it streams in), and the security headers on every answer."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        too_large = _error(413, f"upload larger than the limit of {self.limit - MIB} bytes")
+        if length.isdigit() and int(length) > self.limit:
+            return await too_large(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # FastAPI passes an HTTPException raised here through
+                raise HTTPException(413, f"upload larger than the limit of "
+                                         f"{self.limit - MIB} bytes")
+            return message
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      (b"content-security-policy", CSP.encode()),
+                                      (b"x-content-type-options", b"nosniff"),
+                                      (b"referrer-policy", b"no-referrer")]
+            await send(message)
+
+        await self.app(scope, counted, with_headers)

@@ -1,0 +1,144 @@
+"""Uploads into a private temporary folder, safely: size limits, zip and gzip without surprises.
+
+Everything an upload becomes is written under one :func:`tempfile.mkdtemp` folder that the
+caller deletes after the answer. The names inside come from us, never from the client (only
+the suffix is kept, to tell the format); zip entries are checked before anything is written:
+no absolute paths, no ``..``, no links, a capped entry count, and a cap on the total
+uncompressed size enforced while inflating (the sizes a zip header states can lie).
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+MAX_ZIP_ENTRIES = 10_000
+
+
+class UploadError(ValueError):
+    """The upload cannot be used; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def suffix_of(filename: str, suffixes: tuple[str, ...]) -> str:
+    """The known suffix ``filename`` ends with (``.nii.gz`` before ``.gz``), else its last one."""
+    name = filename.lower()
+    for s in sorted(suffixes, key=len, reverse=True):
+        if name.endswith(s):
+            return s
+    tail = PurePosixPath(name.replace("\\", "/")).suffixes
+    return "".join(tail[-2:]) if tail[-2:] == [".nii", ".gz"] else (tail[-1] if tail else "")
+
+
+def save(stream: BinaryIO, dest: Path, limit: int) -> int:
+    """Copy ``stream`` to ``dest``; :class:`UploadError` (413) beyond ``limit`` bytes."""
+    total = 0
+    with open(dest, "wb") as out:
+        while chunk := stream.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise UploadError(f"upload larger than the limit of {limit} bytes", 413)
+            out.write(chunk)
+    return total
+
+
+def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, what: str) -> int:
+    used = 0
+    while chunk := src.read(CHUNK):
+        used += len(chunk)
+        if used > budget:
+            raise UploadError(f"{what}: uncompressed size exceeds the limit", 413)
+        out.write(chunk)
+    return used
+
+
+def gunzip(src: Path, dest: Path, limit: int) -> None:
+    """Inflate a gzip file with a cap on the output (a small .gz can inflate to terabytes)."""
+    inflater = zlib.decompressobj(31)
+    used = 0
+    with open(src, "rb") as fh, open(dest, "wb") as out:
+        while chunk := fh.read(CHUNK):
+            while chunk:
+                try:
+                    data = inflater.decompress(chunk, CHUNK)
+                except zlib.error as exc:
+                    raise UploadError(f"corrupt gzip stream ({exc})", 422) from None
+                used += len(data)
+                if used > limit:
+                    raise UploadError("gzip: uncompressed size exceeds the limit", 413)
+                out.write(data)
+                chunk = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    if not inflater.eof:
+        raise UploadError("truncated gzip stream", 422)
+
+
+def safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
+    """The entry's relative path, or :class:`UploadError` if it could land outside the folder."""
+    name = info.filename.replace("\\", "/")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise UploadError(f"zip entry {name!r} points outside the archive's folder")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UploadError(f"zip entry {name!r} is a symbolic link")
+    return path
+
+
+def unzip(archive: Path, dest: Path, limit: int) -> int:
+    """Extract ``archive`` under ``dest`` (checked entries only); returns the files written."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadError(f"not a readable zip archive ({exc})", 422) from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_ENTRIES:
+            raise UploadError(f"zip holds {len(infos)} entries, more than {MAX_ZIP_ENTRIES}", 413)
+        paths = [safe_member(info) for info in infos]  # all checked before anything is written
+        if sum(info.file_size for info in infos) > limit:
+            raise UploadError("zip: uncompressed size exceeds the limit", 413)
+        root = dest.resolve()
+        budget, written = limit, 0
+        for info, rel in zip(infos, paths, strict=True):
+            target = (root / rel).resolve()
+            if root not in target.parents:
+                raise UploadError(f"zip entry {info.filename!r} points outside the folder")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src, open(target, "xb") as out:
+                    budget -= _copy_capped(src, out, budget, "zip")
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise UploadError(f"zip entry {info.filename!r} cannot be read ({exc})",
+                                  422) from None
+            except FileExistsError:
+                raise UploadError(f"zip entry {info.filename!r} appears twice") from None
+            written += 1
+    return written
+
+
+def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
+    """The one folder under ``root`` holding files with ``suffixes`` (a zipped series folder)."""
+    folders = sorted({p.parent for p in root.rglob("*")
+                      if p.is_file() and p.name.lower().endswith(suffixes)})
+    if not folders:
+        raise UploadError(f"the zip holds no {' or '.join(suffixes)} files", 422)
+    if len(folders) > 1:
+        raise UploadError(f"the zip holds {' / '.join(suffixes)} files in {len(folders)} "
+                          "folders; zip one series folder", 422)
+    return folders[0]
+
+
+def remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,313 @@
+"""``oncopipe serve``: the JSON API against the CLI, every refusal, the limits, the page's data.
+
+One small project (see serve_project.py) is built per module; the app runs in-process through
+FastAPI's test client, so these tests need no network and no browser (test_serve_browser.py
+is the real-browser test).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import tempfile
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from serve_project import build
+
+from oncopipe import cli
+from oncopipe.serve.app import Settings, create_app
+
+LIMIT = 256 << 10  # upload limit of the test app: 256 KiB
+UNPACKED = 8 << 20  # zip / gzip inflation limit: 8 MiB
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def client(project):
+    app = create_app(Settings(root=project.root, max_upload=LIMIT, max_unpacked=UNPACKED))
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Uploads go under this folder (it must be empty again after every answer)."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def post(client, route, name, data, point=None):
+    return client.post(route, files={"file": (name, data)},
+                       data={"point": point} if point is not None else None)
+
+
+def png_bytes(size=(96, 96), ext=".tif") -> bytes:
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(ext, rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def cli_json(project, capsys, *argv) -> dict:
+    dataset = argv[0]
+    code = cli.main(["predict", *argv, "--json", "--model", str(project.root / "models" / dataset),
+                     "--params", str(project.params)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+# --------------------------------------------------------------------------------------------
+# The API answers what the CLI prints
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["pcam", "mosmed", "lidc"])
+def test_api_answers_exactly_what_the_cli_prints(project, client, capsys, dataset):
+    if dataset == "lidc":
+        point = project.lidc_point
+        expected = cli_json(project, capsys, "lidc", str(project.lidc_folder), "--point",
+                            *map(str, point))
+        upload, text = project.lidc_zip, ", ".join(map(str, point))
+    else:
+        upload = project.pcam_image if dataset == "pcam" else project.mosmed_study
+        expected = cli_json(project, capsys, dataset, str(upload))
+        text = None
+    response = post(client, f"/api/predict/{dataset}", upload.name, upload.read_bytes(), text)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert set(got) == set(expected)
+    assert got["probabilities"] == expected["probabilities"]
+    assert got["predicted"] == expected["predicted"]
+    assert got["input"] == upload.name  # the client's file name, not a server path
+    assert {k: got[k] for k in ("dataset", "task", "point") if k in got} == \
+        {k: expected[k] for k in ("dataset", "task", "point") if k in expected}
+
+
+def test_explain_shows_the_input_as_seen_and_a_saliency_map(project, client):
+    response = post(client, "/api/explain/mosmed", project.mosmed_study.name,
+                    project.mosmed_study.read_bytes())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["result"]["predicted"] in body["words"].split(", ")[0]
+    assert body["saliency"].startswith("Grad-CAM on ")
+    assert [v["title"].split(",")[0] for v in body["views"]] == ["axial", "coronal", "sagittal"]
+    for view in body["views"]:
+        for key in ("input", "saliency"):
+            raw = np.frombuffer(__import__("base64").b64decode(view[key].split(",", 1)[1]),
+                                np.uint8)
+            img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+            assert img is not None and min(img.shape[:2]) >= 192
+        assert view["input"] != view["saliency"]
+
+
+def test_scan_gives_slices_and_the_geometry_to_click_a_point(project, client):
+    response = post(client, "/api/scan/lidc", "series.zip", project.lidc_zip.read_bytes())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    geometry = body["geometry"]
+    assert len(body["slices"]) == len(geometry["zs"]) == 16
+    assert geometry["zs"] == sorted(geometry["zs"])
+    (x0, x1), (y0, y1), (z0, z1) = geometry["extent_mm"]
+    x, y, z = project.lidc_point
+    assert x0 < x < x1 and y0 < y < y1 and z0 < z < z1
+    assert body["slices"][0]["image"].startswith("data:image/jpeg;base64,")
+    assert post(client, "/api/scan/pcam", "a.tif", png_bytes()).status_code == 400
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: one line of JSON, a 4xx status, and the server keeps serving
+# --------------------------------------------------------------------------------------------
+
+BAD = [
+    # (route dataset, file name, content, point, status, words in the error)
+    ("pcam", "patch.tif", b"II*\x00" + b"\x00" * 200, None, 422, "unreadable"),
+    ("pcam", "noise.bin", bytes(range(256)) * 4, None, 422, "not an image file"),
+    ("pcam", "photo.jpg", "jpeg", None, 422, "expected a 96x96 TIFF patch"),
+    ("pcam", "small.tif", "small", None, 422, "wrong size"),
+    ("isic", "patch.tif", "tif", None, 422, "expected a JPEG photograph"),
+    ("mosmed", "scan.nii", "tif", None, 422, "expected a NIfTI CT study"),
+    ("mosmed", "scan.nii.gz", b"\x1f\x8b" + b"\x00" * 64, None, 422, "gzip"),
+    ("lidc", "series.zip", "series", "9999 9999 9999", 422, "outside the scan, which spans x"),
+    ("lidc", "series.zip", "series", None, 400, "needs a point"),
+    ("lidc", "series.zip", "series", "1, 2", 400, "three numbers"),
+    ("lidc", "series.zip", "series", "nan 1 2", 400, "three numbers"),
+    ("lidc", "series.zip", b"not a zip", "0 0 0", 422, "not a readable zip"),
+    ("lidc", "empty.zip", "empty_zip", "0 0 0", 422, "no .dcm files"),
+    ("lidc", "junk.zip", "junk_dcm", "0 0 0", 422, "expected a folder of one CT series"),
+    ("pcam", "patch.tif", "tif", "1 2 3", 400, "a point is not used"),
+    ("breakhis", "slide.png", "png", None, 404, "no model trained yet"),
+    ("nosuch", "x.png", "png", None, 404, "unknown dataset"),
+]
+
+
+def _content(project, spec):
+    if isinstance(spec, bytes):
+        return spec
+    return {"jpeg": lambda: png_bytes(ext=".jpg"), "tif": png_bytes,
+            "png": lambda: png_bytes(ext=".png"), "small": lambda: png_bytes((64, 64)),
+            "series": project.lidc_zip.read_bytes,
+            "empty_zip": lambda: zip_bytes({"readme.txt": b"hello"}),
+            "junk_dcm": lambda: zip_bytes({"s/1.dcm": b"junk", "s/2.dcm": b"junk"})}[spec]()
+
+
+@pytest.mark.parametrize(("dataset", "name", "content", "point", "status", "words"), BAD,
+                         ids=[f"{b[0]}-{b[5].split()[0]}-{i}" for i, b in enumerate(BAD)])
+def test_refusals_are_one_line_of_json_and_the_server_keeps_serving(
+        project, client, private_tmp, dataset, name, content, point, status, words):
+    response = post(client, f"/api/predict/{dataset}", name, _content(project, content), point)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert words in error and "\n" not in error
+    assert str(private_tmp) not in error  # no server-side temporary path in the answer
+    assert list(private_tmp.iterdir()) == []  # the upload is gone
+    ok = post(client, "/api/predict/pcam", "patch.tif", project.pcam_image.read_bytes())
+    assert ok.status_code == 200
+
+
+def test_a_request_without_the_file_field_is_a_400(client):
+    response = client.post("/api/predict/pcam", data={"point": "1 2 3"})
+    assert response.status_code == 400
+    assert "file" in response.json()["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# Safe by default
+# --------------------------------------------------------------------------------------------
+
+
+def test_uploads_over_the_limit_get_413_by_length_and_while_streaming(project, client):
+    big = png_bytes((512, 512), ".png") + b"\x00" * LIMIT
+    response = post(client, "/api/predict/pcam", "big.tif", big)
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+    # no Content-Length: the body arrives in chunks and is counted as it comes
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"big.tif\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode() \
+        + big + f"\r\n--{boundary}--\r\n".encode()
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    response = client.post("/api/predict/pcam", content=chunks,
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+    ok = post(client, "/api/predict/pcam", "patch.tif", project.pcam_image.read_bytes())
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("entry", ["../evil.dcm", "/tmp/evil.dcm", "a/../../evil.dcm",
+                                   "..\\evil.dcm", "C:/evil.dcm"])
+def test_zip_entries_cannot_leave_the_temporary_folder(client, private_tmp, entry):
+    data = zip_bytes({"series/1.dcm": b"x", entry: b"planted"})
+    response = post(client, "/api/predict/lidc", "series.zip", data, "0 0 0")
+    assert response.status_code == 400
+    assert "outside" in response.json()["error"]
+    assert not list(private_tmp.parent.rglob("evil.dcm"))
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_zip_with_a_symbolic_link_is_refused(client, private_tmp):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("series/link.dcm")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    response = post(client, "/api/predict/lidc", "series.zip", buf.getvalue(), "0 0 0")
+    assert response.status_code == 400 and "symbolic link" in response.json()["error"]
+
+
+def test_zip_and_gzip_bombs_stop_at_the_inflation_limit(client, private_tmp):
+    zeros = b"\x00" * (UNPACKED + 1)
+    bomb = zip_bytes({"series/1.dcm": zeros})
+    gz = gzip.compress(zeros, compresslevel=9)
+    assert len(bomb) < LIMIT and len(gz) < LIMIT
+    response = post(client, "/api/predict/lidc", "series.zip", bomb, "0 0 0")
+    assert response.status_code == 413 and "uncompressed" in response.json()["error"]
+    # a zip whose header understates the size is caught while inflating
+    lying = bytearray(bomb)
+    central = lying.rfind(b"PK\x01\x02")
+    lying[central + 24:central + 28] = (100).to_bytes(4, "little")  # uncompressed size
+    response = post(client, "/api/predict/lidc", "series.zip", bytes(lying), "0 0 0")
+    assert response.status_code in (413, 422)
+    response = post(client, "/api/predict/mosmed", "study.nii.gz", gz)
+    assert response.status_code == 413 and "uncompressed" in response.json()["error"]
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_logs_carry_no_upload_names_and_no_dicom_values(project, client, caplog):
+    secret = "DOE_JOHN_MRN12345"
+    uid = project.lidc_folder.name  # SeriesInstanceUID: a DICOM tag value
+    with caplog.at_level(logging.DEBUG):
+        post(client, "/api/predict/pcam", f"{secret}.tif", project.pcam_image.read_bytes())
+        post(client, "/api/predict/pcam", f"{secret}.tif", b"junk")
+        post(client, "/api/explain/lidc", f"{secret}.zip", project.lidc_zip.read_bytes(),
+             "9999 0 0")
+        post(client, "/api/scan/lidc", f"{secret}.zip", project.lidc_zip.read_bytes())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "predict pcam: status 200" in text and "status 422" in text
+    assert secret not in text and uid not in text and "LIDC-IDRI" not in text
+
+
+def test_security_headers_forbid_other_origins(client):
+    response = client.get("/")
+    assert response.status_code == 200 and "app.js" in response.text
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css", "/"):
+        text = client.get(asset).text
+        assert "http://" not in text and "https://" not in text  # nothing from a CDN
+
+
+# --------------------------------------------------------------------------------------------
+# What the pipeline made
+# --------------------------------------------------------------------------------------------
+
+
+def test_datasets_list_says_which_have_a_model(client):
+    listing = {d["name"]: d for d in client.get("/api/datasets").json()}
+    assert set(listing) == {"lidc", "mosmed", "pcam", "isic", "breakhis"}
+    assert listing["breakhis"]["model"] is None
+    assert listing["pcam"]["model"]["class_names"] == ["negative", "positive"]
+    assert listing["lidc"]["point"] and listing["lidc"]["accept"] == [".zip"]
+    assert listing["mosmed"]["accept"] == [".nii", ".nii.gz"]
+
+
+def test_pipeline_summary_reads_every_output(project, client):
+    s = client.get("/api/pipeline/pcam").json()
+    assert s["missing"] == []
+    assert s["manifest"]["samples"] == 40
+    assert sum(s["manifest"]["class_counts"].values()) == 40
+    assert sum(v["samples"] for v in s["splits"].values()) >= 40
+    assert s["rejects"][0]["report"]["read"] == 40
+    assert "low" in s["metrics"]["ci"]["accuracy"]
+    assert s["images"] == {"contact_sheet": True, "evaluation": True, "curves": True}
+    for picture in ("contact_sheet", "evaluation", "curves"):
+        response = client.get(f"/api/pipeline/pcam/{picture}.png")
+        assert response.status_code == 200
+        img = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[1] > 200
+
+
+def test_pipeline_summary_degrades_when_outputs_are_missing(client):
+    s = client.get("/api/pipeline/isic").json()
+    assert s["manifest"] is None and s["metrics"] is None and len(s["missing"]) == 4
+    assert client.get("/api/pipeline/isic/contact_sheet.png").status_code == 404
+    assert client.get("/api/pipeline/pcam/manifest.png").status_code == 404
