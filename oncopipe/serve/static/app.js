@@ -303,7 +303,7 @@ async function renderPipeline(name) {
       .filter((k) => k in m);
     parts.push(el("h3", { text: `Test metrics (${m.n_test} samples${m.n_test_patients ? `, ${m.n_test_patients} patients` : ""})` }),
       table(["metric", "value", `${Math.round(100 * (ci.level || 0.95))}% CI`],
-        keys.map((k) => [k, fmt(m[k]), ci[k] ? `${fmt(ci[k].low)} – ${fmt(ci[k].high)}` : ""]), [1]));
+        keys.map((k) => [k, m[k].toFixed(3), ci[k] ? `${ci[k].low.toFixed(3)} – ${ci[k].high.toFixed(3)}` : ""]), [1]));
   }
   if (s.images.evaluation) {
     parts.push(el("h3", { text: "Confusion, ROC, calibration" }),
@@ -317,3 +317,7 @@ async function renderPipeline(name) {
 }
 
 document.addEventListener("DOMContentLoaded", start);
+window.addEventListener("hashchange", () => {
+  const name = location.hash.slice(1);
+  if (state.datasets.some((d) => d.name === name) && state.current?.name !== name) select(name);
+});
