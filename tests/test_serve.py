@@ -248,9 +248,17 @@ def test_zip_and_gzip_bombs_stop_at_the_inflation_limit(client, private_tmp):
     lying[central + 24:central + 28] = (100).to_bytes(4, "little")  # uncompressed size
     response = post(client, "/api/predict/lidc", "series.zip", bytes(lying), "0 0 0")
     assert response.status_code in (413, 422)
-    response = post(client, "/api/predict/mosmed", "study.nii.gz", gz)
-    assert response.status_code == 413 and "uncompressed" in response.json()["error"]
+    for name in ("study.nii.gz", "study.nii"):  # gzip inside, whatever the name says
+        response = post(client, "/api/predict/mosmed", name, gz)
+        assert response.status_code == 413 and "uncompressed" in response.json()["error"]
     assert list(private_tmp.iterdir()) == []
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(client):
+    side = (50_000).to_bytes(4, "big")
+    png = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + side + side + bytes(64)
+    response = post(client, "/api/predict/isic", "huge.png", png)
+    assert response.status_code == 413 and "50000x50000 pixels" in response.json()["error"]
 
 
 def test_logs_carry_no_upload_names_and_no_dicom_values(project, client, caplog):

@@ -45,6 +45,7 @@ class Settings:
     models: Path | None = None  # default root/models
     max_upload: int = 512 * MIB  # bytes in one upload (413 beyond)
     max_unpacked: int = 4096 * MIB  # bytes a zip or .gz may inflate to (413 beyond)
+    max_pixels: int = 1 << 27  # pixels of one image (a 20 kB PNG can declare 50000 x 50000)
 
     @property
     def params_file(self) -> Path:
@@ -175,11 +176,13 @@ class _Upload:
             suffix = ""
         path = self.folder / f"upload{suffix}"
         self.size = uploads.save(self.upload.file, path, s.max_upload)
-        if spec["kind"] == "volume" and suffix.endswith(".gz"):
-            inflated = self.folder / f"upload{suffix[:-3]}"
+        if spec["kind"] == "volume" and uploads.is_gzip(path):  # whatever its name says
+            inflated = self.folder / "inflated.nii"
             uploads.gunzip(path, inflated, s.max_unpacked)
             path.unlink()
             return inflated
+        if spec["kind"] == "image":
+            uploads.check_pixels(path, s.max_pixels)
         return path
 
     def public(self, exc: BaseException) -> str:
@@ -289,18 +292,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if spec["kind"] != "series":
             return _error(400, f"{dataset} takes a whole {spec['kind']}; there is no point to "
                                "pick")
+        status = 500
         with _Upload(settings, dataset, file) as up:
             try:
                 module = datasets.module(dataset, "prepare")
                 volume, geometry = module.scan_view(cache.config(dataset), up.path())
+                slices = [{"index": k, "z": geometry["zs"][k], "image": url}
+                          for k, url in views.slice_images(volume)]
             except uploads.UploadError as exc:
+                status = exc.status
                 return _error(exc.status, up.public(exc))
             except (ValueError, OSError) as exc:
+                status = 422
                 return _error(422, up.public(exc))
-            slices = [{"index": k, "z": geometry["zs"][k], "image": url}
-                      for k, url in views.slice_images(volume)]
-            log.info("scan %s: %d slices", dataset, len(geometry["zs"]))
-            return JSONResponse({"geometry": geometry, "slices": slices})
+            except Exception as exc:  # keep serving; the message may quote the upload
+                status = 500
+                log.error("scan on %s: %s (message withheld)", dataset, type(exc).__name__)
+                return _error(500, f"internal error ({type(exc).__name__})")
+            else:
+                status = 200
+                return JSONResponse({"geometry": geometry, "slices": slices})
+            finally:
+                log.info("scan %s: status %d", dataset, status)
 
     @app.get("/api/pipeline/{dataset}")
     def pipeline_route(dataset: str) -> dict:

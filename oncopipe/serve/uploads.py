@@ -16,6 +16,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from oncopipe.images import ImageError, image_format, image_size
+
 CHUNK = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
 
@@ -80,6 +82,23 @@ def gunzip(src: Path, dest: Path, limit: int) -> None:
                 break
     if not inflater.eof:
         raise UploadError("truncated gzip stream", 422)
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def check_pixels(path: Path, limit: int) -> None:
+    """413 for a JPEG or PNG whose header declares more than ``limit`` pixels, before any
+    decoder allocates them; other files are left to the dataset's format check."""
+    try:
+        height, width = image_size(path) if image_format(path) in ("JPEG", "PNG") else (0, 0)
+    except (ImageError, OSError):
+        return  # not readable as declared: the decoder will say so
+    if height * width > limit:
+        raise UploadError(f"image of {width}x{height} pixels, more than the limit of {limit}",
+                          413)
 
 
 def safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
