@@ -120,9 +120,12 @@ def load_input(path: str | Path, decode: Decode,
     try:
         found = image_format(path) if formats else None
         if formats and found not in formats:
-            raise ImageError(f"wrong format: {Path(path).name} is "
-                             f"{found + ' image' if found else 'not an image file'}, "
-                             f"expected {expected or ' or '.join(formats)}")
+            wanted = expected or " or ".join(formats)
+            if found is None:
+                raise ImageError(f"unreadable: {Path(path).name} is not an image of a known "
+                                 f"format, expected {wanted}")
+            raise ImageError(f"wrong format: {Path(path).name} is a {found} image, "
+                             f"expected {wanted}")
         return load_image(path, decode)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None

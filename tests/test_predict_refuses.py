@@ -35,9 +35,9 @@ def refuse(capsys, tmp_path, dataset: str, path: Path, *extra: str) -> str:
 
 
 @pytest.mark.parametrize(("dataset", "name", "hw", "words"), [
-    ("pcam", "photo.jpg", (96, 96), "is JPEG image, expected a 96x96 TIFF patch"),
+    ("pcam", "photo.jpg", (96, 96), "is a JPEG image, expected a 96x96 TIFF patch"),
     ("pcam", "big.tif", (128, 128), "wrong size: big.tif is 128x128, expected 96x96"),
-    ("isic", "patch.tif", (96, 96), "is TIFF image, expected a JPEG photograph"),
+    ("isic", "patch.tif", (96, 96), "is a TIFF image, expected a JPEG photograph"),
     ("isic", "renamed.jpg", (96, 96), "expected a JPEG photograph"),  # PNG bytes, .jpg name
     ("breakhis", "slide.jpg", (460, 700), "expected a 700x460 PNG"),
     ("breakhis", "small.png", (96, 96), "wrong size: small.png is 96x96, expected 460x700"),
@@ -56,7 +56,8 @@ def test_an_image_of_the_wrong_format_or_size_is_refused(capsys, tmp_path, datas
 def test_a_non_image_is_refused_by_its_content(capsys, tmp_path):
     path = tmp_path / "notes.tif"
     path.write_text("not an image")
-    assert "not an image file, expected a 96x96 TIFF" in refuse(capsys, tmp_path, "pcam", path)
+    assert "unreadable: notes.tif is not an image of a known format, expected a 96x96 TIFF" \
+        in refuse(capsys, tmp_path, "pcam", path)
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_scan_gives_slices_and_the_geometry_to_click_a_point(project, client):
 BAD = [
     # (route dataset, file name, content, point, status, words in the error)
     ("pcam", "patch.tif", b"II*\x00" + b"\x00" * 200, None, 422, "unreadable"),
-    ("pcam", "noise.bin", bytes(range(256)) * 4, None, 422, "not an image file"),
+    ("pcam", "noise.bin", bytes(range(256)) * 4, None, 422, "not an image of a known format"),
     ("pcam", "photo.jpg", "jpeg", None, 422, "expected a 96x96 TIFF patch"),
     ("pcam", "small.tif", "small", None, 422, "wrong size"),
     ("isic", "patch.tif", "tif", None, 422, "expected a JPEG photograph"),
