@@ -30,7 +30,7 @@ import time
 import zipfile
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import torch
 import uvicorn
 import yaml
