@@ -79,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         from oncopipe import log
         from oncopipe.serve import serve
 
+        try:
+            import fastapi  # noqa: F401
+            import multipart  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError as exc:
+            print(f"serve: {exc.name} is not installed; pip install -e '.[serve]'",
+                  file=sys.stderr)
+            return 2
         log.setup("serve")
         serve(args.host, args.port, root=args.root,
               max_upload=args.max_upload_mb << 20, max_unpacked=args.max_unpacked_mb << 20)

@@ -180,6 +180,7 @@ def test_refusals_are_one_line_of_json_and_the_server_keeps_serving(
     error = response.json()["error"]
     assert words in error and "\n" not in error
     assert str(private_tmp) not in error  # no server-side temporary path in the answer
+    assert "oncopipe-upload" not in error  # nor the name the upload had on disk
     assert list(private_tmp.iterdir()) == []  # the upload is gone
     ok = post(client, "/api/predict/pcam", "patch.tif", project.pcam_image.read_bytes())
     assert ok.status_code == 200

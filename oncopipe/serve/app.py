@@ -32,6 +32,7 @@ from oncopipe.serve import pipeline, uploads, views
 log = logging.getLogger("oncopipe.serve")
 STATIC = Path(__file__).parent / "static"
 MIB = 1 << 20
+INTERNAL = "oncopipe-upload"  # the name an upload gets on disk (never the client's)
 CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
 
@@ -166,7 +167,7 @@ class _Upload:
         spec = _spec(self.dataset)
         s = self.settings
         if spec["kind"] == "series":
-            archive = self.folder / "upload.zip"
+            archive = self.folder / f"{INTERNAL}.zip"
             self.size = uploads.save(self.upload.file, archive, s.max_upload)
             uploads.unzip(archive, self.folder / "unpacked", s.max_unpacked)
             archive.unlink()
@@ -174,10 +175,10 @@ class _Upload:
         suffix = uploads.suffix_of(self.name, spec["suffixes"])
         if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
             suffix = ""
-        path = self.folder / f"upload{suffix}"
+        path = self.folder / f"{INTERNAL}{suffix}"
         self.size = uploads.save(self.upload.file, path, s.max_upload)
         if spec["kind"] == "volume" and uploads.is_gzip(path):  # whatever its name says
-            inflated = self.folder / "inflated.nii"
+            inflated = self.folder / f"{INTERNAL}-inflated.nii"
             uploads.gunzip(path, inflated, s.max_unpacked)
             path.unlink()
             return inflated
@@ -188,7 +189,8 @@ class _Upload:
     def public(self, exc: BaseException) -> str:
         """``exc``'s message with our temporary paths replaced by the client's file name."""
         private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
-        return _one_line(exc, dict.fromkeys(private, self.name))
+        text = _one_line(exc, dict.fromkeys(private, self.name))
+        return re.sub(re.escape(INTERNAL) + r"[\w.-]*", lambda _: self.name, text)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
