@@ -119,10 +119,23 @@ def test_upload_a_demo_image_and_see_the_answer(project, server, browser):
 
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []  # no blocked resource, no script error, no CSP violation
-    shot = os.environ.get("ONCOPIPE_SCREENSHOT")  # docs/serve.png is made this way
-    path = Path(shot) if shot else project.root / "page.png"
-    browser.save_screenshot(str(path))
-    assert path.stat().st_size > 10_000
+    _screenshot(browser, project, "serve.png")
+
+    # a file that does not belong: the one-line refusal appears, the page keeps working
+    wrong = project.root / "photo.jpg"
+    wrong.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    browser.find_element(By.ID, "file").send_keys(str(wrong))
+    browser.find_element(By.ID, "run").click()
+    status = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#status.error").text
+                   if d.find_elements(By.CSS_SELECTOR, "#status.error") else False, "the error")
+    assert "expected a 96x96 TIFF patch" in status and "photo.jpg" in status
+
+
+def _screenshot(browser, project, name: str) -> None:
+    """Into ``ONCOPIPE_SCREENSHOTS`` when set (docs/serve.png is made so), else the project."""
+    folder = Path(os.environ.get("ONCOPIPE_SCREENSHOTS") or project.root)
+    browser.save_screenshot(str(folder / name))
+    assert (folder / name).stat().st_size > 10_000
 
 
 def test_click_a_point_on_the_ct_slice_and_predict(project, server, browser):
@@ -144,4 +157,6 @@ def test_click_a_point_on_the_ct_slice_and_predict(project, server, browser):
     answer = _wait(browser, lambda d: d.find_element(By.ID, "answer").text
                    if d.find_elements(By.ID, "answer") else False, "the LIDC answer")
     assert re.fullmatch(r"\d+\.\d% (nodule|small_nodule|non_nodule)", answer)
+    _wait(browser, lambda d: _loaded(d, "img[alt^='saliency']"), "the LIDC saliency map")
+    _screenshot(browser, project, "serve-lidc.png")
     assert f"point {x:g}" in browser.find_element(By.ID, "result").text.replace(".0,", ",")

@@ -3,7 +3,9 @@
 Every dataset is a package ``oncopipe.datasets.<name>`` with the same three modules, so the
 stage scripts and the generic stages never import a dataset by name:
 
-- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), and the frozen dataclasses
+- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), ``PREDICT_INPUT`` (what one
+  prediction takes: kind, suffixes, formats, the words for "expected ...", whether it needs a
+  point; read by ``preprocess_one`` and ``oncopipe serve``), and the frozen dataclasses
   ``DemoParams`` and ``PrepareParams`` for the ``demo`` and ``prepare`` sections of
   ``params.yaml`` (validated by :func:`oncopipe.config.build`). It imports no processing
   code, so loading params (which every stage does) keeps each stage's import closure, and

@@ -254,9 +254,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         target = predictor.class_names.index(result["predicted"])
                         cam = saliency.grad_cam(predictor.model, x, target, layer)
                     cache.remember_layer(dataset, layer)
+                    note = f"Grad-CAM on {layer}"
+                    if not cam.any():
+                        note += ": empty, nothing in the input raised this class's score"
                     return JSONResponse({"result": result, "words": predict.in_words(result),
                                          "views": views.sample_views(sample, cam),
-                                         "saliency": f"Grad-CAM on {layer}"})
+                                         "saliency": note})
                 except uploads.UploadError as exc:
                     status = exc.status
                     return _error(status, up.public(exc))
