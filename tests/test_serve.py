@@ -320,3 +320,37 @@ def test_pipeline_summary_degrades_when_outputs_are_missing(client):
     assert s["manifest"] is None and s["metrics"] is None and len(s["missing"]) == 4
     assert client.get("/api/pipeline/isic/contact_sheet.png").status_code == 404
     assert client.get("/api/pipeline/pcam/manifest.png").status_code == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Models load once, lazily; concurrent requests agree
+# --------------------------------------------------------------------------------------------
+
+
+def test_models_load_once_and_reload_when_the_train_stage_rewrites_them(project, caplog):
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with TestClient(create_app(Settings(root=project.root))) as fresh, \
+            caplog.at_level(logging.INFO, logger="oncopipe.serve"):
+        assert not [r for r in caplog.records if "loaded" in r.getMessage()]  # lazily
+        data = project.pcam_image.read_bytes()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: post(fresh, "/api/explain/pcam", "p.tif", data)
+                                    .json()["result"], range(6)))
+        assert all(a == answers[0] for a in answers)
+        loads = [r for r in caplog.records if "loaded the pcam model" in r.getMessage()]
+        assert len(loads) == 1
+        weights = project.root / "models/pcam/model.pt"
+        st = weights.stat()
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert post(fresh, "/api/predict/pcam", "p.tif", data).json() == answers[0]
+        loads = [r for r in caplog.records if "loaded the pcam model" in r.getMessage()]
+        assert len(loads) == 2
+
+
+def test_the_client_file_name_is_never_a_path(project, client, private_tmp):
+    response = post(client, "/api/predict/pcam", "../../../etc/evil.tif",
+                    project.pcam_image.read_bytes())
+    assert response.status_code == 200 and response.json()["input"] == "evil.tif"
+    assert not list(private_tmp.parent.rglob("evil.tif"))
