@@ -354,3 +354,12 @@ def test_the_client_file_name_is_never_a_path(project, client, private_tmp):
                     project.pcam_image.read_bytes())
     assert response.status_code == 200 and response.json()["input"] == "evil.tif"
     assert not list(private_tmp.parent.rglob("evil.tif"))
+
+
+def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tmp_path):
+    (tmp_path / "models").symlink_to(project.root / "models")
+    (tmp_path / "params.yaml").write_text("seed: [\n")
+    with TestClient(create_app(Settings(root=tmp_path))) as broken:
+        response = post(broken, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
+        assert response.status_code == 500
+        assert "params.yaml" in response.json()["error"]

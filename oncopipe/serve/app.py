@@ -61,6 +61,10 @@ class NoModel(LookupError):
     """No trained model for the dataset yet."""
 
 
+class Misconfigured(RuntimeError):
+    """The project itself is unusable (params.yaml missing or invalid): the server's fault."""
+
+
 @dataclass
 class _Cache:
     """Loaded models (one per dataset, reloaded when the train stage rewrites them) and
@@ -99,7 +103,10 @@ class _Cache:
         with self.lock:
             hit = self.configs.get(dataset)
             if hit is None or hit[0] != stamp:
-                hit = (stamp, config.load(dataset, path))
+                try:
+                    hit = (stamp, config.load(dataset, path))
+                except (OSError, ValueError) as exc:
+                    raise Misconfigured(f"{path}: {exc}") from None
                 self.configs[dataset] = hit
             return hit[1]
 
@@ -225,7 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             card = None
             model_json = settings.models_dir / name / "config.json"
             if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
-                card = pipeline._json(model_json)
+                card = pipeline.read_json(model_json)
             out.append({"name": name, "kind": spec["kind"], "accept": list(accept),
                         "expected": spec["expected"], "point": spec["point"],
                         "model": None if card is None else {
@@ -265,6 +272,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     return _error(status, up.public(exc))
                 except NoModel as exc:
                     status = 404
+                    return _error(status, str(exc))
+                except Misconfigured as exc:  # about the project, not the upload: logged
+                    status = 500
+                    log.error("%s", exc)
                     return _error(status, str(exc))
                 except (ValueError, OSError) as exc:  # does not belong, cannot be decoded
                     status = 422

@@ -39,7 +39,8 @@ class Outputs:
         return path if path is not None and path.is_file() else None
 
 
-def _json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (not made yet)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -68,7 +69,7 @@ def _rejects(out: Outputs) -> list[dict]:
         reasons = (df.with_columns(pl.col("reason").str.split(":").list.first().alias("kind"))
                    .group_by("kind").len().sort(["len", "kind"], descending=[True, False]))
         found.append({
-            "file": path.name, "report": _json(out.prepared / f"{prefix}report.json"),
+            "file": path.name, "report": read_json(out.prepared / f"{prefix}report.json"),
             "total": len(df), "by_reason": {k: int(n) for k, n in reasons.iter_rows()},
             "rows": df.select("path", "reason").head(MAX_REJECT_ROWS).to_dicts(),
         })
@@ -78,15 +79,15 @@ def _rejects(out: Outputs) -> list[dict]:
 def summary(root: Path, dataset: str) -> dict:
     """Everything the page shows for ``dataset``; ``missing`` lists outputs not there yet."""
     out = Outputs(root, dataset)
-    shards = _json(out.shards / "summary.json")
+    shards = read_json(out.shards / "summary.json")
     result = {
         "dataset": dataset,
         "manifest": _manifest(out),
         "rejects": _rejects(out),
         "splits": shards["splits"] if shards else None,
         "balance": shards.get("balance") if shards else None,
-        "metrics": _json(out.metrics / "metrics.json"),
-        "training": _json(out.metrics / "train" / "metrics.json"),
+        "metrics": read_json(out.metrics / "metrics.json"),
+        "training": read_json(out.metrics / "train" / "metrics.json"),
         "images": {name: out.image(name) is not None for name in ("contact_sheet", "evaluation")},
     }
     result["images"]["curves"] = bool(_curves(out))
