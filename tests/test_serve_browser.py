@@ -110,6 +110,12 @@ def test_upload_a_demo_image_and_see_the_answer(project, server, browser):
     assert answer == words
     assert re.fullmatch(r"Answered in \d+ ms\.", browser.find_element(By.ID, "status").text)
     assert browser.find_element(By.ID, "speak").is_enabled()
+    # "Read aloud" hands the answer to the browser's own speech synthesis (recorded, not played)
+    browser.execute_script("window.spoken = []; window.speechSynthesis.speak = "
+                           "(u) => window.spoken.push(u.text);")
+    browser.find_element(By.ID, "speak").click()
+    spoken = browser.execute_script("return window.spoken;")
+    assert len(spoken) == 1 and words.replace("%", " percent") in spoken[0]
     bars = browser.find_element(By.ID, "probabilities").text
     assert "negative" in bars and "positive" in bars
     _wait(browser, lambda d: _loaded(d, "img[alt^='saliency']"), "the saliency map")
