@@ -40,7 +40,6 @@ def refuse(capsys, tmp_path, dataset: str, path: Path, *extra: str) -> str:
     ("isic", "patch.tif", (96, 96), "is a TIFF image, expected a JPEG photograph"),
     ("isic", "renamed.jpg", (96, 96), "expected a JPEG photograph"),  # PNG bytes, .jpg name
     ("breakhis", "slide.jpg", (460, 700), "expected a 700x460 PNG"),
-    ("breakhis", "small.png", (96, 96), "wrong size: small.png is 96x96, expected 460x700"),
     ("mosmed", "scan.png", (64, 64), "expected a NIfTI CT study"),
 ])
 def test_an_image_of_the_wrong_format_or_size_is_refused(capsys, tmp_path, dataset, name, hw,
