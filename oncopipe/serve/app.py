@@ -13,11 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -26,89 +23,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from oncopipe import config, datasets, predict, saliency
+from oncopipe import datasets, predict, saliency
 from oncopipe.serve import pipeline, uploads, views
+from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
 log = logging.getLogger("oncopipe.serve")
 STATIC = Path(__file__).parent / "static"
-MIB = 1 << 20
-INTERNAL = "oncopipe-upload"  # the name an upload gets on disk (never the client's)
 CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where the project lies and the limits; the command line sets them."""
-
-    root: Path = Path(".")  # the project: params.yaml, models/, data/, metrics/
-    params: Path | None = None  # default root/params.yaml
-    models: Path | None = None  # default root/models
-    max_upload: int = 512 * MIB  # bytes in one upload (413 beyond)
-    max_unpacked: int = 4096 * MIB  # bytes a zip or .gz may inflate to (413 beyond)
-    max_pixels: int = 1 << 27  # pixels of one image (a 20 kB PNG can declare 50000 x 50000)
-
-    @property
-    def params_file(self) -> Path:
-        return self.params or self.root / config.PARAMS_FILE
-
-    @property
-    def models_dir(self) -> Path:
-        return self.models or self.root / "models"
-
-
-class NoModel(LookupError):
-    """No trained model for the dataset yet."""
-
-
-class Misconfigured(RuntimeError):
-    """The project itself is unusable (params.yaml missing or invalid): the server's fault."""
-
-
-@dataclass
-class _Cache:
-    """Loaded models (one per dataset, reloaded when the train stage rewrites them) and
-    configs (reloaded when params.yaml changes)."""
-
-    settings: Settings
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    models: dict = field(default_factory=dict)
-    configs: dict = field(default_factory=dict)
-
-    def model(self, dataset: str) -> tuple[predict.Predictor, str | None]:
-        folder = self.settings.models_dir / dataset
-        files = [folder / "config.json", folder / "model.pt"]
-        if not all(f.is_file() for f in files):
-            raise NoModel(f"no model trained yet for {dataset} ({folder} is empty; run "
-                          f"`dvc repro train@{dataset}`)")
-        stamp = tuple(f.stat().st_mtime_ns for f in files)
-        with self.lock:
-            hit = self.models.get(dataset)
-            if hit is None or hit[0] != stamp:
-                started = time.perf_counter()
-                hit = (stamp, predict.Predictor(folder), None)
-                self.models[dataset] = hit
-                log.info("loaded the %s model from %s in %.2f s", dataset, folder,
-                         time.perf_counter() - started)
-            return hit[1], hit[2]
-
-    def remember_layer(self, dataset: str, layer: str) -> None:
-        with self.lock:
-            stamp, predictor, _ = self.models[dataset]
-            self.models[dataset] = (stamp, predictor, layer)
-
-    def config(self, dataset: str) -> config.DatasetConfig:
-        path = self.settings.params_file
-        stamp = path.stat().st_mtime_ns if path.is_file() else None
-        with self.lock:
-            hit = self.configs.get(dataset)
-            if hit is None or hit[0] != stamp:
-                try:
-                    hit = (stamp, config.load(dataset, path))
-                except (OSError, ValueError) as exc:
-                    raise Misconfigured(f"{path}: {exc}") from None
-                self.configs[dataset] = hit
-            return hit[1]
 
 
 def _spec(dataset: str) -> dict:
@@ -116,12 +38,6 @@ def _spec(dataset: str) -> dict:
         raise HTTPException(404, f"unknown dataset {dataset!r} (known: "
                                  f"{', '.join(datasets.NAMES)})")
     return datasets.module(dataset, "params").PREDICT_INPUT
-
-
-def _client_name(filename: str | None) -> str:
-    """The upload's base name, for the answer only (never logged, never used as a path)."""
-    name = PurePosixPath((filename or "upload").replace("\\", "/")).name
-    return name[:255] or "upload"
 
 
 def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, float] | None:
@@ -142,67 +58,9 @@ def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, 
     return values  # type: ignore[return-value]
 
 
-def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
-    text = str(exc) or type(exc).__name__
-    for private, public in replace.items():
-        text = text.replace(private, public)
-    return text.strip().splitlines()[0]
-
-
-class _Upload:
-    """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
-
-    def __init__(self, settings: Settings, dataset: str, upload: UploadFile):
-        self.settings, self.dataset, self.upload = settings, dataset, upload
-        self.name = _client_name(upload.filename)
-        self.folder = Path(tempfile.mkdtemp(prefix="oncopipe-serve-"))
-        self.input: Path | None = None
-        self.size = 0
-
-    def __enter__(self) -> _Upload:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        uploads.remove(self.folder)
-
-    def path(self) -> Path:
-        """The input as ``preprocess_one`` takes it: a file, or a series folder."""
-        self.input = self._unpack()
-        return self.input
-
-    def _unpack(self) -> Path:
-        spec = _spec(self.dataset)
-        s = self.settings
-        if spec["kind"] == "series":
-            archive = self.folder / f"{INTERNAL}.zip"
-            self.size = uploads.save(self.upload.file, archive, s.max_upload)
-            uploads.unzip(archive, self.folder / "unpacked", s.max_unpacked)
-            archive.unlink()
-            return uploads.series_folder(self.folder / "unpacked", spec["suffixes"])
-        suffix = uploads.suffix_of(self.name, spec["suffixes"])
-        if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
-            suffix = ""
-        path = self.folder / f"{INTERNAL}{suffix}"
-        self.size = uploads.save(self.upload.file, path, s.max_upload)
-        if spec["kind"] == "volume" and uploads.is_gzip(path):  # whatever its name says
-            inflated = self.folder / f"{INTERNAL}-inflated.nii"
-            uploads.gunzip(path, inflated, s.max_unpacked)
-            path.unlink()
-            return inflated
-        if spec["kind"] == "image":
-            uploads.check_pixels(path, s.max_pixels)
-        return path
-
-    def public(self, exc: BaseException) -> str:
-        """``exc``'s message with our temporary paths replaced by the client's file name."""
-        private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
-        text = _one_line(exc, dict.fromkeys(private, self.name))
-        return re.sub(re.escape(INTERNAL) + r"[\w.-]*", lambda _: self.name, text)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    cache = _Cache(settings)
+    cache = Cache(settings)
     app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None)
 
     app.add_middleware(_Limits, limit=settings.max_upload + MIB)  # + multipart framing
@@ -247,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status = 200
         try:
             spec = _spec(dataset)
-            with _Upload(settings, dataset, file) as up:
+            with uploads.Upload(settings, _spec(dataset), file) as up:
                 try:
                     p = _point(point, spec["point"], dataset)
                     predictor, layer = cache.model(dataset)
@@ -309,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(400, f"{dataset} takes a whole {spec['kind']}; there is no point to "
                                "pick")
         status = 500
-        with _Upload(settings, dataset, file) as up:
+        with uploads.Upload(settings, _spec(dataset), file) as up:
             try:
                 module = datasets.module(dataset, "prepare")
                 volume, geometry = module.scan_view(cache.config(dataset), up.path())

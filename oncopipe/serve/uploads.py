@@ -5,18 +5,27 @@ caller deletes after the answer. The names inside come from us, never from the c
 the suffix is kept, to tell the format); zip entries are checked before anything is written:
 no absolute paths, no ``..``, no links, a capped entry count, and a cap on the total
 uncompressed size enforced while inflating (the sizes a zip header states can lie).
+:class:`Upload` is one request's upload, as the routes use it; error messages it passes on
+name the client's file, never a server path.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from oncopipe.images import ImageError, image_format, image_size
+
+if TYPE_CHECKING:
+    from fastapi import UploadFile
+
+    from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
@@ -161,3 +170,73 @@ def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
 
 def remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# One upload, as the routes handle it
+# --------------------------------------------------------------------------------------------
+
+INTERNAL = "oncopipe-upload"  # the name an upload gets on disk (never the client's)
+
+
+def client_name(filename: str | None) -> str:
+    """The upload's base name, for the answer only (never logged, never used as a path)."""
+    name = PurePosixPath((filename or "upload").replace("\\", "/")).name
+    return name[:255] or "upload"
+
+
+def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
+    text = str(exc) or type(exc).__name__
+    for private, public in replace.items():
+        text = text.replace(private, public)
+    return text.strip().splitlines()[0]
+
+
+class Upload:
+    """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
+
+    def __init__(self, settings: Settings, spec: dict, upload: UploadFile):
+        """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the size limits."""
+        self.settings, self.spec, self.upload = settings, spec, upload
+        self.name = client_name(upload.filename)
+        self.folder = Path(tempfile.mkdtemp(prefix="oncopipe-serve-"))
+        self.input: Path | None = None
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        remove(self.folder)
+
+    def path(self) -> Path:
+        """The input as ``preprocess_one`` takes it: a file, or a series folder."""
+        self.input = self._unpack()
+        return self.input
+
+    def _unpack(self) -> Path:
+        spec, s = self.spec, self.settings
+        if spec["kind"] == "series":
+            archive = self.folder / f"{INTERNAL}.zip"
+            save(self.upload.file, archive, s.max_upload)
+            unzip(archive, self.folder / "unpacked", s.max_unpacked)
+            archive.unlink()
+            return series_folder(self.folder / "unpacked", spec["suffixes"])
+        suffix = suffix_of(self.name, spec["suffixes"])
+        if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
+            suffix = ""
+        path = self.folder / f"{INTERNAL}{suffix}"
+        save(self.upload.file, path, s.max_upload)
+        if spec["kind"] == "volume" and is_gzip(path):  # whatever its name says
+            inflated = self.folder / f"{INTERNAL}-inflated.nii"
+            gunzip(path, inflated, s.max_unpacked)
+            path.unlink()
+            return inflated
+        if spec["kind"] == "image":
+            check_pixels(path, s.max_pixels)
+        return path
+
+    def public(self, exc: BaseException) -> str:
+        """``exc``'s message with our temporary paths replaced by the client's file name."""
+        private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
+        text = _one_line(exc, dict.fromkeys(private, self.name))
+        return re.sub(re.escape(INTERNAL) + r"[\w.-]*", lambda _: self.name, text)
