@@ -4,8 +4,9 @@ Routes: ``GET /`` (the page), ``GET /api/datasets``, ``POST /api/predict/<ds>`` 
 JSON of ``oncopipe predict <ds> --json``), ``POST /api/explain/<ds>`` (the same result plus
 pictures: the input as the model saw it and a Grad-CAM map), ``POST /api/scan/<ds>`` (the
 slices of an uploaded CT series, to pick a point on), ``GET /api/pipeline/<ds>`` and its
-pictures. Every error is ``{"error": "<one line>"}`` with a 4xx status; nothing an upload
-contains (names, pixels, DICOM values, error messages quoting them) goes to the log.
+pictures. Every error is ``{"error": "<one line>"}`` with a 4xx status (5xx when the project,
+not the request, is at fault); nothing an upload contains (names, pixels, DICOM values, error
+messages quoting them) goes to the log.
 """
 
 from __future__ import annotations
