@@ -122,6 +122,7 @@ def test_upload_a_demo_image_and_see_the_answer(project, server, browser):
     _wait(browser, lambda d: _loaded(d, "img[alt='pcam contact sheet']"), "the contact sheet")
     _wait(browser, lambda d: _loaded(d, "img[alt='pcam training curves']"), "the curves")
     assert "Test metrics" in browser.find_element(By.ID, "pipeline-body").text
+    assert "chosen on val" in browser.find_element(By.ID, "operating-point").text
 
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []  # no blocked resource, no script error, no CSP violation

@@ -304,6 +304,14 @@ async function renderPipeline(name) {
     parts.push(el("h3", { text: `Test metrics (${m.n_test} samples${m.n_test_patients ? `, ${m.n_test_patients} patients` : ""})` }),
       table(["metric", "value", `${Math.round(100 * (ci.level || 0.95))}% CI`],
         keys.map((k) => [k, m[k].toFixed(3), ci[k] ? `${ci[k].low.toFixed(3)} – ${ci[k].high.toFixed(3)}` : ""]), [1]));
+    const op = m.operating_point;
+    if (op) {
+      const f = (v) => (v === null || v === undefined ? "n/a" : Number(v).toFixed(3));
+      parts.push(el("p", { class: "note", id: "operating-point", text:
+        `Operating point chosen on ${op.chosen_on} (${op.n_val} samples) for specificity ≥ ${op.target_specificity}` +
+        `${op.threshold !== undefined ? `, threshold ${f(op.threshold)}` : ""} (${op.rule}): ` +
+        `test sensitivity ${f(op.test_sensitivity)}, specificity ${f(op.test_specificity)}.` }));
+    }
   }
   if (s.images.evaluation) {
     parts.push(el("h3", { text: "Confusion, ROC, calibration" }),
