@@ -86,7 +86,8 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
         torch.save(net.state_dict(), folder / training.MODEL_FILE)
         (folder / training.CONFIG_FILE).write_text(json.dumps({
             "dataset": name, "task": cfg.task, "class_names": names,
-            "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train)}))
+            "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train),
+            "architecture": dataclasses.asdict(net.architecture)}))
         inputs[name] = (upload, point)
     return inputs
 

@@ -60,7 +60,8 @@ def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), model_dir / training.MODEL_FILE)
     card = {"dataset": cfg.name, "task": cfg.task, "class_names": names,
-            "sample_shape": list(sample_shape), "train": dataclasses.asdict(cfg.train)}
+            "sample_shape": list(sample_shape), "train": dataclasses.asdict(cfg.train),
+            "architecture": dataclasses.asdict(net.architecture)}
     (model_dir / training.CONFIG_FILE).write_text(json.dumps(card))
 
 

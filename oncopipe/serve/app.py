@@ -95,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             out.append({"name": name, "kind": spec["kind"], "accept": list(accept),
                         "expected": spec["expected"], "point": spec["point"],
                         "model": None if card is None else {
-                            "model": card.get("train", {}).get("model"),
+                            "model": (card.get("architecture") or card.get("train")
+                                      or {}).get("model"),
                             "task": card.get("task"), "class_names": card.get("class_names"),
                             "sample_shape": card.get("sample_shape"),
                             "best_epoch": card.get("best_epoch")}})
