@@ -363,3 +363,8 @@ def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tm
         response = post(broken, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert response.status_code == 500
         assert "params.yaml" in response.json()["error"]
+
+
+def test_the_command_binds_this_machine_only_by_default():
+    args = cli._parser().parse_args(["serve"])
+    assert (args.host, args.port, args.max_upload_mb) == ("127.0.0.1", 8000, 512)
