@@ -40,13 +40,13 @@ class UploadError(ValueError):
 
 
 def suffix_of(filename: str, suffixes: tuple[str, ...]) -> str:
-    """The known suffix ``filename`` ends with (``.nii.gz`` before ``.gz``), else its last one."""
+    """The known suffix ``filename`` ends with (longest first: ``.nii.gz`` before ``.nii``),
+    else its last one; lower case."""
     name = filename.lower()
     for s in sorted(suffixes, key=len, reverse=True):
         if name.endswith(s):
             return s
-    tail = PurePosixPath(name.replace("\\", "/")).suffixes
-    return "".join(tail[-2:]) if tail[-2:] == [".nii", ".gz"] else (tail[-1] if tail else "")
+    return PurePosixPath(name.replace("\\", "/")).suffix
 
 
 def save(stream: BinaryIO, dest: Path, limit: int) -> int:
