@@ -51,22 +51,18 @@ def suffix_of(filename: str, suffixes: tuple[str, ...]) -> str:
 
 def save(stream: BinaryIO, dest: Path, limit: int) -> int:
     """Copy ``stream`` to ``dest``; :class:`UploadError` (413) beyond ``limit`` bytes."""
-    total = 0
     with open(dest, "wb") as out:
-        while chunk := stream.read(CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise UploadError(f"upload larger than the limit of {limit} bytes", 413)
-            out.write(chunk)
-    return total
+        return _copy_capped(stream, out, limit,
+                            f"upload larger than the limit of {limit} bytes")
 
 
-def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, what: str) -> int:
+def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, message: str) -> int:
+    """Copy in chunks; :class:`UploadError` (413) with ``message`` past ``budget`` bytes."""
     used = 0
     while chunk := src.read(CHUNK):
         used += len(chunk)
         if used > budget:
-            raise UploadError(f"{what}: uncompressed size exceeds the limit", 413)
+            raise UploadError(message, 413)
         out.write(chunk)
     return used
 
@@ -146,7 +142,8 @@ def unzip(archive: Path, dest: Path, limit: int) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with zf.open(info) as src, open(target, "xb") as out:
-                    budget -= _copy_capped(src, out, budget, "zip")
+                    budget -= _copy_capped(src, out, budget,
+                                           "zip: uncompressed size exceeds the limit")
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                 raise UploadError(f"zip entry {info.filename!r} cannot be read ({exc})",
                                   422) from None
