@@ -1,34 +1,27 @@
-"""MosMedData volume preparation: ours against SimpleITK, MONAI and the Keras example, side by side.
+"""MosMedData volume preparation: ours against SimpleITK, MONAI, TorchIO and the Keras example.
 
 One 512 x 512 x 40 study (int16 HU, L, A, S, gzip: the release's format) is generated with the
-demo phantom (``--noise`` HU of image noise; real CT noise makes gzip the dominant cost) and
-prepared to (64, 128, 128) in [0, 1] by each method, in one process, page cache warm:
+demo phantom and prepared to (64, 128, 128) in [0, 1] by each method, page cache warm; twice:
+noise-free (inflating is cheap, the processing dominates) and with 15 HU of image noise (like
+a real study: the noise makes the low byte of every voxel incompressible, and inflating
+becomes the largest cost for every method).
 
 - ``oncopipe``: :func:`oncopipe.datasets.mosmed.volume.prepare_volume` (what prepare runs);
 - ``SimpleITK``: ``ReadImage`` + ``DICOMOrient("LPS")`` + ``Clamp`` + linear ``Resample``;
 - ``MONAI``: ``LoadImage`` + ``EnsureChannelFirst`` + ``ScaleIntensityRange(clip=True)`` +
-  ``Resize(mode="trilinear")`` (skipped, with a message, when MONAI is not installed);
-- ``Keras``: the example's nibabel ``get_fdata`` + clip/scale + ``scipy.ndimage.rotate(90)`` +
-  ``zoom(order=1)``;
-- the gzip floor: inflating the file alone with zlib, and with ISA-L (what oncopipe uses).
+  ``Resize(mode="trilinear")``;
+- ``TorchIO``: ``ScalarImage`` + ``Clamp`` + ``RescaleIntensity`` + ``Resize`` (linear);
+- ``Keras``: the example's nibabel ``get_fdata`` + clip/scale + ``scipy.ndimage.rotate(90)``
+  + ``zoom(order=1)`` (corner-aligned, so its mean difference is larger: docs/mosmed.md);
+- the floor: inflating the file alone, with zlib and with ISA-L (what oncopipe uses).
 
-Each row gives the median and best of ``--repeats`` timed runs after a warm-up, the speed-up
-of ``oncopipe`` over it, and the largest difference from our array once the method's own
-axis order is mapped onto ours (MONAI keeps the file's voxel order; Keras's rotation turns
-the L, A, S file into our orientation). Usage (figures in docs/benchmarks.md)::
-
-    python benchmarks/mosmed_prepare.py [--repeats 7] [--noise 15]
+MONAI and TorchIO keep the file's voxel order; their output is mapped onto ours before the
+check (a view, outside the timing). Run through ``python -m benchmarks``.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import statistics
-import tempfile
-import time
 import zlib
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,21 +30,21 @@ import numpy as np
 import SimpleITK as sitk
 from isal import isal_zlib
 
+from benchmarks.harness import Comparison, Method, same_array
 from oncopipe.datasets.mosmed import demo, volume
 
-SHAPE = (64, 128, 128)  # D, H, W
 WINDOW = (-1000.0, 400.0)
 
 
-def ours(path: Path) -> np.ndarray:
-    return volume.prepare_volume(path, SHAPE, WINDOW, np.float32)[0][0]
+def ours(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    return volume.prepare_volume(path, shape, WINDOW, np.float32)[0][0]
 
 
-def simpleitk(path: Path) -> np.ndarray:
+def simpleitk(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     img = sitk.DICOMOrient(sitk.ReadImage(str(path)), "LPS")
     img = sitk.Clamp(img, img.GetPixelID(), WINDOW[0], WINDOW[1])
     size_in, spacing_in = img.GetSize(), img.GetSpacing()
-    size_out = SHAPE[::-1]
+    size_out = shape[::-1]
     spacing = [s * n / m for s, n, m in zip(spacing_in, size_in, size_out, strict=True)]
     # first output voxel centre: the same field of view, edges aligned
     origin = img.TransformContinuousIndexToPhysicalPoint(
@@ -61,7 +54,12 @@ def simpleitk(path: Path) -> np.ndarray:
     return (sitk.GetArrayFromImage(out) - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
 
 
-def monai_chain() -> Callable[[Path], np.ndarray]:
+def las_to_ours(x: np.ndarray) -> np.ndarray:
+    """(x -> left, y -> anterior, z -> superior) file order to our (S, P, L)."""
+    return np.asarray(x).transpose(2, 1, 0)[:, ::-1, :]
+
+
+def monai(shape: tuple[int, int, int]):
     from monai.transforms import (
         Compose,
         EnsureChannelFirst,
@@ -73,93 +71,64 @@ def monai_chain() -> Callable[[Path], np.ndarray]:
     chain = Compose([
         LoadImage(image_only=True), EnsureChannelFirst(),
         ScaleIntensityRange(WINDOW[0], WINDOW[1], 0.0, 1.0, clip=True),
-        Resize(SHAPE[::-1], mode="trilinear"),  # MONAI keeps (x, y, z): W, H, D
+        Resize(shape[::-1], mode="trilinear"),  # MONAI keeps (x, y, z): W, H, D
     ])
-
-    def run(path: Path) -> np.ndarray:
-        x = np.asarray(chain(str(path)))[0]  # (x->left, y->anterior, z->superior)
-        return x.transpose(2, 1, 0)[:, ::-1, :]  # to (S, P, L)
-
-    return run
+    return lambda path: np.asarray(chain(str(path)))[0]
 
 
-def keras(path: Path) -> np.ndarray:
+def torchio(shape: tuple[int, int, int]):
+    import torchio as tio
+
+    chain = tio.Compose([
+        tio.Clamp(*WINDOW), tio.RescaleIntensity((0.0, 1.0), in_min_max=WINDOW),
+        tio.Resize(shape[::-1], image_interpolation="linear"),
+    ])
+    return lambda path: chain(tio.ScalarImage(path)).data.numpy()[0]
+
+
+def keras(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     from scipy import ndimage
 
     vol = nib.load(path).get_fdata()
     vol[vol < WINDOW[0]] = WINDOW[0]
     vol[vol > WINDOW[1]] = WINDOW[1]
     vol = ((vol - WINDOW[0]) / (WINDOW[1] - WINDOW[0])).astype("float32")
-    depth, height, width = SHAPE
+    depth, height, width = shape
     vol = ndimage.rotate(vol, 90, reshape=False)
     vol = ndimage.zoom(vol, (height / vol.shape[0], width / vol.shape[1],
                              depth / vol.shape[-1]), order=1)
     return vol.transpose(2, 0, 1)  # rows, columns, slices -> D, H, W
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    result = fn()  # warm-up (imports, page cache)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), result
+def comparison(work: Path, noise: float, quick: bool) -> Comparison:
+    size, slices, shape = (48, 8, (8, 24, 24)) if quick else (512, 40, (64, 128, 128))
+    params = replace(demo.DemoParams(), size=size, slices=(slices, slices), noise_hu=noise)
+    path = work / f"study_0940_noise{noise:g}.nii.gz"
+    hu, _, affine = demo.phantom(params, "CT-2", 940)
+    demo.write_nifti(path, hu, affine)
+    compressed = path.read_bytes()
+    exact = same_array(max_abs=1e-5)
+    monai_chain, torchio_chain = monai(shape), torchio(shape)
+    methods = [
+        Method("oncopipe (`volume.prepare_volume`)", lambda: ours(path, shape)),
+        Method("SimpleITK read + DICOMOrient + Clamp + Resample",
+               lambda: simpleitk(path, shape), exact),
+        Method("MONAI LoadImage + ScaleIntensityRange + Resize", lambda: monai_chain(path),
+               same_array(max_abs=1e-5, view=las_to_ours)),
+        Method("TorchIO ScalarImage + Clamp + RescaleIntensity + Resize",
+               lambda: torchio_chain(path), same_array(max_abs=1e-5, view=las_to_ours)),
+        Method("Keras example (nibabel + scipy rotate + zoom)", lambda: keras(path, shape),
+               same_array(mean_abs=0.05)),
+        Method("floor: gzip inflate alone (zlib)", lambda: zlib.decompress(compressed, 31)),
+        Method("floor: gzip inflate alone (ISA-L)", lambda: isal_zlib.decompress(compressed, 31)),
+    ]
+    kind = "realistic image noise" if noise else "noise-free phantom"
+    return Comparison(
+        f"mosmed-noise{noise:g}",
+        f"MosMed volume, {kind} ({noise:g} HU): {hu.shape} int16, "
+        f"{len(compressed) / 1e6:.1f} MB gzip -> {shape} float32 in [0, 1]",
+        "volume", 1, methods)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--keras-repeats", type=int, default=3, help="the Keras way is slow")
-    ap.add_argument("--noise", type=float, default=15.0, help="image noise, HU")
-    ap.add_argument("--slices", type=int, default=40)
-    args = ap.parse_args()
-
-    params = replace(demo.DemoParams(), size=512, slices=(args.slices, args.slices),
-                     noise_hu=args.noise)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "study_0940.nii.gz"
-        hu, _, affine = demo.phantom(params, "CT-2", 940)
-        demo.write_nifti(path, hu, affine)
-        compressed = path.read_bytes()
-        print(f"volume {hu.shape} int16, {len(compressed) / 1e6:.1f} MB gzip "
-              f"({hu.nbytes / 1e6:.1f} MB raw), noise {args.noise} HU")
-
-        methods: list[tuple[str, Callable[[Path], np.ndarray] | None, int]] = [
-            ("oncopipe", ours, args.repeats),
-            ("SimpleITK read + DICOMOrient + Resample", simpleitk, args.repeats),
-        ]
-        if importlib.util.find_spec("monai") is None:
-            print("MONAI is not installed (pip install monai): its row is skipped")
-        else:
-            methods.append(("MONAI LoadImage + ScaleIntensityRange + Resize", monai_chain(),
-                            args.repeats))
-        methods.append(("Keras example (nibabel + scipy rotate + zoom)", keras,
-                        args.keras_repeats))
-
-        rows = []
-        reference = None
-        for name, fn, repeats in methods:
-            med, best, arr = timed(lambda fn=fn: fn(path), repeats)
-            if reference is None:
-                reference, base = arr, med
-            diff = float(np.abs(np.asarray(arr, np.float32) - reference).max())
-            rows.append((name, med, best, med / base, f"{diff:.2g}"))
-        rows.append(("floor: gzip inflate alone (zlib)",
-                     *timed(lambda: zlib.decompress(compressed, 31), args.repeats)[:2], None,
-                     "-"))
-        rows.append(("floor: gzip inflate alone (ISA-L)",
-                     *timed(lambda: isal_zlib.decompress(compressed, 31), args.repeats)[:2],
-                     None, "-"))
-
-    print()
-    print("| method | median s/volume | best s/volume | oncopipe faster by "
-          "| max abs diff vs ours |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, med, best, ratio, diff in rows:
-        speedup = f"{ratio:.1f}x" if ratio is not None else "-"
-        print(f"| {name} | {med:.3f} | {best:.3f} | {speedup} | {diff} |")
-
-
-if __name__ == "__main__":
-    main()
+def comparisons(work: Path, quick: bool) -> list[Comparison]:
+    return [comparison(work, 0.0, quick), comparison(work, 15.0, quick)]

@@ -1,30 +1,22 @@
-"""Read speed: batches from HDF5 shards vs one file per sample; HDF5 chunking for random access.
+"""Read speed: training batches from HDF5 shards vs an ``.npy`` memmap and one file per sample;
+HDF5 chunking for random access. Page cache warm: these compare formats, not disks.
 
-Two questions, both with the page cache warm (each measurement is the best of ``--repeats``
-after a warm-up pass, the readers measured in turn within each repeat, so a burst of load
-from other jobs hits them alike), so the figures compare formats, not disks:
-
-1. An epoch of training batches: from the shards through :class:`oncopipe.loader.ShardDataset`
-   and :class:`~oncopipe.loader.ShardSampler` (what the train stage does: a fresh uniform
-   permutation every epoch, each batch's rows read sorted, one HDF5 selection per shard); the
-   same shards in sequential runs (shuffled shard order, rows in stored order from a random
-   start: the sampler before issue 8, which gave every epoch the same batch neighbours); one
-   ``.npy`` file per sample and one PNG file per sample, read in a shuffled order.
-2. Random access to single samples of one HDF5 file: contiguous (no chunks), one sample per
-   chunk with gzip, and gzip chunks of ``--chunk`` samples (h5py's "auto" style), where
-   reading one sample decompresses the whole chunk.
-
-Usage (figures in docs/benchmarks.md)::
-
-    python benchmarks/shard_read.py --samples 2048 --shape 3 96 96 --batch 64
-    python benchmarks/shard_read.py --samples 2048 --shape 3 96 96 --batch 64 --shard-size 64
+1. An epoch of training batches (``shard-epoch``): from the shards through
+   :class:`oncopipe.loader.ShardDataset` and :class:`~oncopipe.loader.ShardSampler` (what the
+   train stage does: a fresh uniform permutation every epoch, each batch's rows read sorted)
+   vs the same shards in sequential runs (shuffled shard order, rows in stored order from a
+   random start: the sampler before issue 8, which gave every epoch the same batch
+   neighbours), the prepared ``.npy`` opened as a memmap and gathered per shuffled batch, one
+   ``.npy`` file per sample, one PNG file per sample. Every reader returns the
+   number of samples and the sum of their pixels: the same multiset of samples gives the same
+   pair whatever the order.
+2. Random access to single samples of one HDF5 file (``shard-random``): contiguous (the shard
+   default), one sample per gzip chunk (``compression: gzip``), and gzip chunks of 64 samples
+   (h5py's "auto" style), where reading one sample decompresses its whole chunk.
 """
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -33,57 +25,54 @@ import numpy as np
 import polars as pl
 from torch.utils.data import DataLoader, Sampler
 
+from benchmarks.harness import Comparison, Method, same_array, same_value
 from oncopipe.arrays import ArrayWriter
 from oncopipe.config import ShardParams
 from oncopipe.loader import ShardDataset, ShardSampler, collate
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.shards import write_shards
 
-
-def best_of(repeats: int, fn) -> float:
-    return interleaved(repeats, [fn])[0]
+CHUNK = 64
 
 
-def interleaved(repeats: int, fns: list) -> list[float]:
-    """Best time of each of ``fns`` over ``repeats`` rounds, each round running all in turn."""
-    for fn in fns:
-        fn()  # warm-up: page cache, h5py metadata
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, spent in zip(fns, times, strict=True):
-            t = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - t)
-    return [min(t) for t in times]
-
-
-def make_data(root: Path, n: int, shape: tuple[int, ...], seed: int, shard_size: int
-              ) -> np.ndarray:
-    """Smooth random images (compressible like real ones), as prepared arrays + shards."""
+def smooth_images(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Smooth random uint8 images (compressible like real ones)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (n, *shape[:-2], shape[-2] // 8, shape[-1] // 8), np.uint8)
     data = base.repeat(8, axis=-2).repeat(8, axis=-1)
-    data = (data + rng.integers(0, 4, data.shape, np.uint8)).astype(np.uint8)
+    return (data + rng.integers(0, 4, data.shape, np.uint8)).astype(np.uint8)
+
+
+def write_prepared_and_shards(root: Path, data: np.ndarray) -> Path:
+    """``data`` as a prepared folder (one ``.npy`` + manifest, two classes, four samples per
+    patient) and the shards the shard stage makes of it (all in the training split)."""
+    n = len(data)
     prepared = root / "prepared"
     prepared.mkdir(parents=True)
-    with ArrayWriter(prepared / "x.npy", shape, np.uint8) as w:
+    with ArrayWriter(prepared / "x.npy", data.shape[1:], data.dtype) as w:
         for sample in data:
             w.append(sample)
     df = pl.DataFrame({"sample_id": [f"s{i:06d}" for i in range(n)],
                        "patient_id": [f"p{i // 4:06d}" for i in range(n)],
                        "label": (np.arange(n) % 2).tolist(), "array_file": ["x.npy"] * n,
                        "array_index": list(range(n)), "source": ["bench"] * n})
-    write_manifest(df, ManifestMeta("bench", "binary", ("a", "b"), "CHW"),
+    layout = "CHW" if data.ndim == 4 else "CDHW"
+    write_manifest(df, ManifestMeta("bench", "binary", ("a", "b"), layout),
                    prepared / "manifest.parquet")
-    write_shards(prepared, root / "shards",
-                 ShardParams(ratios=(1.0, 0.0, 0.0), shard_size=shard_size), 0)
-    per_file = root / "npy"
-    per_file.mkdir()
-    png = root / "png"
-    png.mkdir()
+    write_shards(prepared, root / "shards", ShardParams(ratios=(1.0, 0.0, 0.0)), 0)
+    return root / "shards"
+
+
+def make_data(root: Path, n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Prepared arrays + shards + one ``.npy`` and one PNG per sample, of the same images."""
+    data = smooth_images(n, shape, seed)
+    write_prepared_and_shards(root, data)
+    for fmt in ("npy", "png"):
+        (root / fmt).mkdir()
     for i, sample in enumerate(data):
-        np.save(per_file / f"{i:06d}.npy", sample)
-        cv2.imwrite(str(png / f"{i:06d}.png"), np.ascontiguousarray(sample.transpose(1, 2, 0)))
+        np.save(root / "npy" / f"{i:06d}.npy", sample)
+        cv2.imwrite(str(root / "png" / f"{i:06d}.png"),
+                    np.ascontiguousarray(sample.transpose(1, 2, 0)))
     return data
 
 
@@ -108,79 +97,84 @@ class SequentialRuns(Sampler[int]):
         return self.ranges[-1][1]
 
 
-def epoch_from_shards(shards: Path, batch: int, sequential: bool = False) -> int:
+def epoch_from_shards(shards: Path, batch: int, sequential: bool = False) -> tuple[int, int]:
     ds = ShardDataset(shards, "train")
     sampler = SequentialRuns(ds, 1) if sequential else ShardSampler(ds, seed=1)
     loader = DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate)
-    return sum(len(y) for _, y in loader)
+    seen = total = 0
+    for x, _ in loader:
+        seen, total = seen + len(x), total + int(x.numpy().sum(dtype=np.int64))
+    ds.close()
+    return seen, total
 
 
-def epoch_from_files(files: list[Path], batch: int, read) -> int:
-    order = np.random.default_rng(1).permutation(len(files))
-    seen = 0
-    for start in range(0, len(order), batch):
-        x = np.stack([read(files[i]) for i in order[start:start + batch]])
-        seen += len(x)
-    return seen
+def _batches(n: int, batch: int) -> list[np.ndarray]:
+    order = np.random.default_rng(1).permutation(n)
+    return [order[s:s + batch] for s in range(0, n, batch)]
 
 
-def random_access(path: Path, reads: int) -> None:
+def epoch_from_memmap(path: Path, batch: int) -> tuple[int, int]:
+    x = np.load(path, mmap_mode="r")
+    seen = total = 0
+    for idx in _batches(len(x), batch):
+        block = x[np.sort(idx)]  # sorted gather: the kindest order for a memmap
+        seen, total = seen + len(block), total + int(block.sum(dtype=np.int64))
+    return seen, total
+
+
+def epoch_from_files(files: list[Path], batch: int, read) -> tuple[int, int]:
+    seen = total = 0
+    for idx in _batches(len(files), batch):
+        block = np.stack([read(files[i]) for i in idx])
+        seen, total = seen + len(block), total + int(block.sum(dtype=np.int64))
+    return seen, total
+
+
+def read_png(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).transpose(2, 0, 1)
+
+
+def random_access(path: Path, rows: np.ndarray) -> np.ndarray:
     with h5py.File(path, "r") as f:
         x = f["x"]
-        for i in np.random.default_rng(2).integers(0, x.shape[0], reads):
-            x[int(i)]
+        return np.stack([x[int(i)] for i in rows])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=2048)
-    ap.add_argument("--shape", type=int, nargs="+", default=[3, 96, 96])
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--shard-size", type=int, default=1024, help="samples per shard")
-    ap.add_argument("--chunk", type=int, default=64, help="samples per chunk, chunked case")
-    ap.add_argument("--reads", type=int, default=256, help="random single-sample reads")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    shape = tuple(args.shape)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        data = make_data(root, args.samples, shape, 0, args.shard_size)
-        n = args.samples
-        npy = sorted((root / "npy").iterdir())
-        png = sorted((root / "png").iterdir())
-        readers = {
-            "HDF5 shards, ShardDataset + ShardSampler (random order)":
-                lambda: epoch_from_shards(root / "shards", args.batch),
-            "HDF5 shards, sequential runs (the sampler before issue 8)":
-                lambda: epoch_from_shards(root / "shards", args.batch, sequential=True),
-            "one .npy file per sample": lambda: epoch_from_files(npy, args.batch, np.load),
-            "one PNG file per sample (cv2)": lambda: epoch_from_files(
-                png, args.batch, lambda p: cv2.imread(str(p), cv2.IMREAD_UNCHANGED)),
-        }
-        rows = list(zip(readers, interleaved(args.repeats, list(readers.values())),
-                        strict=True))
-        print(f"\nepoch of {n} samples {shape} uint8 in shards of {args.shard_size}, "
-              f"batches of {args.batch}")
-        print("| reader | seconds | samples/s | vs shards |\n| --- | ---: | ---: | ---: |")
-        for name, sec in rows:
-            print(f"| {name} | {sec:.3f} | {n / sec:,.0f} | {sec / rows[0][1]:.1f}x |")
-
-        layouts = {"contiguous, uncompressed": {},
-                   "one sample per chunk, gzip": {"chunks": (1, *shape), "compression": "gzip"},
-                   f"{args.chunk} samples per chunk, gzip": {
-                       "chunks": (args.chunk, *shape), "compression": "gzip"}}
-        results = []
-        for name, kw in layouts.items():
-            path = root / f"{len(results)}.h5"
-            with h5py.File(path, "w") as f:
-                f.create_dataset("x", data=data, **kw)
-            sec = best_of(args.repeats, lambda p=path: random_access(p, args.reads))
-            results.append((name, sec / args.reads * 1e6, path.stat().st_size / 2**20))
-        print(f"\nrandom single-sample reads ({args.reads}) from one HDF5 file")
-        print("| layout | µs per sample | file MiB | vs contiguous |\n| --- | ---: | ---: | ---: |")
-        for name, us, mib in results:
-            print(f"| {name} | {us:,.0f} | {mib:.1f} | {us / results[0][1]:.1f}x |")
-
-
-if __name__ == "__main__":
-    main()
+def comparisons(work: Path, quick: bool) -> list[Comparison]:
+    n, shape, batch, reads = (96, (3, 32, 32), 16, 32) if quick else (2048, (3, 96, 96), 64, 256)
+    data = make_data(work, n, shape, 0)
+    npy = sorted((work / "npy").iterdir())
+    png = sorted((work / "png").iterdir())
+    epoch = Comparison(
+        "shard-epoch", f"One epoch of {n} samples {shape} uint8 in shuffled batches of {batch}",
+        "sample", n, [
+            Method("HDF5 shards, `ShardDataset` + `ShardSampler`, random order (the train stage)",
+                   lambda: epoch_from_shards(work / "shards", batch)),
+            Method("HDF5 shards, sequential runs (the sampler before issue 8)",
+                   lambda: epoch_from_shards(work / "shards", batch, sequential=True),
+                   same_value),
+            Method("prepared `.npy` as a memmap, sorted gather per batch",
+                   lambda: epoch_from_memmap(work / "prepared" / "x.npy", batch), same_value),
+            Method("one `.npy` file per sample",
+                   lambda: epoch_from_files(npy, batch, np.load), same_value),
+            Method("one PNG file per sample (OpenCV decode)",
+                   lambda: epoch_from_files(png, batch, read_png), same_value),
+        ])
+    layouts = {"contiguous, uncompressed (shard default, `compression: none`)": {},
+               "one sample per chunk, gzip (`compression: gzip`)": {
+                   "chunks": (1, *shape), "compression": "gzip"},
+               f"{CHUNK} samples per chunk, gzip": {
+                   "chunks": (min(CHUNK, n), *shape), "compression": "gzip"}}
+    rows = np.random.default_rng(2).integers(0, n, reads)
+    methods, sizes = [], []
+    for k, (name, kw) in enumerate(layouts.items()):
+        path = work / f"layout{k}.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("x", data=data, **kw)
+        sizes.append(f"{name}: {path.stat().st_size / 2**20:.1f} MiB")
+        methods.append(Method(name, lambda p=path: random_access(p, rows),
+                              same_array() if k else None))
+    random = Comparison("shard-random", f"Random single-sample reads ({reads}) from one HDF5 "
+                        f"file of the same data", "sample", reads, methods,
+                        note="File sizes: " + "; ".join(sizes) + ".")
+    return [epoch, random]

@@ -1,0 +1,210 @@
+"""The one piece of benchmark logic: interleaved timing, output checks, tables into the docs.
+
+Why interleaved: on a shared machine the load moves while a benchmark runs. Timing method A
+five times, then B five times, lets a burst of load land on one method only and moves their
+ratio by up to 2x; running A, B, C, A, B, C, ... spreads it over all of them, so the ratios
+(the point of a side-by-side table) stay comparable even when absolute times do not.
+
+Every comparison module under ``benchmarks/`` builds :class:`Comparison` objects; the first
+method is ours, and every other method's output is checked against ours (``check``), so a
+faster method that computes something else is visible in the table instead of winning.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How one method's output compares with ours: a short text for the table, and a verdict."""
+
+    text: str
+    ok: bool
+
+
+Check = Callable[[Any, Any], Agreement]  # (ours, theirs) -> Agreement
+
+
+def same_array(max_abs: float = 0.0, mean_abs: float | None = None,
+               view: Callable[[Any], Any] | None = None) -> Check:
+    """Arrays agree when shapes match and the largest (or, if ``mean_abs`` is given, the mean)
+    absolute difference is within tolerance. ``view`` maps the method's output onto our axis
+    order first (other toolkits keep the file's voxel order)."""
+
+    def check(ours: Any, theirs: Any) -> Agreement:
+        a = np.asarray(ours, dtype=np.float64)
+        b = np.asarray(view(theirs) if view else theirs, dtype=np.float64)
+        if a.shape != b.shape:
+            return Agreement(f"shape {b.shape} != {a.shape}", False)
+        diff = np.abs(a - b)
+        worst, mean = float(diff.max(initial=0.0)), float(diff.mean()) if diff.size else 0.0
+        ok = mean <= mean_abs if mean_abs is not None else worst <= max_abs
+        return Agreement(f"max {worst:.2g}, mean {mean:.2g}", ok)
+
+    return check
+
+
+def same_value(ours: Any, theirs: Any) -> Agreement:
+    """Exact equality of plain values (counts, checksums)."""
+    return Agreement("identical" if ours == theirs else f"{theirs!r} != {ours!r}",
+                     ours == theirs)
+
+
+@dataclass
+class Method:
+    """One way of doing the work; ``run`` does one unit of it and returns its output.
+
+    ``check`` is None for rows that are not an alternative implementation (a floor such as
+    inflating the file alone, or a part of the work such as the model step)."""
+
+    name: str
+    run: Callable[[], Any]
+    check: Check | None = None
+
+
+@dataclass
+class Comparison:
+    """Methods doing the same work (``items`` items per call), the first one ours."""
+
+    key: str  # the docs marker name
+    title: str
+    unit: str  # what one item is: "volume", "image", "sample"
+    items: int
+    methods: list[Method]
+    note: str = ""
+
+
+@dataclass
+class Row:
+    name: str
+    times: list[float]
+    agreement: Agreement | None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+@dataclass
+class Result:
+    comparison: Comparison
+    rows: list[Row]
+    repeats: int
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+
+    @property
+    def agreed(self) -> bool:
+        return all(r.agreement is None or r.agreement.ok for r in self.rows)
+
+
+def run(cmp: Comparison, repeats: int) -> Result:
+    """One warm-up call per method (imports, page cache; its output is the one checked), then
+    ``repeats`` rounds of one timed call per method, in the same order every round."""
+    load_before = os.getloadavg()
+    outputs = [m.run() for m in cmp.methods]
+    rows = [Row(m.name, [], m.check(outputs[0], out) if m.check else None)
+            for m, out in zip(cmp.methods, outputs, strict=True)]
+    del outputs
+    for _ in range(repeats):
+        for method, row in zip(cmp.methods, rows, strict=True):
+            gc.collect()  # a collection triggered by the previous method lands on nobody
+            start = time.perf_counter()
+            method.run()
+            row.times.append(time.perf_counter() - start)
+    return Result(cmp, rows, repeats, load_before, os.getloadavg())
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.3f}" if s >= 0.01 else f"{s * 1e3:.2f} ms"
+
+
+def table(result: Result) -> str:
+    """The Markdown table of one comparison (median, best, throughput, ratio, agreement)."""
+    cmp = result.comparison
+    ours = result.rows[0].median
+    lines = [f"| method | median s | best s | {cmp.unit}s/s | time / ours | output vs ours |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in result.rows:
+        if row.agreement is None:
+            verdict = "(reference)" if row is result.rows[0] else "-"
+        else:
+            verdict = ("agrees: " if row.agreement.ok else "DIFFERS: ") + row.agreement.text
+        lines.append(f"| {row.name} | {_seconds(row.median)} | {_seconds(row.best)} "
+                     f"| {cmp.items / row.median:,.1f} | {row.median / ours:.2f}x | {verdict} |")
+    return "\n".join(lines)
+
+
+def records_table(records: Sequence[dict]) -> str:
+    """A Markdown table of plain records (comparisons run by another module, e.g. LIDC)."""
+    if not records:
+        return "(no rows)"
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in records]
+    return "\n".join(lines)
+
+
+def section(result: Result) -> str:
+    """A comparison's generated block: what ran, under which load, then the table."""
+    b, a = result.load_before, result.load_after
+    head = (f"{result.comparison.title}. {result.comparison.items} {result.comparison.unit}(s) "
+            f"per call; median and best of {result.repeats} interleaved rounds after a warm-up; "
+            f"load average {b[0]:.2f} before, {a[0]:.2f} after.")
+    parts = [head, "", table(result)]
+    if result.comparison.note:
+        parts += ["", result.comparison.note]
+    return "\n".join(parts)
+
+
+VERSIONED = ("numpy", "torch", "torchvision", "h5py", "pydicom", "SimpleITK", "nibabel", "isal",
+             "opencv-python-headless", "pillow", "scipy", "monai", "torchio", "dvc")
+
+
+def environment() -> str:
+    """Machine and library versions, for the header of the generated docs."""
+    versions = []
+    for name in VERSIONED:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return (f"{platform.machine()}, {os.cpu_count()} CPU(s) visible, Python "
+            f"{platform.python_version()}; " + ", ".join(versions) + ".")
+
+
+def markers(key: str) -> tuple[str, str]:
+    return f"<!-- bench:{key} start -->", f"<!-- bench:{key} end -->"
+
+
+def write_block(doc: Path, key: str, text: str) -> None:
+    """Replace what lies between the ``key`` markers of ``doc`` (atomically: beside, rename)."""
+    start, end = markers(key)
+    body = doc.read_text()
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(body):
+        raise SystemExit(f"{doc}: no '{start}' ... '{end}' markers for comparison {key!r}")
+    body = pattern.sub(lambda _: f"{start}\n{text.strip()}\n{end}", body, count=1)
+    tmp = doc.with_name(f".{doc.name}.tmp")
+    tmp.write_text(body)
+    os.replace(tmp, doc)
