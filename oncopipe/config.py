@@ -220,7 +220,7 @@ class TrainParams:
     )
     patience: int = 15
     augment: AugmentParams = field(default_factory=AugmentParams)
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader workers; -1: chosen for the machine (oncopipe/workers.py)
     threads: int = 0  # torch CPU threads; 0 = torch's default
     amp: bool = True  # bf16 autocast when CUDA is present; ignored on CPU
     deterministic: bool = False  # GPU: deterministic algorithms, no cudnn.benchmark (CPU: always)
@@ -232,7 +232,7 @@ class TrainParams:
         _require(self.epochs > 0, "epochs must be > 0")
         _require(self.width > 0, "width must be > 0")
         _require(self.patience > 0, "patience must be > 0")
-        _require(self.num_workers >= 0, "num_workers must be >= 0")
+        _require(self.num_workers >= -1, "num_workers must be >= 0, or -1 (auto)")
         _require(self.threads >= 0, "threads must be >= 0")
         _require(self.nproc >= 1, "nproc must be >= 1")
         _require(self.input_size >= 0, "input_size must be >= 0")

@@ -51,6 +51,7 @@ from oncopipe.augment import augment_batch
 from oncopipe.config import DatasetConfig, TrainParams, build
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
 from oncopipe.shards import read_summary
+from oncopipe.workers import loader_options
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,7 @@ def make_loader(ds: ShardDataset, batch_size: int, shuffle: bool, seed: int, rt:
     world, rank = (rt.world, rt.rank) if split_ranks else (1, 0)
     sampler = ShardSampler(ds, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
     loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=num_workers, pin_memory=rt.cuda,
-                        persistent_workers=num_workers > 0, drop_last=False)
+                        drop_last=False, **loader_options(num_workers, rt.cuda))
     return loader, sampler
 
 
