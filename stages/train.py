@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import config, log, training
+from oncopipe import config, log, perf, shards, training
 from oncopipe.errors import one_line_exit
 
 READS = ("seed", "task", "profile", "train")
@@ -24,6 +24,7 @@ def torchrun_argv(name: str, nproc: int) -> list[str]:
 
 
 @one_line_exit("train")
+@perf.measured("train")
 def main(argv: list[str] | None = None) -> None:
     (name,) = argv if argv is not None else sys.argv[1:]
     logger = log.setup(f"train[{name}]")
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("nproc %d: re-executing as %s", cfg.train.nproc, " ".join(cmd))
         logging.shutdown()  # flush before exec replaces the process
         os.execv(sys.executable, cmd)
-    training.train(cfg, Path("data/shards") / name, Path("models") / name,
-                   Path("metrics") / name / "train")
+    card = training.train(cfg, Path("data/shards") / name, Path("models") / name,
+                          Path("metrics") / name / "train")
+    train = shards.read_summary(Path("data/shards") / name)["splits"]["train"]["samples"]
+    perf.items(card["epochs_run"] * train, "sample-epochs")
 
 
 if __name__ == "__main__":
