@@ -8,6 +8,7 @@ file adjusted to tiny demo sizes into ``tmp_path``, make it a git + DVC reposito
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,14 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def cache_type() -> str:
+    """``cache.type`` of the project's committed .dvc/config."""
+    match = re.search(r"^\s*type\s*=\s*\"?([\w,]+)\"?\s*$", (ROOT / ".dvc" / "config").read_text(),
+                      re.M)
+    assert match, ".dvc/config sets no cache.type"
+    return match.group(1)
 
 
 class DvcProject:
@@ -33,6 +42,9 @@ class DvcProject:
         self.run("git", "init", "-q")
         self.run("dvc", "init", "-q")
         self.run("dvc", "config", "core.analytics", "false")
+        # the project's cache link type, so every DVC test runs stages the way users do
+        # (hardlinked outputs are read-only: a stage that writes into one fails here)
+        self.run("dvc", "config", "cache.type", cache_type())
 
     def write_params(self) -> None:
         (self.root / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
