@@ -7,8 +7,9 @@
 
 Each comparison module under ``benchmarks/`` has ``comparisons(work, quick)``; the harness
 (``benchmarks/harness.py``) times them interleaved and checks every method's output against
-ours. The LIDC comparisons live in a module with ``run(repeats) -> list[dict]`` (its own
-interleaving); they are included when that module is present. The exit status is 1 when any
+ours. The LIDC comparisons and the shard-write / rotate90 ones live in modules with
+``run(repeats) -> list[dict]`` (their own interleaving, real-sized inputs); they are included
+when those modules are present, except in ``--quick`` mode. The exit status is 1 when any
 method's output disagrees with ours.
 """
 
@@ -29,8 +30,9 @@ from benchmarks import harness
 
 # comparison modules, in the order of docs/benchmarks.md
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
-# LIDC comparisons (read path, crop path): own interleaving, records out
-RECORD_MODULES = ("lidc_read",)
+# modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
+# LIDC series load / crop path / memory, shard writes and rotate90 (branch h7-lidcperf)
+RECORD_MODULES = ("lidc_read", "shard_write")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 disagreements += [f"{cmp.key}: {r.name}: {r.agreement.text}" for r in result.rows
                                   if r.agreement is not None and not r.agreement.ok]
     for name in (m for m in RECORD_MODULES if m in chosen):
+        if args.quick and not args.only:  # real-sized inputs only: not part of the smoke test
+            print(f"[{name}] skipped in --quick mode (name it with --only to run it)")
+            continue
         if importlib.util.find_spec(f"benchmarks.{name}") is None:
             print(f"[{name}] module not present: its tables are left as they are")
             continue
