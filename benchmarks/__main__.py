@@ -78,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         if importlib.util.find_spec(f"benchmarks.{name}") is None:
             print(f"[{name}] module not present: its tables are left as they are")
             continue
+        module = importlib.import_module(f"benchmarks.{name}")
         load = os.getloadavg()[0]
-        records = importlib.import_module(f"benchmarks.{name}").run(repeats)
-        text = (f"{len(records)} rows, {repeats} interleaved rounds; load average {load:.2f} "
-                f"before, {os.getloadavg()[0]:.2f} after.\n\n{harness.records_table(records)}")
+        records = module.run(repeats)
+        tables = module.table(records) if hasattr(module, "table") else \
+            harness.records_table(records)
+        text = (f"`benchmarks/{name}.py`, {repeats} interleaved rounds; load average {load:.2f} "
+                f"before, {os.getloadavg()[0]:.2f} after.\n\n{tables}")
         print(text, "\n")
         harness.write_block(args.doc, name, text)
     harness.write_block(args.doc, "environment",
