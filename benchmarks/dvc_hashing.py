@@ -13,7 +13,7 @@ clone on another machine, costs), and removes everything::
 
 The page cache is warm (the files were just written), so the first figure is DVC's hashing
 rate, not the disk's; a real download read cold is bounded by the slower of the two.
-Results are printed (docs/pipeline.md, "Disk", quotes a run).
+Results are printed (docs/pipeline.md, "Hashing a large raw folder", quotes two runs).
 """
 
 from __future__ import annotations
