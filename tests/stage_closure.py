@@ -146,8 +146,12 @@ def rewrite(write: bool) -> int:
             changed += 1
             print(f"{name}: -{sorted(set(have) - set(want))} +{sorted(set(want) - set(have))}")
             others = [d for d in deps if not (isinstance(d, str) and is_code(d))]
+            # end-of-line comments belong to their item, not to its position: keep them
+            notes = {deps[i]: c for i, c in deps.ca.items.items() if i < len(deps)}
             deps.clear()
             deps.extend([*want, *others])
+            deps.ca.items.clear()
+            deps.ca.items.update({i: notes[d] for i, d in enumerate(deps) if d in notes})
     if write and changed:
         with path.open("w", encoding="utf-8") as fh:
             yaml.dump(doc, fh)
