@@ -8,6 +8,11 @@ ratio by up to 2x; running A, B, C, A, B, C, ... spreads it over all of them, so
 Every comparison module under ``benchmarks/`` builds :class:`Comparison` objects; the first
 method is ours, and every other method's output is checked against ours (``check``), so a
 faster method that computes something else is visible in the table instead of winning.
+
+The modules with ``run(repeats) -> list[dict]`` (``lidc_read``, ``shard_write``) check their
+outputs themselves and return plain records; they use the same timing loop
+(:func:`interleaved`), the same median/best records (:func:`timing_records`), the same load
+stamp (:func:`load_stamped`) and the same Markdown tables (:func:`grouped_tables`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,12 +131,52 @@ def run(cmp: Comparison, repeats: int) -> Result:
             for m, out in zip(cmp.methods, outputs, strict=True)]
     del outputs
     for _ in range(repeats):
-        for method, row in zip(cmp.methods, rows, strict=True):
-            gc.collect()  # a collection triggered by the previous method lands on nobody
-            start = time.perf_counter()
-            method.run()
-            row.times.append(time.perf_counter() - start)
+        _timed_round([m.run for m in cmp.methods], [r.times for r in rows])
     return Result(cmp, rows, repeats, load_before, os.getloadavg())
+
+
+def _timed_round(calls: Sequence[Callable[[], Any]], times: Sequence[list[float]]) -> None:
+    """One timed call of each, in order, its seconds appended to its list."""
+    for call, spent in zip(calls, times, strict=True):
+        gc.collect()  # a collection triggered by the previous method lands on nobody
+        start = time.perf_counter()
+        call()
+        spent.append(time.perf_counter() - start)
+
+
+def interleaved(methods: Mapping[str, Callable[[], object]], repeats: int
+                ) -> dict[str, list[float]]:
+    """Times of ``repeats`` rounds A, B, C, A, B, C, ... after one untimed warm-up round, for
+    modules that check the outputs themselves (:func:`run` checks them for a Comparison)."""
+    for call in methods.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        _timed_round(list(methods.values()), list(times.values()))
+    return times
+
+
+def timing_records(benchmark: str, size: str, times: Mapping[str, list[float]], ours: str,
+                   checks: Mapping[str, str], digits: int = 4) -> list[dict]:
+    """One record per method of an :func:`interleaved` timing: median and best (rounded to
+    ``digits``), the ratio of its median to ours, and its ``checks`` text (empty if none)."""
+    med = {m: statistics.median(t) for m, t in times.items()}
+    return [{"benchmark": benchmark, "method": m, "size": size, "repeats": len(t),
+             "median_s": round(med[m], digits), "best_s": round(min(t), digits),
+             "median_vs_oncopipe": round(med[m] / med[ours], 2), "check": checks.get(m, "")}
+            for m, t in times.items()]
+
+
+def load_stamped(build: Callable[[], list[dict]]) -> list[dict]:
+    """The records ``build()`` returns, each stamped with the machine and the 1-minute load
+    average before and after all of them (what the tables' captions quote)."""
+    before = os.getloadavg()[0]
+    records = build()
+    after = os.getloadavg()[0]
+    for record in records:
+        record.update(machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
+                      load_before=round(before, 2), load_after=round(after, 2))
+    return records
 
 
 def _seconds(s: float) -> str:
@@ -163,6 +208,44 @@ def records_table(records: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in records]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of :func:`grouped_tables`: its header, a ``str.format`` template over one
+    record (``"{median_s:.3f}"``), and whether it holds numbers (right-aligned)."""
+
+    header: str
+    cell: str
+    numeric: bool = True
+
+
+def timing_columns(digits: int) -> list[Column]:
+    """The columns of :func:`timing_records`, times shown with ``digits`` decimals."""
+    return [Column("method", "{method}", False),
+            Column("median (s)", f"{{median_s:.{digits}f}}"),
+            Column("best (s)", f"{{best_s:.{digits}f}}"),
+            Column("median / oncopipe", "{median_vs_oncopipe:.2f}x"),
+            Column("check", "{check}", False)]
+
+
+def grouped_tables(records: Sequence[dict], columns: Callable[[dict], Sequence[Column]],
+                   size_in_caption: bool = False) -> str:
+    """One Markdown table per ``benchmark`` of :func:`load_stamped` records, in order of first
+    appearance, under a caption with the load average (and the size, when every row of a
+    benchmark has the same one); ``columns`` chooses a benchmark's columns from its first row."""
+    out = []
+    for bench in dict.fromkeys(r["benchmark"] for r in records):
+        part = [r for r in records if r["benchmark"] == bench]
+        first, cols = part[0], columns(part[0])
+        size = f"{first['size']}; " if size_in_caption else ""
+        out.append(f"**{bench}** ({size}load average {first['load_before']} before, "
+                   f"{first['load_after']} after)\n")
+        out.append("| " + " | ".join(c.header for c in cols) + " |\n"
+                   "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |")
+        out += ["| " + " | ".join(c.cell.format(**r) for c in cols) + " |" for r in part]
+        out.append("")
+    return "\n".join(out)
 
 
 def section(result: Result) -> str:

@@ -38,11 +38,8 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,9 +49,11 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the reference path and the series writer
+sys.path.insert(0, str(ROOT))  # run as a script: the harness
 
 from lidc_reference import crop_series, write_series  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from oncopipe.datasets.lidc import prepare  # noqa: E402
 from oncopipe.datasets.lidc.params import CropParams  # noqa: E402
 from oncopipe.datasets.lidc.pixels import read_series  # noqa: E402
@@ -133,33 +132,12 @@ def _monai_loader() -> Callable[[SeriesHeader], np.ndarray] | None:
     return _monai
 
 
-def interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Times of ``repeats`` rounds A, B, C, A, B, C, ... after one untimed warm-up round."""
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for round_ in range(repeats + 1):
-        for name, fn in methods.items():
-            t = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - t)
-    return times
-
-
-def _rows(bench: str, times: dict[str, list[float]], ours: str, checks: dict[str, str],
-          size: str, extra: dict) -> list[dict]:
-    med = {m: statistics.median(t) for m, t in times.items()}
-    return [{"benchmark": bench, "method": m, "size": size, "repeats": len(t),
-             "median_s": round(med[m], 4), "best_s": round(min(t), 4),
-             "median_vs_oncopipe": round(med[m] / med[ours], 2),
-             "check": checks.get(m, ""), **extra} for m, t in times.items()]
-
-
 def _diff(got: np.ndarray, hu: np.ndarray, pad: np.ndarray) -> str:
     got = np.asarray(got, np.float32).reshape(hu.shape)
     return f"max |d HU| {float(np.abs(got - hu)[~pad].max()):g} (padding aside)"
 
 
-def load_rows(header: SeriesHeader, repeats: int, extra: dict) -> list[dict]:
+def load_rows(header: SeriesHeader, repeats: int) -> list[dict]:
     methods: dict[str, Callable[[SeriesHeader], object]] = {
         "floor (bytes + np.frombuffer)": _floor,
         "oncopipe": read_series,
@@ -183,13 +161,13 @@ def load_rows(header: SeriesHeader, repeats: int, extra: dict) -> list[dict]:
               "before (headers again + pydicom HU)": _diff(_before_load(header), hu, pad)}
     if monai is not None:
         checks["MONAI LoadImage"] = _diff(monai(header), hu, pad)
-    times = interleaved({m: (lambda f=f: f(header)) for m, f in methods.items()}, repeats)
+    times = harness.interleaved({m: (lambda f=f: f(header)) for m, f in methods.items()}, repeats)
     mb = sum(s.layout.size for s in header.slices) / 2**20
     size = f"{len(header.slices)} x 512 x 512 ({mb:.0f} MB)"
-    return _rows("LIDC series load", times, "oncopipe", checks, size, extra)
+    return harness.timing_records("LIDC series load", size, times, "oncopipe", checks)
 
 
-def crop_rows(header: SeriesHeader, n_lesions: int, repeats: int, extra: dict) -> list[dict]:
+def crop_rows(header: SeriesHeader, n_lesions: int, repeats: int) -> list[dict]:
     p = CropParams(max_slices=5)
     marks = lesions(header, n_lesions)
     job = prepare._Job(header, marks, p)
@@ -198,15 +176,15 @@ def crop_rows(header: SeriesHeader, n_lesions: int, repeats: int, extra: dict) -
     same = (all(np.array_equal(a[2], b) for a, b in zip(new.crops_2d, old_2d, strict=True))
             and all(np.array_equal(a[1], b) for a, b in zip(new.crops_3d, old_3d, strict=True)))
     n2d = len(old_2d)
-    times = interleaved({
+    times = harness.interleaved({
         "before (pydicom, whole volume float32 + SimpleITK)":
             lambda: crop_series(header.folder, header.series_uid, marks, p),
         "oncopipe": lambda: prepare._crop_series(job),
     }, repeats)
     check = f"{n2d} 2D + {len(old_3d)} 3D crops, " + ("identical" if same else "DIFFERENT")
     size = f"{len(header.slices)} x 512 x 512, {n_lesions} lesions"
-    return _rows("LIDC crop path, one series", times, "oncopipe", {"oncopipe": check}, size,
-                 extra)
+    return harness.timing_records("LIDC crop path, one series", size, times, "oncopipe",
+                                  {"oncopipe": check})
 
 
 # ru_maxrss survives fork + exec (a child starts with its parent's peak): read VmHWM instead.
@@ -231,7 +209,7 @@ print(json.dumps([base, peak()]))
 """
 
 
-def memory_rows(workdir: Path, n_slices: int, n_lesions: int, extra: dict) -> list[dict]:
+def memory_rows(workdir: Path, n_slices: int, n_lesions: int) -> list[dict]:
     series(workdir, n_slices)  # written before measuring
     rows = []
     for method in ("oncopipe", "before"):
@@ -242,8 +220,7 @@ def memory_rows(workdir: Path, n_slices: int, n_lesions: int, extra: dict) -> li
         base, peak = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append({"benchmark": "LIDC peak memory per worker", "method": method,
                      "size": f"{n_slices} x 512 x 512, {n_lesions} lesions",
-                     "peak_rss_mb": round(peak / 1024), "imports_rss_mb": round(base / 1024),
-                     **extra})
+                     "peak_rss_mb": round(peak / 1024), "imports_rss_mb": round(base / 1024)})
     return rows
 
 
@@ -252,35 +229,21 @@ def run(repeats: int = 5, slices: int = 260, memory_slices: int = 764, n_lesions
     """All rows: series load, crop path and peak memory (see the module docstring)."""
     workdir = Path(workdir or os.environ.get("ONCOPIPE_BENCH_DIR", "/tmp/oncopipe-bench-lidc"))
     header = series(workdir, slices)
-    load_before = os.getloadavg()[0]
-    extra = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
-    rows = load_rows(header, repeats, extra)
-    rows += crop_rows(header, n_lesions, repeats, extra)
-    rows += memory_rows(workdir, memory_slices, n_lesions, extra) if memory_slices else []
-    load_after = os.getloadavg()[0]
-    for row in rows:
-        row.update(load_before=round(load_before, 2), load_after=round(load_after, 2))
-    return rows
+    return harness.load_stamped(
+        lambda: load_rows(header, repeats) + crop_rows(header, n_lesions, repeats)
+        + (memory_rows(workdir, memory_slices, n_lesions) if memory_slices else []))
+
+
+MEMORY_COLUMNS = [harness.Column("method", "{method}", False),
+                  harness.Column("peak RSS (MB)", "{peak_rss_mb}"),
+                  harness.Column("of which imports (MB)", "{imports_rss_mb}")]
 
 
 def table(rows: list[dict]) -> str:
     """The rows as Markdown tables, one per benchmark."""
-    out = []
-    for bench in dict.fromkeys(r["benchmark"] for r in rows):
-        part = [r for r in rows if r["benchmark"] == bench]
-        out.append(f"**{bench}** ({part[0]['size']}; load average {part[0]['load_before']} "
-                   f"before, {part[0]['load_after']} after)\n")
-        if "peak_rss_mb" in part[0]:
-            out.append("| method | peak RSS (MB) | of which imports (MB) |\n| --- | ---: | ---: |")
-            out += [f"| {r['method']} | {r['peak_rss_mb']} | {r['imports_rss_mb']} |"
-                    for r in part]
-        else:
-            out.append("| method | median (s) | best (s) | median / oncopipe | check |\n"
-                       "| --- | ---: | ---: | ---: | --- |")
-            out += [f"| {r['method']} | {r['median_s']:.3f} | {r['best_s']:.3f} | "
-                    f"{r['median_vs_oncopipe']:.2f}x | {r['check']} |" for r in part]
-        out.append("")
-    return "\n".join(out)
+    return harness.grouped_tables(
+        rows, lambda first: MEMORY_COLUMNS if "peak_rss_mb" in first else harness.timing_columns(3),
+        size_in_caption=True)
 
 
 def main() -> None:

@@ -20,12 +20,8 @@ Interleaved (A, B, A, B, ...), one warm-up round, median and best of ``--repeats
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,37 +30,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the replaced implementations, kept as references
+sys.path.insert(0, str(ROOT))  # run as a script: the harness
 
 from test_augment import _affine_reference  # noqa: E402
 from test_shards import _per_sample_writer  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from oncopipe import shards  # noqa: E402
 from oncopipe.augment import augment_batch  # noqa: E402
 from oncopipe.config import AugmentParams  # noqa: E402
 from oncopipe.manifest import ManifestMeta  # noqa: E402
 
 
-def _interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, list]:
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for round_ in range(repeats + 1):
-        for name, fn in methods.items():
-            t = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - t)
-    return times
-
-
-def _rows(bench: str, size: str, times: dict[str, list[float]], ours: str, check: str,
-          extra: dict) -> list[dict]:
-    med = {m: statistics.median(t) for m, t in times.items()}
-    return [{"benchmark": bench, "method": m, "size": size, "repeats": len(t),
-             "median_s": round(med[m], 5), "best_s": round(min(t), 5),
-             "median_vs_oncopipe": round(med[m] / med[ours], 2),
-             "check": check if m == ours else "", **extra} for m, t in times.items()]
-
-
-def shard_rows(repeats: int, n: int, shape: tuple[int, ...], extra: dict) -> list[dict]:
+def shard_rows(repeats: int, n: int, shape: tuple[int, ...]) -> list[dict]:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="oncopipe-bench-shard-") as tmp:
         d = Path(tmp)
@@ -76,18 +54,20 @@ def shard_rows(repeats: int, n: int, shape: tuple[int, ...], extra: dict) -> lis
         meta = ManifestMeta(dataset="bench", task="t", class_names=("a", "b"), layout="CHW",
                             normalisation={}, params_hash="h")
         args = (part, d, meta, shape, np.dtype(np.uint8), "none", "train")
-        times = _interleaved({
+        ours = "oncopipe (one gather, one write)"
+        times = harness.interleaved({
             "per-sample writes (before)": lambda: _per_sample_writer(d / "a.h5", *args),
-            "oncopipe (one gather, one write)": lambda: shards._write_shard(d / "b.h5", *args),
+            ours: lambda: shards._write_shard(d / "b.h5", *args),
         }, repeats)
         same = (d / "a.h5").read_bytes() == (d / "b.h5").read_bytes()
-    return _rows("shard write", f"{n} x {'x'.join(map(str, shape))} uint8", times,
-                 "oncopipe (one gather, one write)", "identical bytes" if same else "DIFFERENT",
-                 extra)
+    return harness.timing_records("shard write", f"{n} x {'x'.join(map(str, shape))} uint8",
+                                  times, ours,
+                                  {ours: "identical bytes" if same else "DIFFERENT"}, digits=5)
 
 
-def rotate_rows(repeats: int, extra: dict) -> list[dict]:
+def rotate_rows(repeats: int) -> list[dict]:
     p = AugmentParams(hflip=True, vflip=True, rotate90=True)
+    ours = "oncopipe (flips + torch.rot90)"
     rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -97,15 +77,14 @@ def rotate_rows(repeats: int, extra: dict) -> list[dict]:
             new = augment_batch(x, p, torch.Generator().manual_seed(1))
             old = _affine_reference(x, p, torch.Generator().manual_seed(1))
             diff = float((new - old).abs().max())
-            times = _interleaved({
+            times = harness.interleaved({
                 "affine_grid + grid_sample (before)":
                     lambda x=x: _affine_reference(x, p, torch.Generator().manual_seed(1)),
-                "oncopipe (flips + torch.rot90)":
-                    lambda x=x: augment_batch(x, p, torch.Generator().manual_seed(1)),
+                ours: lambda x=x: augment_batch(x, p, torch.Generator().manual_seed(1)),
             }, repeats)
-            rows += _rows("rotate90 augmentation, 1 thread", "x".join(map(str, shape)), times,
-                          "oncopipe (flips + torch.rot90)", f"max |difference| {diff:.1e}",
-                          extra)
+            rows += harness.timing_records("rotate90 augmentation, 1 thread",
+                                           "x".join(map(str, shape)), times, ours,
+                                           {ours: f"max |difference| {diff:.1e}"}, digits=5)
     finally:
         torch.set_num_threads(threads)
     return rows
@@ -113,27 +92,17 @@ def rotate_rows(repeats: int, extra: dict) -> list[dict]:
 
 def run(repeats: int = 5, samples: int = 1024, shape: tuple[int, ...] = (3, 64, 64)
         ) -> list[dict]:
-    load_before = os.getloadavg()[0]
-    extra = {"machine": f"{os.cpu_count()} CPUs"}
-    rows = shard_rows(repeats, samples, shape, extra) + rotate_rows(repeats, extra)
-    load_after = os.getloadavg()[0]
-    for row in rows:
-        row.update(load_before=round(load_before, 2), load_after=round(load_after, 2))
-    return rows
+    """All rows: the shard write, then rotate90 on a 2D and a 3D batch (see the docstring)."""
+    return harness.load_stamped(
+        lambda: shard_rows(repeats, samples, shape) + rotate_rows(repeats))
+
+
+COLUMNS = [harness.Column("size", "{size}", False), *harness.timing_columns(4)]
 
 
 def table(rows: list[dict]) -> str:
-    out = []
-    for bench in dict.fromkeys(r["benchmark"] for r in rows):
-        part = [r for r in rows if r["benchmark"] == bench]
-        out.append(f"**{bench}** (load average {part[0]['load_before']} before, "
-                   f"{part[0]['load_after']} after)\n")
-        out.append("| size | method | median (s) | best (s) | median / oncopipe | check |\n"
-                   "| --- | --- | ---: | ---: | ---: | --- |")
-        out += [f"| {r['size']} | {r['method']} | {r['median_s']:.4f} | {r['best_s']:.4f} | "
-                f"{r['median_vs_oncopipe']:.2f}x | {r['check']} |" for r in part]
-        out.append("")
-    return "\n".join(out)
+    """The rows as Markdown tables, one per benchmark (rotate90: one row per batch shape)."""
+    return harness.grouped_tables(rows, lambda _: COLUMNS)
 
 
 def main() -> None:
