@@ -8,19 +8,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from dataset_params import LIDC_SMALL as SMALL
+from dataset_params import lidc_demo
 from scipy import ndimage
 
 from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
-from oncopipe.datasets.lidc import crops, lesions
+from oncopipe.datasets.lidc import crops
 from oncopipe.datasets.lidc import prepare as lidc
-from oncopipe.datasets.lidc.demo import write as write_demo
-from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams
+from oncopipe.datasets.lidc.params import CropParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StoredVolume
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, Slice
 from oncopipe.manifest import check_arrays, read_manifest
 
-SMALL = DemoParams(seed=5, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
-                   nodules=(2, 3), small_nodules=(1, 2), non_nodules=(1, 2))
 OUTPUTS = ("manifest.parquet", "crops_2d.npy", "crops_3d.npy", "rejects.parquet", "report.json",
            "contact_sheet.png")
 
@@ -102,10 +101,7 @@ def test_window():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("lidc")
-    write_demo(SMALL, root / "raw")
-    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "hash")
-    pq.write_table(table.to_arrow(), root / "lesions.parquet")
-    pq.write_table(slices.to_arrow(), root / "lesions_slices.parquet")
+    table, _ = lidc_demo(root)
     return root, table
 
 

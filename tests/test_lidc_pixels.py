@@ -7,16 +7,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from dataset_params import LIDC_SMALL as SMALL
+from dataset_params import lidc_demo
 from lidc_reference import crop_series, write_series
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
 from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
-from oncopipe.datasets.lidc import crops, lesions, slice_table
+from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc import prepare as lidc
-from oncopipe.datasets.lidc.demo import write as write_demo
-from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams
+from oncopipe.datasets.lidc.params import CropParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StaleSliceError, read_series
 from oncopipe.datasets.lidc.series import read_headers, read_volume
 from oncopipe.errors import InputError
@@ -90,18 +90,10 @@ def test_crops_match_the_old_path_on_a_512_series(series_512, case):
     assert (old_3d[-1] == 0).all()  # the corner: air, padded
 
 
-SMALL = DemoParams(seed=5, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
-                   nodules=(2, 3), small_nodules=(1, 2), non_nodules=(1, 2))
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("lidc")
-    write_demo(SMALL, root / "raw")
-    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "hash")
-    pq.write_table(table.to_arrow(), root / "lesions.parquet")
-    pq.write_table(slices.to_arrow(), root / "lesions_slices.parquet")
-    return root, table, slices
+    return root, *lidc_demo(root)
 
 
 def _cfg(root: Path, **crop) -> DatasetConfig:
