@@ -232,8 +232,9 @@ def timing_columns(digits: int) -> list[Column]:
 def grouped_tables(records: Sequence[dict], columns: Callable[[dict], Sequence[Column]],
                    size_in_caption: bool = False) -> str:
     """One Markdown table per ``benchmark`` of :func:`load_stamped` records, in order of first
-    appearance, under a caption with the load average (and the size, when every row of a
-    benchmark has the same one); ``columns`` chooses a benchmark's columns from its first row."""
+    appearance, under a caption with the load average (and, with ``size_in_caption``, the first
+    row's size: for modules whose rows of one benchmark share it); ``columns`` chooses a
+    benchmark's columns from its first row."""
     out = []
     for bench in dict.fromkeys(r["benchmark"] for r in records):
         part = [r for r in records if r["benchmark"] == bench]
