@@ -25,7 +25,7 @@ TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 # or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
 # the raw release, and the words that say so when an input does not belong.
 PREDICT_INPUT = {"kind": "image", "suffixes": (".png",), "formats": ("PNG",),
-                 "expected": "a 700x460 PNG as in BreaKHis_v1", "point": False}
+                 "expected": "a PNG field of view as in BreaKHis_v1", "point": False}
 
 
 @dataclass(frozen=True)
