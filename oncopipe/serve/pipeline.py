@@ -118,7 +118,8 @@ def _curves(out: Outputs) -> dict[str, list[tuple[float, float]]]:
 
 
 def curves_png(root: Path, dataset: str) -> bytes | None:
-    """Training curves: losses on the left, accuracies and the learning rate on the right."""
+    """Training curves: losses on the left, accuracies on the right (the learning rate,
+    on another scale, is left out)."""
     series = _curves(Outputs(root, dataset))
     if not series:
         return None
@@ -127,10 +128,10 @@ def curves_png(root: Path, dataset: str) -> bytes | None:
     fig = Figure(figsize=(10, 3.6), dpi=80)
     loss_ax, score_ax = fig.subplots(1, 2)
     for name, points in series.items():
-        steps, values = np.array(points).T
-        ax = loss_ax if name.endswith("loss") else score_ax
         if name == "learning_rate":
             continue
+        steps, values = np.array(points).T
+        ax = loss_ax if name.endswith("loss") else score_ax
         ax.plot(steps + 1, values, "o-", markersize=3, label=name)
     loss_ax.set(xlabel="epoch", title="loss")
     score_ax.set(xlabel="epoch", title="accuracy", ylim=(0, 1.02))
