@@ -51,27 +51,36 @@ _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 
                           0xCE, 0xCF})
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header alone, without decoding pixels.
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) of a PNG or JPEG from its header alone, without decoding pixels;
+    ``None`` for any other format.
 
     JPEG: walks the marker segments with seeks, so camera files whose EXIF or ICC blocks run
-    to hundreds of KiB are still read in a few small reads. PNG: the IHDR chunk. Anything
-    else is decoded. Raises :class:`ImageError` for a JPEG without a frame header.
+    to hundreds of KiB are still read in a few small reads. PNG: the IHDR chunk. Raises
+    :class:`ImageError` for a JPEG without a frame header.
     """
     with open(path, "rb") as fh:
         head = fh.read(24)
         if head[:8] == b"\x89PNG\r\n\x1a\n":
             return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-        if head[:2] == b"\xff\xd8":
-            fh.seek(2)
-            while True:
-                marker = fh.read(4)
-                if len(marker) < 4 or marker[0] != 0xFF:
-                    raise ImageError(f"{path}: JPEG without a readable frame header")
-                if marker[1] in _SOF_MARKERS:
-                    frame = fh.read(5)
-                    return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
-                fh.seek(int.from_bytes(marker[2:4], "big") - 2, 1)
+        if head[:2] != b"\xff\xd8":
+            return None
+        fh.seek(2)
+        while True:
+            marker = fh.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                raise ImageError(f"{path}: JPEG without a readable frame header")
+            if marker[1] in _SOF_MARKERS:
+                frame = fh.read(5)
+                return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+            fh.seek(int.from_bytes(marker[2:4], "big") - 2, 1)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width): :func:`header_size` for PNG and JPEG, anything else is decoded."""
+    size = header_size(path)
+    if size is not None:
+        return size
     img = read_rgb(path)
     return img.shape[1], img.shape[2]
 

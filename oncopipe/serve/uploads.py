@@ -20,7 +20,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
-from oncopipe.images import ImageError, image_format, image_size
+from oncopipe.images import ImageError, header_size
 
 if TYPE_CHECKING:
     from fastapi import UploadFile
@@ -98,7 +98,7 @@ def check_pixels(path: Path, limit: int) -> None:
     """413 for a JPEG or PNG whose header declares more than ``limit`` pixels, before any
     decoder allocates them; other files are left to the dataset's format check."""
     try:
-        height, width = image_size(path) if image_format(path) in ("JPEG", "PNG") else (0, 0)
+        height, width = header_size(path) or (0, 0)
     except (ImageError, OSError):
         return  # not readable as declared: the decoder will say so
     if height * width > limit:
