@@ -14,9 +14,9 @@ from dataset_params import digest, load_cfg
 
 from oncopipe import config
 from oncopipe.config import ShardParams
-from oncopipe.datasets.isic import demo as demo_module
 from oncopipe.datasets.isic import demo as isic_demo
 from oncopipe.datasets.isic import prepare as isic_prepare
+from oncopipe.datasets.isic.reader import read_duplicates, scan_test
 from oncopipe.imagedump import Decode, load_image
 from oncopipe.images import ImageError, image_size, read_rgb
 from oncopipe.manifest import check_arrays, read_manifest
@@ -53,15 +53,15 @@ def demo_tree(tmp_path_factory) -> Path:
 
 def test_demo_has_the_kaggle_columns_and_value_sets(demo_tree):
     columns, rows = read_csv(demo_tree / "train.csv")
-    assert columns == list(demo_module.TRAIN_COLUMNS)
-    assert read_csv(demo_tree / "test.csv")[0] == list(demo_module.TEST_COLUMNS)
+    assert columns == list(isic_demo.TRAIN_COLUMNS)
+    assert read_csv(demo_tree / "test.csv")[0] == list(isic_demo.TEST_COLUMNS)
     assert {r["sex"] for r in rows} <= {"male", "female", ""}
-    assert {r["anatom_site_general_challenge"] for r in rows} <= {*demo_module.SITES, ""}
+    assert {r["anatom_site_general_challenge"] for r in rows} <= {*isic_demo.SITES, ""}
     assert "" in {r["sex"] for r in rows} and "" in {r["age_approx"] for r in rows}
     assert all(r["age_approx"] == "" or (r["age_approx"].endswith(".0")
                                          and float(r["age_approx"]) % 5 == 0) for r in rows)
     for r in rows:
-        assert r["diagnosis"] in {*demo_module.BENIGN_DIAGNOSES, "melanoma"}
+        assert r["diagnosis"] in {*isic_demo.BENIGN_DIAGNOSES, "melanoma"}
         assert (r["target"] == "1") == (r["diagnosis"] == "melanoma") \
             == (r["benign_malignant"] == "malignant")
     per_patient = pl.DataFrame(rows).group_by("patient_id").len()["len"]
@@ -71,7 +71,7 @@ def test_demo_has_the_kaggle_columns_and_value_sets(demo_tree):
     assert files == sorted(r["image_name"] for r in rows)
     sizes = [image_size(p) for p in (demo_tree / "jpeg" / "train").iterdir()]
     assert max(max(s) for s in sizes) >= 3000 and min(min(s) for s in sizes) <= 640
-    assert len(read_csv(demo_tree / demo_module.DUPLICATES_FILE)[1]) == 1
+    assert len(read_csv(demo_tree / isic_demo.DUPLICATES_FILE)[1]) == 1
 
 
 def test_demo_is_byte_identical_for_the_same_seed(tmp_path, demo_tree):
@@ -94,7 +94,7 @@ def test_reduced_decode_is_used_and_matches_full_decode(demo_tree):
 def _add_quirks(raw: Path) -> dict[str, str]:
     """Break a copy of the demo in every way the reader must survive; path -> reason."""
     columns, rows = read_csv(raw / "train.csv")
-    _, (pair,) = read_csv(raw / demo_module.DUPLICATES_FILE)
+    _, (pair,) = read_csv(raw / isic_demo.DUPLICATES_FILE)
     names = [r["image_name"] for r in rows if r["image_name"] not in pair.values()]
     expected = {f"jpeg/train/{pair['image_name_2']}.jpg": "duplicate"}
     jpg = raw / "jpeg" / "train"
@@ -204,3 +204,13 @@ def test_bad_layout_and_params_are_named(tmp_path):
         isic_prepare.prepare(make_cfg(tmp_path, tmp_path), tmp_path)
     with pytest.raises(config.ParamsError, match=r"isic\.prepare.*size"):
         make_cfg(tmp_path, tmp_path, size=2)
+
+
+def test_short_rows_of_the_side_csvs_are_named_not_crashed_on(tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("image_name_1,image_name_2\nISIC_1,ISIC_2\nISIC_3\n")
+    with pytest.raises(ValueError, match=r"dup\.csv: line 3 needs both image_name_1"):
+        read_duplicates(dup)
+    (tmp_path / "test.csv").write_text("patient_id,image_name\nP1,ISIC_9\nP2\n")
+    summary = scan_test(tmp_path, "jpeg/test")
+    assert summary["csv_rows"] == 2 and summary["csv_rows_without_file"] == 2

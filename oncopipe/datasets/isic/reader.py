@@ -86,9 +86,18 @@ def _extra(row: dict[str, str | None], where: str, report: Report) -> dict:
 
 
 def read_duplicates(path: Path) -> list[tuple[str, str]]:
-    """Pairs from ISIC's duplicates list (``image_name_1,image_name_2``), in file order."""
-    rows = _read_table(path, ("image_name_1", "image_name_2"))
-    return [(r["image_name_1"].strip(), r["image_name_2"].strip()) for _, r in rows]
+    """Pairs from ISIC's duplicates list (``image_name_1,image_name_2``), in file order.
+
+    A row without both names is a layout error: ignoring it would keep a duplicate image.
+    """
+    pairs = []
+    for line, r in _read_table(path, ("image_name_1", "image_name_2")):
+        first, second = ((r[c] or "").strip() for c in ("image_name_1", "image_name_2"))
+        if not first or not second:
+            raise RawLayoutError(f"{path}: line {line} needs both image_name_1 and "
+                                 f"image_name_2, found {first!r}, {second!r}")
+        pairs.append((first, second))
+    return pairs
 
 
 def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> list[Candidate]:
@@ -174,8 +183,8 @@ def scan_test(root: Path, test_dir: str) -> dict:
     if tree and tree.problems:
         summary["problems"] = [f"{tree.rel(p)}: {why}" for p, why in tree.problems]
     if (root / TEST_CSV).is_file():
-        listed = {r["image_name"].strip() for _, r in _read_table(root / TEST_CSV,
-                                                                  ("image_name",))}
+        listed = {(r["image_name"] or "").strip()
+                  for _, r in _read_table(root / TEST_CSV, ("image_name",))}
         summary["csv_rows"] = len(listed)
         summary["csv_rows_without_file"] = len(listed - files)
         summary["files_not_in_csv"] = len(files - listed)
