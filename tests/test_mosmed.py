@@ -27,7 +27,9 @@ from oncopipe.config import (
 from oncopipe.datasets.mosmed import demo, volume
 from oncopipe.datasets.mosmed import prepare as mosmed_prepare
 from oncopipe.datasets.mosmed.params import DemoParams, PrepareParams
+from oncopipe.datasets.mosmed.registry import find_studies
 from oncopipe.manifest import check_arrays, read_manifest
+from oncopipe.report import Report
 
 SMALL_DEMO = DemoParams(seed=7, studies=(4, 3, 2, 1, 1), masks=2, size=32, slices=(8, 10),
                              noise_hu=10.0)
@@ -283,6 +285,15 @@ def test_registry_without_bom_and_with_crlf_is_read(demo_dir, raw_copy, tmp_path
     registry.write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
     df, *_ = run_prepare(raw_copy, tmp_path / "out")
     assert len(df) == sum(SMALL_DEMO.studies)
+
+
+def test_a_registry_row_is_named_by_its_line_in_the_file(tmp_path):
+    """Blank lines are skipped but still counted: the rejection names the row's real line."""
+    (tmp_path / "dataset_registry.csv").write_text(
+        "study_id,category,study_file,mask_file\n\n\n7,CT-0,,\n")
+    report = Report("t")
+    assert find_studies(tmp_path, report) == []
+    assert report.rejects == [("dataset_registry.csv:4", "registry row without study_file")]
 
 
 def test_keras_subset_layout(demo_dir, tmp_path):

@@ -144,8 +144,10 @@ def _from_registry(raw: Path, rows: list[dict[str, str]], registry_name: str,
     on_disk = {p.relative_to(raw).as_posix() for p in volumes}
     listed: set[str] = set()
     studies: dict[str, Study] = {}
-    rows = [r for r in rows if any(r.values())]  # blank lines of a CSV, empty sheet rows
-    for line, row in enumerate(rows, start=2):
+    # numbered before blank lines of a CSV and empty sheet rows are skipped, so that a row's
+    # number is its line in the file
+    numbered = [(line, r) for line, r in enumerate(rows, start=2) if any(r.values())]
+    for line, row in numbered:
         report.read()
         rel = row["study_file"].lstrip("/")  # "/studies/CT-0/study_0001.nii.gz"
         where = rel or f"{registry_name}:{line}"
