@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status = 200
         try:
             spec = _spec(dataset)
-            with uploads.Upload(settings, _spec(dataset), file) as up:
+            with uploads.Upload(settings, spec, file) as up:
                 try:
                     p = _point(point, spec["point"], dataset)
                     predictor, layer = cache.model(dataset)
@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(400, f"{dataset} takes a whole {spec['kind']}; there is no point to "
                                "pick")
         status = 500
-        with uploads.Upload(settings, _spec(dataset), file) as up:
+        with uploads.Upload(settings, spec, file) as up:
             try:
                 module = datasets.module(dataset, "prepare")
                 volume, geometry = module.scan_view(cache.config(dataset), up.path())
