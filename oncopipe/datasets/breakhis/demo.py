@@ -30,7 +30,7 @@ from oncopipe.atomic import write_bytes, write_text
 from oncopipe.config import DatasetConfig
 from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES
 
-HEIGHT, WIDTH = 460, 700  # every BreakHis image: 700 x 460 RGB
+HEIGHT, WIDTH = 460, 700  # the size of (nearly) every image of the release
 # file-name code -> subtype folder, benign first. Written out here rather than imported from
 # naming.py: the demo is the independent writer of the convention that naming.py parses.
 CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"), SUBTYPES,

@@ -21,7 +21,6 @@ CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"),
                                  strict=True))
 BENIGN_CODES = ("A", "F", "PT", "TA")
 TUMOR_CLASSES: dict[str, str] = {"B": "benign", "M": "malignant"}
-IMAGE_HW = (460, 700)  # every BreakHis image: 700 x 460 RGB
 SUBTYPE_CLASS: dict[str, str] = {
     sub: "benign" if code in BENIGN_CODES else "malignant" for code, sub in CODES.items()
 }

@@ -20,7 +20,6 @@ import numpy as np
 import polars as pl
 
 from oncopipe.config import DatasetConfig
-from oncopipe.datasets.breakhis.naming import IMAGE_HW
 from oncopipe.datasets.breakhis.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root
 from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
@@ -28,6 +27,8 @@ from oncopipe.rawfiles import walk
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
+
+NATIVE_HW = (460, 700)  # the release's (height, width); the few other sizes are resized, counted
 
 EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "magnification": pl.Int64(),
@@ -39,7 +40,7 @@ EXTRA_SCHEMA: dict[str, pl.DataType] = {
 
 def decode_spec(params: PrepareParams) -> Decode:
     """How every BreakHis PNG is decoded, in ``prepare`` and in ``preprocess_one`` alike."""
-    return Decode(size=(params.image_size, params.image_size), expect=IMAGE_HW,
+    return Decode(size=(params.image_size, params.image_size), expect=NATIVE_HW,
                   off_size="resize", fit=params.fit, reduced=False)
 
 
