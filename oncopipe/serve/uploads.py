@@ -117,8 +117,8 @@ def safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
     return path
 
 
-def unzip(archive: Path, dest: Path, limit: int) -> int:
-    """Extract ``archive`` under ``dest`` (checked entries only); returns the files written."""
+def unzip(archive: Path, dest: Path, limit: int) -> None:
+    """Extract ``archive`` under ``dest`` (checked entries only)."""
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -131,7 +131,7 @@ def unzip(archive: Path, dest: Path, limit: int) -> int:
         if sum(info.file_size for info in infos) > limit:
             raise UploadError("zip: uncompressed size exceeds the limit", 413)
         root = dest.resolve()
-        budget, written = limit, 0
+        budget = limit
         for info, rel in zip(infos, paths, strict=True):
             target = (root / rel).resolve()
             if root not in target.parents:
@@ -149,8 +149,6 @@ def unzip(archive: Path, dest: Path, limit: int) -> int:
                                   422) from None
             except FileExistsError:
                 raise UploadError(f"zip entry {info.filename!r} appears twice") from None
-            written += 1
-    return written
 
 
 def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
@@ -163,10 +161,6 @@ def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
         raise UploadError(f"the zip holds {' / '.join(suffixes)} files in {len(folders)} "
                           "folders; zip one series folder", 422)
     return folders[0]
-
-
-def remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +197,7 @@ class Upload:
         return self
 
     def __exit__(self, *exc) -> None:
-        remove(self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def path(self) -> Path:
         """The input as ``preprocess_one`` takes it: a file, or a series folder."""
