@@ -17,7 +17,7 @@ processed exactly as in training. Its interface is shared by several datasets: k
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -103,24 +103,23 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
     return resize_chw(img, *decode.size), other_size
 
 
-def load_input(path: str | Path, decode: Decode,
-               point: tuple[float, float, float] | None = None,
-               formats: Sequence[str] = (), expected: str = "") -> np.ndarray:
+def load_input(path: str | Path, decode: Decode, spec: Mapping[str, Any],
+               point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
 
-    A whole image is classified, so a ``point`` is refused. ``formats`` (names as
-    :func:`oncopipe.images.image_format` gives them) are the formats of the dataset's raw
-    release: anything else is refused before decoding, because a model answers any image with
-    confident probabilities (a PCam TIF given to the ISIC model came out "97.7% malignant").
-    ``expected`` describes the right input for the message. :class:`ImageError` names the
-    file by its full path.
+    A whole image is classified, so a ``point`` is refused. ``spec`` is the dataset's
+    ``PREDICT_INPUT``: its ``formats`` (names as :func:`oncopipe.images.image_format` gives
+    them) are the formats of the raw release, and anything else is refused before decoding,
+    because a model answers any image with confident probabilities (a PCam TIF given to the
+    ISIC model came out "97.7% malignant"); its ``expected`` describes the right input for
+    the message. :class:`ImageError` names the file by its full path.
     """
     if point is not None:
         raise ValueError(f"{path}: the input is a whole image; a point is not used")
     try:
-        found = image_format(path) if formats else None
-        if formats and found not in formats:
-            wanted = expected or " or ".join(formats)
+        found = image_format(path)
+        if found not in spec["formats"]:
+            wanted = spec["expected"]
             if found is None:
                 raise ImageError(f"unreadable: {Path(path).name} is not an image of a known "
                                  f"format, expected {wanted}")

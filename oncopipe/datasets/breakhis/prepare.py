@@ -105,6 +105,4 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
 
     Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
     """
-    spec = PREDICT_INPUT
-    return load_input(path, decode_spec(cfg.prepare), point, spec["formats"],
-                      spec["expected"])
+    return load_input(path, decode_spec(cfg.prepare), PREDICT_INPUT, point)

@@ -38,6 +38,4 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One photograph as ``prepare`` stores it: (3, size, size) uint8."""
-    spec = PREDICT_INPUT
-    return load_input(path, decode_spec(cfg.prepare), point, spec["formats"],
-                      spec["expected"])
+    return load_input(path, decode_spec(cfg.prepare), PREDICT_INPUT, point)

@@ -33,5 +33,4 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One patch file as ``prepare`` stores it: (3, 96, 96) uint8."""
-    spec = PREDICT_INPUT
-    return load_input(path, DECODE, point, spec["formats"], spec["expected"])
+    return load_input(path, DECODE, PREDICT_INPUT, point)
