@@ -4,8 +4,9 @@
 processes (up to 8, sharing the cores between the GPUs of the node) with pinned memory and
 prefetching, so batches are read and collated while the GPU computes; on a CPU-only machine
 the batch is read in the training process (0 workers), because the samples are already
-decoded arrays (a batch is one HDF5 slice, tens of microseconds per sample) and a worker would
-only add inter-process copies and compete with torch's threads for the same cores. Results
+decoded arrays (a batch is one read per shard it touches, a copy from the page cache for
+contiguous shards: see :mod:`oncopipe.loader`) and a worker would only add inter-process
+copies and compete with torch's threads for the same cores. Results
 do not depend on the choice: augmentation draws from the trainer's generator, not from the
 workers.
 """
