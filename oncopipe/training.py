@@ -293,10 +293,11 @@ def broadcast(obj, rt: Runtime):
 
 
 def decide(state: dict, score: float, maximise: bool, patience: int) -> dict:
-    """Whether this epoch improved on the best and whether to stop: rank 0's call alone."""
+    """Whether this epoch improved on the best, the count of epochs since the last improvement
+    and whether to stop: rank 0's call alone, which every rank then applies."""
     improved = score > state["best"] if maximise else score < state["best"]
     bad = 0 if improved else state["bad"] + 1
-    return {"improved": bool(improved), "stop": bad >= patience}
+    return {"improved": bool(improved), "bad": bad, "stop": bad >= patience}
 
 
 def rng_states(rt: Runtime) -> dict:
@@ -473,12 +474,11 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         va, score = verdict["val"], verdict["score"]
         if sched is not None and not per_step:
             sched.step(score)
+        state["bad"] = verdict["bad"]
         if verdict["improved"]:
-            state.update(best=score, best_epoch=epoch, bad=0)
+            state.update(best=score, best_epoch=epoch)
             if rt.main:
                 _save(model.state_dict(), model_dir / MODEL_FILE)  # model: not the DDP wrapper
-        else:
-            state["bad"] += 1
         state["epoch"] = epoch
         row = {"epoch": epoch + 1, "learning_rate": lr,
                **{f"train/{k}": v for k, v in tr.items()},
