@@ -61,7 +61,7 @@ def remove_stale(parent: Path, name: str) -> list[Path]:
         match = pattern.match(entry.name)
         if not match or not entry.is_dir() or entry.is_symlink():
             continue
-        if match.group(1) and _alive(int(match.group(1))):
+        if match.group(1) and process_alive(int(match.group(1))):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
@@ -72,13 +72,14 @@ def _remove_stale_temps(final: Path) -> None:
     """Remove ``.<name>.tmp-<pid>`` beside ``final`` left by processes that were killed."""
     prefix = f".{final.name}.tmp-"
     with os.scandir(final.parent) as it:
-        stale = [Path(e.path) for e in it if e.name.startswith(prefix)
-                 and e.name[len(prefix):].isdigit() and not _alive(int(e.name[len(prefix):]))]
+        pids = {e.path: e.name[len(prefix):] for e in it if e.name.startswith(prefix)}
+    stale = [Path(p) for p, pid in pids.items() if pid.isdigit() and not process_alive(int(pid))]
     for path in stale:
         _remove(path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process, or another user's, counts as alive)."""
     if pid == os.getpid():
         return True
     try:

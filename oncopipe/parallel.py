@@ -33,6 +33,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from oncopipe.atomic import process_alive
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -101,26 +103,16 @@ def watch_parent(parent_pid: int) -> None:
     ``parent_pid`` has gone or this process's own parent has changed (an orphan is
     re-parented to PID 1 or a subreaper)."""
     parent = os.getppid()
-    if not _running(parent_pid):  # the stage died before prctl took effect
+    if not process_alive(parent_pid):  # the stage died before prctl took effect
         os._exit(1)
     threading.Thread(target=_watch, args=(parent_pid, parent), name="parent-watchdog",
                      daemon=True).start()
 
 
 def _watch(parent_pid: int, parent: int) -> None:
-    while os.getppid() == parent and _running(parent_pid):
+    while os.getppid() == parent and process_alive(parent_pid):
         time.sleep(WATCHDOG_PERIOD_S)
     os._exit(1)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _LogProgress:
