@@ -39,6 +39,7 @@ PARAMS_FILE = Path("params.yaml")
 # whatever the number of worker processes or threads.
 EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
 SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate")
+DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
 
 
 class ParamsError(InputError):
@@ -407,7 +408,7 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
     task = _coerce(str, section["task"], f"{dataset}.task")
     if task not in spec.TASKS:
         raise ParamsError(f"{dataset}.task: {task!r} is not one of {', '.join(spec.TASKS)}")
-    profile = _coerce(Literal["demo", "reference"], section.get("profile", "demo"),
+    profile = _coerce(Literal["demo", "reference"], section.get("profile", DEFAULT_PROFILE),
                       f"{dataset}.profile")
     profiles = build(TrainProfiles, section.get("train"), f"{dataset}.train")
     values: dict[str, Any] = {

@@ -35,7 +35,7 @@ from oncopipe import config
 THRESHOLDS_FILE = Path("metrics/thresholds.yaml")
 LOWER_IS_BETTER = frozenset({"ece"})
 PROFILES = tuple(f.name for f in fields(config.TrainProfiles))
-DEFAULT_PROFILE = "demo"  # as config.load: a dataset without ``profile`` trains the demo recipe
+DEFAULT_PROFILE = config.DEFAULT_PROFILE
 
 
 class GateError(ValueError):
