@@ -131,34 +131,6 @@ def test_bad_label_is_reported_with_the_file(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def _per_sample_writer(path, part, base_dir, meta, shape, dtype, compression, split):
-    """The shard writer as it was before the batched gather (one HDF5 write per sample)."""
-    n = len(part)
-    comp = None if compression == "none" else compression
-    with h5py.File(path, "w", libver=("earliest", "v110"), track_order=False) as f:
-        x = f.create_dataset("x", shape=(n, *shape), dtype=dtype, track_times=False,
-                             chunks=(1, *shape) if comp else None, compression=comp)
-        f.create_dataset("y", data=part["label"].to_numpy().astype(np.int64), track_times=False)
-        sdt = h5py.string_dtype("utf-8")
-        f.create_dataset("patient_id", data=np.array(part["patient_id"].to_list(), dtype=object),
-                         dtype=sdt, track_times=False)
-        f.create_dataset("sample_id", data=np.array(part["sample_id"].to_list(), dtype=object),
-                         dtype=sdt, track_times=False)
-        f.attrs["dataset"] = meta.dataset
-        f.attrs["task"] = meta.task
-        f.attrs["split"] = split
-        f.attrs["class_names"] = json.dumps(list(meta.class_names))
-        f.attrs["layout"] = meta.layout
-        f.attrs["normalisation"] = json.dumps(meta.normalisation, sort_keys=True)
-        f.attrs["params_hash"] = meta.params_hash
-        arrays = {}
-        for i, (file, row) in enumerate(zip(part["array_file"].to_list(),
-                                            part["array_index"].to_list(), strict=True)):
-            if file not in arrays:
-                arrays[file] = np.load(base_dir / file, mmap_mode="r")
-            x[i] = arrays[file][row]
-
-
 @pytest.mark.parametrize("compression", ["none", "lzf"])
 def test_batched_writer_gives_the_per_sample_writers_bytes(tmp_path, monkeypatch, compression):
     prepared = make_prepared(tmp_path / "prepared", (20, 8), 3)
@@ -177,10 +149,20 @@ def test_batched_writer_gives_the_per_sample_writers_bytes(tmp_path, monkeypatch
     write_shards(prepared, tmp_path / "new", params, 2, "h")
     monkeypatch.setattr(shards, "_BLOCK_BYTES", 5 * 256)  # 5 samples a block: several blocks
     write_shards(prepared, tmp_path / "blocks", params, 2, "h")
-    monkeypatch.setattr(shards, "_write_shard", _per_sample_writer)
+    # The reference: one sample a block, i.e. one read and one HDF5 write per sample, as the
+    # writer did before the batched gather.
+    monkeypatch.setattr(shards, "_BLOCK_BYTES", 1)
     write_shards(prepared, tmp_path / "old", params, 2, "h")
     names = sorted(p.name for p in (tmp_path / "old").iterdir())
     assert len([n for n in names if n.endswith(".h5")]) > 3
+    # every stored sample is its manifest row's array (both files; oversampled copies too)
+    source = {sid: np.load(prepared / file, mmap_mode="r")[i] for sid, file, i in
+              df.select("sample_id", "array_file", "array_index").iter_rows()}
+    for split in ("train", "val", "test"):
+        for shard, rows in read_index(tmp_path / "new", split).group_by("shard"):
+            with h5py.File(tmp_path / "new" / shard[0], "r") as f:
+                for sid, row in rows.select("sample_id", "row").iter_rows():
+                    np.testing.assert_array_equal(f["x"][row], source[sid])
     for out in ("new", "blocks"):
         assert sorted(p.name for p in (tmp_path / out).iterdir()) == names
         for name in names:
