@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
-    _remove_stale_temps(final)
+    _remove_orphans(final.parent, rf"\.{re.escape(final.name)}\.tmp-(\d+)")  # killed writers
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
@@ -54,28 +54,29 @@ def scratch_dir(parent: str | os.PathLike, name: str) -> Iterator[Path]:
 
 
 def remove_stale(parent: Path, name: str) -> list[Path]:
-    """Remove the scratch folders ``.<name>.*`` in ``parent`` whose process is gone."""
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(?:(\d+)\.)?[^.]+$")
+    """Remove the scratch folders ``.<name>.[<pid>.]<random>`` in ``parent`` whose process is
+    gone (the random part is :mod:`tempfile`'s: 8 of ``[a-z0-9_]``, so the temporaries of
+    :func:`atomic_path`, ``.<name>.tmp-<pid>``, never match)."""
+    return _remove_orphans(parent, rf"\.{re.escape(name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}",
+                           dirs_only=True)
+
+
+def _remove_orphans(parent: Path, pattern: str, dirs_only: bool = False) -> list[Path]:
+    """Remove the entries of ``parent`` whose whole name matches ``pattern`` and whose process
+    (the pid in group 1) no longer runs; a match without a pid counts as left over."""
     removed = []
     for entry in sorted(parent.iterdir()):
-        match = pattern.match(entry.name)
-        if not match or not entry.is_dir() or entry.is_symlink():
+        match = re.fullmatch(pattern, entry.name)
+        if not match or (dirs_only and (not entry.is_dir() or entry.is_symlink())):
             continue
         if match.group(1) and process_alive(int(match.group(1))):
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)  # another cleaner may be at it too
+        else:
+            entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
-
-
-def _remove_stale_temps(final: Path) -> None:
-    """Remove ``.<name>.tmp-<pid>`` beside ``final`` left by processes that were killed."""
-    prefix = f".{final.name}.tmp-"
-    with os.scandir(final.parent) as it:
-        pids = {e.path: e.name[len(prefix):] for e in it if e.name.startswith(prefix)}
-    stale = [Path(p) for p, pid in pids.items() if pid.isdigit() and not process_alive(int(pid))]
-    for path in stale:
-        _remove(path)
 
 
 def process_alive(pid: int) -> bool:

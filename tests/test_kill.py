@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from oncopipe import config, datasets
-from oncopipe.atomic import remove_stale, scratch_dir
+from oncopipe.atomic import remove_stale, scratch_dir, write_text
 from tests.dataset_params import digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,3 +183,15 @@ def test_scratch_of_a_live_run_is_kept_and_of_dead_runs_removed(tmp_path):
         assert scratch.name.startswith(f".pcam.{os.getpid()}.")
         assert remove_stale(tmp_path, "pcam") == []  # its own scratch is alive
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, *other))
+
+
+def test_atomic_write_removes_temporaries_of_killed_writers_only(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_tmp = tmp_path / f".pcam.tmp-{int(dead.stdout)}"
+    live_tmp = tmp_path / f".pcam.tmp-{os.getppid()}"  # a writer still running
+    for folder in (dead_tmp, live_tmp):
+        (folder / "sub").mkdir(parents=True)
+    assert remove_stale(tmp_path, "pcam") == []  # a scratch cleaner leaves writers' temps alone
+    write_text(tmp_path / "pcam", "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pcam", live_tmp.name])
