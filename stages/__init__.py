@@ -10,3 +10,17 @@ checks, while :func:`oncopipe.config.load` refuses any other key at run time. A 
 (a bad params value, a raw folder in the wrong layout) ends the stage with one line and exit
 status 2 (:func:`oncopipe.errors.one_line_exit`).
 """
+
+from __future__ import annotations
+
+import sys
+
+from oncopipe.errors import InputError
+
+
+def dataset_name(argv: list[str] | None) -> str:
+    """The one argument every stage takes, the dataset's name (``sys.argv`` when ``None``)."""
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        raise InputError(f"expected one argument, the dataset name; got {args!r}")
+    return args[0]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import atomic_path
 from oncopipe.errors import one_line_exit
+from stages import dataset_name
 
 READS = ("demo",)
 
@@ -15,7 +15,7 @@ READS = ("demo",)
 @one_line_exit("demo")
 @perf.measured("demo")
 def main(argv: list[str] | None = None) -> None:
-    (name,) = argv if argv is not None else sys.argv[1:]
+    name = dataset_name(argv)
     logger = log.setup(f"demo[{name}]")
     cfg = config.load(name, reads=READS)
     out = Path("data/demo") / name

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from oncopipe import config, evaluation, log, perf
 from oncopipe.errors import one_line_exit
+from stages import dataset_name
 
 READS = ("seed", "profile", "train", "evaluate")
 
@@ -14,7 +14,7 @@ READS = ("seed", "profile", "train", "evaluate")
 @one_line_exit("evaluate")
 @perf.measured("evaluate")
 def main(argv: list[str] | None = None) -> None:
-    (name,) = argv if argv is not None else sys.argv[1:]
+    name = dataset_name(argv)
     log.setup(f"evaluate[{name}]")
     cfg = config.load(name, reads=READS)
     result = evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,

@@ -9,12 +9,12 @@ files other stages keep in the same directory (LIDC's lesion table) are left alo
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import scratch_dir
 from oncopipe.errors import InputError, one_line_exit
+from stages import dataset_name
 
 READS = ("raw", "task", "prepare")
 
@@ -22,7 +22,7 @@ READS = ("raw", "task", "prepare")
 @one_line_exit("prepare")
 @perf.measured("prepare")
 def main(argv: list[str] | None = None) -> None:
-    (name,) = argv if argv is not None else sys.argv[1:]
+    name = dataset_name(argv)
     logger = log.setup(f"prepare[{name}]")
     cfg = config.load(name, reads=READS)
     if not cfg.raw.exists():

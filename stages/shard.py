@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from oncopipe import config, log, perf, shards
 from oncopipe.errors import one_line_exit
+from stages import dataset_name
 
 READS = ("seed", "shard")
 
@@ -14,7 +14,7 @@ READS = ("seed", "shard")
 @one_line_exit("shard")
 @perf.measured("shard")
 def main(argv: list[str] | None = None) -> None:
-    (name,) = argv if argv is not None else sys.argv[1:]
+    name = dataset_name(argv)
     log.setup(f"shard[{name}]")
     cfg = config.load(name, reads=READS)
     summary = shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name,

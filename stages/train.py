@@ -13,6 +13,7 @@ from pathlib import Path
 
 from oncopipe import config, log, perf, shards, training
 from oncopipe.errors import one_line_exit
+from stages import dataset_name
 
 READS = ("seed", "task", "profile", "train")
 
@@ -26,7 +27,7 @@ def torchrun_argv(name: str, nproc: int) -> list[str]:
 @one_line_exit("train")
 @perf.measured("train")
 def main(argv: list[str] | None = None) -> None:
-    (name,) = argv if argv is not None else sys.argv[1:]
+    name = dataset_name(argv)
     logger = log.setup(f"train[{name}]")
     cfg = config.load(name, reads=READS)
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun

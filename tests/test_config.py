@@ -104,6 +104,17 @@ def test_a_users_mistake_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "isic.shard.balance" in lines[0] and "Traceback" not in lines[0]
 
 
+@pytest.mark.parametrize("args", [[], ["isic", "pcam"]])
+def test_a_stage_without_exactly_one_dataset_says_so(args, capsys):
+    from stages import shard
+
+    with pytest.raises(SystemExit) as stop:
+        shard.main(args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == \
+        f"shard: expected one argument, the dataset name; got {args!r}\n"
+
+
 def test_dvc_exp_run_set_changes_one_line(tmp_path):
     """``dvc exp run -S`` writes params.yaml back with DVC's own YAML modifier."""
     from dvc.utils.serialize import MODIFIERS
