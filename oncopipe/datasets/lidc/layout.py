@@ -37,7 +37,8 @@ class PixelLayout:
     ``dtype`` is ``"<i2"`` or ``"<u2"`` when the pixel values are plain little-endian 16-bit
     words starting at byte ``header_bytes``; empty when pydicom has to decode them. ``size``
     and ``header_hash`` (of bytes ``[0, header_bytes)``) identify the file as it was read.
-    Slope, intercept and padding are as ``series.read_slice_hu`` applies them.
+    Slope and intercept are as ``series.read_slice_hu`` applies them; padding is
+    :func:`padding_range`, which it uses too.
     """
 
     size: int
@@ -87,9 +88,29 @@ def _pixel_value(element: bytes, at: int, implicit: bool | None) -> tuple[int | 
     return at + 12, struct.unpack("<I", element[8:12])[0]
 
 
-def stored_value(value: int, bits: int, signed: bool) -> int:
-    """A padding value as the pixels store it: LIDC writes -2000 as US 63536 in signed data."""
-    return value - 2 ** bits if signed and value >= 2 ** (bits - 1) else value
+def padding_range(ds: pydicom.Dataset) -> tuple[int, int] | None:
+    """The padding range ``(lo, hi)`` as the pixels store it (None: no PixelPaddingValue).
+
+    The one definition of padding both pixel paths use (:mod:`.pixels` through
+    :class:`PixelLayout`, ``series.read_slice_hu`` directly). PixelPaddingValue is US or SS by
+    the data's sign, but LIDC writes -2000 as US 63536 in signed data: a value above the
+    signed range is read as its two's complement. With PixelPaddingRangeLimit the range runs
+    between the two values, whichever is larger.
+    """
+    pad = ds.get("PixelPaddingValue")
+    if pad is None:
+        return None
+    bits = int(ds.get("BitsStored", 16))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+
+    def stored(value: int) -> int:
+        return value - 2 ** bits if signed and value >= 2 ** (bits - 1) else value
+
+    limit = ds.get("PixelPaddingRangeLimit")
+    lo = hi = stored(int(pad))
+    if limit is not None:
+        lo, hi = sorted((lo, stored(int(limit))))
+    return lo, hi
 
 
 def _layout(ds: pydicom.Dataset, size: int, hashed: int, digest: str, value_at: int | None,
@@ -100,12 +121,7 @@ def _layout(ds: pydicom.Dataset, size: int, hashed: int, digest: str, value_at: 
         rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
         bits = int(ds.get("BitsStored", 16))
         signed = int(ds.get("PixelRepresentation", 0))
-        pad, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
-        pad_lo = pad_hi = None
-        if pad is not None:
-            pad_lo = pad_hi = stored_value(int(pad), bits, signed == 1)
-            if limit is not None:
-                pad_lo, pad_hi = sorted((pad_lo, stored_value(int(limit), bits, signed == 1)))
+        pad_lo, pad_hi = padding_range(ds) or (None, None)
         plain = (value_at is not None and value_at + length <= size
                  and length == rows * cols * 2 > 0 and int(ds.get("BitsAllocated", 0)) == 16
                  and 1 <= bits <= 16 and signed in (0, 1)

@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from oncopipe.datasets.lidc.layout import PixelLayout, read_header
+from oncopipe.datasets.lidc.layout import PixelLayout, padding_range, read_header
 from oncopipe.parallel import ordered_map
 
 AIR_HU = -1000.0
@@ -347,19 +347,10 @@ def read_slice_hu(path: Path) -> np.ndarray:
     if raw.shape != (ds.Rows, ds.Columns):
         raise SeriesError(f"{path}: pixel data {raw.shape} != Rows/Columns "
                           f"{(ds.Rows, ds.Columns)}")
-    pad = ds.get("PixelPaddingValue")
-    mask = None
-    if pad is not None:
-        pad = _as_stored(int(pad), ds)
-        limit = ds.get("PixelPaddingRangeLimit")
-        if limit is None:
-            mask = raw == pad
-        else:
-            lo, hi = sorted((pad, _as_stored(int(limit), ds)))
-            mask = (raw >= lo) & (raw <= hi)
+    pad = padding_range(ds)
     hu = np.asarray(apply_modality_lut(raw, ds), np.float32)
-    if mask is not None:
-        hu[mask] = AIR_HU
+    if pad is not None:
+        hu[(raw >= pad[0]) & (raw <= pad[1])] = AIR_HU
     return hu
 
 
@@ -379,14 +370,6 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
             errors.append(f"{plugin or 'pydicom'}: {' '.join(str(exc).split())[:200]}")
     raise SeriesError(f"{path}: cannot decode pixel data ({_syntax(tsyntax)}): "
                       f"{'; '.join(errors) or 'no decoder installed'}")
-
-
-def _as_stored(value: int, ds: pydicom.Dataset) -> int:
-    """A padding value as the pixels store it: LIDC writes -2000 as US 63536 in signed data."""
-    bits = int(ds.get("BitsStored", 16))
-    if int(ds.get("PixelRepresentation", 0)) == 1 and value >= 2 ** (bits - 1):
-        return value - 2 ** bits
-    return value
 
 
 def read_volume(header: SeriesHeader) -> np.ndarray:
