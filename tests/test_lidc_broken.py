@@ -414,10 +414,10 @@ def test_no_raw_identifier_reaches_any_output_or_log(demo, tmp_path, caplog, mon
         for variant in {value, value.replace("^", " "), value.split("^")[0]}:
             assert not any(variant.encode() in b for b in blobs), variant
     # same key, same id; another key, another id
-    again = lesions.build(raw, PrepareParams(), "h")[0]
+    again = lesions.build_tables(raw, PrepareParams(), "h")[0]
     assert set(again.filter(again["series_dir"] == "site_a/case_b")["patient_id"]) == ids
     monkeypatch.setenv(lesions.ID_KEY_ENV, "other-secret")
-    other = lesions.build(raw, PrepareParams(), "h")[0]
+    other = lesions.build_tables(raw, PrepareParams(), "h")[0]
     assert set(other.filter(other["series_dir"] == "site_a/case_b")["patient_id"]) != ids
 
 

@@ -43,7 +43,8 @@ def raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def table(raw):
-    return lesions.build(raw, PrepareParams(), "hash")
+    df, _, report = lesions.build_tables(raw, PrepareParams(), "hash")
+    return df, report
 
 
 def test_lesion_table_columns_and_ids(table):
@@ -89,7 +90,7 @@ def test_series_without_any_placed_mark_is_recorded_file_by_file(raw, table, tmp
     text = xml_file.read_text()
     start, end = text.index("<readingSession>"), text.rindex("</readingSession>")
     xml_file.write_text(text[:start] + text[end + len("</readingSession>"):])
-    df2, report2 = lesions.build(copy, PrepareParams(), "hash")
+    df2, _, report2 = lesions.build_tables(copy, PrepareParams(), "hash")
     assert row["series_uid"] not in set(df2["series_uid"])
     assert len(df2) == len(df) - len(df.filter(df["series_uid"] == row["series_uid"]))
     slices = sorted(f"{row['series_dir']}/{p.name}"
@@ -171,7 +172,7 @@ def test_point_marks_grouped_by_distance():
 def test_point_tolerance_param_changes_grouping(raw, table):
     df, _ = table
     tight = PrepareParams(grouping=GroupingParams(point_tol_mm=0.01))
-    df_tight, _ = lesions.build(raw, tight, "hash")
+    df_tight, _, _ = lesions.build_tables(raw, tight, "hash")
     points = df.filter(df["kind"] != "nodule")
     points_tight = df_tight.filter(df_tight["kind"] != "nodule")
     assert len(points_tight) > len(points)  # readers' jittered points no longer merge
@@ -182,7 +183,8 @@ def test_point_tolerance_param_changes_grouping(raw, table):
 
 def test_luna16_cohort_expressible_and_counted(raw, table):
     df, _ = table
-    luna, report = lesions.build(raw, dataclasses.replace(PrepareParams(), cohort=LUNA16), "h")
+    luna16 = dataclasses.replace(PrepareParams(), cohort=LUNA16)
+    luna, _, report = lesions.build_tables(raw, luna16, "h")
     out = {p for p, r in report.rejects if r.startswith("cohort:")}
     reasons = " | ".join(r for _, r in report.rejects if r.startswith("cohort:"))
     assert "3 mm" in reasons and "missing slice" in reasons and "duplicate-z" in reasons

