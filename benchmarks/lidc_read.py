@@ -51,13 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the reference path and the series writer
 sys.path.insert(0, str(ROOT))  # run as a script: the harness
 
-from lidc_reference import crop_series, write_series  # noqa: E402
+from lidc_reference import crop_series, read_volume, write_series  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
 from oncopipe.datasets.lidc import prepare  # noqa: E402
 from oncopipe.datasets.lidc.params import CropParams  # noqa: E402
 from oncopipe.datasets.lidc.pixels import read_series  # noqa: E402
-from oncopipe.datasets.lidc.series import SeriesHeader, read_headers, read_volume  # noqa: E402
+from oncopipe.datasets.lidc.series import SeriesHeader, read_headers  # noqa: E402
 
 STEP_MM = 1.25
 

@@ -2,7 +2,8 @@
 
 :func:`crop_series` is the path the raw reads replaced (every header parsed again from the
 folder, every slice decoded by pydicom into float32 HU, the whole volume copied into
-SimpleITK, then cropped); its output is what the new path must match bit for bit.
+SimpleITK, then cropped; :func:`read_volume` is its whole-volume read); its output is what the
+new path must match bit for bit.
 :func:`write_series` writes a CT series at real size (512 x 512, LIDC's tags) in the pixel
 encodings the fast path has to get right. Used by tests/test_lidc_pixels.py and
 benchmarks/lidc_read.py.
@@ -22,7 +23,20 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, gen
 from oncopipe.datasets.lidc import crops
 from oncopipe.datasets.lidc.params import CropParams
 from oncopipe.datasets.lidc.prepare import central, load_series
-from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, read_volume
+from oncopipe.datasets.lidc.series import AIR_HU, SeriesError, SeriesHeader, read_slice_hu
+
+
+def read_volume(header: SeriesHeader) -> np.ndarray:
+    """The kept slices as a (z, y, x) float32 HU volume, z increasing, each decoded by pydicom
+    (``read_slice_hu``): the whole-volume read the raw reads replaced."""
+    vol = np.empty((len(header.slices), *header.shape_yx), np.float32)
+    for k, sl in enumerate(header.slices):
+        img = read_slice_hu(sl.path)
+        if img.shape != header.shape_yx:
+            raise SeriesError(f"{sl.path}: pixel data {img.shape} != Rows/Columns "
+                              f"{header.shape_yx}")
+        vol[k] = img
+    return vol
 
 
 def volume_image(volume: np.ndarray, header: SeriesHeader) -> sitk.Image:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dataset_params import LIDC_SMALL as SMALL
 from dataset_params import lidc_demo
-from lidc_reference import crop_series, write_series
+from lidc_reference import crop_series, read_volume, write_series
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
 from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
@@ -18,7 +18,7 @@ from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc import prepare as lidc
 from oncopipe.datasets.lidc.params import CropParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StaleSliceError, read_series
-from oncopipe.datasets.lidc.series import read_headers, read_volume
+from oncopipe.datasets.lidc.series import read_headers
 from oncopipe.errors import InputError
 
 ZS = [-40.0, -37.5, -35.0, -30.0, -27.5, -25.0]  # one slice missing: an uneven z grid

@@ -11,12 +11,12 @@ import pytest
 
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
+from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import (
     AIR_HU,
     SeriesHeader,
     read_headers,
     read_slice_hu,
-    read_volume,
 )
 from oncopipe.rawfiles import walk
 
@@ -107,7 +107,7 @@ def test_missing_slice_counted(headers):
 
 def test_volume_and_coordinates(headers):
     (h,) = headers[0]["LIDC-IDRI-0001"]
-    vol = read_volume(h)
+    vol = read_series(h).hu(slice(None))
     assert vol.shape == (len(h.slices), SMALL.rows, SMALL.rows)
     assert vol.dtype == np.float32
     x, y, z = h.voxel_to_mm(3, 10.5, 20.25)

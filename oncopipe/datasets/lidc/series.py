@@ -10,9 +10,11 @@ Headers are read without pixels (:func:`read_headers`), so the lesion table can 
 cohort inspected before any pixel work; every header value the geometry uses is checked there
 (a bad value rejects the file, naming it and the value), and a series whose slices do not stack
 on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed.
-:func:`read_volume` then decodes the kept slices into Hounsfield units with pydicom, through
-the pixel-data plugins for compressed transfer syntaxes (docs/lidc.md has the measured
-coverage and speed), applying each file's Modality LUT or slope and intercept, and padding.
+Pixels are :mod:`.pixels`' business: raw reads at the offsets the header pass found for plain
+files, and :func:`read_slice_hu` for the rest, which decodes one slice into Hounsfield units with
+pydicom, through the pixel-data plugins for compressed transfer syntaxes (docs/lidc.md has the
+measured coverage and speed), applying the file's Modality LUT or slope and intercept, and
+padding.
 """
 
 from __future__ import annotations
@@ -370,15 +372,3 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
             errors.append(f"{plugin or 'pydicom'}: {' '.join(str(exc).split())[:200]}")
     raise SeriesError(f"{path}: cannot decode pixel data ({_syntax(tsyntax)}): "
                       f"{'; '.join(errors) or 'no decoder installed'}")
-
-
-def read_volume(header: SeriesHeader) -> np.ndarray:
-    """The kept slices as a (z, y, x) float32 HU volume, z increasing."""
-    vol = np.empty((len(header.slices), *header.shape_yx), np.float32)
-    for k, sl in enumerate(header.slices):
-        img = read_slice_hu(sl.path)
-        if img.shape != header.shape_yx:
-            raise SeriesError(f"{sl.path}: pixel data {img.shape} != Rows/Columns "
-                              f"{header.shape_yx}")
-        vol[k] = img
-    return vol
