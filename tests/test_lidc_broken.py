@@ -177,6 +177,13 @@ def slope_without_intercept(raw):
     return "file", f, "RescaleSlope and RescaleIntercept must come together"
 
 
+def empty_rescale_intercept(raw):
+    """Present but empty: the raw read would take it as 0, pydicom cannot apply it."""
+    f = _slices(_series(raw))[9]
+    _edit(f, lambda ds: setattr(ds, "RescaleIntercept", ""))
+    return "file", f, "bad header: RescaleIntercept (empty) is not a finite number"
+
+
 def duplicate_slice(raw):
     f = _slices(_series(raw))[12]
     copy = f.with_name("zz_copy.dcm")
@@ -272,9 +279,9 @@ def undecodable_jpeg2000(raw):
 
 CASES = [zero_byte, truncated_pixels, wrong_modality, missing_pixel_spacing, missing_position,
          instance_number_abc, position_z_nan, pixel_spacing_zero, slope_without_intercept,
-         duplicate_slice, missing_slice_luna, malformed_xml, tilted_gantry, non_axial,
-         other_matrix, marks_outside_image, same_series_twice, symlink_loop, dangling_symlink,
-         self_symlink, undecodable_jpeg2000]
+         empty_rescale_intercept, duplicate_slice, missing_slice_luna, malformed_xml,
+         tilted_gantry, non_axial, other_matrix, marks_outside_image, same_series_twice,
+         symlink_loop, dangling_symlink, self_symlink, undecodable_jpeg2000]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

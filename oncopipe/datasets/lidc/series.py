@@ -191,9 +191,10 @@ def header_problem(ds: pydicom.Dataset) -> str:
 
 def pixel_problem(ds: pydicom.Dataset) -> str:
     """Why the file's pixels cannot become one HU slice ('' when they can)."""
-    for tag in ("RescaleSlope", "RescaleIntercept"):
-        if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
-            return f"{tag} {_shown(ds[tag].value)} is not a finite number"
+    for tag in ("RescaleSlope", "RescaleIntercept"):  # present and empty: no default HU
+        if tag in ds and _numbers(ds[tag].value) is None:
+            shown = "(empty)" if ds[tag].value in (None, "") else _shown(ds[tag].value)
+            return f"{tag} {shown} is not a finite number"
     if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):
         return "RescaleSlope and RescaleIntercept must come together"
     if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
