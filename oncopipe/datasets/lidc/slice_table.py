@@ -11,6 +11,7 @@ it, so a table older than the raw files fails with the file's name.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +28,7 @@ SCHEMA = {
     "header_hash": pl.String, "dtype": pl.String, "bits_stored": pl.Int64,
     "slope": pl.Float64, "intercept": pl.Float64, "pad_lo": pl.Int64, "pad_hi": pl.Int64,
 }
+_LAYOUT_COLUMNS = [f.name for f in dataclasses.fields(PixelLayout)]  # each one a SCHEMA column
 
 
 def path_for(lesion_table: Path) -> Path:
@@ -54,10 +56,7 @@ def to_frame(headers: list[SeriesHeader], raw: Path) -> pl.DataFrame:
                 raise ValueError(f"{s.path}: no pixel layout from the header pass")
             rows.append({**series, "k": k, "file": s.path.relative_to(raw).as_posix(),
                          "sop_uid": s.sop_uid, "z": s.z, "instance": s.instance,
-                         "size": lay.size, "header_bytes": lay.header_bytes,
-                         "header_hash": lay.header_hash, "dtype": lay.dtype,
-                         "bits_stored": lay.bits_stored, "slope": lay.slope,
-                         "intercept": lay.intercept, "pad_lo": lay.pad_lo, "pad_hi": lay.pad_hi})
+                         **dataclasses.asdict(lay)})
     return pl.DataFrame(rows, schema=SCHEMA).sort("series_dir", "series_uid", "k")
 
 
@@ -75,9 +74,7 @@ def read(path: Path, raw: Path) -> dict[tuple[str, str], SeriesHeader]:
         if [r["k"] for r in rows] != list(range(len(rows))):
             raise ValueError(f"{path}: series {series_dir} has gaps in its slice numbers")
         slices = [Slice(raw / r["file"], r["sop_uid"], r["z"], r["instance"],
-                        PixelLayout(r["size"], r["header_bytes"], r["header_hash"], r["dtype"],
-                                    r["bits_stored"], r["slope"], r["intercept"], r["pad_lo"],
-                                    r["pad_hi"]))
+                        PixelLayout(**{name: r[name] for name in _LAYOUT_COLUMNS}))
                   for r in rows]
         first = rows[0]
         out[(series_dir, uid)] = SeriesHeader(
