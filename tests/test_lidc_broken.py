@@ -443,3 +443,14 @@ def test_origin_is_the_lowest_slice_whatever_the_file_order(demo, tmp_path):
     ipp = pydicom.dcmread(first, stop_before_pixels=True).ImagePositionPatient
     assert header.origin_xy == (float(ipp[0]), float(ipp[1]))
     assert os.path.samefile(header.slices[0].path, first)
+
+
+def test_a_bad_slice_in_a_prediction_folder_is_an_error_naming_it(demo, tmp_path):
+    """load_series (preprocess_one's reader) must not crop around a slice quietly dropped."""
+    folder = tmp_path / "series"
+    shutil.copytree(_series(demo), folder)
+    bad = sorted(folder.glob("*.dcm"))[3]
+    bad.write_bytes(b"")
+    with pytest.raises(lidc.SeriesError, match=f"{bad.name}: unreadable DICOM"):
+        lidc.load_series(folder)
+

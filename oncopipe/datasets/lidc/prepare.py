@@ -94,10 +94,20 @@ def _crop_series(job: _Job) -> _Result:
 
 
 def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
-    """The CT series in ``folder`` (the one with ``series_uid`` when given)."""
+    """The CT series in ``folder`` (the one with ``series_uid`` when given).
+
+    A file the header pass rejects (unreadable, bad header, a series that does not stack) is an
+    error naming it, not a slice quietly missing from the crop; only what the lesion stage
+    also sets aside without harm, non-CT objects and a second copy of a z position, is skipped
+    (and logged).
+    """
     files = [p for p in walk(folder, what="DICOM series").files
              if p.parent == folder and p.suffix.lower() == ".dcm"]
-    series, _ = read_headers(files)
+    series, rejects = read_headers(files)
+    for path, reason in rejects:
+        if not reason.startswith(("not CT", "duplicate z")):
+            raise SeriesError(f"{path}: {reason}")
+        log.info("%s: %s", path.name, reason)
     match = [h for h in series if series_uid in (None, h.series_uid)]
     if len(match) != 1:
         raise SeriesError(f"{folder}: expected one CT series"
