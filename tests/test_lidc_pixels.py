@@ -29,6 +29,7 @@ CASES = {
         garbage_bits=True),
     "int16 12 bits, garbage high bits, no padding": dict(bits_stored=12, pad=None,
                                                          garbage_bits=True),
+    "slope 0.1, intercept -1024.3 (not exact in float32)": dict(slope=0.1, intercept=-1024.3),
     "implicit VR": dict(syntax=ImplicitVRLittleEndian),
     "RLE (pydicom path)": dict(syntax=RLELossless),
 }

@@ -9,8 +9,9 @@ The pixels stay as stored (int16 or uint16: 400 MB for a whole 764-slice series,
 HU took 800 MB plus a SimpleITK copy of it), and prepare reads only the slices around each
 lesion (``read_series(header, ks, reuse=...)``); :meth:`StoredVolume.hu` converts only the
 voxels a crop needs, with one vectorised rescale and padding mask over the region. It computes what
-:func:`~oncopipe.datasets.lidc.series.read_slice_hu` computes, with the same float32
-operations, so the HU are the same bit for bit.
+:func:`~oncopipe.datasets.lidc.series.read_slice_hu` computes, bit for bit: float32 sums
+when the slope is 1 and the intercept an integer (LIDC; exact, so the same bits as pydicom's
+float64), pydicom's float64 arithmetic otherwise.
 
 A series with any file that is not plain goes through ``read_slice_hu`` (pydicom) slice by
 slice. Every file is checked when read against what the header pass saw (size and header
@@ -46,16 +47,16 @@ class StoredVolume:
 
     stored: np.ndarray  # (slices read, y, x)
     index: np.ndarray  # (series slices,) int64
-    slope: np.ndarray  # (series slices,) float32
-    intercept: np.ndarray  # (series slices,) float32
+    slope: np.ndarray  # (series slices,) float64, as the header says
+    intercept: np.ndarray  # (series slices,) float64
     pad_lo: np.ndarray  # (series slices,) int64
     pad_hi: np.ndarray  # (series slices,) int64
 
     @classmethod
     def from_hu(cls, hu: np.ndarray) -> StoredVolume:
         n = len(hu)
-        return cls(np.asarray(hu, np.float32), np.arange(n), np.ones(n, np.float32),
-                   np.zeros(n, np.float32), np.ones(n, np.int64), np.zeros(n, np.int64))
+        return cls(np.asarray(hu, np.float32), np.arange(n), np.ones(n), np.zeros(n),
+                   np.ones(n, np.int64), np.zeros(n, np.int64))
 
     def hu(self, ks: int | slice | np.ndarray, ys: slice = slice(None),
            xs: slice = slice(None)) -> np.ndarray:
@@ -74,12 +75,19 @@ class StoredVolume:
         if raw.ndim == 3:  # one value per slice, broadcast over (y, x)
             per_slice = [a[:, None, None] for a in per_slice]
         slope, intercept, lo, hi = per_slice
-        hu = raw.astype(np.float32)
-        # Skipping x * 1 and x + 0 changes no bit (no -0.0 can arise without a negative slope).
-        if np.any(slope != 1):
+        if (np.all(slope == 1) and np.all(intercept == np.round(intercept))
+                and np.all(np.abs(intercept) < 2 ** 23)):
+            # 16-bit values plus such an intercept stay below 2**24, so float32 adds them
+            # exactly: the bits of pydicom's float64 sum.
+            # Skipping x + 0 changes no bit (stored integers are never -0.0).
+            hu = raw.astype(np.float32)
+            if np.any(intercept != 0):
+                hu += intercept.astype(np.float32)
+        else:  # as pydicom's apply_modality_lut: float64 x * slope + intercept, then float32
+            hu = raw.astype(np.float64)
             hu *= slope
-        if np.any(intercept != 0) or np.any(slope < 0):
             hu += intercept
+            hu = hu.astype(np.float32)
         if np.all(lo == hi):
             mask = raw == lo
         elif np.any(lo <= hi):
@@ -129,8 +137,8 @@ def read_series(header: SeriesHeader, ks: np.ndarray | list[int] | None = None,
         if lay.bits_stored < 16:  # as pydicom: unused high bits ignored (masked/sign-extended)
             np.left_shift(stored[row], 16 - lay.bits_stored, out=stored[row])
             np.right_shift(stored[row], 16 - lay.bits_stored, out=stored[row])
-    slope = np.array([lay.slope for lay in layouts], np.float32)
-    intercept = np.array([lay.intercept for lay in layouts], np.float32)
+    slope = np.array([lay.slope for lay in layouts], np.float64)
+    intercept = np.array([lay.intercept for lay in layouts], np.float64)
     none = [(1, 0) if lay.pad_lo is None else (lay.pad_lo, lay.pad_hi) for lay in layouts]
     pad_lo, pad_hi = (np.array(v, np.int64) for v in zip(*none, strict=True))
     return StoredVolume(stored, index, slope, intercept, pad_lo, pad_hi)
@@ -158,8 +166,8 @@ def _read_decoded(header: SeriesHeader, ks: np.ndarray, index: np.ndarray,
                               f"{header.shape_yx}")
         vol[row] = img
     n = len(header.slices)
-    return StoredVolume(vol, index, np.ones(n, np.float32), np.zeros(n, np.float32),
-                        np.ones(n, np.int64), np.zeros(n, np.int64))
+    return StoredVolume(vol, index, np.ones(n), np.zeros(n), np.ones(n, np.int64),
+                        np.zeros(n, np.int64))
 
 
 def _open(path: Path) -> int:
