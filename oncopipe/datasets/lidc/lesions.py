@@ -147,6 +147,7 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
     used = set(table["series_uid"].to_list())
     slices = slice_table.to_frame([dataclasses.replace(h, patient_id=patient)
                                    for h, patient in kept if h.series_uid in used], raw)
+    report.check_accounting()
     return table, slices, report
 
 

@@ -188,6 +188,7 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     meta = ManifestMeta(dataset="lidc", task=cfg.task, class_names=names,
                         layout="CHW" if p.crops.input == "2d" else "CDHW",
                         normalisation=normalisation(p.crops), params_hash=cfg.params_hash)
+    report.check_accounting()
     write_manifest(pl.DataFrame(rows, schema=MANIFEST_SCHEMA), meta, out_dir / "manifest.parquet")
     write_contact_sheet(out_dir / "contact_sheet.png", sheet)
     for name in ("crops_2d.npy", "crops_3d.npy", "manifest.parquet", "contact_sheet.png"):
