@@ -17,7 +17,7 @@ processed exactly as in training. Its interface is shared by several datasets: k
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +35,7 @@ from oncopipe.report import Report
 
 if TYPE_CHECKING:
     from oncopipe.config import DatasetConfig
+    from oncopipe.datasets import PredictInput
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
     return resize_chw(img, *decode.size), other_size
 
 
-def load_input(path: str | Path, decode: Decode, spec: Mapping[str, Any],
+def load_input(path: str | Path, decode: Decode, spec: PredictInput,
                point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
 
@@ -118,8 +119,8 @@ def load_input(path: str | Path, decode: Decode, spec: Mapping[str, Any],
         raise ValueError(f"{path}: the input is a whole image; a point is not used")
     try:
         found = image_format(path)
-        if found not in spec["formats"]:
-            wanted = spec["expected"]
+        if found not in spec.formats:
+            wanted = spec.expected
             if found is None:
                 raise ImageError(f"unreadable: {Path(path).name} is not an image of a known "
                                  f"format, expected {wanted}")

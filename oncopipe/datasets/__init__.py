@@ -3,9 +3,9 @@
 Every dataset is a package ``oncopipe.datasets.<name>`` with the same three modules, so the
 stage scripts and the generic stages never import a dataset by name:
 
-- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), ``PREDICT_INPUT`` (what one
-  prediction takes: kind, suffixes, formats, the words for "expected ...", whether it needs a
-  point; read by ``preprocess_one`` and ``oncopipe serve``), and the frozen dataclasses
+- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), ``PREDICT_INPUT`` (a
+  :class:`PredictInput`: what one prediction takes, read by ``preprocess_one`` and
+  ``oncopipe serve``), and the frozen dataclasses
   ``DemoParams`` and ``PrepareParams`` for the ``demo`` and ``prepare`` sections of
   ``params.yaml`` (validated by :func:`oncopipe.config.build`). It imports no processing
   code, so loading params (which every stage does) keeps each stage's import closure, and
@@ -24,6 +24,7 @@ stage declares in dvc.yaml the modules it reaches through :func:`module`.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
@@ -39,3 +40,16 @@ def module(name: str, part: Part) -> ModuleType:
     if part not in PARTS:
         raise KeyError(f"unknown dataset module {part!r} (known: {', '.join(PARTS)})")
     return importlib.import_module(f"oncopipe.datasets.{name}.{part}")
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """What ``oncopipe predict`` and ``oncopipe serve`` take as one input of a dataset (its
+    params module's ``PREDICT_INPUT``), so both refuse what does not belong with one sentence.
+    """
+
+    kind: Literal["image", "volume", "series"]  # series: a folder of DICOM slices, zipped to upload
+    suffixes: tuple[str, ...]  # file suffixes of the raw release
+    formats: tuple[str, ...]  # as oncopipe.images.image_format names them
+    expected: str  # the words that say what belongs, for the error message
+    point: bool = False  # whether a point in patient mm goes with the input

@@ -34,7 +34,7 @@ CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src '
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
 
 
-def _spec(dataset: str) -> dict:
+def _spec(dataset: str) -> datasets.PredictInput:
     if dataset not in datasets.NAMES:
         raise HTTPException(404, f"unknown dataset {dataset!r} (known: "
                                  f"{', '.join(datasets.NAMES)})")
@@ -86,14 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def list_datasets() -> list[dict]:
         out = []
         for name in datasets.NAMES:
-            spec = dict(_spec(name))
-            accept = (".zip",) if spec["kind"] == "series" else spec["suffixes"]
+            spec = _spec(name)
+            accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
             model_json = settings.models_dir / name / "config.json"
             if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
                 card = pipeline.read_json(model_json)
-            out.append({"name": name, "kind": spec["kind"], "accept": list(accept),
-                        "expected": spec["expected"], "point": spec["point"],
+            out.append({"name": name, "kind": spec.kind, "accept": list(accept),
+                        "expected": spec.expected, "point": spec.point,
                         "model": None if card is None else {
                             "model": (card.get("architecture") or card.get("train")
                                       or {}).get("model"),
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = _spec(dataset)
             with uploads.Upload(settings, spec, file) as up:
                 try:
-                    p = _point(point, spec["point"], dataset)
+                    p = _point(point, spec.point, dataset)
                     predictor, layer = cache.model(dataset)
                     sample = predict.preprocess(cache.config(dataset), up.path(), p)
                     result = predict.answer(predictor, sample, up.name, p)
@@ -165,8 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/api/scan/{dataset}")
     def scan_route(dataset: str, file: Annotated[UploadFile, File()]) -> Response:
         spec = _spec(dataset)
-        if spec["kind"] != "series":
-            return _error(400, f"{dataset} takes a whole {spec['kind']}; there is no point to "
+        if spec.kind != "series":
+            return _error(400, f"{dataset} takes a whole {spec.kind}; there is no point to "
                                "pick")
         status = 500
         with uploads.Upload(settings, spec, file) as up:

@@ -25,6 +25,7 @@ from oncopipe.images import ImageError, header_size
 if TYPE_CHECKING:
     from fastapi import UploadFile
 
+    from oncopipe.datasets import PredictInput
     from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20
@@ -186,7 +187,7 @@ def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
 class Upload:
     """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
 
-    def __init__(self, settings: Settings, spec: dict, upload: UploadFile):
+    def __init__(self, settings: Settings, spec: PredictInput, upload: UploadFile):
         """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the size limits."""
         self.settings, self.spec, self.upload = settings, spec, upload
         self.name = client_name(upload.filename)
@@ -206,23 +207,23 @@ class Upload:
 
     def _unpack(self) -> Path:
         spec, s = self.spec, self.settings
-        if spec["kind"] == "series":
+        if spec.kind == "series":
             archive = self.folder / f"{INTERNAL}.zip"
             save(self.upload.file, archive, s.max_upload)
             unzip(archive, self.folder / "unpacked", s.max_unpacked)
             archive.unlink()
-            return series_folder(self.folder / "unpacked", spec["suffixes"])
-        suffix = suffix_of(self.name, spec["suffixes"])
+            return series_folder(self.folder / "unpacked", spec.suffixes)
+        suffix = suffix_of(self.name, spec.suffixes)
         if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
             suffix = ""
         path = self.folder / f"{INTERNAL}{suffix}"
         save(self.upload.file, path, s.max_upload)
-        if spec["kind"] == "volume" and is_gzip(path):  # whatever its name says
+        if spec.kind == "volume" and is_gzip(path):  # whatever its name says
             inflated = self.folder / f"{INTERNAL}-inflated.nii"
             gunzip(path, inflated, s.max_unpacked)
             path.unlink()
             return inflated
-        if spec["kind"] == "image":
+        if spec.kind == "image":
             check_pixels(path, s.max_pixels)
         return path
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from oncopipe.datasets import PredictInput
+
 # subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
 SUBTYPES: tuple[str, ...] = (
     "adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
@@ -21,11 +23,9 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 }
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
-# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
-# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
-# the raw release, and the words that say so when an input does not belong.
-PREDICT_INPUT = {"kind": "image", "suffixes": (".png",), "formats": ("PNG",),
-                 "expected": "a PNG field of view as in BreaKHis_v1", "point": False}
+PREDICT_INPUT = PredictInput(
+    kind="image", suffixes=(".png",), formats=("PNG",),
+    expected="a PNG field of view as in BreaKHis_v1")
 
 
 @dataclass(frozen=True)

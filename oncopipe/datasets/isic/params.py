@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from oncopipe.datasets import PredictInput
+
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
-# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
-# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
-# the raw release, and the words that say so when an input does not belong.
-PREDICT_INPUT = {"kind": "image", "suffixes": (".jpg", ".jpeg"), "formats": ("JPEG",),
-                 "expected": "a JPEG photograph as in jpeg/train/", "point": False}
+PREDICT_INPUT = PredictInput(
+    kind="image", suffixes=(".jpg", ".jpeg"), formats=("JPEG",),
+    expected="a JPEG photograph as in jpeg/train/")
 
 
 @dataclass(frozen=True)

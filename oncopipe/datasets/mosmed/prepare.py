@@ -150,5 +150,5 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     try:
         arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
     except VolumeError as exc:
-        raise VolumeError(f"{exc}; expected {PREDICT_INPUT['expected']}") from None
+        raise VolumeError(f"{exc}; expected {PREDICT_INPUT.expected}") from None
     return arr
