@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
-from oncopipe.errors import InputError
+from oncopipe.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 # How a stage runs, not what it makes: left out of params_hash, so outputs are byte-identical
@@ -40,10 +40,6 @@ PARAMS_FILE = Path("params.yaml")
 EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
 SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate")
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
-
-
-class ParamsError(InputError):
-    """A parameter is missing, unknown or invalid; the message starts with its key path."""
 
 
 class UndeclaredParamError(AttributeError):

@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from oncopipe import config
+from oncopipe.errors import InputError
 
 THRESHOLDS_FILE = Path("metrics/thresholds.yaml")
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -38,7 +39,7 @@ PROFILES = tuple(f.name for f in fields(config.TrainProfiles))
 DEFAULT_PROFILE = config.DEFAULT_PROFILE
 
 
-class GateError(ValueError):
+class GateError(InputError):
     """The thresholds or a metrics file cannot be read; the message names the file."""
 
 

@@ -21,13 +21,15 @@ from typing import IO
 import cv2
 import numpy as np
 
+from oncopipe.errors import RejectError
+
 log = logging.getLogger(__name__)
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-class ImageError(ValueError):
+class ImageError(RejectError):
     """A file could not be decoded as an image; the message names the file."""
 
 

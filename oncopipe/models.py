@@ -38,6 +38,7 @@ import torchvision
 from torch import nn
 
 from oncopipe.config import TrainParams
+from oncopipe.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ HEAD_HIDDEN = 256
 AUX_WEIGHT = 0.4  # Inception-v3's auxiliary-classifier loss weight (Szegedy et al.)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ModelError(ValueError):
-    """A model cannot be built for this input (bad name, weights file, shape)."""
 
 
 def _w(channels: int, width: float) -> int:

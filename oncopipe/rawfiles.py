@@ -26,14 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oncopipe.errors import InputError
+from oncopipe.errors import RawLayoutError
 
 if TYPE_CHECKING:
     from oncopipe.report import Report
-
-
-class RawLayoutError(InputError):
-    """The raw data is not in the release's layout; the message names the path and the fix."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
+from oncopipe.errors import InputError
 from oncopipe.images import ImageError, header_size
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ CHUNK = 1 << 20
 MAX_ZIP_ENTRIES = 10_000
 
 
-class UploadError(ValueError):
+class UploadError(InputError):
     """The upload cannot be used; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400):

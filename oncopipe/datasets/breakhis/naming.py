@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES, PatientUnit
+from oncopipe.errors import RejectError
 
 # Subtype code (as in the names) -> subtype folder; benign codes first, in the paper's order.
 CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"), SUBTYPES,
@@ -35,7 +36,7 @@ _FOLDER_RE = re.compile(
 _SLIDE_DIGITS = re.compile(r"^\d+")
 
 
-class BreakHisNameError(ValueError):
+class BreakHisNameError(RejectError):
     """A file or folder name breaks the BreakHis convention; the message says how."""
 
 

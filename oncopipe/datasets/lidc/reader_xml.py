@@ -17,11 +17,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oncopipe.errors import RejectError
+
 RATINGS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin",
            "lobulation", "spiculation", "texture", "malignancy")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(RejectError):
     """The file is not a usable LIDC CT read; the message names the file and the problem."""
 
 

@@ -32,6 +32,7 @@ from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
 from oncopipe.datasets.lidc.layout import PixelLayout, padding_range, read_header
+from oncopipe.errors import RejectError
 from oncopipe.parallel import ordered_map
 
 AIR_HU = -1000.0
@@ -50,7 +51,7 @@ DECODING_PLUGINS = ("pylibjpeg", "pydicom")
 _XY_TOL_PX = 0.05
 
 
-class SeriesError(ValueError):
+class SeriesError(RejectError):
     """A series cannot be read; the message names the folder or file."""
 
 

@@ -35,11 +35,13 @@ import numpy as np
 from isal import isal_zlib
 from nibabel import orientations
 
+from oncopipe.errors import RejectError
+
 CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class VolumeError(ValueError):
+class VolumeError(RejectError):
     """A file is not a usable CT volume; the message names the file and the problem."""
 
 
