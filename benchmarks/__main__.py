@@ -8,9 +8,8 @@
 Each comparison module under ``benchmarks/`` has ``comparisons(work, quick)``; the harness
 (``benchmarks/harness.py``) times them interleaved and checks every method's output against
 ours. The LIDC comparisons and the shard-write / rotate90 ones live in modules with
-``run(repeats) -> list[dict]`` (their own interleaving, real-sized inputs); they are included
-when those modules are present, except in ``--quick`` mode. The exit status is 1 when any
-method's output disagrees with ours.
+``run(repeats) -> list[dict]`` (their own interleaving, real-sized inputs; tiny ones under
+``--quick``). The exit status is 1 when any method's output disagrees with ours.
 """
 
 from __future__ import annotations
@@ -31,8 +30,11 @@ from benchmarks import harness
 # comparison modules, in the order of docs/benchmarks.md
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
-# LIDC series load / crop path / memory, shard writes and rotate90 (branch h7-lidcperf)
+# LIDC series load / crop path / memory, shard writes and rotate90
 RECORD_MODULES = ("lidc_read", "shard_write")
+# their sizes under --quick: tiny, enough to check that they run and agree
+QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
+               "shard_write": {"samples": 48, "shape": (3, 16, 16)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,22 +73,20 @@ def main(argv: list[str] | None = None) -> int:
                 harness.write_block(args.doc, cmp.key, harness.section(result))
                 disagreements += [f"{cmp.key}: {r.name}: {r.agreement.text}" for r in result.rows
                                   if r.agreement is not None and not r.agreement.ok]
-    for name in (m for m in RECORD_MODULES if m in chosen):
-        if args.quick and not args.only:  # real-sized inputs only: not part of the smoke test
-            print(f"[{name}] skipped in --quick mode (name it with --only to run it)")
-            continue
-        if importlib.util.find_spec(f"benchmarks.{name}") is None:
-            print(f"[{name}] module not present: its tables are left as they are")
-            continue
-        module = importlib.import_module(f"benchmarks.{name}")
-        load = os.getloadavg()[0]
-        records = module.run(repeats)
-        tables = module.table(records) if hasattr(module, "table") else \
-            harness.records_table(records)
-        text = (f"`benchmarks/{name}.py`, {repeats} interleaved rounds; load average {load:.2f} "
-                f"before, {os.getloadavg()[0]:.2f} after.\n\n{tables}")
-        print(text, "\n")
-        harness.write_block(args.doc, name, text)
+        for name in (m for m in RECORD_MODULES if m in chosen):
+            module = importlib.import_module(f"benchmarks.{name}")
+            sizes = dict(QUICK_SIZES[name]) if args.quick else {}
+            if args.quick and name == "lidc_read":
+                sizes["workdir"] = Path(tmp) / name
+            load = os.getloadavg()[0]
+            records = module.run(repeats, **sizes)
+            text = (f"`benchmarks/{name}.py`, {repeats} interleaved rounds; load average "
+                    f"{load:.2f} before, {os.getloadavg()[0]:.2f} after.\n\n"
+                    f"{module.table(records)}")
+            print(text, "\n")
+            harness.write_block(args.doc, name, text)
+            disagreements += [f"{name}: {line}" for line in text.splitlines()
+                              if "DIFFER" in line]
     harness.write_block(args.doc, "environment",
                         f"Generated {started} by `python -m benchmarks"
                         f"{' --quick' if args.quick else ''} --repeats {repeats}` on "
