@@ -117,9 +117,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--samples", type=int, default=1024)
-    ap.add_argument("--shape", type=int, nargs="+", default=[3, 64, 64])
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved rounds after a warm-up, median reported (default 5)")
+    ap.add_argument("--samples", type=int, default=1024,
+                    help="samples in the shard (default 1024)")
+    ap.add_argument("--shape", type=int, nargs="+", default=[3, 64, 64],
+                    help="one sample's shape, uint8 (default 3 64 64)")
     args = ap.parse_args()
     print(table(run(args.repeats, args.samples, tuple(args.shape))))
 

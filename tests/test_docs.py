@@ -186,3 +186,38 @@ def test_lidc_example_points_are_the_demos_and_lie_in_a_nodule(tmp_path) -> None
     uses = [m.group(0) for doc in DOCS for m in re.finditer(
         rf"{re.escape(raw)}/\S+ --point [-\d.]+ [-\d.]+ [-\d.]+", doc.read_text())]
     assert uses and set(uses) <= given, set(uses) - given
+
+
+# ---------------------------------------------------------------------------------------------
+# Help: every option of every command says what it is.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_cli_option_has_help_and_the_top_level_help_is_plain_text(capsys) -> None:
+    import argparse
+
+    from oncopipe import cli
+
+    parser = cli._parser()
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in [("oncopipe", parser), *subparsers[0].choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"oncopipe {name}: {action.dest} has no help text"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "``" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert re.fullmatch(r"oncopipe \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("module", ["stages.demo", "stages.prepare", "stages.shard",
+                                    "stages.train", "stages.evaluate", "stages.lidc_lesions"])
+def test_every_script_answers_help_with_its_usage(module) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python -m {module} ")
+    assert "unknown dataset" not in done.stdout and "DVC stage" in done.stdout
