@@ -200,8 +200,9 @@ def projection(records: list[dict]) -> str:
     """Fan-out wall time of the real releases on 1, 8 and 64 workers, from the per-item
     compute cost (single process) and the Dask overhead per item measured here."""
     by = {(r["benchmark"], r["method"]): r for r in records}
-    lines = ["| release | stage measured | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in WORKER_COUNTS)
-             + " |", "| --- | --- |" + " ---: |" * len(WORKER_COUNTS)]
+    heads = " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in WORKER_COUNTS)
+    lines = [f"| release | stage measured | {heads} |",
+             "| --- | --- |" + " ---: |" * len(WORKER_COUNTS)]
     for label, stage, items in PROJECTED:
         cost = by[(stage, METHODS[0])]["per_item_s"]
         overhead = by[(stage, METHODS[2])]["overhead_us_per_item"] / 1e6
