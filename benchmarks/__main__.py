@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -30,11 +29,12 @@ from benchmarks import harness
 # comparison modules, in the order of docs/benchmarks.md
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
-# LIDC series load / crop path / memory, shard writes and rotate90
-RECORD_MODULES = ("lidc_read", "shard_write")
+# LIDC series load / crop path / memory, shard writes and rotate90, local vs Dask fan-out
+RECORD_MODULES = ("lidc_read", "shard_write", "scaling")
 # their sizes under --quick: tiny, enough to check that they run and agree
 QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
-               "shard_write": {"samples": 48, "shape": (3, 16, 16)}}
+               "shard_write": {"samples": 48, "shape": (3, 16, 16)},
+               "scaling": {"scale": 1}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             harness.write_block(args.doc, name, text)
             disagreements += [f"{name}: {line}" for line in text.splitlines()
                               if "DIFFER" in line]
+            # blocks for other pages go beside --doc (a smoke run's copy leaves docs/ alone)
+            for doc, key, block in getattr(module, "docs_blocks", lambda _: [])(records):
+                if (args.doc.parent / doc.name).is_file():
+                    harness.write_block(args.doc.parent / doc.name, key, block)
     harness.write_block(args.doc, "environment",
                         f"Generated {started} by `python -m benchmarks"
                         f"{' --quick' if args.quick else ''} --repeats {repeats}` on "

@@ -3,7 +3,8 @@ table matches the tree, the LIDC example points lie in a nodule, and nothing poi
 the repository.
 
 A fenced ``bash`` block in README.md, CONTRIBUTING.md or docs/*.md is either preceded by
-``<!-- not-run: why -->`` (real data, a GPU, a server, a long run) or followed by one or more
+``<!-- not-run: why -->`` (real data, a GPU, a server, a long run; or followed by it) or
+followed by one or more
 ``<!-- expect: regex -->`` lines: the test runs it with bash in a copy of the project whose
 outputs are checked out from the DVC cache (what ``dvc repro`` made), and each regex must match
 what it printed. Output shown in the docs goes in ``console`` blocks, which are not run.
@@ -22,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*\n((?:<!-- expect: [^\n]+ -->\n)*)", re.S | re.M)
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*\n((?:<!-- (?:expect|not-run): [^\n]+ -->\n)*)",
+                   re.S | re.M)
 NOT_RUN = re.compile(r"<!-- not-run: (.+) -->\s*$")
 SHELL = {"bash", "sh", "shell"}
 
@@ -35,7 +37,7 @@ def blocks() -> list[tuple[str, str, str, list[str], str | None]]:
         for m in FENCE.finditer(text):
             where = f"{doc.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}"
             before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-            reason = NOT_RUN.search(before)
+            reason = NOT_RUN.search(before) or NOT_RUN.search(m.group(3))
             expects = re.findall(r"<!-- expect: (.+) -->", m.group(3))
             found.append((where, m.group(1).strip(), m.group(2), expects,
                           reason.group(1) if reason else None))
