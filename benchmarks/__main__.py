@@ -31,10 +31,11 @@ MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
 # LIDC series load / crop path / memory, shard writes and rotate90, local vs Dask fan-out
 RECORD_MODULES = ("lidc_read", "shard_write", "scaling")
-# their sizes under --quick: tiny, enough to check that they run and agree
+# their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
+# stage process per run: one timed round)
 QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
                "shard_write": {"samples": 48, "shape": (3, 16, 16)},
-               "scaling": {"scale": 1}}
+               "scaling": {"scale": 1, "repeats": 1}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             sizes = dict(QUICK_SIZES[name]) if args.quick else {}
             if args.quick and name == "lidc_read":
                 sizes["workdir"] = Path(tmp) / name
+            rounds = sizes.pop("repeats", repeats)
             load = os.getloadavg()[0]
-            records = module.run(repeats, **sizes)
-            text = (f"`benchmarks/{name}.py`, {repeats} interleaved rounds; load average "
+            records = module.run(rounds, **sizes)
+            text = (f"`benchmarks/{name}.py`, {rounds} interleaved rounds; load average "
                     f"{load:.2f} before, {os.getloadavg()[0]:.2f} after.\n\n"
                     f"{module.table(records)}")
             print(text, "\n")

@@ -21,7 +21,7 @@ from benchmarks import harness, serve_latency, training_throughput
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")
-RECORD_KEYS = ("lidc_read", "shard_write")
+RECORD_KEYS = ("lidc_read", "shard_write", "scaling")
 
 
 def block(text: str, key: str) -> str:
@@ -49,6 +49,7 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
         assert len([line for line in table.splitlines() if line.startswith("| ")]) >= 4
     assert "identical bytes" in block(text, "shard_write")
     assert "crops, identical" in block(text, "lidc_read")
+    assert block(text, "scaling").count("| identical |") == 6  # 2 stages x 3 ways to run
     for line in text.splitlines():  # a "|" inside a generated cell is escaped
         if line.startswith("| ") and "d HU" in line:
             assert "\\|d HU\\|" in line
