@@ -39,14 +39,16 @@ QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="tiny inputs and 2 rounds: checks that everything runs and agrees")
     ap.add_argument("--repeats", type=int, default=None,
                     help="interleaved rounds, median reported (default 7, quick 2)")
     ap.add_argument("--only", nargs="*", default=None, metavar="MODULE",
                     help=f"a subset of {', '.join(MODULES + RECORD_MODULES)}")
-    ap.add_argument("--doc", type=Path, default=harness.DOC, help="the Markdown file to update")
+    ap.add_argument("--doc", type=Path, default=harness.DOC,
+                    help="the Markdown file to update (default docs/benchmarks.md)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("monai").setLevel(logging.ERROR)  # "nvImageCodec is not available"
