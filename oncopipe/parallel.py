@@ -16,7 +16,7 @@ An environment variable, not a param: where work runs must not change any stage'
 The workers must see the project folder and the raw data at the same paths (a shared
 filesystem) and import the same ``oncopipe``; each task runs in the stage's working
 directory, with the ``ONCOPIPE_*`` settings of the stage's environment (input limits, the
-patient-id key) travel with each task. A worker lost mid-run is Dask's to handle: its tasks
+patient-id key). A worker lost mid-run is Dask's to handle: its tasks
 are rerun elsewhere (up to the scheduler's ``allowed-failures``).
 
 Workers die with the stage: a stage killed with SIGKILL (a user's ``kill -9``, the OOM killer)
