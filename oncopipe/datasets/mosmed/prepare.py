@@ -22,7 +22,8 @@ from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
-from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
+from oncopipe.datasets.mosmed.volume import CANONICAL, prepare_volume
+from oncopipe.errors import RejectError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -46,7 +47,7 @@ def _prepare_one(job: _Job) -> tuple[Study, np.ndarray | None, str, dict]:
     try:
         arr, vol = prepare_volume(job.path, job.params.shape, job.params.window,
                                   job.params.dtype)
-    except VolumeError as exc:
+    except RejectError as exc:
         return job.study, None, f"unreadable: {exc}", {}
     geometry = {
         "source_shape": "x".join(str(n) for n in vol.hu.shape),
