@@ -254,7 +254,8 @@ def _check_affine(path: str | Path, affine: np.ndarray, name: str = "affine") ->
     if not np.isfinite(affine).all():
         raise VolumeError(f"{path}: singular or non-finite {name}")
     linear = affine[:3, :3]
-    sides = np.sqrt((linear**2).sum(axis=0))
+    with np.errstate(over="ignore", under="ignore"):  # 1e30 mm: an inf side, refused below
+        sides = np.sqrt((linear**2).sum(axis=0))
     if not ((sides >= SPACING_MM[0]) & (sides <= SPACING_MM[1])).all():
         raise VolumeError(f"{path}: singular or non-finite {name}: voxel sides "
                           f"{[round(float(s), 6) for s in sides]} mm")
