@@ -221,7 +221,8 @@ def _affine(path: str | Path, hdr: np.void, shape: tuple[int, int, int]) -> np.n
                                            hdr["quatern_d"]])
         shift = _finite(path, "qoffset", [hdr["qoffset_x"], hdr["qoffset_y"],
                                           hdr["qoffset_z"]])
-        w2 = 1.0 - float(bcd @ bcd)
+        with np.errstate(over="ignore"):  # b, c, d of 1e30: -inf, refused below
+            w2 = 1.0 - float(bcd @ bcd)
         if w2 < -1e-6:
             raise VolumeError(f"{path}: quaternion {bcd.tolist()} is not a rotation")
         qfac = -1.0 if float(hdr["pixdim"][0]) < 0 else 1.0  # 0 means 1 in the standard
