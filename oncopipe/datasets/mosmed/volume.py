@@ -4,9 +4,11 @@ Steps, in this order (the order matters: clipping before interpolation is what t
 example does, and interpolating raw HU across a bone edge would leak bright values into
 soft tissue):
 
-1. read: inflate the ``.nii.gz`` (ISA-L's ``igzip``, about 2x faster than zlib for the
-   same bytes), parse the header with
-   nibabel and take the best affine (sform, else qform);
+1. read, header first (:func:`read_nifti`): the NIfTI-1/2 header is parsed from the first
+   inflated bytes (ISA-L's ``igzip``, about 2x faster than zlib for the same bytes) with
+   nibabel's field layout and every field checked against the file's size and
+   :mod:`oncopipe.limits` before the voxel buffer is allocated; the best affine is the
+   sform, else the qform (the two must agree on the orientation);
 2. reorient from the affine: flips and axis permutations (numpy views, no copy) to the
    canonical voxel order ``(S, P, L)`` = numpy ``(z, y, x)`` of a DICOM LPS image: slice 0 is
    the most inferior, row 0 the most anterior, column 0 the patient's right, as a radiologist
