@@ -297,7 +297,7 @@ def project(tmp_path_factory):
     params["mosmed"]["prepare"]["shape"] = [16, 32, 32]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cfg = config.load("mosmed", root / "params.yaml")
-    random_model(root / "model", cfg, (1, 16, 32, 32))
+    random_model(root / "models" / "mosmed", cfg, (1, 16, 32, 32))
     hu, _, affine = demo.phantom(DemoParams(size=32, slices=(20, 20)), "CT-0", 1)
     return root, cfg, hu, affine
 
@@ -321,7 +321,7 @@ def test_junk_volumes_are_refused_in_one_sentence(project, capsys, name, change,
     path = _study(root, change(hu), affine, name)
     with pytest.raises(NotDatasetInputError, match=words.replace("(", r"\(").replace(")", r"\)")):
         mosmed_prepare.preprocess_one(cfg, path)
-    argv = ["predict", "mosmed", str(path), "--model", str(root / "model"), "--params",
+    argv = ["predict", "mosmed", str(path), "--model", str(root / "models" / "mosmed"), "--params",
             str(root / "params.yaml")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -334,7 +334,7 @@ def test_unusual_geometry_is_answered_with_a_warning(project, capsys):
     odd = affine.copy()
     odd[2, 2] = 0.3  # slices 0.3 mm apart
     unusual = _study(root, hu, odd, "unusual")
-    argv = ["predict", "mosmed", "--model", str(root / "model"), "--params",
+    argv = ["predict", "mosmed", "--model", str(root / "models" / "mosmed"), "--params",
             str(root / "params.yaml")]
     assert cli.main([*argv[:2], str(usual), *argv[2:], "--json"]) == 0
     assert "warnings" not in json.loads(capsys.readouterr().out)
@@ -348,6 +348,32 @@ def test_unusual_geometry_is_answered_with_a_warning(project, capsys):
     with input_warnings.collect() as notes:
         mosmed_prepare.preprocess_one(cfg, usual)
     assert notes == []
+
+
+def test_serve_refuses_junk_and_shows_the_warnings(project):
+    from fastapi.testclient import TestClient
+
+    from oncopipe.serve.app import Settings, create_app
+
+    root, _, hu, affine = project
+    blank = _study(root, np.zeros_like(hu), affine, "blank")
+    odd = affine.copy()
+    odd[2, 2] = 0.3
+    unusual = _study(root, hu, odd, "unusual")
+    with TestClient(create_app(Settings(root=root))) as client:
+        def post(route: str, path: Path):
+            return client.post(route, files={"file": (path.name, path.read_bytes())})
+
+        response = post("/api/predict/mosmed", blank)
+        assert response.status_code == 422
+        assert response.json()["error"] == ("blank.nii.gz: blank volume (every voxel is 0), "
+                                             "not a CT study")
+        response = post("/api/predict/mosmed", unusual)
+        assert response.status_code == 200
+        assert response.json()["warnings"][0].startswith("slices 0.3 mm apart")
+        response = post("/api/explain/mosmed", unusual)
+        assert response.json()["result"]["warnings"][0].startswith("slices 0.3 mm apart")
+        assert "warnings" not in post("/api/predict/mosmed", _study(root, hu, affine, "u")).json()
 
 
 def test_the_minimum_size_is_the_release_or_the_model_input_whichever_is_smaller():
