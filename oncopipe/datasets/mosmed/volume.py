@@ -134,7 +134,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         src.finish()
     voxels = np.ndarray(header.shape, header.dtype, buffer=data, order="F")
     if (header.slope, header.inter) != (1.0, 0.0):
-        voxels = voxels * np.float32(header.slope) + np.float32(header.inter)
+        with np.errstate(over="ignore"):  # a slope of 1e30: inf voxels, refused downstream
+            voxels = voxels * np.float32(header.slope) + np.float32(header.inter)
     return voxels, header.affine
 
 
