@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result, indent=2) if args.json
           else f"{args.input}: {predict.in_words(result)}")
+    for warning in [] if args.json else result.get("warnings", []):
+        print(f"predict: warning: {warning}", file=sys.stderr)
     return 0
 
 
