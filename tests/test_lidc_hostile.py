@@ -287,6 +287,14 @@ def test_copied_rois_past_the_limit(xml, small_limits):
         reader_xml.parse(xml)
 
 
+def test_copied_rois_within_the_limit_are_dropped_as_copies(xml):
+    before = reader_xml.parse(xml)
+    xml.write_text(_copy_element(xml.read_text(), "roi", 40))
+    after = reader_xml.parse(xml)
+    assert after.nodules == before.nodules
+    assert any("40 exact copies of an roi, ignored" in p for p in after.problems)
+
+
 def test_dtd_and_entities_are_refused(xml):
     bomb = ('<?xml version="1.0"?>\n<!DOCTYPE LidcReadMessage [<!ENTITY a "aaaaaaaaaa">'
             '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n')

@@ -13,8 +13,10 @@ Hostile files: the size is checked against ``limits.max_table_bytes`` before par
 document type declaration is refused (LIDC XML has none, and a DTD is where entity expansion
 bombs live); reading sessions (the release has at most 4) and rois are counted as the parser
 meets them and the file is refused past ``limits.max_reading_sessions`` / ``limits.max_rois``,
-so no clustering ever sees thousands of readers or copied contours. A rating outside its
-documented range (:data:`RATING_RANGE`) sets its mark aside, naming the value.
+so no clustering ever sees thousands of readers; exact copies of an roi within a mark are
+dropped (recorded), since pylidc's clustering compares every contour point of two marks. A
+rating outside its documented range (:data:`RATING_RANGE`) sets its mark aside, naming the
+value.
 """
 
 from __future__ import annotations
@@ -208,6 +210,10 @@ def _nodule(el: ET.Element, reader: int, problems: list[str]) -> NoduleMark | No
             continue
         inclusion = _text(roi, "inclusion").upper() != "FALSE"
         rois.append(Roi(z, _text(roi, "imageSOP_UID"), inclusion, points))
+    unique = list(dict.fromkeys(rois))  # an exact copy adds nothing but clustering work
+    if len(unique) < len(rois):
+        problems.append(f"{where}: {len(rois) - len(unique)} exact copies of an roi, ignored")
+        rois = unique
     if not rois:
         problems.append(f"{where}: no usable roi, mark ignored")
         return None
