@@ -9,7 +9,10 @@ between slices comes from those positions too: SliceThickness is often not the s
 Headers are read without pixels (:func:`read_headers`), so the lesion table can be built and a
 cohort inspected before any pixel work; every header value the geometry uses is checked there
 (a bad value rejects the file, naming it and the value), and a series whose slices do not stack
-on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed.
+on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed. The exceptions,
+both rare: a file whose pixels need a decoder is decoded once there (so an undecodable slice is
+rejected with its file, not found at prepare), and two files at one z are compared pixel by
+pixel (identical copies are one slice; different pixels reject the series).
 Pixels are :mod:`.pixels`' business: raw reads at the offsets the header pass found for plain
 files, and :func:`read_slice_hu` for the rest, which decodes one slice into Hounsfield units with
 pydicom, through the pixel-data plugins for compressed transfer syntaxes (docs/lidc.md has the
