@@ -145,6 +145,8 @@ def _parse(path: Path, root_only: bool = False) -> ET.Element:
         return parser.close()
     except ET.ParseError as exc:
         raise AnnotationError(f"{path}: not well-formed XML ({exc})") from None
+    except (LookupError, UnicodeError) as exc:  # an encoding expat does not know
+        raise AnnotationError(f"{path}: not readable XML ({exc})") from None
     except LimitError as exc:
         raise AnnotationError(str(exc)) from None
 

@@ -286,11 +286,10 @@ def pixel_problem(ds: pydicom.Dataset) -> str:
         value = ds.get(tag)
         if value is not None and (not isinstance(value, int) or value < 1):
             return f"{tag} {_shown(value)} is not a positive integer"
-    for tag in _INTEGER_TAGS:
-        value = ds.get(tag)
-        if value is not None and (not isinstance(value, int)
-                                  or not -_IS_LIMIT <= value < 2 * _IS_LIMIT):
-            return f"{tag} {_shown(value)} is not an integer"
+    for tag in _INTEGER_TAGS:  # present means one integer: empty is not "absent"
+        value = ds[tag].value if tag in ds else 0
+        if not isinstance(value, int) or not -_IS_LIMIT <= value < 2 * _IS_LIMIT:
+            return f"{tag} {'(empty)' if value is None else _shown(value)} is not an integer"
     if int(ds.get("PixelRepresentation", 0)) not in (0, 1):
         return f"PixelRepresentation {ds.PixelRepresentation} is neither 0 nor 1"
     try:
