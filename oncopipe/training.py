@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -359,8 +361,30 @@ def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | N
 
 
 def _save(obj: dict, path: Path) -> None:
+    """Save a checkpoint atomically; a full disk is a :class:`~oncopipe.errors.DiskFullError`.
+
+    torch's writer reports a full disk as ``RuntimeError: unexpected pos`` (a file object
+    would give the ``OSError``, but also another archive name inside, so other bytes): it is
+    told apart by the room left beside the checkpoint.
+    """
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            if shutil.disk_usage(tmp.parent).free >= _tensor_bytes(obj):
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+
+
+def _tensor_bytes(obj: object) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about what saving it takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
