@@ -78,6 +78,7 @@ def remove_stale(parent: Path, name: str) -> list[Path]:
 # :func:`remove_stale`, a name without a pid is left alone: it may be the user's.
 _ORPHANS = (r"\..+\.tmp-(\d+)", r"\..+\.(\d+)\.[a-z0-9_]{8}")
 SWEEP_DEPTH = 3  # data/prepared/<dataset>/<entry>: where outputs and their temporaries live
+OUTPUT_ROOTS = ("data", "models", "metrics")  # where stages write, relative to the project
 
 
 def sweep_orphans(*roots: str | os.PathLike, depth: int = SWEEP_DEPTH) -> list[Path]:

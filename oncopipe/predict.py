@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncopipe import config, datasets
+from oncopipe import config, datasets, limits
+from oncopipe.errors import InputError, ModelError
 from oncopipe.loader import to_float
 from oncopipe.training import load_model
 
@@ -42,7 +43,7 @@ class Predictor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
         expected = tuple(self.card["sample_shape"])
         if tuple(sample.shape) != expected:
-            raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
+            raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
         return to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
 
@@ -73,7 +74,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
                point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: input not found")
+        raise InputError(f"{path}: input not found")
     return datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
 
 
@@ -92,6 +93,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = config.load(dataset, params)
+    limits.activate(cfg.limits)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from oncopipe.atomic import sweep_orphans
+from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
 from oncopipe.errors import InputError
 
-# Where stages write: a killed run's temporaries there are swept by whichever stage starts next
-OUTPUT_ROOTS = ("data", "models", "metrics")
 LOCK_FILE = Path("dvc.lock")
 
 

@@ -22,6 +22,7 @@ from oncopipe import config, datasets, evaluation, models, training
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
+UNPACKED = 8 << 20  # limits.max_unpacked_bytes of the project: bombs need inflate only 8 MiB
 
 
 @dataclasses.dataclass
@@ -46,6 +47,7 @@ def _params(root: Path) -> Path:
     params["mosmed"]["demo"].update(studies=[2, 0, 0, 0, 0], masks=0, size=32, slices=[8, 10])
     params["mosmed"]["prepare"]["shape"] = [8, 32, 32]
     params["lidc"]["demo"].update(n_patients=8, rows=64, n_slices=16)
+    params["limits"] = {"max_unpacked_bytes": UNPACKED}
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

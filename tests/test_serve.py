@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_project import build
+from serve_project import UNPACKED, build
 
 from oncopipe import cli
 from oncopipe.serve.app import Settings, create_app
 
 LIMIT = 256 << 10  # upload limit of the test app: 256 KiB
-UNPACKED = 8 << 20  # zip / gzip inflation limit: 8 MiB
+BASE = "http://127.0.0.1"  # the Host the app answers (TestClient's default is refused)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(project):
-    app = create_app(Settings(root=project.root, max_upload=LIMIT, max_unpacked=UNPACKED))
-    with TestClient(app) as c:
+    app = create_app(Settings(root=project.root, max_upload=LIMIT))
+    with TestClient(app, base_url=BASE) as c:
         yield c
 
 
@@ -331,7 +331,7 @@ def test_models_load_once_and_reload_when_the_train_stage_rewrites_them(project,
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    with TestClient(create_app(Settings(root=project.root))) as fresh, \
+    with TestClient(create_app(Settings(root=project.root)), base_url=BASE) as fresh, \
             caplog.at_level(logging.INFO, logger="oncopipe.serve"):
         assert not [r for r in caplog.records if "loaded" in r.getMessage()]  # lazily
         data = project.pcam_image.read_bytes()
@@ -359,7 +359,7 @@ def test_the_client_file_name_is_never_a_path(project, client, private_tmp):
 def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tmp_path):
     (tmp_path / "models").symlink_to(project.root / "models")
     (tmp_path / "params.yaml").write_text("seed: [\n")
-    with TestClient(create_app(Settings(root=tmp_path))) as broken:
+    with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as broken:
         response = post(broken, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert response.status_code == 500
         assert "params.yaml" in response.json()["error"]
