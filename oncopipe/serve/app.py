@@ -145,9 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
             try:
                 p = _point(point, spec.point, dataset)
-                predictor, layer = cache.model(dataset)
-                path = up.path()
+                path = up.path()  # before the model loads: a bomb must not cost its memory
                 uploads.check(cancel)
+                predictor, layer = cache.model(dataset)
                 sample = predict.preprocess(cfg, path, p)
                 uploads.check(cancel)
                 result = predict.answer(predictor, sample, up.name, p)
