@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from oncopipe import cli
 from oncopipe.serve.app import Settings, create_app
 
 LIMIT = 256 << 10  # upload limit of the test app: 256 KiB
+FUZZ_CORPUS = Path(__file__).parent / "data" / "fuzz"
 BASE = "http://127.0.0.1"  # the Host the app answers (TestClient's default is refused)
 
 
@@ -155,6 +157,7 @@ BAD = [
     ("lidc", "series.zip", b"not a zip", "0 0 0", 422, "not a readable zip"),
     ("lidc", "empty.zip", "empty_zip", "0 0 0", 422, "no .dcm files"),
     ("lidc", "junk.zip", "junk_dcm", "0 0 0", 422, "expected a folder of one CT series"),
+    ("lidc", "lying.zip", "negative_offset_zip", "0 0 0", 422, "cannot be unpacked"),
     ("pcam", "patch.tif", "tif", "1 2 3", 400, "a point is not used"),
     ("breakhis", "slide.png", "png", None, 404, "no model trained yet"),
     ("nosuch", "x.png", "png", None, 404, "unknown dataset"),
@@ -168,7 +171,10 @@ def _content(project, spec):
             "png": lambda: png_bytes(ext=".png"), "small": lambda: png_bytes((64, 64)),
             "series": project.lidc_zip.read_bytes,
             "empty_zip": lambda: zip_bytes({"readme.txt": b"hello"}),
-            "junk_dcm": lambda: zip_bytes({"s/1.dcm": b"junk", "s/2.dcm": b"junk"})}[spec]()
+            "junk_dcm": lambda: zip_bytes({"s/1.dcm": b"junk", "s/2.dcm": b"junk"}),
+            "negative_offset_zip": lambda: (FUZZ_CORPUS / "upload" /
+                                            "negative-local-header-offset-1.bin").read_bytes(),
+            }[spec]()
 
 
 @pytest.mark.parametrize(("dataset", "name", "content", "point", "status", "words"), BAD,

@@ -16,6 +16,8 @@ left is swept at the next start (:func:`sweep`), and a server sweeps its own at 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -172,10 +175,8 @@ def unzip(archive: Path, dest: Path, limits: Limits, cancel: threading.Event | N
           ) -> None:
     """Extract ``archive`` under ``dest`` (checked entries only), within ``limits``'
     ``max_zip_members``, ``max_zip_member_bytes`` and ``max_unpacked_bytes``."""
-    try:
+    with _zip_errors("not a readable zip archive"):
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise UploadError(f"not a readable zip archive ({exc})", 422) from None
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_zip_members:
@@ -194,24 +195,41 @@ def unzip(archive: Path, dest: Path, limits: Limits, cancel: threading.Event | N
         budget = limits.max_unpacked_bytes
         for info, rel in zip(infos, paths, strict=True):
             check(cancel)
-            target = (root / rel).resolve()
-            if root not in target.parents:
-                raise UploadError(f"zip entry {info.filename!r} points outside the folder")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            cap = min(budget, limits.max_zip_member_bytes)
-            try:
+            with _zip_errors(f"zip entry {info.filename!r} cannot be unpacked"):
+                target = (root / rel).resolve()
+                if root not in target.parents:
+                    raise UploadError(f"zip entry {info.filename!r} points outside the folder")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cap = min(budget, limits.max_zip_member_bytes)
                 with zf.open(info) as src, open(target, "xb") as out:
                     budget -= _copy_capped(src, out, cap, "zip: uncompressed size exceeds "
                                            f"the limit of {cap} bytes", cancel)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError,
-                    RuntimeError, OverflowError) as exc:
-                raise UploadError(f"zip entry {info.filename!r} cannot be read ({exc})",
-                                  422) from None
-            except FileExistsError:
-                raise UploadError(f"zip entry {info.filename!r} appears twice") from None
+
+
+@contextlib.contextmanager
+def _zip_errors(what: str) -> Iterator[None]:
+    """Whatever :mod:`zipfile` and its decompressors (zlib, bz2, lzma) raise on hostile
+    bytes, or the filesystem on a hostile entry name (too long, a file where a folder must
+    be, twice the same), as a 422 starting with ``what``. A full disk stays an ``OSError``:
+    the server's problem, not the upload's."""
+    try:
+        yield
+    except (UploadError, Abandoned):
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UploadError(f"{what} ({_first_line(exc)})", 422) from None
+    except Exception as exc:  # the dependency's own, on bytes we do not trust
+        raise UploadError(f"{what} ({_first_line(exc)})", 422) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
