@@ -371,6 +371,22 @@ def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tm
         assert "params.yaml" in response.json()["error"]
 
 
+def test_an_unexpected_error_is_a_logged_500_without_a_traceback(project, tmp_path, caplog):
+    import shutil
+
+    shutil.copytree(project.root / "models", tmp_path / "models")
+    (tmp_path / "models/pcam/config.json").write_text("{not json")  # a bug's stand-in
+    (tmp_path / "params.yaml").write_text((project.root / "params.yaml").read_text())
+    with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as c, \
+            caplog.at_level(logging.ERROR, logger="oncopipe.serve"):
+        response = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error (JSONDecodeError)"}
+        assert "predict on pcam: JSONDecodeError" in caplog.text
+        ok = post(c, "/api/predict/isic", "p.jpg", png_bytes(ext=".jpg"))
+        assert ok.status_code == 200  # and the server keeps serving
+
+
 def test_the_command_binds_this_machine_only_by_default():
     args = cli._parser().parse_args(["serve"])
     assert (args.host, args.port, args.max_upload_mb) == ("127.0.0.1", 8000, 512)

@@ -105,6 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(_request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):  # Starlette logs it; the body: type only
+        log.error("%s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return _error(500, f"internal error ({type(exc).__name__})")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
         problems = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
