@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -141,14 +142,18 @@ def one_line_exit(stage: str) -> Callable[[F], F]:
             try:
                 return main(*args, **kwargs)
             except InputError as exc:
-                print(f"{stage}: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+                message = str(exc)
             except OSError as exc:
                 full = disk_full(exc, exc.filename or "output")
                 if full is None:
                     raise
-                print(f"{stage}: {full}", file=sys.stderr)
-                raise SystemExit(2) from None
+                message = str(full)
+            # Release the failed run's frames now (outside the handler, and those in reference
+            # cycles through the exception): a worker pool they hold open then shuts down
+            # cleanly instead of during interpreter shutdown, which prints a traceback.
+            gc.collect()
+            print(f"{stage}: {message}", file=sys.stderr)
+            raise SystemExit(2)
 
         return run  # type: ignore[return-value]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from oncopipe import training
+from oncopipe import config, datasets, training
 from oncopipe.atomic import sweep_orphans, write_bytes
 from oncopipe.errors import DiskFullError
 
@@ -138,13 +138,21 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_checkpoint(full_disk):
     assert list(full_disk.iterdir()) == []
 
 
-def test_a_stage_on_a_full_disk_ends_with_one_line(full_disk):
+def test_a_stage_on_a_full_disk_ends_with_one_line(full_disk, tmp_path):
+    """prepare with its worker pool: one line, and no traceback from the pool's teardown."""
     project = _project(full_disk / "project")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["pcam"]["demo"].update(n_train=400)
+    params["pcam"]["raw"] = str(tmp_path / "raw")  # the raw data on a disk with room
+    params["pcam"]["demo"].update(n_train=200)
+    params["pcam"]["prepare"]["workers"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    done = _stage(project, "stages.demo", "pcam")
+    cfg = config.load("pcam", project / "params.yaml")
+    datasets.module("pcam", "demo").write_demo(cfg, cfg.raw)
+    done = _stage(project, "stages.prepare", "pcam")
     assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("demo: data/demo/pcam: no space left"), done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("prepare: ")]
+    assert len(lines) == 1 and "data/prepared/" in lines[0], done.stderr
+    assert "no space left on the device" in lines[0] and "free there" in lines[0]
+    assert not (project / "data/prepared/pcam").exists()
+    assert [p.name for p in (project / "data/prepared").iterdir()] == []  # scratch removed
