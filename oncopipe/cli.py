@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = predict.predict_file(args.dataset, args.input, args.model,
                                       tuple(args.point) if args.point else None, args.params)
-    except InputError as exc:
+    except (InputError, OSError) as exc:  # the user's settings or input; unreadable files
         print(f"predict: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json
