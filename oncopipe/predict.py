@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncopipe import config, datasets, input_warnings
+from oncopipe import config, datasets, input_warnings, limits
+from oncopipe.errors import InputError, ModelError
 from oncopipe.loader import to_float
 from oncopipe.training import load_model
 
@@ -46,7 +47,7 @@ class Predictor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
         expected = tuple(self.card["sample_shape"])
         if tuple(sample.shape) != expected:
-            raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
+            raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
         return to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
 
@@ -77,7 +78,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
                point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: input not found")
+        raise InputError(f"{path}: input not found")
     with input_warnings.collect() as notes:
         sample = datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
     _NOTED.set(tuple(notes))
@@ -104,6 +105,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = config.load(dataset, params)
+    limits.activate(cfg.limits)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 

@@ -24,7 +24,7 @@ from oncopipe.datasets.mosmed import plausible
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, prepare_volume
-from oncopipe.errors import RejectError
+from oncopipe.errors import InputError, RejectError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -150,7 +150,7 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     A volume that is no chest CT like the release's is refused, an unusual one noted as a
     warning (:mod:`.plausible`)."""
     if point is not None:
-        raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
+        raise InputError(f"{path}: a point is not used (the whole volume is classified)")
     params: PrepareParams = cfg.prepare
     try:
         arr, vol = prepare_volume(path, params.shape, params.window, params.dtype)
