@@ -35,7 +35,7 @@ import torch
 import uvicorn
 import yaml
 
-from oncopipe import config, datasets, models, training
+from oncopipe import config, datasets, inference, models
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +83,8 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
         net = models.build(cfg.train, tuple(sample.shape), len(names))
         folder = root / "models" / name
         folder.mkdir(parents=True)
-        torch.save(net.state_dict(), folder / training.MODEL_FILE)
-        (folder / training.CONFIG_FILE).write_text(json.dumps({
+        torch.save(net.state_dict(), folder / inference.MODEL_FILE)
+        (folder / inference.CONFIG_FILE).write_text(json.dumps({
             "dataset": name, "task": cfg.task, "class_names": names,
             "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train),
             "architecture": dataclasses.asdict(net.architecture)}))

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from oncopipe import config, datasets
+from oncopipe.inference import load_model
 from oncopipe.loader import to_float
-from oncopipe.training import load_model
 
 
 class Predictor:

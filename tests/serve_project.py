@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from oncopipe import config, datasets, evaluation, models, training
+from oncopipe import config, datasets, evaluation, inference, models, training
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +58,11 @@ def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple
     torch.manual_seed(0)
     net = models.build(cfg.train, sample_shape, len(names))
     model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), model_dir / training.MODEL_FILE)
+    torch.save(net.state_dict(), model_dir / inference.MODEL_FILE)
     card = {"dataset": cfg.name, "task": cfg.task, "class_names": names,
             "sample_shape": list(sample_shape), "train": dataclasses.asdict(cfg.train),
             "architecture": dataclasses.asdict(net.architecture)}
-    (model_dir / training.CONFIG_FILE).write_text(json.dumps(card))
+    (model_dir / inference.CONFIG_FILE).write_text(json.dumps(card))
 
 
 def build(root: Path) -> Project:

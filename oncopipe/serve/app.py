@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, predict, saliency
+from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
@@ -89,8 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = _spec(name)
             accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
-            model_json = settings.models_dir / name / "config.json"
-            if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
+            model_json = settings.models_dir / name / CONFIG_FILE
+            if model_json.is_file() and (settings.models_dir / name / MODEL_FILE).is_file():
                 card = pipeline.read_json(model_json)
             out.append({"name": name, "kind": spec.kind, "accept": list(accept),
                         "expected": spec.expected, "point": spec.point,

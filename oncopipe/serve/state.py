@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oncopipe import config, predict
+from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("oncopipe.serve")
 MIB = 1 << 20
@@ -59,7 +60,7 @@ class Cache:
 
     def model(self, dataset: str) -> tuple[predict.Predictor, str | None]:
         folder = self.settings.models_dir / dataset
-        files = [folder / "config.json", folder / "model.pt"]
+        files = [folder / CONFIG_FILE, folder / MODEL_FILE]
         if not all(f.is_file() for f in files):
             raise NoModel(f"no model trained yet for {dataset} ({folder} is empty; run "
                           f"`dvc repro train@{dataset}`)")
