@@ -35,7 +35,7 @@ from oncopipe.report import Report
 
 if TYPE_CHECKING:
     from oncopipe.config import DatasetConfig
-    from oncopipe.datasets import PredictInput
+    from oncopipe.contract import PredictInput
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
     """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: input not found")
-    return datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
+    return datasets.spec(cfg.name).preprocess_one(cfg, Path(path), point)
 
 
 def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
@@ -91,7 +91,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  point: tuple[float, float, float] | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
-    cfg = config.load(dataset, params)
+    cfg = datasets.load_config(dataset, params)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 

@@ -54,7 +54,7 @@ def _params(root: Path) -> Path:
 def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple[int, ...]
                  ) -> None:
     """A model card and random weights, as the train stage would write them."""
-    names = list(datasets.module(cfg.name, "params").CLASS_NAMES[cfg.task])
+    names = list(datasets.spec(cfg.name).class_names[cfg.task])
     torch.manual_seed(0)
     net = models.build(cfg.train, sample_shape, len(names))
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -67,21 +67,21 @@ def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple
 
 def build(root: Path) -> Project:
     params = _params(root)
-    cfgs = {name: config.load(name, params) for name in ("pcam", "mosmed", "lidc")}
+    cfgs = {name: datasets.load_config(name, params) for name in ("pcam", "mosmed", "lidc")}
     for name, cfg in cfgs.items():
-        datasets.module(name, "demo").write_demo(cfg, cfg.raw)
+        datasets.spec(name).write_demo(cfg, cfg.raw)
 
     pcam = cfgs["pcam"]
     prepared, shards = root / "data/prepared/pcam", root / "data/shards/pcam"
     prepared.mkdir(parents=True)
-    datasets.module("pcam", "prepare").prepare(pcam, prepared)
+    datasets.spec("pcam").prepare(pcam, prepared)
     write_shards(prepared, shards, pcam.shard, pcam.seed, pcam.params_hash)
     training.train(pcam, shards, root / "models/pcam", root / "metrics/pcam/train")
     evaluation.evaluate(pcam, shards, root / "models/pcam", root / "metrics/pcam")
 
     mosmed = cfgs["mosmed"]
     random_model(root / "models/mosmed", mosmed, (1, *mosmed.prepare.shape))
-    isic = config.load("isic", params)
+    isic = datasets.load_config("isic", params)
     random_model(root / "models/isic", isic, (3, isic.prepare.size, isic.prepare.size))
     lidc = cfgs["lidc"]
     crop = lidc.prepare.crops
@@ -92,7 +92,7 @@ def build(root: Path) -> Project:
     with zipfile.ZipFile(lidc_zip, "w") as zf:
         for f in sorted(series.glob("*.dcm")):
             zf.write(f, f"{series.name}/{f.name}")
-    _, geometry = datasets.module("lidc", "prepare").scan_view(lidc, series)
+    _, geometry = datasets.spec("lidc").view(lidc, series)
     (x0, x1), (y0, y1), _ = geometry["extent_mm"]
     point = ((x0 + x1) / 2, (y0 + y1) / 2, geometry["zs"][len(geometry["zs"]) // 2])
     return Project(root=root, params=params,

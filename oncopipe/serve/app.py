@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, predict, saliency
+from oncopipe.contract import DatasetSpec
 from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
@@ -35,11 +36,11 @@ CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src '
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
 
 
-def _spec(dataset: str) -> datasets.PredictInput:
+def _spec(dataset: str) -> DatasetSpec:
     if dataset not in datasets.NAMES:
         raise HTTPException(404, f"unknown dataset {dataset!r} (known: "
                                  f"{', '.join(datasets.NAMES)})")
-    return datasets.module(dataset, "params").PREDICT_INPUT
+    return datasets.spec(dataset)
 
 
 def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, float] | None:
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def list_datasets() -> list[dict]:
         out = []
         for name in datasets.NAMES:
-            spec = _spec(name)
+            spec = _spec(name).predict_input
             accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
             model_json = settings.models_dir / name / CONFIG_FILE
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         status = 200
         try:
-            spec = _spec(dataset)
+            spec = _spec(dataset).predict_input
             with uploads.Upload(settings, spec, file) as up:
                 try:
                     p = _point(point, spec.point, dataset)
@@ -165,15 +166,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/api/scan/{dataset}")
     def scan_route(dataset: str, file: Annotated[UploadFile, File()]) -> Response:
-        spec = _spec(dataset)
-        if spec.kind != "series":
+        declared = _spec(dataset)
+        spec, view = declared.predict_input, declared.view
+        if view is None:
             return _error(400, f"{dataset} takes a whole {spec.kind}; there is no point to "
                                "pick")
         status = 500
         with uploads.Upload(settings, spec, file) as up:
             try:
-                module = datasets.module(dataset, "prepare")
-                volume, geometry = module.scan_view(cache.config(dataset), up.path())
+                volume, geometry = view(cache.config(dataset), up.path())
                 slices = [{"index": k, "z": geometry["zs"][k], "image": url}
                           for k, url in views.slice_images(volume)]
             except uploads.UploadError as exc:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe import config, predict
+from oncopipe import config, datasets, predict
 from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("oncopipe.serve")
@@ -87,7 +87,7 @@ class Cache:
             hit = self.configs.get(dataset)
             if hit is None or hit[0] != stamp:
                 try:
-                    hit = (stamp, config.load(dataset, path))
+                    hit = (stamp, datasets.load_config(dataset, path))
                 except (OSError, ValueError) as exc:
                     raise Misconfigured(f"{path}: {exc}") from None
                 self.configs[dataset] = hit

@@ -26,7 +26,7 @@ from oncopipe.images import ImageError, header_size
 if TYPE_CHECKING:
     from fastapi import UploadFile
 
-    from oncopipe.datasets import PredictInput
+    from oncopipe.contract import PredictInput
     from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20
