@@ -189,7 +189,7 @@ class Upload:
     """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
 
     def __init__(self, settings: Settings, spec: PredictInput, upload: UploadFile):
-        """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the size limits."""
+        """``spec``: the dataset's declared ``predict_input``; ``settings``: the size limits."""
         self.settings, self.spec, self.upload = settings, spec, upload
         self.name = client_name(upload.filename)
         self.folder = Path(tempfile.mkdtemp(prefix="oncopipe-serve-"))
