@@ -34,17 +34,12 @@ MODULES = sorted(_name(p) for p in PACKAGE.rglob("*.py"))
 
 @cache
 def direct(module: str) -> frozenset[str]:
-    """The ``oncopipe`` modules ``module`` imports (a package's ``__init__`` included)."""
+    """The ``oncopipe`` modules ``module``'s code names in an import (``from pkg import x``:
+    ``pkg``, and ``pkg.x`` when that is a module)."""
     path = module_file(module)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     names, _ = _imports(path, package)
-    found = set()
-    for name in names:
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            candidate = ".".join(parts[:i])
-            if candidate.startswith("oncopipe") and module_file(candidate) is not None:
-                found.add(candidate)
+    found = {n for n in names if n.split(".")[0] == "oncopipe" and module_file(n) is not None}
     found.discard(module)
     return frozenset(found)
 
@@ -65,6 +60,37 @@ def reach(module: str) -> frozenset[str]:
 def _dataset_of(module: str) -> str | None:
     parts = module.split(".")
     return parts[2] if len(parts) > 2 and parts[:2] == ["oncopipe", "datasets"] else None
+
+
+# docs/architecture.md's rows, lowest first; registry and learn share a rank but not imports
+LAYERS = {
+    "core": (0, {"oncopipe", "config", "contract", "errors", "limits", "manifest", "arrays",
+                 "report", "rawfiles", "images", "imagedump", "shards", "metrics", "atomic",
+                 "parallel", "contact_sheet", "log", "perf", "workers"}),
+    "datasets": (1, set()),  # every oncopipe.datasets.<ds>...
+    "registry": (2, {"datasets"}),
+    "learn": (2, {"training", "distributed", "inference", "models", "loader", "augment",
+                  "evaluation", "saliency"}),
+    "apps": (3, {"predict", "serve", "cli", "gate", "results"}),
+}
+
+
+def layer(module: str) -> str:
+    if _dataset_of(module):
+        return "datasets"
+    short = module.removeprefix("oncopipe.").split(".")[0] if module != "oncopipe" else module
+    found = [name for name, (_, members) in LAYERS.items() if short in members]
+    assert len(found) == 1, f"{module}: put it in one row of LAYERS (and of the drawing)"
+    return found[0]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_run_down_the_layers(module):
+    mine = layer(module)
+    rank = LAYERS[mine][0]
+    up = sorted(m for m in direct(module)
+                if layer(m) != mine and LAYERS[layer(m)][0] >= rank)
+    assert not up, f"{module} ({mine}) imports {up}, not below it"
 
 
 RUNNING = ["oncopipe.evaluation", "oncopipe.predict", "oncopipe.inference",
