@@ -37,9 +37,9 @@ import torch
 from oncopipe import metrics
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.config import DatasetConfig
+from oncopipe.inference import Runtime, load_model, local_runtime, make_loader, predict
 from oncopipe.loader import ShardDataset
 from oncopipe.shards import read_summary
-from oncopipe.training import Runtime, load_model, make_loader, predict
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
     plots, with the operating point chosen on validation."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    rt = Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rt = local_runtime()
     model, card = load_model(model_dir, rt.device)
     summary = read_summary(shard_dir)
     class_names = summary["class_names"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import config, log, perf, shards
+from oncopipe import datasets, log, perf, shards
 from oncopipe.errors import one_line_exit
 from stages import dataset_name, housekeeping
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     log.setup(f"shard[{name}]")
     housekeeping()
-    cfg = config.load(name, reads=READS)
+    cfg = datasets.load_config(name, reads=READS)
     summary = shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name,
                                   cfg.shard, cfg.seed, cfg.params_hash)
     perf.items(summary["manifest_samples"], "samples")

@@ -12,8 +12,8 @@ from synthetic_data import config_for, make_shards
 
 from oncopipe import evaluation, metrics, training
 from oncopipe.config import ShardParams
+from oncopipe.inference import Runtime, load_model, make_loader, predict
 from oncopipe.loader import ShardDataset
-from oncopipe.training import Runtime, load_model, make_loader, predict
 
 KEYS = {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision", "f1",
         "ece", "sensitivity_at_95_specificity", "operating_point", "n_test", "per_class",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from oncopipe.datasets import PredictInput
+from oncopipe.contract import PredictInput
 
 # subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
 SUBTYPES: tuple[str, ...] = (
@@ -21,7 +21,6 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "binary": ("benign", "malignant"),
     "subtype": SUBTYPES,
 }
-TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".png",), formats=("PNG",),

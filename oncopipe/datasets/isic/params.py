@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from oncopipe.datasets import PredictInput
+from oncopipe.contract import PredictInput
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
-TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".jpg", ".jpeg"), formats=("JPEG",),

