@@ -103,7 +103,7 @@ def test_the_lazy_parts_are_the_declared_fields():
 
 
 def test_the_api_lists_every_registered_dataset(tmp_path):
-    with TestClient(create_app(Settings(root=tmp_path))) as client:
+    with TestClient(create_app(Settings(root=tmp_path)), base_url="http://127.0.0.1") as client:
         answer = client.get("/api/datasets")
     assert answer.status_code == 200
     listing = {d["name"]: d for d in answer.json()}

@@ -360,7 +360,7 @@ def test_serve_refuses_junk_and_shows_the_warnings(project):
     odd = affine.copy()
     odd[2, 2] = 0.3
     unusual = _study(root, hu, odd, "unusual")
-    with TestClient(create_app(Settings(root=root))) as client:
+    with TestClient(create_app(Settings(root=root)), base_url="http://127.0.0.1") as client:
         def post(route: str, path: Path):
             return client.post(route, files={"file": (path.name, path.read_bytes())})
 
