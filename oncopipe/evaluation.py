@@ -11,7 +11,9 @@ Params read (declare them in dvc.yaml): ``seed``; ``<ds>.evaluate`` (``bootstrap
 
 Files written into ``out_dir`` (``metrics/<dataset>/``), each atomically:
 
-- ``metrics.json``: see :func:`oncopipe.metrics.compute`.
+- ``metrics.json``: see :func:`oncopipe.metrics.compute`, plus ``provenance`` (the train
+  profile, the raw data's source and manifest fingerprint from the shard summary, the code
+  version; see :mod:`oncopipe.provenance`).
 - ``predictions.csv``: one row per test sample (``sample_id, patient_id, actual, predicted``
   and one probability column per class). DVC draws the confusion matrix from it
   (template ``confusion``, x ``actual``, y ``predicted``).
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncopipe import metrics
+from oncopipe import metrics, provenance
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.config import DatasetConfig
 from oncopipe.loader import ShardDataset
@@ -144,6 +146,8 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
                              bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
                              seed=cfg.seed,
                              val=(val_y, val_prob, np.asarray(val_ds.patient_ids)))
+    result["provenance"] = {"profile": cfg.profile, "raw": summary.get("raw"),
+                            "code": provenance.code_version()}
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_predictions(out_dir / "predictions.csv", ds, y, prob, class_names)
     fpr, tpr, table = write_plot_data(out_dir, y, prob, e.calibration_bins)

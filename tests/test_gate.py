@@ -154,3 +154,31 @@ def test_a_file_without_sections_applies_to_every_profile_and_bad_profiles_are_n
         gate.run(t, m, params_file=_params(tmp_path, {"lidc": "paper"}))
     with pytest.raises(gate.GateError, match="absent.yaml.*not found.*--profile"):
         gate.run(t, m, params_file=tmp_path / "absent.yaml")
+
+
+def test_demo_data_is_never_held_to_the_reference_floors(tmp_path, capsys):
+    m = _demo_level_metrics(tmp_path)
+    for ds in ("pcam", "breakhis"):  # metrics of the synthetic demo data, as evaluate records
+        path = m / ds / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "provenance": {"raw": {"source": "demo"}}}))
+    args = ["gate", "--thresholds", str(m / "thresholds.yaml"), "--metrics-dir", str(m),
+            "--params", str(tmp_path / "absent.yaml")]
+    assert cli.main([*args, "--profile", "reference"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pcam, breakhis" not in err[0]
+    assert "breakhis, pcam" in err[0] and "demo data" in err[0] and "reference" in err[0]
+    assert cli.main([*args, "--profile", "demo"]) == 0
+
+
+def test_a_floor_on_the_interval_lower_bound(tmp_path, capsys):
+    metrics = {"balanced_accuracy": 1.0, "ci": {"balanced_accuracy": {"low": 0.54, "high": 1.0}}}
+    t, m = _setup(tmp_path, metrics, thresholds="lidc:\n  balanced_accuracy: {ci_lower: 0.6}\n")
+    assert gate.run(t, m, params_file=tmp_path / "params.yaml") == 1  # 1.0, but only 6 cases
+    row = next(r for r in capsys.readouterr().out.splitlines() if "ci low" in r)
+    assert row.split()[-3:] == [">=", "0.6", "FAIL"] and "0.5400" in row
+    t.write_text("lidc:\n  balanced_accuracy: {min: 0.9, ci_lower: 0.5}\n")
+    assert gate.run(t, m, params_file=tmp_path / "params.yaml") == 0
+    t.write_text("lidc:\n  balanced_accuracy: {ci_low: 0.5}\n")
+    with pytest.raises(gate.GateError, match="ci_lower"):
+        gate.run(t, m, params_file=tmp_path / "params.yaml")
