@@ -22,7 +22,7 @@ DEMO_ROOT = Path("data/demo")  # where the demo stage writes each dataset's raw 
 
 def raw_source(dataset: str, raw: Path, manifest: Path) -> dict:
     """``{"source": "demo" | "real", "path", "manifest_sha256"}`` of ``dataset``'s raw data."""
-    demo = Path(raw) == DEMO_ROOT / dataset
+    demo = Path(raw).parts[-3:] == (*DEMO_ROOT.parts, dataset)  # relative or absolute
     return {"source": "demo" if demo else "real", "path": str(raw),
             "manifest_sha256": file_sha256(manifest)}
 

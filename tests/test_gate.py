@@ -182,3 +182,17 @@ def test_a_floor_on_the_interval_lower_bound(tmp_path, capsys):
     t.write_text("lidc:\n  balanced_accuracy: {ci_low: 0.5}\n")
     with pytest.raises(gate.GateError, match="ci_lower"):
         gate.run(t, m, params_file=tmp_path / "params.yaml")
+
+
+def test_raw_provenance_tells_the_demo_from_a_real_folder(tmp_path):
+    from oncopipe import provenance
+
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"rows")
+    for raw in ("data/demo/pcam", tmp_path / "data" / "demo" / "pcam"):
+        assert provenance.raw_source("pcam", Path(raw), manifest)["source"] == "demo"
+    real = provenance.raw_source("pcam", Path("/data/histopathologic-cancer-detection"), manifest)
+    assert real["source"] == "real" and real["path"] == "/data/histopathologic-cancer-detection"
+    assert real["manifest_sha256"] == provenance.file_sha256(manifest) and \
+        len(real["manifest_sha256"]) == 64
+    assert provenance.raw_source("lidc", Path("data/demo/pcam"), manifest)["source"] == "real"
