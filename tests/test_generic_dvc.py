@@ -8,6 +8,7 @@ generic stages read only the manifest, so which registered name carries it does 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,31 @@ def test_repro_sweep_and_gate(project):
     assert cli.main(args) == 0
     thresholds.write_text(f"{DS}:\n  accuracy: {value + 0.001}\n")  # raised above the metric
     assert cli.main(args) == 1
+
+
+@pytest.mark.slow
+def test_a_queued_seed_sweep_and_its_aggregate(project):
+    """The README's seed sweep, queued (two seeds), and `oncopipe results --seeds`."""
+    # queued experiments run in a temporary copy: the stand-in prepared data is copied in
+    project.run("dvc", "exp", "run", "--queue", "-S", "seed=1,2", "-C", f"data/prepared/{DS}",
+                *CHAIN)
+    project.run("dvc", "exp", "run", "--run-all")
+    out = project.run("python", "-m", "oncopipe.cli", "results", "--seeds")
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in out.splitlines()
+            if line.startswith(f"| {DS} ")}
+    figures = {r[1]: r for r in rows}
+    assert set(figures) == {"balanced_accuracy", "accuracy", "auc", "sensitivity",
+                            "specificity"}
+    ba = figures["balanced_accuracy"]
+    assert ba[4] == "2"  # two seeds
+    per_seed = dict(p.split(": ") for p in ba[5].split(", "))
+    assert set(per_seed) == {"1", "2"}
+    values = [float(v) for v in per_seed.values()]
+    assert float(ba[2]) == pytest.approx(sum(values) / 2, abs=1e-3)
+    assert float(ba[3]) == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-3)
+    # a sweep that changed more than the seed is refused, in one line
+    project.run("dvc", "exp", "run", "-S", f"{DS}.train.demo.lr=2.0e-3", *CHAIN)
+    done = subprocess.run(["python", "-m", "oncopipe.cli", "results", "--seeds"],
+                          cwd=project.root, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "not only in seed" in done.stderr
