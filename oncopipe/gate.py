@@ -196,7 +196,8 @@ def _lookup_str(metrics: dict, name: str) -> str | None:
 
 def baseline_checks(thresholds: Floors, baseline: str, tolerance: float,
                     metrics_dir: Path, profiles: dict[str, str] | None = None) -> list[Check]:
-    """Compare with ``baseline`` via ``dvc metrics diff``; gated metrics only."""
+    """Compare with ``baseline`` via ``dvc metrics diff`` (the headline figures of
+    ``summary.json``); gated metrics found there only."""
     proc = subprocess.run(["dvc", "metrics", "diff", baseline, "--json"], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
@@ -204,7 +205,7 @@ def baseline_checks(thresholds: Floors, baseline: str, tolerance: float,
     diff = json.loads(proc.stdout or "{}")
     checks = []
     for ds, spec in sorted(thresholds.items()):
-        entry = diff.get(str(metrics_dir / ds / "metrics.json"), {})
+        entry = diff.get(str(metrics_dir / ds / "summary.json"), {})  # evaluate's DVC metrics
         for name in sorted(spec):
             d = entry.get(name)
             if not d or d.get("old") is None or d.get("new") is None:

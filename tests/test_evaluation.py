@@ -33,6 +33,9 @@ def test_writes_every_metric_predictions_and_plots(trained, tmp_path):
     result = evaluation.evaluate(config_for(), shards, model, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == result and set(saved) >= KEYS
+    summary = json.loads((tmp_path / "summary.json").read_text())  # what DVC shows
+    assert summary == {k: saved[k] for k in evaluation.SUMMARY}
+    assert len(summary) <= 10
     assert set(saved["ci"]) == {"level", "method", *metrics.CI_METRICS}
     assert saved["ci"]["balanced_accuracy"]["low"] <= saved["balanced_accuracy"]
     assert saved["balanced_accuracy"] >= 0.8  # three separable classes

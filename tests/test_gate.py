@@ -86,12 +86,16 @@ def test_baseline_regression_via_dvc_metrics_diff(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, check=True)
-    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/lidc/metrics.json\n")
+    # evaluate's DVC metrics: summary.json, the headline figures of metrics.json
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/lidc/summary.json\n")
+    summary = tmp_path / "metrics" / "lidc" / "summary.json"
     t, m = _setup(tmp_path, thresholds="lidc:\n  auc: 0.5\n")
+    summary.write_text((m / "lidc" / "metrics.json").read_text())
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
                    check=True)
     _setup(tmp_path, {"auc": 0.80}, thresholds="lidc:\n  auc: 0.5\n")  # was 0.9
+    summary.write_text((m / "lidc" / "metrics.json").read_text())
     assert gate.run(t.relative_to(tmp_path), m.relative_to(tmp_path), baseline="HEAD") == 1
     assert gate.run(t.relative_to(tmp_path), m.relative_to(tmp_path), baseline="HEAD",
                     tolerance=0.2) == 0

@@ -60,6 +60,13 @@ def test_repro_sweep_and_gate(project):
         e["revs"][0]["data"]["params"]["params.yaml"]["data"][DS]["train"]["demo"]["lr"]
         for e in experiments)
     assert lrs == [2.0e-3, 4.0e-3]
+    # the one-parameter sweep fits a terminal: the parameter, the headline test figures and
+    # the kept epoch's validation figures; no timings, no interval or per-class detail
+    header = project.run("dvc", "exp", "show", "--only-changed", "--csv").splitlines()[0]
+    columns = header.split(",")
+    assert f"{DS}.train.demo.lr" in columns and "balanced_accuracy" in columns
+    assert not any("seconds" in c or "ci." in c or "per_class" in c for c in columns)
+    assert len(columns) <= 20, columns
 
     thresholds = project.root / "metrics" / "thresholds.yaml"
     value = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())["accuracy"]
