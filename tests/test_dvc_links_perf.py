@@ -62,7 +62,7 @@ def test_linked_outputs_replaced_not_rewritten_and_perf_metrics(tmp_path: Path) 
     shown = json.loads(project.run("dvc", "metrics", "show", "--json"))
     files = {p for rev in shown.values() for p in rev.get("data", {})}
     # only model figures in DVC's views; the timings are read when named
-    assert f"metrics/{DS}/metrics.json" in files
+    assert f"metrics/{DS}/summary.json" in files
     assert not any("/perf/" in f for f in files)
     named = json.loads(project.run("dvc", "metrics", "show", "--json",
                                    f"metrics/{DS}/perf/train.json"))
