@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from oncopipe import distributed, metrics, models
+from oncopipe import distributed, metrics, models, provenance
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
 from oncopipe.config import DatasetConfig, TrainParams
@@ -372,6 +372,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         f"best_{p.early_stopping_metric}": round(state["best"], 6),
         "train": dataclasses.asdict(p), "processes": rt.world,
         "architecture": dataclasses.asdict(model.architecture),
+        "raw": summary.get("raw"), "code": provenance.code_version(),
     }
     if rt.main:
         write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
@@ -379,8 +380,10 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         live.summary["best_epoch"] = card["best_epoch"]
         # the validation figures of the kept epoch: what sweeps are compared on (never test)
         kept = next(r for r in state["history"] if r["epoch"] == card["best_epoch"])
-        live.summary["best_val"] = {k.removeprefix("val/"): v for k, v in kept.items()
-                                    if k.startswith("val/")}
+        live.summary["best_val"] = {k.removeprefix("val/"): round(v, 6)
+                                    for k, v in kept.items() if k.startswith("val/")}
+        for last_epoch in ("train", "val", "learning_rate"):  # the curves keep every epoch
+            live.summary.pop(last_epoch, None)
         live.end()
         log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
                  model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from oncopipe import config, datasets, evaluation, inference, models, training
+from oncopipe import config, datasets, evaluation, inference, models, provenance, training
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,8 @@ def build(root: Path, pipeline: bool = True) -> Project:
         prepared, shards = root / "data/prepared/pcam", root / "data/shards/pcam"
         prepared.mkdir(parents=True)
         datasets.spec("pcam").prepare(pcam, prepared)
-        write_shards(prepared, shards, pcam.shard, pcam.seed, pcam.params_hash)
+        write_shards(prepared, shards, pcam.shard, pcam.seed, pcam.params_hash,
+                     provenance.raw_source("pcam", pcam.raw, prepared / "manifest.parquet"))
         training.train(pcam, shards, root / "models/pcam", root / "metrics/pcam/train")
         evaluation.evaluate(pcam, shards, root / "models/pcam", root / "metrics/pcam")
     else:
