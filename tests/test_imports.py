@@ -66,12 +66,13 @@ def _dataset_of(module: str) -> str | None:
 LAYERS = {
     "core": (0, {"oncopipe", "config", "contract", "errors", "limits", "manifest", "arrays",
                  "report", "rawfiles", "images", "imagedump", "shards", "metrics", "atomic",
-                 "parallel", "contact_sheet", "log", "perf", "workers"}),
+                 "parallel", "contact_sheet", "log", "perf", "workers", "input_warnings",
+                 "intervals", "provenance"}),
     "datasets": (1, set()),  # every oncopipe.datasets.<ds>...
     "registry": (2, {"datasets"}),
     "learn": (2, {"training", "distributed", "inference", "models", "loader", "augment",
                   "evaluation", "saliency"}),
-    "apps": (3, {"predict", "serve", "cli", "gate", "results"}),
+    "apps": (3, {"predict", "serve", "cli", "gate", "results", "seeds"}),
 }
 
 
