@@ -15,7 +15,8 @@ TASKS: tuple[str, ...] = tuple(CLASS_NAMES)
 
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".jpg", ".jpeg"), formats=("JPEG",),
-    expected="a JPEG photograph as in jpeg/train/")
+    expected="a JPEG photograph as in jpeg/train/",
+    min_side=256)  # the release's smallest photographs are 480 x 640
 
 
 @dataclass(frozen=True)
