@@ -136,8 +136,17 @@ def read_text(path: str | Path) -> str:
 
 
 def read_csv(path: str | Path) -> list[list[str]]:
-    """All rows of a CSV file read with :func:`read_text`."""
+    """All rows of a CSV file read with :func:`read_text`; the first row is a header that
+    must not name a column twice (a reader by name would silently take one of the two)."""
     try:
-        return list(csv.reader(io.StringIO(read_text(path), newline="")))
+        rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     except csv.Error as exc:
         raise RawLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    seen: set[str] = set()
+    for name in (n.strip() for n in (rows[0] if rows else [])):
+        if name and name in seen:
+            raise RawLayoutError(f"{path}: column {name!r} appears twice in the header; "
+                                 "keep one of them")
+        seen.add(name)
+    return rows
+
