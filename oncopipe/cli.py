@@ -99,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json
-          else f"{args.input}: {predict.in_words(result)}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.input}: {predict.in_words(result)}")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

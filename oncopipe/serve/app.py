@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from oncopipe import datasets, predict, saliency
+from oncopipe import datasets, input_warnings, predict, saliency
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
@@ -111,8 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 try:
                     p = _point(point, spec.point, dataset)
                     predictor, layer = cache.model(dataset)
-                    sample = predict.preprocess(cache.config(dataset), up.path(), p)
-                    result = predict.answer(predictor, sample, up.name, p)
+                    with input_warnings.collecting() as warnings:
+                        sample = predict.preprocess(cache.config(dataset), up.path(), p)
+                    result = predict.answer(predictor, sample, up.name, p, warnings)
                     if not explain:
                         return JSONResponse(result)
                     x = predictor.tensor(sample)
