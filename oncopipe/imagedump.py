@@ -129,11 +129,15 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
     ``limits.max_image_pixels`` and against the release's size; a JPEG must reach its end
     marker. The decoded size is checked again (a decoder may disagree with the header).
     """
-    header = _header(path)
-    is_jpeg = header.format == "JPEG" if header is not None else (
+    # a cut download, JPEG content or an empty file under a JPEG name, is "truncated"
+    is_jpeg = image_format(path) == "JPEG" or (
         path.suffix.lower() in _JPEG_SUFFIXES and path.stat().st_size == 0)
-    if is_jpeg and not jpeg_complete(path):
-        raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
+    try:
+        if is_jpeg and not jpeg_complete(path):
+            raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
+    except HeaderError as exc:
+        raise ImageError(f"unreadable: {path.name}: {exc.detail}") from None
+    header = _header(path)
     if header is None:
         raise ImageError(f"unreadable: {path.name} is not a decodable image")
     try:

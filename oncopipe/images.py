@@ -17,7 +17,6 @@ import struct
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,10 +56,12 @@ _sink: tuple[int, IO[bytes]] | None = None  # (pid, temporary file): one per pro
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
                           0xCE, 0xCF})
 _SOS, _EOI = 0xDA, 0xD9
-# markers without a length field: TEM, RST0-7, SOI, EOI
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
-# one marker: 0xFF (any number of fill bytes) and a code; 0xFF 0x00 is a stuffed data byte
-_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+# markers without a length field: TEM, RST0-7, SOI
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+_FILL = re.compile(rb"\xff+")  # fill bytes may precede any marker
+# segments before the first scan: a camera file has a few dozen (APPn, DQT, SOF, DHT, DRI,
+# COM; an ICC profile in at most 255 APP2 chunks); a file with more is built to be slow
+_JPEG_MAX_SEGMENTS = 1000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # TIFF tags read from the first directory, and the field types that hold an integer
 _TIFF_TAGS = {256: "width", 257: "height", 258: "bits", 259: "compression",
@@ -132,35 +133,51 @@ def _png_header(path: Path, buf: mmap.mmap) -> Header:
     return _checked(path, "PNG", height, width)
 
 
-def _jpeg_markers(buf: mmap.mmap | bytes) -> Iterator[tuple[int, int]]:
-    """(code, offset past the marker) of each JPEG marker after SOI, in file order.
+class _CutShort(HeaderError):
+    """The file ends inside the JPEG's marker segments, before its first scan."""
 
-    Marker segments are skipped by their length (so an EXIF thumbnail's own markers are not
-    seen); entropy-coded data is skipped by searching for the next 0xFF not followed by a
-    stuffed 0x00 or a restart code, as a decoder does. Every step moves forward.
+
+def _jpeg_walk(path: Path, buf: mmap.mmap) -> tuple[Header, int]:
+    """The frame size (SOF) and the offset where the first scan's data starts.
+
+    Walks the marker segments from SOI by their declared lengths, as a decoder does: an
+    EXIF thumbnail inside APP1 (a whole JPEG with its own markers) is skipped, not read. A
+    length below 2 (which would step backwards), bytes between segments, or no frame header
+    before the first scan is a :class:`HeaderError`; the file ending first, :class:`_CutShort`.
     """
-    pos = 2
-    end = len(buf)
-    while (m := _JPEG_MARKER.search(buf, pos)) is not None:
-        code, pos = m[1][0], m.end()
-        yield code, pos
+    pos, size, header = 2, len(buf), None
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        if pos + 1 < size and buf[pos] == 0xFF and buf[pos + 1] == 0xFF:
+            pos = _FILL.match(buf, pos).end() - 1
+        if pos + 4 > size:
+            raise _CutShort(path, "JPEG cut short before its first scan")
+        if buf[pos] != 0xFF:
+            raise HeaderError(path, f"JPEG marker segments broken at byte {pos}")
+        code = buf[pos + 1]
         if code in _STANDALONE:
+            pos += 2
             continue
-        if pos + 2 > end:
-            return
-        pos += max(2, int.from_bytes(buf[pos:pos + 2], "big"))
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if code == _EOI or (code == _SOS and header is None):
+            break
+        if length < 2:
+            raise HeaderError(path, f"JPEG segment at byte {pos} declares length {length}")
+        if code in _SOF_MARKERS and header is None:
+            if pos + 9 > size:
+                raise _CutShort(path, "JPEG cut short in its frame header")
+            height, width = struct.unpack_from(">HH", buf, pos + 5)
+            header = _checked(path, "JPEG", height, width)
+        pos += 2 + length
+        if code == _SOS:
+            return header, pos
+    else:
+        raise HeaderError(path, f"JPEG with more than {_JPEG_MAX_SEGMENTS} segments before "
+                                "its first scan")
+    raise HeaderError(path, "JPEG without a readable frame header")
 
 
 def _jpeg_header(path: Path, buf: mmap.mmap) -> Header:
-    for code, pos in _jpeg_markers(buf):
-        if code in _SOF_MARKERS:
-            if pos + 7 > len(buf):
-                break
-            height, width = struct.unpack_from(">HH", buf, pos + 3)
-            return _checked(path, "JPEG", height, width)
-        if code in (_SOS, _EOI):
-            break
-    raise HeaderError(path, "JPEG without a readable frame header")
+    return _jpeg_walk(path, buf)[0]
 
 
 def _tiff_header(path: Path, buf: mmap.mmap) -> Header:
@@ -218,16 +235,24 @@ def jpeg_complete(path: str | Path) -> bool:
     """Whether a JPEG (or an empty file) reaches its end-of-image marker.
 
     A JPEG whose download was cut short lacks it; OpenCV would decode it anyway, filling
-    the missing rows with grey, so this is checked before decoding. The marker is found by
-    walking the file's structure, not by searching bytes: an EXIF thumbnail carries its own
-    end marker, and bytes after the end marker (camera and editor trailers, of any length)
-    are legal and ignored by decoders.
+    the missing rows with grey, so this is checked before decoding. The marker is looked for
+    after the start of the first scan (found by :func:`_jpeg_walk`, so an EXIF thumbnail's
+    own end marker does not count); in entropy-coded data every 0xFF byte is followed by 0x00
+    or a restart code, so the first 0xFF 0xD9 there is the end. Bytes after it (camera and
+    editor trailers, of any length) are legal and ignored by decoders. A file that ends
+    before its first scan is not complete; one whose segments are malformed raises
+    :class:`HeaderError`.
     """
+    path = Path(path)
     with open(path, "rb") as fh:
         if os.fstat(fh.fileno()).st_size < 4:
             return False
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return any(code == _EOI for code, _ in _jpeg_markers(buf))
+            try:
+                _, data = _jpeg_walk(path, buf)
+            except _CutShort:
+                return False
+            return buf.find(b"\xff\xd9", data) >= 0
 
 
 def header_size(path: str | Path) -> tuple[int, int] | None:
