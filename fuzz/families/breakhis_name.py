@@ -4,8 +4,9 @@ Seeds: the file and patient-folder names of the demo tree. Target: the input's b
 file name (``os.fsdecode``, as a directory listing gives it) through
 :func:`~oncopipe.datasets.breakhis.naming.parse_file_name` and
 :func:`~oncopipe.datasets.breakhis.naming.parse_folder_name`. A name either is rejected or
-parses into parts that spell that very name again: a name accepted that is not its own
-canonical form (a Unicode digit, a trailing newline) is a misread and counts as a crash.
+parses into parts that spell that very name again, in ASCII: a name accepted that is not
+its own canonical form (a Unicode digit, a trailing newline) is a misread and counts as a
+crash.
 The mutator makes the edits a regular expression is weak against: Unicode digits and
 letters, line breaks, long digit runs, separators swapped or doubled, case changes.
 """
@@ -58,7 +59,7 @@ def target(path: Path) -> None:
             rejected = exc
             continue
         again = spell(got)
-        if again != name:
+        if again != name or not name.isascii():
             raise AssertionError(f"{name!r} accepted as {again!r}")
         return
     assert rejected is not None
