@@ -32,7 +32,7 @@ from benchmarks import harness
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
 # LIDC series load / crop path / memory, shard writes and rotate90 (branch h7-lidcperf)
-RECORD_MODULES = ("lidc_read", "shard_write")
+RECORD_MODULES = ("lidc_read", "shard_write", "scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"before, {os.getloadavg()[0]:.2f} after.\n\n{tables}")
         print(text, "\n")
         harness.write_block(args.doc, name, text)
+        for doc, key, block in getattr(module, "docs_blocks", lambda _: [])(records):
+            harness.write_block(doc, key, block)
     harness.write_block(args.doc, "environment",
                         f"Generated {started} by `python -m benchmarks"
                         f"{' --quick' if args.quick else ''} --repeats {repeats}` on "

@@ -9,6 +9,15 @@ slower than the decoders.
 Progress is a tqdm bar on a terminal; under ``dvc repro`` (stderr not a terminal) it is a log
 line every 15 seconds instead, so long stages still show that they are moving.
 
+On a cluster: when the environment names a Dask scheduler (``ONCOPIPE_DASK_SCHEDULER=
+tcp://host:8786``), the same items go to that cluster's workers instead, with the same
+bounded window and the same order, so the outputs are byte-identical wherever the work ran.
+An environment variable, not a param: where work runs must not change any stage's hash.
+The workers must see the raw data at the same path (a shared filesystem) and import the same
+``oncopipe``; the ``ONCOPIPE_*`` settings of the stage's environment (input limits, the
+patient-id key) travel with each task. A worker lost mid-run is Dask's to handle: its tasks
+are rerun elsewhere (up to the scheduler's ``allowed-failures``).
+
 Workers die with the stage: a stage killed with SIGKILL (a user's ``kill -9``, the OOM killer)
 runs no cleanup, and its pool's workers would be re-parented to PID 1 and keep decoding for
 ever. Each worker asks the Linux kernel for SIGKILL when its parent goes
@@ -34,10 +43,14 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from oncopipe.atomic import process_alive
+from oncopipe.errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+SCHEDULER_ENV = "ONCOPIPE_DASK_SCHEDULER"
 
 
 def default_workers() -> int:
@@ -54,7 +67,12 @@ def ordered_map(
     rejection reason) rather than raise.
     """
     total = len(items) if isinstance(items, Sequence) else None
-    bar = _progress(desc or getattr(fn, "__name__", "items"), total)
+    desc = desc or getattr(fn, "__name__", "items")
+    address = os.environ.get(SCHEDULER_ENV, "").strip()
+    if address:
+        yield from _dask_map(fn, items, address, _progress(desc, total))
+        return
+    bar = _progress(desc, total)
     try:
         if workers <= 1:
             for item in items:
@@ -74,6 +92,78 @@ def ordered_map(
                 bar.update()
     finally:
         bar.close()
+
+
+def _dask_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], address: str,
+              bar: tqdm | _LogProgress) -> Iterator[R]:
+    """:func:`ordered_map` on the Dask cluster at ``address``, results in input order.
+
+    Items travel in chunks (up to :data:`DASK_CHUNK` items, fewer when there are few items
+    per worker thread) because a Dask task costs a few milliseconds of round trips, more than
+    a DICOM header read; at most two chunks per worker thread are in flight, and each chunk's
+    results are released as soon as they are yielded, so the stage process holds one chunk.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(f"{SCHEDULER_ENV}={address}: the Dask client is not installed "
+                         "(pip install -e '.[cluster]')") from None
+    try:
+        client = Client(address, timeout="30s", set_as_default=False)
+    except OSError as exc:
+        raise InputError(f"{SCHEDULER_ENV}={address}: cannot reach the Dask scheduler "
+                         f"({exc})") from None
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("ONCOPIPE_") and k != SCHEDULER_ENV}
+    try:
+        workers = client.scheduler_info()["workers"]
+        threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
+        log.info("Dask scheduler %s: %d workers, %d threads (%s); dashboard %s", address,
+                 len(workers), threads, ", ".join(sorted(workers)) or "none yet",
+                 client.dashboard_link)
+        total = len(items) if isinstance(items, Sequence) else None
+        size = DASK_CHUNK if total is None else max(1, min(DASK_CHUNK, total // (threads * 8)))
+        window: deque[Future] = deque()
+        for chunk in _chunks(items, size):
+            window.append(client.submit(_run_chunk, fn, env, chunk, pure=False))
+            if len(window) >= threads * 2:
+                yield from _take(window, bar)
+        while window:
+            yield from _take(window, bar)
+    finally:
+        client.close()
+        bar.close()
+
+
+DASK_CHUNK = 16
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _take(window: deque, bar: tqdm | _LogProgress) -> Iterator:
+    future = window.popleft()
+    try:
+        results = future.result()
+    finally:
+        future.release()
+    for result in results:
+        yield result
+        bar.update()
+
+
+def _run_chunk(fn: Callable[[T], R], env: dict[str, str], chunk: list[T]) -> list[R]:
+    """Run ``fn`` over ``chunk`` on a Dask worker with the stage's ``ONCOPIPE_*`` settings."""
+    os.environ.update(env)
+    return [fn(item) for item in chunk]
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
