@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 import yaml
 from dataset_params import load_cfg
+from fastapi.testclient import TestClient
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
 from oncopipe import cli, input_warnings, predict, training
@@ -41,6 +42,7 @@ from oncopipe.imagedump import Decode, load_image
 from oncopipe.images import HeaderError, ImageError, read_header, read_rgb
 from oncopipe.manifest import read_manifest
 from oncopipe.rawfiles import RawLayoutError
+from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ANY_SIZE = Decode(size=(32, 32))  # as ISIC's prepare: any size, reduced JPEG decode
@@ -337,11 +339,11 @@ def breakhis_model(tmp_path_factory) -> tuple[Path, Path]:
     shards = make_shards(root, ShardParams(shard_size=16), patients_per_class=(6, 6),
                          samples_per_patient=1, size=32, channels=3)
     p = dataclasses.replace(SMALL_TRAIN, model="lenet5", epochs=1)
-    training.train(config_for(p), shards, root / "model", root / "live")
+    training.train(config_for(p), shards, root / "models" / "breakhis", root / "live")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["breakhis"]["prepare"]["image_size"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root / "model", root / "params.yaml"
+    return root / "models" / "breakhis", root / "params.yaml"
 
 
 def test_an_unusual_input_is_answered_with_a_visible_warning(capsys, tmp_path, breakhis_model):
@@ -366,3 +368,25 @@ def test_probabilities_in_words_are_never_certain(p, shown):
     assert predict.percent(p) == shown
     words = predict.in_words({"probabilities": {"malignant": p, "benign": 1 - p}})
     assert f"{shown} malignant" in words and "100.0%" not in words and " 0.0%" not in words
+
+
+def test_the_web_api_refuses_junk_and_carries_the_warning(tmp_path, breakhis_model):
+    """``oncopipe serve`` runs the same preprocessing: the same refusals, the same warnings."""
+    model, params = breakhis_model
+    app = create_app(Settings(root=tmp_path, params=params, models=model.parent))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        def post(route: str, name: str, data: bytes):
+            return client.post(route, files={"file": (name, data)})
+
+        dot = post("/api/predict/breakhis", "dot.png", encode(".png", (1, 1), 0))
+        assert dot.status_code == 422
+        assert "wrong size: dot.png is 1x1, expected 460x700" in dot.json()["error"]
+        blank = post("/api/predict/breakhis", "b.png", encode(".png", (460, 700), 255))
+        assert blank.status_code == 422 and "blank: b.png" in blank.json()["error"]
+        near = post("/api/predict/breakhis", "near.png", encode(".png", (456, 700)))
+        assert near.status_code == 200
+        assert [w.split(",")[0] for w in near.json()["warnings"]] == [
+            "near.png is 456x700"]
+        explained = post("/api/explain/breakhis", "near.png", encode(".png", (456, 700)))
+        assert explained.json()["result"]["warnings"] == near.json()["warnings"]
+        assert "100.0%" not in explained.json()["words"]

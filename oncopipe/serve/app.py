@@ -113,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     predictor, layer = cache.model(dataset)
                     with input_warnings.collecting() as warnings:
                         sample = predict.preprocess(cache.config(dataset), up.path(), p)
-                    result = predict.answer(predictor, sample, up.name, p, warnings)
+                    result = predict.answer(predictor, sample, up.name, p,
+                                            [up.public(w) for w in warnings])
                     if not explain:
                         return JSONResponse(result)
                     x = predictor.tensor(sample)
