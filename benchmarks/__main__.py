@@ -8,16 +8,14 @@
 Each comparison module under ``benchmarks/`` has ``comparisons(work, quick)``; the harness
 (``benchmarks/harness.py``) times them interleaved and checks every method's output against
 ours. The LIDC comparisons and the shard-write / rotate90 ones live in modules with
-``run(repeats) -> list[dict]`` (their own interleaving, real-sized inputs); they are included
-when those modules are present, except in ``--quick`` mode. The exit status is 1 when any
-method's output disagrees with ours.
+``run(repeats) -> list[dict]`` (their own interleaving, real-sized inputs; tiny ones under
+``--quick``). The exit status is 1 when any method's output disagrees with ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -31,19 +29,26 @@ from benchmarks import harness
 # comparison modules, in the order of docs/benchmarks.md
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
-# LIDC series load / crop path / memory, shard writes and rotate90 (branch h7-lidcperf)
+# LIDC series load / crop path / memory, shard writes and rotate90, local vs Dask fan-out
 RECORD_MODULES = ("lidc_read", "shard_write", "scaling")
+# their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
+# stage process per run: one timed round)
+QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
+               "shard_write": {"samples": 48, "shape": (3, 16, 16)},
+               "scaling": {"scale": 1, "repeats": 1}}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="tiny inputs and 2 rounds: checks that everything runs and agrees")
     ap.add_argument("--repeats", type=int, default=None,
                     help="interleaved rounds, median reported (default 7, quick 2)")
     ap.add_argument("--only", nargs="*", default=None, metavar="MODULE",
                     help=f"a subset of {', '.join(MODULES + RECORD_MODULES)}")
-    ap.add_argument("--doc", type=Path, default=harness.DOC, help="the Markdown file to update")
+    ap.add_argument("--doc", type=Path, default=harness.DOC,
+                    help="the Markdown file to update (default docs/benchmarks.md)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("monai").setLevel(logging.ERROR)  # "nvImageCodec is not available"
@@ -71,24 +76,25 @@ def main(argv: list[str] | None = None) -> int:
                 harness.write_block(args.doc, cmp.key, harness.section(result))
                 disagreements += [f"{cmp.key}: {r.name}: {r.agreement.text}" for r in result.rows
                                   if r.agreement is not None and not r.agreement.ok]
-    for name in (m for m in RECORD_MODULES if m in chosen):
-        if args.quick and not args.only:  # real-sized inputs only: not part of the smoke test
-            print(f"[{name}] skipped in --quick mode (name it with --only to run it)")
-            continue
-        if importlib.util.find_spec(f"benchmarks.{name}") is None:
-            print(f"[{name}] module not present: its tables are left as they are")
-            continue
-        module = importlib.import_module(f"benchmarks.{name}")
-        load = os.getloadavg()[0]
-        records = module.run(repeats)
-        tables = module.table(records) if hasattr(module, "table") else \
-            harness.records_table(records)
-        text = (f"`benchmarks/{name}.py`, {repeats} interleaved rounds; load average {load:.2f} "
-                f"before, {os.getloadavg()[0]:.2f} after.\n\n{tables}")
-        print(text, "\n")
-        harness.write_block(args.doc, name, text)
-        for doc, key, block in getattr(module, "docs_blocks", lambda _: [])(records):
-            harness.write_block(doc, key, block)
+        for name in (m for m in RECORD_MODULES if m in chosen):
+            module = importlib.import_module(f"benchmarks.{name}")
+            sizes = dict(QUICK_SIZES[name]) if args.quick else {}
+            if args.quick and name == "lidc_read":
+                sizes["workdir"] = Path(tmp) / name
+            rounds = sizes.pop("repeats", repeats)
+            load = os.getloadavg()[0]
+            records = module.run(rounds, **sizes)
+            text = (f"`benchmarks/{name}.py`, {rounds} interleaved rounds; load average "
+                    f"{load:.2f} before, {os.getloadavg()[0]:.2f} after.\n\n"
+                    f"{module.table(records)}")
+            print(text, "\n")
+            harness.write_block(args.doc, name, text)
+            disagreements += [f"{name}: {line}" for line in text.splitlines()
+                              if "DIFFER" in line]
+            # blocks for other pages go beside --doc (a smoke run's copy leaves docs/ alone)
+            for doc, key, block in getattr(module, "docs_blocks", lambda _: [])(records):
+                if (args.doc.parent / doc.name).is_file():
+                    harness.write_block(args.doc.parent / doc.name, key, block)
     harness.write_block(args.doc, "environment",
                         f"Generated {started} by `python -m benchmarks"
                         f"{' --quick' if args.quick else ''} --repeats {repeats}` on "

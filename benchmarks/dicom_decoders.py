@@ -187,7 +187,8 @@ def speed(repeat: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=20,
+                        help="decodes per syntax and plugin, median reported (default 20)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print("## Coverage (pydicom test files + pydicom-data, compressed files)\n")

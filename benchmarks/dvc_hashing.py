@@ -36,8 +36,10 @@ def dvc(root: Path, *args: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gb", type=float, default=4.0)
-    ap.add_argument("--file-kb", type=int, default=514)
+    ap.add_argument("--gb", type=float, default=4.0,
+                    help="size of the generated raw folder, GB (default 4)")
+    ap.add_argument("--file-kb", type=int, default=514,
+                    help="size of each file, kB (default 514: a LIDC slice)")
     ap.add_argument("--dir", type=Path, default=None, help="scratch parent (default: TMPDIR)")
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="oncopipe-hash-", dir=args.dir))

@@ -183,6 +183,12 @@ def _seconds(s: float) -> str:
     return f"{s:.3f}" if s >= 0.01 else f"{s * 1e3:.2f} ms"
 
 
+def cell(value: object) -> str:
+    """``value`` as text for a Markdown table cell: a ``|`` in it (``max |d HU|``) would end
+    the cell, so it is escaped."""
+    return str(value).replace("|", "\\|")
+
+
 def table(result: Result) -> str:
     """The Markdown table of one comparison (median, best, throughput, ratio, agreement)."""
     cmp = result.comparison
@@ -194,8 +200,9 @@ def table(result: Result) -> str:
             verdict = "(reference)" if row is result.rows[0] else "-"
         else:
             verdict = ("agrees: " if row.agreement.ok else "DIFFERS: ") + row.agreement.text
-        lines.append(f"| {row.name} | {_seconds(row.median)} | {_seconds(row.best)} "
-                     f"| {cmp.items / row.median:,.1f} | {row.median / ours:.2f}x | {verdict} |")
+        lines.append(f"| {cell(row.name)} | {_seconds(row.median)} | {_seconds(row.best)} "
+                     f"| {cmp.items / row.median:,.1f} | {row.median / ours:.2f}x "
+                     f"| {cell(verdict)} |")
     return "\n".join(lines)
 
 
@@ -204,7 +211,7 @@ def records_table(records: Sequence[dict]) -> str:
     if not records:
         return "(no rows)"
     keys = list(dict.fromkeys(k for r in records for k in r))
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else cell(v)  # noqa: E731
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in records]
     return "\n".join(lines)
@@ -244,7 +251,7 @@ def grouped_tables(records: Sequence[dict], columns: Callable[[dict], Sequence[C
                    f"{first['load_after']} after)\n")
         out.append("| " + " | ".join(c.header for c in cols) + " |\n"
                    "| " + " | ".join("---:" if c.numeric else "---" for c in cols) + " |")
-        out += ["| " + " | ".join(c.cell.format(**r) for c in cols) + " |" for r in part]
+        out += ["| " + " | ".join(cell(c.cell.format(**r)) for c in cols) + " |" for r in part]
         out.append("")
     return "\n".join(out)
 

@@ -248,11 +248,17 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--slices", type=int, default=260)
-    ap.add_argument("--memory-slices", type=int, default=764)
-    ap.add_argument("--lesions", type=int, default=6)
-    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved rounds after a warm-up, median reported (default 5)")
+    ap.add_argument("--slices", type=int, default=260,
+                    help="slices of the series timed for load and crops (default 260)")
+    ap.add_argument("--memory-slices", type=int, default=764,
+                    help="slices of the series for the peak-memory run (default 764: "
+                         "LIDC's longest); 0 skips it")
+    ap.add_argument("--lesions", type=int, default=6, help="lesions to crop (default 6)")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="where the series are written once and reused (default "
+                         "$ONCOPIPE_BENCH_DIR or /tmp/oncopipe-bench-lidc)")
     args = ap.parse_args()
     rows = run(args.repeats, args.slices, args.memory_slices, args.lesions, args.dir)
     print(table(rows))

@@ -76,7 +76,7 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
         else:
             spec = datasets.module(name, "params").PREDICT_INPUT
             files = sorted(p for p in cfg.raw.rglob("*")
-                           if p.name.lower().endswith(spec["suffixes"]) and "test" not in p.parts)
+                           if p.name.lower().endswith(spec.suffixes) and "test" not in p.parts)
             upload = max(files, key=lambda p: p.stat().st_size)  # the largest: the slowest
             sample = prepare.preprocess_one(cfg, upload)
         names = list(datasets.module(name, "params").CLASS_NAMES[cfg.task])
@@ -121,11 +121,13 @@ def measure(client: httpx.Client, url: str, upload: Path, point: str | None,
     return first, [once() for _ in range(repeats)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--write", type=Path, help="markdown file with the table markers")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="requests per dataset and endpoint after the first (default 20)")
+    parser.add_argument("--write", type=Path,
+                        help="Markdown file whose serve_latency markers get the table")
+    args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         root = Path(tmp)

@@ -5,7 +5,7 @@ HDF5 chunking for random access. Page cache warm: these compare formats, not dis
    :class:`oncopipe.loader.ShardDataset` and :class:`~oncopipe.loader.ShardSampler` (what the
    train stage does: a fresh uniform permutation every epoch, each batch's rows read sorted)
    vs the same shards in sequential runs (shuffled shard order, rows in stored order from a
-   random start: the sampler before issue 8, which gave every epoch the same batch
+   random start: the sampler this replaced, which gave every epoch the same batch
    neighbours), the prepared ``.npy`` opened as a memmap and gathered per shuffled batch, one
    ``.npy`` file per sample, one PNG file per sample. Every reader returns the
    number of samples and the sum of their pixels: the same multiset of samples gives the same
@@ -77,7 +77,7 @@ def make_data(root: Path, n: int, shape: tuple[int, ...], seed: int) -> np.ndarr
 
 
 class SequentialRuns(Sampler[int]):
-    """The sampler before issue 8, for comparison: shuffled shard order, each shard's rows in
+    """The previous sampler, for comparison: shuffled shard order, each shard's rows in
     stored order from a random start (every epoch the same neighbours share a batch)."""
 
     def __init__(self, ds: ShardDataset, seed: int):
@@ -150,7 +150,7 @@ def comparisons(work: Path, quick: bool) -> list[Comparison]:
         "sample", n, [
             Method("HDF5 shards, `ShardDataset` + `ShardSampler`, random order (the train stage)",
                    lambda: epoch_from_shards(work / "shards", batch)),
-            Method("HDF5 shards, sequential runs (the sampler before issue 8)",
+            Method("HDF5 shards, sequential runs (the previous sampler)",
                    lambda: epoch_from_shards(work / "shards", batch, sequential=True),
                    same_value),
             Method("prepared `.npy` as a memmap, sorted gather per batch",

@@ -2,8 +2,9 @@
 
 - **Shard write**: one HDF5 shard of ``--samples`` samples (``--shape``, uint8) written from a
   memory-mapped ``.npy`` in a shuffled order, with :func:`oncopipe.shards._write_shard` (one
-  gather and one write per 256 MB) and with the per-sample writer it replaced
-  (tests/test_shards.py ``_per_sample_writer``); the two files must be byte-identical.
+  gather and one write per 256 MB) and with the same writer at one sample a block (one read
+  and one HDF5 write per sample, as the writer it replaced did; tests/test_shards.py uses the
+  same reference); the two files must be byte-identical.
 - **rotate90**: :func:`oncopipe.augment.augment_batch` with flips + ``rotate90`` (exact
   ``torch.rot90``) against the ``affine_grid`` + ``grid_sample`` path it replaced
   (tests/test_augment.py ``_affine_reference``), on a 2D batch and a 3D batch, one thread;
@@ -33,13 +34,22 @@ sys.path.insert(0, str(ROOT / "tests"))  # the replaced implementations, kept as
 sys.path.insert(0, str(ROOT))  # run as a script: the harness
 
 from test_augment import _affine_reference  # noqa: E402
-from test_shards import _per_sample_writer  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
 from oncopipe import shards  # noqa: E402
 from oncopipe.augment import augment_batch  # noqa: E402
 from oncopipe.config import AugmentParams  # noqa: E402
 from oncopipe.manifest import ManifestMeta  # noqa: E402
+
+
+def _per_sample_writer(path: Path, *args) -> None:
+    """The shard writer at one sample a block: one read and one HDF5 write per sample."""
+    block_bytes = shards._BLOCK_BYTES
+    shards._BLOCK_BYTES = 1
+    try:
+        shards._write_shard(path, *args)
+    finally:
+        shards._BLOCK_BYTES = block_bytes
 
 
 def shard_rows(repeats: int, n: int, shape: tuple[int, ...]) -> list[dict]:
@@ -107,9 +117,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--samples", type=int, default=1024)
-    ap.add_argument("--shape", type=int, nargs="+", default=[3, 64, 64])
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="interleaved rounds after a warm-up, median reported (default 5)")
+    ap.add_argument("--samples", type=int, default=1024,
+                    help="samples in the shard (default 1024)")
+    ap.add_argument("--shape", type=int, nargs="+", default=[3, 64, 64],
+                    help="one sample's shape, uint8 (default 3 64 64)")
     args = ap.parse_args()
     print(table(run(args.repeats, args.samples, tuple(args.shape))))
 

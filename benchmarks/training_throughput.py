@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: auto)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 50, quick 3)")
     ap.add_argument("--write", action="store_true", help="record the table in the docs")
-    ap.add_argument("--doc", type=Path, default=harness.DOC)
+    ap.add_argument("--doc", type=Path, default=harness.DOC,
+                    help="the Markdown file --write updates (default docs/benchmarks.md)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (3 if args.quick else 50)

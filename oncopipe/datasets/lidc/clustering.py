@@ -3,7 +3,7 @@
 Nodules >= 3 mm are grouped by pylidc's own ``Scan.cluster_annotations()`` so our grouping is
 the field's reference. pylidc's ORM objects refuse attribute assignment, so the parsed XML is
 inserted into an in-memory SQLite database created from pylidc's own table metadata; the
-objects read back from it are real pylidc objects (../shared/DATASETS.md, pylidc notes).
+objects read back from it are real pylidc objects (docs/data.md, pylidc notes).
 Contours are stored with the z of the slice they were matched to, so pylidc's slice index of
 every contour point is ours.
 

@@ -8,7 +8,7 @@ where the XML says they are, true to their kind so a model can learn them from 6
 - nodules < 3 mm: dense 2.5-3 mm dots (calcified-like, 250-400 HU), one point per reader;
 - non-nodules: thin elongated scars at -150..-50 HU, one ``locus`` per reader.
 
-Every quirk of ../shared/DATASETS.md a loader must survive appears at least once, on fixed
+Every quirk of docs/data.md a loader must survive appears at least once, on fixed
 patients (numbers are 1-based patient indices):
 
 1. classic UID folders; default namespace; an empty ``characteristics``; an ``inclusion``

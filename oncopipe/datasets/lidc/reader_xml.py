@@ -2,7 +2,7 @@
 
 Namespaces are not consistent between the real files (default ``http://www.nih.gov``, none,
 or prefixed), so every element is matched on its local name. Quirks survived here (see
-../shared/DATASETS.md): ``noduleID`` is free text; ``characteristics`` may be missing or an
+docs/data.md): ``noduleID`` is free text; ``characteristics`` may be missing or an
 empty element; ``inclusion`` FALSE rois are holes; single-point rois occur inside >= 3 mm
 nodules; reading sessions are anonymous and in no fixed order. Anything unusable inside an
 otherwise good file (an roi without a z position, a rating that is not a number) is kept as a

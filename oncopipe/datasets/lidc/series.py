@@ -1,7 +1,7 @@
 """Find CT series in a LIDC-IDRI download and read them with pydicom.
 
 Layout-agnostic on purpose: TCIA has shipped the collection in three folder layouts (classic
-UID folders, old and new descriptive names; ../shared/DATASETS.md), and file names are not in z
+UID folders, old and new descriptive names; docs/data.md), and file names are not in z
 order in one of them. So a series is whatever single-slice DICOM files in one folder share a
 SeriesInstanceUID, and slices are ordered by ImagePositionPatient z, never by name. The spacing
 between slices comes from those positions too: SliceThickness is often not the step.

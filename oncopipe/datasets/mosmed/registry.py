@@ -1,6 +1,6 @@
 """Find the studies of a MosMedData download: from ``dataset_registry.csv`` or the folder tree.
 
-Layouts accepted (see ../shared/DATASETS.md):
+Layouts accepted (see docs/data.md):
 
 - the full release: ``dataset_registry.csv`` (UTF-8 *with a BOM*; paths start with ``/`` and
   are relative to the release root) + ``studies/CT-k/study_NNNN.nii.gz`` +
