@@ -345,7 +345,7 @@ def test_unusual_geometry_is_answered_with_a_warning(project, capsys):
                                   "training"]
     assert cli.main([*argv[:2], str(unusual), *argv[2:]]) == 0
     assert "predict: warning: slices 0.3 mm apart" in capsys.readouterr().err
-    with input_warnings.collect() as notes:
+    with input_warnings.collecting() as notes:
         mosmed_prepare.preprocess_one(cfg, usual)
     assert notes == []
 
