@@ -263,8 +263,8 @@ def test_a_csv_header_naming_a_column_twice_stops_the_stage(tmp_path):
     lines = (raw / "train.csv").read_text().splitlines()
     (raw / "train.csv").write_text("\n".join([lines[0] + ",target"]
                                              + [line + ",0" for line in lines[1:]]) + "\n")
-    with pytest.raises(RawLayoutError, match=f"^{raw / 'train.csv'}: column 'target' appears "
-                                             "twice in the header"):
+    with pytest.raises(RawLayoutError, match=f"^{raw / 'train.csv'}: column 'target' "
+                                             "appears 2 times in the header"):
         _prepare(tmp_path, "isic", raw, isic_prepare, size=32)
 
 
