@@ -128,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OSError) as exc:  # the user's settings or input; unreadable files
         print(f"predict: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json
-          else f"{args.input}: {predict.in_words(result)}")
-    for warning in [] if args.json else result.get("warnings", []):
-        print(f"predict: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.input}: {predict.in_words(result)}")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -41,6 +41,7 @@ class PredictInput:
     formats: tuple[str, ...]  # as oncopipe.images.image_format names them
     expected: str  # the words that say what belongs, for the error message
     point: bool = False  # whether a point in patient mm goes with the input
+    min_side: int = 0  # images: a shorter side below this (pixels) is not the release's
 
 
 class WriteDemo(Protocol):

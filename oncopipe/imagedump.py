@@ -25,10 +25,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
+from oncopipe import input_warnings, limits
 from oncopipe.arrays import ArrayWriter
 from oncopipe.contact_sheet import write_contact_sheet
-from oncopipe.errors import InputError
-from oncopipe.images import CorruptImageError, ImageError, image_format, read_rgb, resize_chw
+from oncopipe.errors import InputError, LimitError, NotDatasetInputError, RejectError
+from oncopipe.images import (
+    CorruptImageError,
+    Header,
+    HeaderError,
+    ImageError,
+    image_format,
+    jpeg_complete,
+    read_header,
+    read_rgb,
+    resize_chw,
+)
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -55,6 +66,9 @@ class Decode:
     off_size: Literal["reject", "resize"] = "reject"  # an image not of size ``expect``
     fit: Literal["resize", "center_crop"] = "resize"  # squash to size, or crop the centre square
     reduced: bool = True  # JPEG: decode at 1/2, 1/4 or 1/8 scale, never below the output size
+    #: with ``off_size="resize"``: how far (relative, per side) a size may be from ``expect``
+    #: and still be resized; farther is not an image of the release and is rejected
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,19 +83,72 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)  # extra manifest columns
 
 
+class WrongSizeError(ImageError, NotDatasetInputError):
+    """An image of another size than the release's: a reject in ``prepare``, and an input
+    ``predict`` refuses as not the dataset's."""
+
+
+# An input whose pixels have a standard deviation below this (in 0-255 units) is blank:
+# a constant image carries nothing a model could classify, yet it answers with certainty.
+BLANK_STD = 1.0
+
+
 def load_image(path: str | Path, decode: Decode) -> np.ndarray:
     """Decode ``path`` as ``decode`` says; :class:`ImageError` says why a file is unusable.
 
     The message starts with a short reason ("unreadable", "truncated", "corrupt", "wrong
-    size") followed by a colon, so that the report can count rejections by reason.
+    size", "too large") followed by a colon, so that the report can count rejections by
+    reason.
     """
     return _load(Path(path), decode)[0]
 
 
+def _header(path: Path) -> Header | None:
+    try:
+        return read_header(path)
+    except HeaderError as exc:
+        raise ImageError(f"unreadable: {path.name}: {exc.detail}") from None
+
+
+def _size_problem(h: int, w: int, decode: Decode) -> str | None:
+    """Why an image of ``h`` x ``w`` is not one of the release (``None``: it may be used)."""
+    if decode.expect is None or (h, w) == tuple(decode.expect):
+        return None
+    eh, ew = decode.expect
+    if decode.off_size == "resize" and abs(h - eh) <= decode.tolerance * eh \
+            and abs(w - ew) <= decode.tolerance * ew:
+        return None
+    within = f" (or within {decode.tolerance:.0%} of it)" if decode.off_size == "resize" else ""
+    return f"expected {eh}x{ew}{within}"
+
+
 def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
-    """:func:`load_image`, plus ``"HxW"`` when an image of another size was resized."""
-    if path.suffix.lower() in _JPEG_SUFFIXES and not _jpeg_complete(path):
-        raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
+    """:func:`load_image`, plus ``"HxW"`` when an image of another size was resized.
+
+    Everything the header declares is checked before a pixel is decoded: the size against
+    ``limits.max_image_pixels`` and against the release's size; a JPEG must reach its end
+    marker. The decoded size is checked again (a decoder may disagree with the header).
+    """
+    # a cut download, JPEG content or an empty file under a JPEG name, is "truncated"
+    is_jpeg = image_format(path) == "JPEG" or (
+        path.suffix.lower() in _JPEG_SUFFIXES and path.stat().st_size == 0)
+    try:
+        if is_jpeg and not jpeg_complete(path):
+            raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
+    except HeaderError as exc:
+        raise ImageError(f"unreadable: {path.name}: {exc.detail}") from None
+    header = _header(path)
+    if header is None:
+        raise ImageError(f"unreadable: {path.name} is not a decodable image")
+    try:
+        limits.active().check("max_image_pixels", header.pixels,
+                              f"{path.name} ({header.height}x{header.width})")
+    except LimitError as exc:
+        raise LimitError(f"too large: {exc}") from None
+    problem = _size_problem(header.height, header.width, decode)
+    if problem:
+        raise WrongSizeError(f"wrong size: {path.name} is {header.height}x{header.width}, "
+                             f"{problem}")
     min_side = None
     if decode.reduced and decode.expect is None:
         min_side = max(decode.size)
@@ -94,9 +161,9 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
     h, w = img.shape[1:]
     other_size = ""
     if decode.expect is not None and (h, w) != tuple(decode.expect):
-        if decode.off_size == "reject":
-            raise ImageError(f"wrong size: {path.name} is {h}x{w}, "
-                             f"expected {decode.expect[0]}x{decode.expect[1]}")
+        problem = _size_problem(h, w, decode)
+        if problem:
+            raise WrongSizeError(f"wrong size: {path.name} is {h}x{w}, {problem}")
         other_size = f"{h}x{w}"
     if decode.fit == "center_crop":
         side = min(h, w)
@@ -109,30 +176,57 @@ def load_input(path: str | Path, decode: Decode, spec: PredictInput,
                point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
 
-    A whole image is classified, so a ``point`` is refused. ``spec`` is the dataset's
-    declared ``predict_input``: its ``formats`` (names as
-    :func:`oncopipe.images.image_format` gives them) are the formats of the raw release, and
-    anything else is refused before decoding, because a model answers any image with
-    confident probabilities (a PCam TIF given to the ISIC model came out "97.7% malignant");
-    its ``expected`` describes the right input for the message. :class:`ImageError` names the
-    file by its full path.
+    A whole image is classified, so a ``point`` is refused. A model answers any image with
+    confident probabilities (a PCam TIF given to the ISIC model came out "97.7% malignant",
+    a 1x1 black PNG "100.0% malignant"), so what the raw release would not hold is refused
+    before the model sees it, with :class:`~oncopipe.errors.NotDatasetInputError`: another
+    format than ``spec.formats`` (``spec`` is the dataset's declared ``predict_input``; the
+    format is read from the content), another size than the release's (``decode.expect``), a
+    shorter side below ``spec.min_side``, a blank (constant) image. A size off the release's
+    but within ``decode.tolerance`` is resized as ``prepare`` does and noted with
+    :func:`oncopipe.input_warnings.warn`. Every message names the full path and says what was
+    expected (``spec.expected``).
     """
     if point is not None:
         raise InputError(f"{path}: the input is a whole image; a point is not used")
+    path = Path(path)
+    wanted = spec.expected
     try:
         found = image_format(path)
         if found not in spec.formats:
-            wanted = spec.expected
             if found is None:
-                raise ImageError(f"unreadable: {Path(path).name} is not an image of a known "
+                raise ImageError(f"unreadable: {path.name} is not an image of a known "
                                  f"format, expected {wanted}")
-            raise ImageError(f"wrong format: {Path(path).name} is a {found} image, "
-                             f"expected {wanted}")
-        return load_image(path, decode)
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            raise NotDatasetInputError(f"wrong format: {path.name} is a {found} image, "
+                                       f"expected {wanted}")
+        header = _header(path)
+        if header is not None and min(header.height, header.width) < spec.min_side:
+            raise NotDatasetInputError(
+                f"too small: {path.name} is {header.height}x{header.width} pixels, expected "
+                f"{wanted} (at least {spec.min_side} pixels on the shorter side)")
+        img, other_size = _load(path, decode)
+        if other_size:
+            eh, ew = decode.expect
+            input_warnings.warn(f"{path.name} is {other_size}, not the release's {eh}x{ew}; "
+                                "resized as prepare resizes the release's few such images")
+        if float(img.std()) < BLANK_STD:
+            raise NotDatasetInputError(f"blank: {path.name} has (nearly) the same value in "
+                                       f"every pixel, expected {wanted}")
+        return img
+    except (InputError, OSError) as exc:
+        raise _naming(exc, path) from None
+
+
+def _naming(exc: InputError | OSError, path: Path) -> InputError:
+    """``exc`` as the same kind of error, its message starting with the full path."""
+    if isinstance(exc, OSError):
+        return ImageError(f"{path}: cannot read ({exc.strerror or exc})")
+    kind = type(exc) if type(exc) in _PLAIN_ERRORS else ImageError
+    return kind(f"{path}: {exc}")
+
+
+# error classes whose constructor takes the message alone (CorruptImageError does not)
+_PLAIN_ERRORS = (ImageError, WrongSizeError, LimitError, NotDatasetInputError)
 
 
 def dump_meta(cfg: DatasetConfig, class_names: Sequence[str], source: str,
@@ -146,32 +240,13 @@ def dump_meta(cfg: DatasetConfig, class_names: Sequence[str], source: str,
                         params_hash=cfg.params_hash, patient_level=patient_level)
 
 
-def _jpeg_complete(path: Path) -> bool:
-    """A JPEG whose download was cut short lacks its end marker; OpenCV would decode it anyway,
-    filling the missing rows with grey, so the check must happen before decoding. The marker
-    is looked for in the last 4 KiB, not only at the very end, because some cameras append a
-    trailer after it; it cannot occur inside entropy-coded data (0xFF is stuffed there). A file
-    that is not a JPEG (a PNG under a .jpg name) is left to the decoder, which reads content."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(2) not in (b"\xff\xd8", b""):  # another format under a .jpg name:
-                return True  # decoded by its content
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 4096))
-            tail = fh.read()
-    except OSError:
-        return False
-    return b"\xff\xd9" in tail
-
-
 def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str, str]:
     """Worker: (array, "", native size if resized from another size) or (None, reason, "")."""
     path, decode = job
     try:
         img, other_size = _load(Path(path), decode)
         return img, "", other_size
-    except ImageError as exc:
+    except RejectError as exc:
         return None, str(exc), ""
     except OSError as exc:
         return None, f"unreadable: {exc}", ""

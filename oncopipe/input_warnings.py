@@ -1,35 +1,43 @@
-"""Warnings that go with one prediction: the input is valid, but unusual for the dataset.
+"""Warnings about an input that is valid but unusual, carried in the prediction's answer.
 
-What ``predict``/``serve`` cannot use is refused (:class:`~oncopipe.errors.InputError`);
-what they can use but that differs from the raw release (odd spacing, a small field of view)
-is answered with a visible warning. A dataset's ``preprocess_one`` calls :func:`warn`; the
-prediction collects them with :func:`collect` (the ``warnings`` list of the answer). Outside a
-collection :func:`warn` does nothing, so the ``prepare`` stage, which shares the code, is
-unaffected. A context variable, not a global: ``serve`` answers requests in threads.
+A dataset's ``preprocess_one`` calls :func:`warn` when it accepts an input that the raw
+release would not quite hold (a BreakHis field a few pixels off 700 x 460, resized like the
+release's few odd ones). ``oncopipe predict`` and ``oncopipe serve`` collect them with
+:func:`collecting` and return them in the answer's ``warnings`` list, so the person reading
+the probabilities sees them; with no collector (a stage, a script) they are logged.
+
+The collector is a context variable, not a global, so concurrent requests of ``serve`` (one
+thread each) keep their warnings apart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 from collections.abc import Iterator
-from contextvars import ContextVar
 
-_CURRENT: ContextVar[list[str] | None] = ContextVar("input_warnings", default=None)
+log = logging.getLogger(__name__)
+
+_collector: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "oncopipe_input_warnings", default=None)
 
 
 def warn(message: str) -> None:
-    """Note one sentence about the input for the answer being prepared (if any)."""
-    notes = _CURRENT.get()
-    if notes is not None and message not in notes:
+    """Record ``message`` (one sentence naming the input) for the current answer."""
+    notes = _collector.get()
+    if notes is None:
+        log.warning("%s", message)
+    elif message not in notes:
         notes.append(message)
 
 
 @contextlib.contextmanager
-def collect() -> Iterator[list[str]]:
-    """The warnings noted inside the ``with`` block, in order."""
+def collecting() -> Iterator[list[str]]:
+    """Collect the warnings raised inside the block into the list it yields."""
     notes: list[str] = []
-    token = _CURRENT.set(notes)
+    token = _collector.set(notes)
     try:
         yield notes
     finally:
-        _CURRENT.reset(token)
+        _collector.reset(token)

@@ -2,7 +2,8 @@
 
 The input is preprocessed by the dataset's own ``preprocess_one`` (the same code as its
 ``prepare`` step, see docs/architecture.md), so a prediction sees exactly what training saw.
-The result is a dict (for ``--json``) and a sentence such as ``72.1% abnormal, 27.9% normal``.
+The result is a dict (for ``--json``) and a sentence such as ``72.1% abnormal, 27.9% normal``;
+its ``warnings`` list says what was unusual about an input that was still accepted.
 
 :class:`Predictor` holds a loaded model for many predictions (``oncopipe serve`` keeps one
 per dataset); :func:`predict_file` is the command line's one-shot path. Both build the result
@@ -12,7 +13,7 @@ with :func:`answer`, so the JSON of the web API and of ``oncopipe predict --json
 from __future__ import annotations
 
 import threading
-from contextvars import ContextVar
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,6 @@ from oncopipe import config, datasets, input_warnings, limits
 from oncopipe.errors import InputError, ModelError
 from oncopipe.inference import load_model
 from oncopipe.loader import to_float
-
-# the warnings of the last preprocess() in this thread, for the answer() that follows it
-_NOTED: ContextVar[tuple[str, ...]] = ContextVar("noted_warnings", default=())
 
 
 class Predictor:
@@ -79,24 +77,19 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
     """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
     if not Path(path).exists():
         raise InputError(f"{path}: input not found")
-    with input_warnings.collect() as notes:
-        sample = datasets.spec(cfg.name).preprocess_one(cfg, Path(path), point)
-    _NOTED.set(tuple(notes))
-    return sample
+    return datasets.spec(cfg.name).preprocess_one(cfg, Path(path), point)
 
 
 def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
-           point: tuple[float, float, float] | None = None) -> dict:
-    """The result as ``oncopipe predict --json`` prints it (and the web API returns it), with
-    the warnings of the :func:`preprocess` that made ``sample``."""
+           point: tuple[float, float, float] | None = None,
+           warnings: Sequence[str] = ()) -> dict:
+    """The result as ``oncopipe predict --json`` prints it (and the web API returns it);
+    ``warnings``: what :func:`oncopipe.input_warnings.warn` said while preprocessing."""
     result = predictor.predict(sample)
     result["input"] = input_name
     if point is not None:
         result["point"] = [float(v) for v in point]
-    warnings = _NOTED.get()
-    _NOTED.set(())
-    if warnings:  # valid but unusual input (see oncopipe.input_warnings); absent otherwise
-        result["warnings"] = list(warnings)
+    result["warnings"] = list(warnings)
     return result
 
 
@@ -106,11 +99,26 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = datasets.load_config(dataset, params)
     limits.activate(cfg.limits)
-    sample = preprocess(cfg, Path(path), point)
-    return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
+    with input_warnings.collecting() as warnings:
+        sample = preprocess(cfg, Path(path), point)
+    return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point,
+                  warnings)
 
 
 def in_words(result: dict) -> str:
-    """``72.1% abnormal, 27.9% normal`` (most likely first)."""
+    """``72.1% abnormal, 27.9% normal`` (most likely first).
+
+    A model is never certain: a probability that would round to 100.0% or 0.0% is shown as
+    ``>99.9%`` or ``<0.1%`` (the JSON keeps the number).
+    """
     items = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{100 * p:.1f}% {name}" for name, p in items)
+    return ", ".join(f"{percent(p)} {name}" for name, p in items)
+
+
+def percent(p: float) -> str:
+    """``p`` as a percentage with one decimal, never ``100.0%`` or ``0.0%``."""
+    if p >= 0.9995:
+        return ">99.9%"
+    if p < 0.0005:
+        return "<0.1%"
+    return f"{100 * p:.1f}%"

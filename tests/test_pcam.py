@@ -94,7 +94,7 @@ def _add_quirks(raw: Path) -> dict[str, str]:
     (raw / "train" / ".DS_Store").write_bytes(b"\0\1")
     expected["train/.DS_Store"] = "unexpected entry"
     with open(raw / "train_labels.csv", "a", newline="") as fh:
-        fh.write(f"{ids[4]},1\n")  # a second row for an id already listed
+        fh.write(f"{ids[4]},{labels[ids[4]]}\n")  # the same row again for an id already listed
         fh.write("a" * 40 + ",2\n")  # unknown label; give it a file
     shutil.copy(raw / "train" / f"{ids[5]}.tif", raw / "train" / f"{'a' * 40}.tif")
     expected[f"train/{'a' * 40}.tif"] = "unknown label"

@@ -383,7 +383,7 @@ def test_an_unexpected_error_is_a_logged_500_without_a_traceback(project, tmp_pa
         assert response.status_code == 500
         assert response.json() == {"error": "internal error (JSONDecodeError)"}
         assert "predict on pcam: JSONDecodeError" in caplog.text
-        ok = post(c, "/api/predict/isic", "p.jpg", png_bytes(ext=".jpg"))
+        ok = post(c, "/api/predict/isic", "p.jpg", png_bytes((300, 400), ext=".jpg"))
         assert ok.status_code == 200  # and the server keeps serving
 
 

@@ -41,7 +41,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from oncopipe import datasets, predict, saliency
+from oncopipe import datasets, input_warnings, predict, saliency
 from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
 from oncopipe.contract import DatasetSpec
 from oncopipe.errors import InputError, LimitError, ModelError
@@ -155,9 +155,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 path = up.path()  # before the model loads: a bomb must not cost its memory
                 uploads.check(cancel)
                 predictor, layer = cache.model(dataset)
-                sample = predict.preprocess(cfg, path, p)
+                with input_warnings.collecting() as warnings:
+                    sample = predict.preprocess(cfg, path, p)
                 uploads.check(cancel)
-                result = predict.answer(predictor, sample, up.name, p)
+                result = predict.answer(predictor, sample, up.name, p,
+                                        [up.public(w) for w in warnings])
                 if not explain:
                     return JSONResponse(result)
                 uploads.check(cancel)

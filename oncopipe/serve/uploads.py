@@ -257,7 +257,7 @@ def client_name(filename: str | None) -> str:
     return name[:255] or "upload"
 
 
-def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
+def _one_line(exc: BaseException | str, replace: dict[str, str]) -> str:
     text = str(exc) or type(exc).__name__
     for private, public in replace.items():
         text = text.replace(private, public)
@@ -311,8 +311,9 @@ class Upload:
             check_pixels(path, limits.max_image_pixels)
         return path
 
-    def public(self, exc: BaseException) -> str:
-        """``exc``'s message with our temporary paths replaced by the client's file name."""
+    def public(self, exc: BaseException | str) -> str:
+        """``exc``'s message (or a warning's) with our temporary paths replaced by the
+        client's file name."""
         private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
         text = _one_line(exc, dict.fromkeys(private, self.name))
         return re.sub(re.escape(INTERNAL) + r"[\w.-]*", lambda _: self.name, text)

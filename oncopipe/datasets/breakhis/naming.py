@@ -26,14 +26,17 @@ SUBTYPE_CLASS: dict[str, str] = {
     sub: "benign" if code in BENIGN_CODES else "malignant" for code, sub in CODES.items()
 }
 
+# ASCII only and matched whole (fullmatch): ``\d`` would otherwise take Arabic-Indic or
+# full-width digits and ``$`` a trailing newline, so a name that is not the canonical one
+# would parse as if it were
 _FILE_RE = re.compile(
-    r"^SOB_(?P<cls>[A-Z])_(?P<code>[A-Z]+)-(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)"
-    r"-(?P<mag>\d+)-(?P<seq>\d{3})\.png$"
+    r"SOB_(?P<cls>[A-Z])_(?P<code>[A-Z]+)-(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)"
+    r"-(?P<mag>\d+)-(?P<seq>\d{3})\.png", re.ASCII
 )
 _FOLDER_RE = re.compile(
-    r"^SOB_(?P<cls>[A-Z])_(?P<code>[A-Z]+)_(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)$"
+    r"SOB_(?P<cls>[A-Z])_(?P<code>[A-Z]+)_(?P<year>\d{2})-(?P<slide>\d+[A-Z]*)", re.ASCII
 )
-_SLIDE_DIGITS = re.compile(r"^\d+")
+_SLIDE_DIGITS = re.compile(r"\d+", re.ASCII)
 
 
 class BreakHisNameError(RejectError):
@@ -94,14 +97,14 @@ class ImageName:
 
 def parse_file_name(name: str) -> ImageName:
     """Parse ``SOB_B_A-14-22549AB-40-001.png``; raise :class:`BreakHisNameError` if malformed."""
-    m = _FILE_RE.match(name)
+    m = _FILE_RE.fullmatch(name)
     if m is None:
-        if _FOLDER_RE.match(name.rsplit("-", 2)[0]) and name.endswith(".png"):
+        if _FOLDER_RE.fullmatch(name.rsplit("-", 2)[0]) and name.endswith(".png"):
             raise BreakHisNameError(
                 f"{name!r} uses the folder convention (underscore before the year); "
                 "file names have a hyphen there"
             )
-        if re.search(r"-\d+X-\d+\.png$", name):
+        if re.search(r"-\d+X-\d+\.png\Z", name, re.ASCII):
             raise BreakHisNameError(
                 f"{name!r} writes the magnification with 'X'; file names have the number only"
             )
@@ -109,8 +112,7 @@ def parse_file_name(name: str) -> ImageName:
             f"{name!r} is not SOB_<B|M>_<code>-<yy>-<slide>-<magnification>-<nnn>.png"
         )
     _check_class_code(m["cls"], m["code"], name)
-    mag = f"{int(m['mag'])}X"
-    if mag not in MAGNIFICATIONS or m["mag"] != str(int(m["mag"])):
+    if f"{m['mag']}X" not in MAGNIFICATIONS:  # compared as text: no leading zeros
         raise BreakHisNameError(
             f"{name!r}: magnification {m['mag']!r} is not one of 40, 100, 200, 400"
         )
@@ -120,10 +122,10 @@ def parse_file_name(name: str) -> ImageName:
 
 def parse_folder_name(name: str) -> tuple[str, str, str]:
     """Parse ``SOB_B_A_14-22549AB`` into (code, year, slide)."""
-    m = _FOLDER_RE.match(name)
+    m = _FOLDER_RE.fullmatch(name)
     if m is None:
         hint = " (hyphen before the year: that is the file convention)" if re.match(
-            r"^SOB_[A-Z]_[A-Z]+-\d{2}-", name) else ""
+            r"SOB_[A-Z]_[A-Z]+-\d{2}-", name, re.ASCII) else ""
         raise BreakHisNameError(f"{name!r} is not SOB_<B|M>_<code>_<yy>-<slide>{hint}")
     _check_class_code(m["cls"], m["code"], name)
     return m["code"], m["year"], m["slide"]

@@ -5,7 +5,9 @@ agree; files that fail there (or are outside the magnification filter) are rejec
 reason before any pixel is read. The rest go to the shared image-dump writer
 (:mod:`oncopipe.imagedump`), which decodes in worker processes with bounded memory and
 rejects unreadable files. An image that is not 700 x 460 (the release has a few) is resized
-like the others and counted in the report (``resized_from_other_size``). Extra manifest columns:
+like the others and counted in the report (``resized_from_other_size``) when each side is
+within 5% of the release's; farther off it is not a BreakHis field and is rejected (from its
+header, before decoding). Extra manifest columns:
 ``magnification`` (40/100/200/400), ``subtype``, ``tumor_class`` and ``slide_folder``, so any
 task or magnification subset can be selected later without re-reading the PNGs.
 """
@@ -29,6 +31,7 @@ from oncopipe.report import Report
 log = logging.getLogger(__name__)
 
 NATIVE_HW = (460, 700)  # the release's (height, width); the few other sizes are resized, counted
+SIZE_TOLERANCE = 0.05  # per side: the release's odd sizes (700 x 456) are within 1%
 
 EXTRA_SCHEMA: dict[str, pl.DataType] = {
     "magnification": pl.Int64(),
@@ -41,7 +44,7 @@ EXTRA_SCHEMA: dict[str, pl.DataType] = {
 def decode_spec(params: PrepareParams) -> Decode:
     """How every BreakHis PNG is decoded, in ``prepare`` and in ``preprocess_one`` alike."""
     return Decode(size=(params.image_size, params.image_size), expect=NATIVE_HW,
-                  off_size="resize", fit=params.fit, reduced=False)
+                  off_size="resize", fit=params.fit, reduced=False, tolerance=SIZE_TOLERANCE)
 
 
 def prepare(cfg: DatasetConfig, out_dir: Path) -> None:

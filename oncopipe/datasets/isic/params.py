@@ -14,7 +14,8 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".jpg", ".jpeg"), formats=("JPEG",),
-    expected="a JPEG photograph as in jpeg/train/")
+    expected="a JPEG photograph as in jpeg/train/",
+    min_side=256)  # the release's smallest photographs are 480 x 640
 
 
 @dataclass(frozen=True)

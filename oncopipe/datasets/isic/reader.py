@@ -3,8 +3,10 @@
 Every raw item ends up either as a :class:`~oncopipe.imagedump.Candidate` or as a rejection
 with its reason: images without a CSV row, rows without an image, unknown or inconsistent
 labels (``target`` is 1 exactly when ``diagnosis`` is melanoma and ``benign_malignant`` is
-malignant), rows without a patient id, duplicate rows, the second image of each pair in the
-ISIC duplicates list. Test images (no labels) are counted, not used.
+malignant), rows without a patient id, duplicate rows (an image listed twice with another
+label or patient is not used at all), the second image of each pair in the ISIC duplicates
+list. A header naming a column twice stops the stage (:func:`oncopipe.rawfiles.read_csv`):
+which of the two is meant cannot be known. Test images (no labels) are counted, not used.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ EXTRA_SCHEMA = {"sex": pl.String, "age_approx": pl.Float64,
 SUFFIXES = (".jpg", ".jpeg")
 TARGETS = {"0": 0, "1": 1}
 BENIGN_MALIGNANT = {"benign": 0, "malignant": 1}
+# columns two rows of one image must agree on (the label and the split unit)
+_IDENTITY = ("patient_id", "target", "benign_malignant", "diagnosis")
 
 
 def _read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -103,6 +107,7 @@ def read_duplicates(path: Path) -> list[tuple[str, str]]:
 def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> list[Candidate]:
     """Match the images in ``image_dir`` against ``train.csv``; reject what does not match."""
     rows: dict[str, tuple[int, dict]] = {}
+    disputed: dict[str, str] = {}  # image_name -> why its rows disagree
     for line, row in _read_table(root / TRAIN_CSV, REQUIRED):
         name = (row["image_name"] or "").strip()
         where = f"{TRAIN_CSV}:{line}"
@@ -111,7 +116,15 @@ def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> l
             report.reject(where, "bad row: empty image_name")
         elif name in rows:
             report.read()
-            report.reject(where, f"duplicate row: {name} already on line {rows[name][0]}")
+            first_line, first = rows[name]
+            differs = [c for c in _IDENTITY if (row.get(c) or "").strip()
+                       != (first.get(c) or "").strip()]
+            if differs:  # neither row can be trusted: the image is not used
+                disputed[name] = (f"conflicting rows: {name} has other {', '.join(differs)} "
+                                  f"on line {line} than on line {first_line} of {TRAIN_CSV}")
+                report.reject(where, disputed[name])
+            else:
+                report.reject(where, f"duplicate row: {name} already on line {first_line}")
         else:
             rows[name] = (line, row)
 
@@ -136,6 +149,9 @@ def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> l
             continue
         seen.add(name)
         line, row = rows[name]
+        if name in disputed:
+            report.reject(source, disputed[name])
+            continue
         if name in dropped:
             report.reject(source, dropped[name])
             continue

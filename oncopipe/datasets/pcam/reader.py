@@ -2,8 +2,10 @@
 
 Every raw item ends up either as a :class:`~oncopipe.imagedump.Candidate` or as a rejection
 with its reason: files in ``train/`` without a CSV row, CSV rows without a file, rows with an
-unknown label, duplicate rows, stray files. The unlabelled ``test/`` images are counted, not
-used (Kaggle withholds their labels).
+unknown label, duplicate rows, stray files. An id listed twice with the same label keeps its
+first row (the second is rejected as a duplicate); listed with different labels, both rows
+are rejected and the image is not used, because either label may be the wrong one. The
+unlabelled ``test/`` images are counted, not used (Kaggle withholds their labels).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ LABELS = {"0": 0, "1": 1}
 @dataclass(frozen=True)
 class Row:
     line: int
-    label: int | None  # None: the label is unknown, see ``problem``
+    label: int | None  # None: the label is unknown or disputed, see ``problem``
     problem: str = ""
+    text: str = ""  # the label as written
 
 
 def read_labels(root: Path, report: Report) -> dict[str, Row]:
@@ -49,15 +52,23 @@ def read_labels(root: Path, report: Report) -> dict[str, Row]:
             continue
         image_id, label = fields[0].strip(), fields[1].strip()
         if image_id in rows:
+            first = rows[image_id]
             report.read()
-            report.reject(where, f"duplicate row: id {image_id} already on line "
-                                 f"{rows[image_id].line}")
+            if label == first.text:
+                report.reject(where, f"duplicate row: id {image_id} already on line "
+                                     f"{first.line}")
+                continue
+            # the two rows disagree: neither can be trusted, so the image is not used
+            problem = (f"conflicting labels: id {image_id} is {label!r} on line {line} but "
+                       f"{first.text!r} on line {first.line} of {LABELS_FILE}")
+            report.reject(where, problem)
+            rows[image_id] = Row(first.line, None, problem, first.text)
             continue
         if label in LABELS:
-            rows[image_id] = Row(line, LABELS[label])
+            rows[image_id] = Row(line, LABELS[label], text=label)
         else:
             rows[image_id] = Row(line, None, f"unknown label: {label!r} on line {line} "
-                                             f"of {LABELS_FILE}")
+                                             f"of {LABELS_FILE}", label)
     return rows
 
 

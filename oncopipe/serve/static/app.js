@@ -29,7 +29,8 @@ async function getJSON(url, options) {
   return body;
 }
 
-const pct = (p) => `${(100 * p).toFixed(1)}%`;
+// as oncopipe.predict.percent: a model is never certain, so never 100.0% or 0.0%
+const pct = (p) => (p >= 0.9995 ? ">99.9%" : p < 0.0005 ? "<0.1%" : `${(100 * p).toFixed(1)}%`);
 
 // Styles are set through the CSSOM: the Content-Security-Policy forbids inline style attributes.
 function widthOf(node, fraction) {
@@ -177,8 +178,10 @@ function renderResult(answer) {
     el("div", { class: "views" },
       el("figure", {}, el("img", { src: v.input, alt: `input, ${v.title}` }), el("figcaption", { text: `as the model saw it: ${v.title}` })),
       el("figure", {}, el("img", { src: v.saliency, alt: `saliency, ${v.title}` }), el("figcaption", { text: answer.saliency })))));
+  const warnings = (result.warnings || []).map((w) => el("div", { class: "warning", role: "note", text: `Warning: ${w}` }));
   document.getElementById("result").replaceChildren(
     el("div", { id: "answer", "aria-live": "polite", text: said }),
+    ...warnings,
     el("div", { class: "row" },
       el("button", { type: "button", class: "secondary", id: "speak", disabled: !canSpeak,
         title: canSpeak ? "spoken by this browser, offline" : "this browser has no speech synthesis",
