@@ -9,7 +9,7 @@ keys and types recursively; a dataclass may define ``check(self) -> None`` raisi
 ``ValueError`` for constraints between fields (the message is prefixed with the key path).
 Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's
 ``params`` module and found through :mod:`oncopipe.datasets`; the generic sections
-(``shard``, ``train``, ``evaluate``) are declared here.
+(``shard``, ``train``, ``evaluate``, ``export``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
@@ -38,7 +38,8 @@ PARAMS_FILE = Path("params.yaml")
 # How a stage runs, not what it makes: left out of params_hash, so outputs are byte-identical
 # whatever the number of worker processes or threads.
 EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
-SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate")
+SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate",
+                "export")
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
 
 
@@ -255,6 +256,24 @@ class EvaluateParams:
         _require(self.calibration_bins > 1, "calibration_bins must be > 1")
 
 
+EXPORT_FORMATS = ("monai", "medmnist", "hf", "webdataset")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """Which formats the export stage writes (docs/exports.md) and MedMNIST's sizes."""
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    medmnist_sizes: tuple[int, ...] = (28, 64)  # sizes a dimension lacks are skipped
+
+    def check(self) -> None:
+        unknown = sorted(set(self.formats) - set(EXPORT_FORMATS))
+        _require(not unknown, f"formats: unknown {unknown} (known: {', '.join(EXPORT_FORMATS)})")
+        _require(len(set(self.formats)) == len(self.formats), "formats: listed twice")
+        _require(all(s in (28, 64, 128, 224) for s in self.medmnist_sizes),
+                 "medmnist_sizes: each one of 28, 64, 128, 224")
+
+
 @dataclass(frozen=True)
 class TrainProfiles:
     """``demo`` is sized for the synthetic data on 2 CPU cores; ``reference`` is the paper's."""
@@ -321,6 +340,7 @@ class DatasetConfig:
     shard: ShardParams
     train: TrainParams  # the active profile
     evaluate: EvaluateParams
+    export: ExportParams = field(default_factory=ExportParams)
     reads: tuple[str, ...] | None = None  # the declared keys; None: all (predict, tools)
 
     @property
@@ -417,6 +437,7 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
         "shard": build(ShardParams, section.get("shard"), f"{dataset}.shard"),
         "train": getattr(profiles, profile),
         "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
+        "export": build(ExportParams, section.get("export"), f"{dataset}.export"),
     }
     if reads is not None:
         values = _guard(dataset, values, reads)

@@ -1,0 +1,34 @@
+"""Write the formats a dataset's ``export`` params ask for, each in its own folder."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from oncopipe.atomic import atomic_path
+from oncopipe.config import ExportParams
+from oncopipe.export import provenance, source
+
+log = logging.getLogger(__name__)
+
+
+def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
+           params_hash: str) -> dict:
+    """Replace ``out_dir`` by ``<format>/`` folders; return the sample count and what each
+    format wrote."""
+    src = source.load(prepared, shard_dir)
+    log.info("exporting %d samples of %s (%d not in the shards)", len(src.table),
+             src.meta.dataset, src.not_in_shards)
+    result = {}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for fmt in params.formats:
+            module = importlib.import_module(f"oncopipe.export.{fmt}")
+            folder = tmp / fmt
+            folder.mkdir()
+            written = module.write(src, folder, params)
+            provenance.write(src, folder, fmt, params_hash, written)
+            result[fmt] = written
+            log.info("wrote %s: %s", fmt, written)
+    return {"samples": len(src.table), "formats": result}
