@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
 from oncopipe.atomic import atomic_path
 from oncopipe.config import ExportParams
-from oncopipe.export import provenance, source
+from oncopipe.export import hf, medmnist, monai, provenance, source, webdataset
+
+WRITERS = {"monai": monai.write, "medmnist": medmnist.write, "hf": hf.write,
+           "webdataset": webdataset.write}
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +26,9 @@ def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for fmt in params.formats:
-            module = importlib.import_module(f"oncopipe.export.{fmt}")
             folder = tmp / fmt
             folder.mkdir()
-            written = module.write(src, folder, params)
+            written = WRITERS[fmt](src, folder, params)
             provenance.write(src, folder, fmt, params_hash, written)
             result[fmt] = written
             log.info("wrote %s: %s", fmt, written)
