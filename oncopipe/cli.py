@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from oncopipe import config, datasets, gate, results
+from oncopipe.errors import InputError
 
 
 def _version() -> str:
@@ -44,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="project folder holding params.yaml, models/, data/, metrics/")
     s.add_argument("--max-upload-mb", type=int, default=512,
                    help="largest upload accepted, MiB (413 beyond; default 512)")
-    s.add_argument("--max-unpacked-mb", type=int, default=4096,
-                   help="largest size a zip or .gz upload may inflate to, MiB (default 4096)")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests addressed to this host name (repeatable; "
+                        "e.g. the machine's name when binding 0.0.0.0); others get 421")
 
     g = sub.add_parser("gate", help="compare metrics/*/metrics.json with the thresholds")
     g.add_argument("--thresholds", type=Path, default=gate.THRESHOLDS_FILE,
@@ -103,19 +105,21 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         log.setup("serve")
-        serve(args.host, args.port, root=args.root,
-              max_upload=args.max_upload_mb << 20, max_unpacked=args.max_unpacked_mb << 20)
+        serve(args.host, args.port, tuple(args.allow_host), root=args.root,
+              max_upload=args.max_upload_mb << 20)
         return 0
     from oncopipe import predict
 
     try:
         result = predict.predict_file(args.dataset, args.input, args.model,
                                       tuple(args.point) if args.point else None, args.params)
-    except (OSError, ValueError) as exc:
+    except (InputError, OSError) as exc:  # the user's settings or input; unreadable files
         print(f"predict: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json
           else f"{args.input}: {predict.in_words(result)}")
+    for warning in [] if args.json else result.get("warnings", []):
+        print(f"predict: warning: {warning}", file=sys.stderr)
     return 0
 
 

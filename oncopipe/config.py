@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
+from oncopipe import limits as input_limits
 from oncopipe.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
@@ -41,6 +42,8 @@ EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
 SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate",
                 "export")
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
+# Keys at the top of params.yaml shared by every dataset; a stage lists them in ``reads`` as is
+TOP_KEYS = ("seed", "limits")
 
 
 class UndeclaredParamError(AttributeError):
@@ -341,6 +344,7 @@ class DatasetConfig:
     train: TrainParams  # the active profile
     evaluate: EvaluateParams
     export: ExportParams = field(default_factory=ExportParams)
+    limits: input_limits.Limits = input_limits.DEFAULT  # the top-level ``limits:`` section
     reads: tuple[str, ...] | None = None  # the declared keys; None: all (predict, tools)
 
     @property
@@ -348,11 +352,18 @@ class DatasetConfig:
         """Short hash of the declared params' values (defaults included), for provenance.
 
         Execution settings (:data:`EXECUTION_KEYS`) are left out: they change how fast a stage
-        runs, never its bytes.
+        runs, never its bytes. Of ``limits``, only the values raised or lowered from their
+        defaults count, so data prepared under the defaults keeps its hash.
         """
         keys = self.reads if self.reads is not None else ("seed", *SECTION_KEYS)
         values = {}
         for key in sorted(keys):
+            if key == "limits":
+                changed = {k: v for k, v in dataclasses.asdict(self.limits).items()
+                           if v != getattr(input_limits.DEFAULT, k)}
+                if changed:
+                    values[key] = changed
+                continue
             value: Any = self
             for part in key.split("."):
                 value = object.__getattribute__(value, "_obj") if isinstance(value, _Partial) \
@@ -390,17 +401,22 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
     """Read ``params.yaml`` and return the validated config of ``dataset``.
 
     ``reads``: the keys the calling stage declares in dvc.yaml, relative to the dataset's
-    section (``prepare``, ``prepare.cohort``, ``train``...) plus the global ``seed``; every
+    section (``prepare``, ``prepare.cohort``, ``train``...) plus the global ``seed`` and
+    ``limits``; every
     other key is guarded (see the module docstring). ``None`` gives everything.
     """
     from oncopipe import datasets as registry  # local: the registry imports dataset modules
 
     data = read_params(path)
-    allowed_top = {"seed", "datasets", *registry.NAMES}
+    allowed_top = {*TOP_KEYS, "datasets", *registry.NAMES}
     unknown = sorted(set(data) - allowed_top)
     if unknown:
         raise ParamsError(f"{unknown[0]}: unknown top-level key in {path}")
     seed = _coerce(int, data.get("seed", 0), "seed")
+    raw_limits = data.get("limits")
+    if raw_limits is not None and not isinstance(raw_limits, dict):
+        raise ParamsError(f"limits: expected a mapping, got {type(raw_limits).__name__}")
+    limits = input_limits.from_params(raw_limits)
     listed = _coerce(list[str], data.get("datasets", []), "datasets")
     for i, name in enumerate(listed):
         if name not in registry.NAMES:
@@ -438,6 +454,7 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
         "train": getattr(profiles, profile),
         "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
         "export": build(ExportParams, section.get("export"), f"{dataset}.export"),
+        "limits": limits,
     }
     if reads is not None:
         values = _guard(dataset, values, reads)
@@ -451,7 +468,7 @@ def _guard(dataset: str, values: dict[str, Any], reads: tuple[str, ...]) -> dict
             raise ValueError(f"reads: {key!r} is not a params key")  # programming error
     guarded = {}
     for name, value in values.items():
-        where = name if name == "seed" else f"{dataset}.{name}"
+        where = name if name in TOP_KEYS else f"{dataset}.{name}"
         sub = frozenset(k.split(".", 1)[1] for k in reads if k.startswith(f"{name}."))
         if name in reads:
             guarded[name] = value

@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,12 +102,34 @@ def bad_bytes_reject(path: str | Path, what: str,
                     f"{': ' + detail if detail else ''})") from exc
 
 
-def disk_full(exc: OSError, path: str | Path) -> DiskFullError | None:
-    """A :class:`DiskFullError` naming ``path`` if ``exc`` is ENOSPC/EDQUOT, else None."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"{path}: no space left on the device ({exc.strerror}); "
-                             "free space there or point the output elsewhere")
-    return None
+def disk_full(exc: OSError, path: str | Path, needed: int | None = None
+              ) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming ``path`` if ``exc`` is ENOSPC/EDQUOT, else None.
+
+    ``needed``: bytes the write had reached when the disk filled (a lower bound on the space
+    the output needs); the message gives it beside the space still free there.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    space = ""
+    if needed is not None:
+        space = f"; it needs more than {_size(needed)}"
+        where = Path(path).parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        with contextlib.suppress(OSError):
+            space += f", {_size(shutil.disk_usage(where).free)} free there"
+    return DiskFullError(f"{path}: no space left on the device ({exc.strerror}){space}; "
+                         "free space there or point the output elsewhere")
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
 
 
 def one_line_exit(stage: str) -> Callable[[F], F]:
@@ -118,14 +142,18 @@ def one_line_exit(stage: str) -> Callable[[F], F]:
             try:
                 return main(*args, **kwargs)
             except InputError as exc:
-                print(f"{stage}: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+                message = str(exc)
             except OSError as exc:
                 full = disk_full(exc, exc.filename or "output")
                 if full is None:
                     raise
-                print(f"{stage}: {full}", file=sys.stderr)
-                raise SystemExit(2) from None
+                message = str(full)
+            # Release the failed run's frames now (outside the handler, and those in reference
+            # cycles through the exception): a worker pool they hold open then shuts down
+            # cleanly instead of during interpreter shutdown, which prints a traceback.
+            gc.collect()
+            print(f"{stage}: {message}", file=sys.stderr)
+            raise SystemExit(2)
 
         return run  # type: ignore[return-value]
 

@@ -13,9 +13,10 @@ On a cluster: when the environment names a Dask scheduler (``ONCOPIPE_DASK_SCHED
 tcp://host:8786``), the same items go to that cluster's workers instead, with the same
 bounded window and the same order, so the outputs are byte-identical wherever the work ran.
 An environment variable, not a param: where work runs must not change any stage's hash.
-The workers must see the raw data at the same path (a shared filesystem) and import the same
-``oncopipe``; the ``ONCOPIPE_*`` settings of the stage's environment (input limits, the
-patient-id key) travel with each task. A worker lost mid-run is Dask's to handle: its tasks
+The workers must see the project folder and the raw data at the same paths (a shared
+filesystem) and import the same ``oncopipe``; each task runs in the stage's working
+directory, with the ``ONCOPIPE_*`` settings of the stage's environment (input limits, the
+patient-id key). A worker lost mid-run is Dask's to handle: its tasks
 are rerun elsewhere (up to the scheduler's ``allowed-failures``).
 
 Workers die with the stage: a stage killed with SIGKILL (a user's ``kill -9``, the OOM killer)
@@ -125,7 +126,7 @@ def _dask_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], address: s
         size = DASK_CHUNK if total is None else max(1, min(DASK_CHUNK, total // (threads * 8)))
         window: deque[Future] = deque()
         for chunk in _chunks(items, size):
-            window.append(client.submit(_run_chunk, fn, env, chunk, pure=False))
+            window.append(client.submit(_run_chunk, fn, env, os.getcwd(), chunk, pure=False))
             if len(window) >= threads * 2:
                 yield from _take(window, bar)
         while window:
@@ -160,9 +161,16 @@ def _take(window: deque, bar: tqdm | _LogProgress) -> Iterator:
         bar.update()
 
 
-def _run_chunk(fn: Callable[[T], R], env: dict[str, str], chunk: list[T]) -> list[R]:
-    """Run ``fn`` over ``chunk`` on a Dask worker with the stage's ``ONCOPIPE_*`` settings."""
+def _run_chunk(fn: Callable[[T], R], env: dict[str, str], cwd: str,
+               chunk: list[T]) -> list[R]:
+    """Run ``fn`` over ``chunk`` on a Dask worker as the stage would: its ``ONCOPIPE_*``
+    settings, and its working directory (items name raw files relative to the project)."""
     os.environ.update(env)
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise RuntimeError(f"Dask worker: the project folder {cwd} is not there ({exc}): "
+                           "workers must see the project at the same path") from None
     return [fn(item) for item in chunk]
 
 

@@ -12,14 +12,19 @@ with :func:`answer`, so the JSON of the web API and of ``oncopipe predict --json
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from oncopipe import config, datasets
+from oncopipe import config, datasets, input_warnings, limits
+from oncopipe.errors import InputError, ModelError
 from oncopipe.loader import to_float
 from oncopipe.training import load_model
+
+# the warnings of the last preprocess() in this thread, for the answer() that follows it
+_NOTED: ContextVar[tuple[str, ...]] = ContextVar("noted_warnings", default=())
 
 
 class Predictor:
@@ -42,7 +47,7 @@ class Predictor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
         expected = tuple(self.card["sample_shape"])
         if tuple(sample.shape) != expected:
-            raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
+            raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
         return to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
 
@@ -73,17 +78,25 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
                point: tuple[float, float, float] | None = None) -> np.ndarray:
     """``path`` through its dataset's ``preprocess_one`` (as the ``prepare`` stage stores it)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: input not found")
-    return datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
+        raise InputError(f"{path}: input not found")
+    with input_warnings.collect() as notes:
+        sample = datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
+    _NOTED.set(tuple(notes))
+    return sample
 
 
 def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
            point: tuple[float, float, float] | None = None) -> dict:
-    """The result as ``oncopipe predict --json`` prints it (and the web API returns it)."""
+    """The result as ``oncopipe predict --json`` prints it (and the web API returns it), with
+    the warnings of the :func:`preprocess` that made ``sample``."""
     result = predictor.predict(sample)
     result["input"] = input_name
     if point is not None:
         result["point"] = [float(v) for v in point]
+    warnings = _NOTED.get()
+    _NOTED.set(())
+    if warnings:  # valid but unusual input (see oncopipe.input_warnings); absent otherwise
+        result["warnings"] = list(warnings)
     return result
 
 
@@ -92,6 +105,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = config.load(dataset, params)
+    limits.activate(cfg.limits)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 

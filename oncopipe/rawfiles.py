@@ -17,6 +17,7 @@ releases' CSV files strictly as UTF-8.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
 import io
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oncopipe import limits
 from oncopipe.errors import RawLayoutError
 
 if TYPE_CHECKING:
@@ -123,21 +125,35 @@ def read_text(path: str | Path) -> str:
     match nothing; the error names the file, the byte and its position, and the fix.
     """
     path = Path(path)
+    limits.active().check("max_table_bytes", path.stat().st_size, path)
     data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        at = start + exc.start  # an offset in the file, BOM included
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
         raise RawLayoutError(
-            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column "
+            f"{path}: not UTF-8 text (byte 0x{data[at]:02x} at line {line}, column "
             f"{column}); re-save it as UTF-8, e.g. iconv -f cp1252 -t utf-8"
         ) from None
 
 
 def read_csv(path: str | Path) -> list[list[str]]:
-    """All rows of a CSV file read with :func:`read_text`."""
+    """All rows of a CSV file read with :func:`read_text`; the first row is its header.
+
+    A column named twice in the header is an error: reading rows as ``name -> value`` would
+    keep one of the two silently (``csv.DictReader`` keeps the last), and the two may
+    disagree, e.g. two ``target`` columns relabelling every image.
+    """
     try:
-        return list(csv.reader(io.StringIO(read_text(path), newline="")))
+        rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     except csv.Error as exc:
         raise RawLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    names = [name.strip() for name in rows[0]] if rows else []
+    twice = sorted({name for name in names if name and names.count(name) > 1})
+    if twice:
+        raise RawLayoutError(f"{path}: column {twice[0]!r} appears "
+                             f"{names.count(twice[0])} times in the header; keep one")
+    return rows

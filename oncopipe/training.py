@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +51,7 @@ from oncopipe import metrics, models
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
 from oncopipe.config import DatasetConfig, TrainParams, build
+from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
 from oncopipe.shards import read_summary
 from oncopipe.workers import loader_options
@@ -359,8 +362,30 @@ def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | N
 
 
 def _save(obj: dict, path: Path) -> None:
+    """Save a checkpoint atomically; a full disk is a :class:`~oncopipe.errors.DiskFullError`.
+
+    torch's writer reports a full disk as ``RuntimeError: unexpected pos`` (a file object
+    would give the ``OSError``, but also another archive name inside, so other bytes): it is
+    told apart by the room left beside the checkpoint.
+    """
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            if shutil.disk_usage(tmp.parent).free >= _tensor_bytes(obj):
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+
+
+def _tensor_bytes(obj: object) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about what saving it takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
@@ -370,10 +395,10 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
     for path in (cfg_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
+            raise ModelError(f"{path}: not found (did the train stage run?)")
     card = json.loads(cfg_path.read_text(encoding="utf-8"))
     if "architecture" not in card:
-        raise ValueError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
+        raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
                          "rerun the train stage")
     arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
     model = models.assemble(arch)  # the trained weights follow: never download any here

@@ -8,7 +8,7 @@ Each script names the params keys it reads in ``READS`` (relative to the dataset
 plus the global ``seed``): exactly its ``params:`` in dvc.yaml, which tests/test_stage_deps.py
 checks, while :func:`oncopipe.config.load` refuses any other key at run time. A user's mistake
 (a bad params value, a raw folder in the wrong layout) ends the stage with one line and exit
-status 2 (:func:`oncopipe.errors.one_line_exit`).
+status 2 (:func:`oncopipe.errors.one_line_exit`). Every stage calls :func:`housekeeping` first.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
+from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
 from oncopipe.errors import InputError
+
+LOCK_FILE = Path("dvc.lock")
 
 
 def usage(args: str) -> None:
@@ -36,3 +41,28 @@ def dataset_name(argv: list[str] | None) -> str:
     if len(args) != 1:
         raise InputError(f"expected one argument, the dataset name; got {args!r}")
     return args[0]
+
+
+def housekeeping() -> None:
+    """Sweep what killed runs left (:func:`oncopipe.atomic.sweep_orphans`) and refuse to run
+    on a damaged ``dvc.lock``, saying how to restore it (docs/pipeline.md)."""
+    sweep_orphans(*OUTPUT_ROOTS)
+    check_lock(LOCK_FILE)
+
+
+def check_lock(path: Path) -> None:
+    """:class:`InputError` with the fix if ``path`` exists but is not a DVC lock file.
+
+    DVC rewrites ``dvc.lock`` in place after every stage, so a run killed at that moment can
+    leave it truncated.
+    """
+    if not path.is_file():
+        return
+    fix = (f"{path}: damaged ({{}}); restore it with `git checkout {path}`, or delete it and "
+           "run `dvc commit` (keeps the outputs) or `dvc repro`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(fix.format("not valid YAML: " + str(exc).splitlines()[0])) from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+        raise InputError(fix.format("not a mapping of stages"))

@@ -7,7 +7,7 @@ from pathlib import Path
 from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import atomic_path
 from oncopipe.errors import one_line_exit
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
 READS = ("demo",)
 
@@ -17,6 +17,7 @@ READS = ("demo",)
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"demo[{name}]")
+    housekeeping()
     cfg = config.load(name, reads=READS)
     out = Path("data/demo") / name
     with atomic_path(out) as tmp:

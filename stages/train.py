@@ -13,7 +13,7 @@ from pathlib import Path
 
 from oncopipe import config, log, perf, shards, training
 from oncopipe.errors import one_line_exit
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
 READS = ("seed", "task", "profile", "train")
 
@@ -29,6 +29,7 @@ def torchrun_argv(name: str, nproc: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"train[{name}]")
+    housekeeping()
     cfg = config.load(name, reads=READS)
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
         cmd = torchrun_argv(name, cfg.train.nproc)

@@ -75,7 +75,7 @@ def local_cluster(pythonpath: list[Path], workers: int = 2) -> Iterator[Cluster]
             proc = subprocess.Popen(
                 [str(bindir / "dask"), "worker", address, "--name", f"w{i}", "--nthreads", "1",
                  "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
             procs.append(proc)
             cluster.workers[f"w{i}"] = proc
         deadline = time.monotonic() + 60

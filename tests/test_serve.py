@@ -13,18 +13,20 @@ import json
 import logging
 import tempfile
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_project import build
+from serve_project import UNPACKED, build
 
 from oncopipe import cli
 from oncopipe.serve.app import Settings, create_app
 
 LIMIT = 256 << 10  # upload limit of the test app: 256 KiB
-UNPACKED = 8 << 20  # zip / gzip inflation limit: 8 MiB
+FUZZ_CORPUS = Path(__file__).parent / "data" / "fuzz"
+BASE = "http://127.0.0.1"  # the Host the app answers (TestClient's default is refused)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,8 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(project):
-    app = create_app(Settings(root=project.root, max_upload=LIMIT, max_unpacked=UNPACKED))
-    with TestClient(app) as c:
+    app = create_app(Settings(root=project.root, max_upload=LIMIT))
+    with TestClient(app, base_url=BASE) as c:
         yield c
 
 
@@ -155,6 +157,7 @@ BAD = [
     ("lidc", "series.zip", b"not a zip", "0 0 0", 422, "not a readable zip"),
     ("lidc", "empty.zip", "empty_zip", "0 0 0", 422, "no .dcm files"),
     ("lidc", "junk.zip", "junk_dcm", "0 0 0", 422, "expected a folder of one CT series"),
+    ("lidc", "lying.zip", "negative_offset_zip", "0 0 0", 422, "cannot be unpacked"),
     ("pcam", "patch.tif", "tif", "1 2 3", 400, "a point is not used"),
     ("breakhis", "slide.png", "png", None, 404, "no model trained yet"),
     ("nosuch", "x.png", "png", None, 404, "unknown dataset"),
@@ -168,7 +171,10 @@ def _content(project, spec):
             "png": lambda: png_bytes(ext=".png"), "small": lambda: png_bytes((64, 64)),
             "series": project.lidc_zip.read_bytes,
             "empty_zip": lambda: zip_bytes({"readme.txt": b"hello"}),
-            "junk_dcm": lambda: zip_bytes({"s/1.dcm": b"junk", "s/2.dcm": b"junk"})}[spec]()
+            "junk_dcm": lambda: zip_bytes({"s/1.dcm": b"junk", "s/2.dcm": b"junk"}),
+            "negative_offset_zip": lambda: (FUZZ_CORPUS / "upload" /
+                                            "negative-local-header-offset-1.bin").read_bytes(),
+            }[spec]()
 
 
 @pytest.mark.parametrize(("dataset", "name", "content", "point", "status", "words"), BAD,
@@ -331,7 +337,7 @@ def test_models_load_once_and_reload_when_the_train_stage_rewrites_them(project,
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    with TestClient(create_app(Settings(root=project.root))) as fresh, \
+    with TestClient(create_app(Settings(root=project.root)), base_url=BASE) as fresh, \
             caplog.at_level(logging.INFO, logger="oncopipe.serve"):
         assert not [r for r in caplog.records if "loaded" in r.getMessage()]  # lazily
         data = project.pcam_image.read_bytes()
@@ -359,10 +365,26 @@ def test_the_client_file_name_is_never_a_path(project, client, private_tmp):
 def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tmp_path):
     (tmp_path / "models").symlink_to(project.root / "models")
     (tmp_path / "params.yaml").write_text("seed: [\n")
-    with TestClient(create_app(Settings(root=tmp_path))) as broken:
+    with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as broken:
         response = post(broken, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert response.status_code == 500
         assert "params.yaml" in response.json()["error"]
+
+
+def test_an_unexpected_error_is_a_logged_500_without_a_traceback(project, tmp_path, caplog):
+    import shutil
+
+    shutil.copytree(project.root / "models", tmp_path / "models")
+    (tmp_path / "models/pcam/config.json").write_text("{not json")  # a bug's stand-in
+    (tmp_path / "params.yaml").write_text((project.root / "params.yaml").read_text())
+    with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as c, \
+            caplog.at_level(logging.ERROR, logger="oncopipe.serve"):
+        response = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal error (JSONDecodeError)"}
+        assert "predict on pcam: JSONDecodeError" in caplog.text
+        ok = post(c, "/api/predict/isic", "p.jpg", png_bytes(ext=".jpg"))
+        assert ok.status_code == 200  # and the server keeps serving
 
 
 def test_the_command_binds_this_machine_only_by_default():

@@ -20,7 +20,7 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from stage_closure import ROOT, closure, is_code, stage_dataset, stage_module
 
-from oncopipe import datasets
+from oncopipe import config, datasets
 
 
 @cache
@@ -72,7 +72,7 @@ def test_params_are_what_the_stage_reads(address):
     stage = next(s for s in stages() if s.addressing == address)
     dataset = _stage_dataset(address)
     reads = importlib.import_module(stage_module(stage.cmd)).READS
-    expected = {key if key == "seed" else f"{dataset}.{key}" for key in reads}
+    expected = {key if key in config.TOP_KEYS else f"{dataset}.{key}" for key in reads}
     declared = {key for d in stage.deps if isinstance(d, ParamsDependency) for key in d.params}
     assert declared == expected, f"{address}: params {sorted(declared)} != reads {sorted(expected)}"
 

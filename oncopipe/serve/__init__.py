@@ -21,8 +21,12 @@ import logging
 log = logging.getLogger("oncopipe.serve")
 
 
-def serve(host: str, port: int, **settings) -> None:
-    """Run the app with uvicorn until interrupted (models load on first use)."""
+def serve(host: str, port: int, allow_hosts: tuple[str, ...] = (), **settings) -> None:
+    """Run the app with uvicorn until interrupted (models load on first use).
+
+    Requests are answered for the loopback names, ``host`` and ``allow_hosts`` only (the
+    ``Host`` header a browser sends is the name in its address bar).
+    """
     import uvicorn
 
     from oncopipe.serve.app import Settings, create_app
@@ -31,8 +35,10 @@ def serve(host: str, port: int, **settings) -> None:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
+    app_settings = Settings(hosts=(host, *allow_hosts), **settings)
     if not loopback:
         log.warning("binding %s: the app has no authentication and anyone who can reach "
                     "this address can upload to it", host)
-    uvicorn.run(create_app(Settings(**settings)), host=host, port=port, log_level="info",
+    log.info("answering requests for host names %s", ", ".join(sorted(app_settings.allowed_hosts)))
+    uvicorn.run(create_app(app_settings), host=host, port=port, log_level="info",
                 access_log=False)

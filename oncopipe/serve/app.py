@@ -5,33 +5,55 @@ JSON of ``oncopipe predict <ds> --json``), ``POST /api/explain/<ds>`` (the same 
 pictures: the input as the model saw it and a Grad-CAM map), ``POST /api/scan/<ds>`` (the
 slices of an uploaded CT series, to pick a point on), ``GET /api/pipeline/<ds>`` and its
 pictures. Every error is ``{"error": "<one line>"}`` with a 4xx status (5xx when the project,
-not the request, is at fault); nothing an upload contains (names, pixels, DICOM values, error
-messages quoting them) goes to the log.
+not the request, is at fault; any unexpected exception is a logged 500 whose body names only
+its type); nothing an upload contains (names, pixels, DICOM values, error messages quoting
+them) goes to the log.
+
+Safe to leave running while browsing other sites (:class:`_Guard`): a request whose ``Host``
+is not this machine's loopback name (or a name given with ``--host``/``--allow-host``) gets
+421, so a hostile site's DNS name rebound to 127.0.0.1 reads nothing; a POST whose
+``Origin`` (else ``Referer``, else ``Sec-Fetch-Site``) is another site gets 403, so a
+cross-origin form or ``fetch(mode: "no-cors")`` is never processed. Heavy work runs in a
+worker thread that stops between steps (and between chunks while unpacking) once the client
+disconnects.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import logging
 import math
 import re
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, predict, saliency
+from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
+from oncopipe.errors import InputError, LimitError, ModelError
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
 log = logging.getLogger("oncopipe.serve")
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+POLL_S = 0.1  # how often a running request checks whether its client is still there
 
 
 def _spec(dataset: str) -> datasets.PredictInput:
@@ -62,13 +84,31 @@ def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     cache = Cache(settings)
-    app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None)
 
-    app.add_middleware(_Limits, limit=settings.max_upload + MIB)  # + multipart framing
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        left = uploads.sweep() + sweep_orphans(*(settings.root / r for r in OUTPUT_ROOTS))
+        if left:
+            log.info("removed %d temporary folder(s) or file(s) of processes that were killed",
+                     len(left))
+        try:
+            yield
+        finally:
+            uploads.sweep(own=True)
+
+    app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.add_middleware(_Guard, limit=settings.max_upload + MIB,  # + multipart framing
+                       hosts=settings.allowed_hosts)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):  # Starlette logs it; the body: type only
+        log.error("%s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return _error(500, f"internal error ({type(exc).__name__})")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -78,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
@@ -102,94 +142,111 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             "best_epoch": card.get("best_epoch")}})
         return out
 
-    def run(dataset: str, file: UploadFile, point: str | None, explain: bool) -> Response:
-        started = time.perf_counter()
-        status = 200
-        try:
-            spec = _spec(dataset)
-            with uploads.Upload(settings, spec, file) as up:
-                try:
-                    p = _point(point, spec.point, dataset)
-                    predictor, layer = cache.model(dataset)
-                    sample = predict.preprocess(cache.config(dataset), up.path(), p)
-                    result = predict.answer(predictor, sample, up.name, p)
-                    if not explain:
-                        return JSONResponse(result)
-                    x = predictor.tensor(sample)
-                    with predictor.lock:
-                        layer = layer or saliency.feature_module(predictor.model, x)
-                        target = predictor.class_names.index(result["predicted"])
-                        cam = saliency.grad_cam(predictor.model, x, target, layer)
-                    cache.remember_layer(dataset, layer)
-                    note = f"Grad-CAM on {layer}"
-                    if not cam.any():
-                        note += ": empty, nothing in the input raised this class's score"
-                    return JSONResponse({"result": result, "words": predict.in_words(result),
-                                         "views": views.sample_views(sample, cam),
-                                         "saliency": note})
-                except uploads.UploadError as exc:
-                    status = exc.status
-                    return _error(status, up.public(exc))
-                except NoModel as exc:
-                    status = 404
-                    return _error(status, str(exc))
-                except Misconfigured as exc:  # about the project, not the upload: logged
-                    status = 500
-                    log.error("%s", exc)
-                    return _error(status, str(exc))
-                except (ValueError, OSError) as exc:  # does not belong, cannot be decoded
-                    status = 422
-                    return _error(status, up.public(exc))
-        except HTTPException as exc:
-            status = exc.status_code
-            raise
-        except Exception as exc:  # keep serving; the message may quote the upload: not logged
-            status = 500
-            log.error("%s on %s: %s (message withheld)", "explain" if explain else "predict",
-                      dataset, type(exc).__name__)
-            return _error(500, f"internal error ({type(exc).__name__})")
-        finally:
-            log.info("%s %s: status %d in %.0f ms", "explain" if explain else "predict",
-                     dataset, status, 1000 * (time.perf_counter() - started))
+    def answer(dataset: str, file: UploadFile, point: str | None, explain: bool,
+               cancel: threading.Event) -> Response:
+        """The prediction (and with ``explain`` the pictures), in a worker thread."""
+        spec = _spec(dataset)
+        cfg = cache.config(dataset)
+        with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
+            try:
+                p = _point(point, spec.point, dataset)
+                path = up.path()  # before the model loads: a bomb must not cost its memory
+                uploads.check(cancel)
+                predictor, layer = cache.model(dataset)
+                sample = predict.preprocess(cfg, path, p)
+                uploads.check(cancel)
+                result = predict.answer(predictor, sample, up.name, p)
+                if not explain:
+                    return JSONResponse(result)
+                uploads.check(cancel)
+                x = predictor.tensor(sample)
+                with predictor.lock:
+                    layer = layer or saliency.feature_module(predictor.model, x)
+                    target = predictor.class_names.index(result["predicted"])
+                    cam = saliency.grad_cam(predictor.model, x, target, layer)
+                cache.remember_layer(dataset, layer)
+                note = f"Grad-CAM on {layer}"
+                if not cam.any():
+                    note += ": empty, nothing in the input raised this class's score"
+                return JSONResponse({"result": result, "words": predict.in_words(result),
+                                     "views": views.sample_views(sample, cam),
+                                     "saliency": note})
+            except NoModel as exc:
+                return _error(404, str(exc))
+            except (InputError, OSError) as exc:
+                return _refusal(exc, up)
 
-    @app.post("/api/predict/{dataset}")
-    def predict_route(dataset: str, file: Annotated[UploadFile, File()],
-                      point: Annotated[str | None, Form()] = None) -> Response:
-        return run(dataset, file, point, explain=False)
-
-    @app.post("/api/explain/{dataset}")
-    def explain_route(dataset: str, file: Annotated[UploadFile, File()],
-                      point: Annotated[str | None, Form()] = None) -> Response:
-        return run(dataset, file, point, explain=True)
-
-    @app.post("/api/scan/{dataset}")
-    def scan_route(dataset: str, file: Annotated[UploadFile, File()]) -> Response:
+    def scan(dataset: str, file: UploadFile, cancel: threading.Event) -> Response:
+        """The slices of an uploaded series and its geometry, in a worker thread."""
         spec = _spec(dataset)
         if spec.kind != "series":
             return _error(400, f"{dataset} takes a whole {spec.kind}; there is no point to "
                                "pick")
-        status = 500
-        with uploads.Upload(settings, spec, file) as up:
+        cfg = cache.config(dataset)
+        with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
             try:
+                path = up.path()
+                uploads.check(cancel)
                 module = datasets.module(dataset, "prepare")
-                volume, geometry = module.scan_view(cache.config(dataset), up.path())
+                volume, geometry = module.scan_view(cfg, path)
+                uploads.check(cancel)
                 slices = [{"index": k, "z": geometry["zs"][k], "image": url}
                           for k, url in views.slice_images(volume)]
-            except uploads.UploadError as exc:
-                status = exc.status
-                return _error(exc.status, up.public(exc))
-            except (ValueError, OSError) as exc:
-                status = 422
-                return _error(422, up.public(exc))
-            except Exception as exc:  # keep serving; the message may quote the upload
-                status = 500
-                log.error("scan on %s: %s (message withheld)", dataset, type(exc).__name__)
-                return _error(500, f"internal error ({type(exc).__name__})")
-            else:
-                status = 200
-                return JSONResponse({"geometry": geometry, "slices": slices})
-            finally:
-                log.info("scan %s: status %d", dataset, status)
+            except (InputError, OSError) as exc:
+                return _refusal(exc, up)
+            return JSONResponse({"geometry": geometry, "slices": slices})
+
+    async def handled(request: Request, what: str, dataset: str,
+                      work: Callable[[threading.Event], Response]) -> Response:
+        """Run ``work`` in a worker thread while watching the client: once it disconnects,
+        ``work`` stops at its next check. Logs the status and time, never the upload."""
+        started = time.perf_counter()
+        cancel = threading.Event()
+
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(POLL_S)
+            cancel.set()
+
+        watcher = asyncio.ensure_future(watch())
+        status = 500
+        try:
+            response = await run_in_threadpool(work, cancel)
+            status = response.status_code
+            return response
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        except uploads.Abandoned:
+            status = 499  # nginx's "client closed request": nobody reads this answer
+            return Response(status_code=status)
+        except Misconfigured as exc:  # about the project, not the upload: logged
+            log.error("%s", exc)
+            return _error(500, str(exc))
+        except Exception as exc:  # a bug; keep serving; the message may quote the upload
+            log.error("%s on %s: %s (message withheld)", what, dataset, type(exc).__name__)
+            return _error(500, f"internal error ({type(exc).__name__})")
+        finally:
+            watcher.cancel()
+            log.info("%s %s: status %d in %.0f ms", what, dataset, status,
+                     1000 * (time.perf_counter() - started))
+
+    @app.post("/api/predict/{dataset}")
+    async def predict_route(request: Request, dataset: str, file: Annotated[UploadFile, File()],
+                            point: Annotated[str | None, Form()] = None) -> Response:
+        return await handled(request, "predict", dataset,
+                             lambda cancel: answer(dataset, file, point, False, cancel))
+
+    @app.post("/api/explain/{dataset}")
+    async def explain_route(request: Request, dataset: str, file: Annotated[UploadFile, File()],
+                            point: Annotated[str | None, Form()] = None) -> Response:
+        return await handled(request, "explain", dataset,
+                             lambda cancel: answer(dataset, file, point, True, cancel))
+
+    @app.post("/api/scan/{dataset}")
+    async def scan_route(request: Request, dataset: str, file: Annotated[UploadFile, File()]
+                         ) -> Response:
+        return await handled(request, "scan", dataset, lambda cancel: scan(dataset, file, cancel))
 
     @app.get("/api/pipeline/{dataset}")
     def pipeline_route(dataset: str) -> dict:
@@ -216,31 +273,72 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class _Limits:
-    """ASGI middleware: 413 for a request body over ``limit`` (by its Content-Length before
-    reading anything, or while it streams in), and the security headers on every answer."""
+def _refusal(exc: InputError | OSError, up: uploads.Upload) -> JSONResponse:
+    """The answer to an upload that cannot be used: its one line, the client's names only.
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    413 for a size over a limit, 422 for what does not belong or cannot be decoded, 500 (the
+    model or the server's disk, not the upload; logged) for the rest.
+    """
+    if isinstance(exc, uploads.UploadError):
+        return _error(exc.status, up.public(exc))
+    if isinstance(exc, LimitError):
+        return _error(413, up.public(exc))
+    if isinstance(exc, ModelError):
+        log.error("model: %s", type(exc).__name__)
+        return _error(500, up.public(exc))
+    if isinstance(exc, InputError):
+        return _error(422, up.public(exc))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("no space left for uploads in the temporary directory")
+        return _error(507, "no space left on the server for this upload")
+    log.error("reading an upload: %s (message withheld)", type(exc).__name__)
+    return _error(500, f"internal error ({type(exc).__name__})")
+
+
+def host_name(host: str | None) -> str | None:
+    """The name in a ``Host`` header, lower case, without port or IPv6 brackets; ``None`` if
+    it is missing or malformed."""
+    if not host:
+        return None
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1:]
+        if end < 0 or (rest and not re.fullmatch(r":\d+", rest)):
+            return None
+        return host[1:end]
+    name, _, port = host.partition(":")
+    if ":" in port or (port and not port.isdigit()) or not name:
+        return None
+    return name
+
+
+def same_origin(headers: Headers) -> bool:
+    """Whether a state-changing request comes from this app's own page (or from no page at
+    all, as from ``curl``): ``Origin``, else ``Referer``, else ``Sec-Fetch-Site`` decides."""
+    own = f"http://{headers.get('host', '')}".lower()
+    origin = headers.get("origin")
+    if origin is not None:
+        return origin.strip().lower() == own
+    referer = headers.get("referer")
+    if referer is not None:
+        parts = urlsplit(referer.strip())
+        return f"{parts.scheme}://{parts.netloc}".lower() == own
+    return headers.get("sec-fetch-site", "none").lower() in ("same-origin", "none")
+
+
+class _Guard:
+    """ASGI middleware in front of every route: 421 for a foreign ``Host``, 403 for a
+    state-changing request from another origin, 413 for a request body over ``limit`` (by
+    its Content-Length before reading anything, or while it streams in), and the security
+    headers on every answer."""
+
+    def __init__(self, app, limit: int, hosts: frozenset[str]):
+        self.app, self.limit, self.hosts = app, limit, hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"")
-        too_large = _error(413, f"upload larger than the limit of {self.limit - MIB} bytes")
-        if length.isdigit() and int(length) > self.limit:
-            return await too_large(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # FastAPI passes an HTTPException raised here through
-                raise HTTPException(413, f"upload larger than the limit of "
-                                         f"{self.limit - MIB} bytes")
-            return message
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
@@ -248,7 +346,37 @@ class _Limits:
                 message["headers"] = [*message["headers"],
                                       (b"content-security-policy", CSP.encode()),
                                       (b"x-content-type-options", b"nosniff"),
+                                      (b"x-frame-options", b"DENY"),
                                       (b"referrer-policy", b"no-referrer")]
             await send(message)
+
+        headers = Headers(scope=scope)
+        name = host_name(headers.get("host"))
+        refusal = None
+        if name is None:
+            refusal = _error(400, "request without a valid Host header")
+        elif name not in self.hosts:
+            log.warning("refused a request for another host name (DNS rebinding?)")
+            refusal = _error(421, "this server answers only to "
+                                  f"{', '.join(sorted(self.hosts))}; open it by one of those")
+        elif scope["method"] not in SAFE_METHODS and not same_origin(headers):
+            log.warning("refused a %s from another origin", scope["method"])
+            refusal = _error(403, "cross-origin request refused: only this app's own page "
+                                  "may send it")
+        length = headers.get("content-length", "")
+        too_large = f"upload larger than the limit of {self.limit - MIB} bytes"
+        if refusal is None and length.isdigit() and int(length) > self.limit:
+            refusal = _error(413, too_large)
+        if refusal is not None:
+            return await refusal(scope, receive, with_headers)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # FastAPI passes an HTTPException raised here through
+                raise HTTPException(413, too_large)
+            return message
 
         await self.app(scope, counted, with_headers)

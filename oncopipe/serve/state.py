@@ -2,7 +2,8 @@
 
 Models load on first use (lazily) and stay loaded; each request compares the modification
 times of ``config.json`` and ``model.pt``, so a model the train stage rewrites is reloaded on
-the next request, and likewise the configs when ``params.yaml`` changes.
+the next request, and likewise the configs when ``params.yaml`` changes. The input limits
+are its ``limits:`` section (:mod:`oncopipe.limits`), made the process's on every (re)load.
 """
 
 from __future__ import annotations
@@ -13,22 +14,32 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe import config, predict
+from oncopipe import config, limits, predict
 
 log = logging.getLogger("oncopipe.serve")
 MIB = 1 << 20
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Where the project lies and the limits; the command line sets them."""
+    """Where the project lies, the upload limit and the host names answered; the command
+    line sets them (what an upload may unpack to is ``params.yaml``'s ``limits:``)."""
 
     root: Path = Path(".")  # the project: params.yaml, models/, data/, metrics/
     params: Path | None = None  # default root/params.yaml
     models: Path | None = None  # default root/models
     max_upload: int = 512 * MIB  # bytes in one upload (413 beyond)
-    max_unpacked: int = 4096 * MIB  # bytes a zip or .gz may inflate to (413 beyond)
-    max_pixels: int = 1 << 27  # pixels of one image (a 20 kB PNG can declare 50000 x 50000)
+    hosts: tuple[str, ...] = ()  # names answered besides LOOPBACK_HOSTS (the --host bound)
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """``Host`` names (without port or brackets, lower case) the app answers; any other
+        is refused, so a hostile site's DNS name rebound to this machine gets nothing."""
+        names = {h.strip().strip("[]").lower() for h in self.hosts}
+        return frozenset({*LOOPBACK_HOSTS, *names} - {"", "0.0.0.0", "::"})
 
     @property
     def params_file(self) -> Path:
@@ -90,4 +101,5 @@ class Cache:
                 except (OSError, ValueError) as exc:
                     raise Misconfigured(f"{path}: {exc}") from None
                 self.configs[dataset] = hit
+                limits.activate(hit[1].limits)
             return hit[1]

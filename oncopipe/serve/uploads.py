@@ -3,25 +3,37 @@
 Everything an upload becomes is written under one :func:`tempfile.mkdtemp` folder that the
 caller deletes after the answer. The names inside come from us, never from the client (only
 the suffix is kept, to tell the format); zip entries are checked before anything is written:
-no absolute paths, no ``..``, no links, a capped entry count, and a cap on the total
-uncompressed size enforced while inflating (the sizes a zip header states can lie).
+no absolute paths, no ``..``, no links, a capped entry count, and caps on each entry's and the
+total uncompressed size, checked against what the headers declare and again while inflating
+(the sizes a zip or gzip header states can lie). The caps are :mod:`oncopipe.limits`'.
 :class:`Upload` is one request's upload, as the routes use it; error messages it passes on
-name the client's file, never a server path.
+name the client's file, never a server path. Every copy loop checks a ``cancel`` event
+between chunks, so work for a client that went away stops (:class:`Abandoned`).
+
+The folder's name carries the server's pid (``oncopipe-serve-<pid>-*``): what a killed server
+left is swept at the next start (:func:`sweep`), and a server sweeps its own at shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
 import shutil
 import stat
 import tempfile
+import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
+from oncopipe.atomic import remove_orphans
 from oncopipe.errors import InputError
 from oncopipe.images import ImageError, header_size
+from oncopipe.limits import Limits
 
 if TYPE_CHECKING:
     from fastapi import UploadFile
@@ -30,7 +42,7 @@ if TYPE_CHECKING:
     from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20
-MAX_ZIP_ENTRIES = 10_000
+PREFIX = "oncopipe-serve-"  # + "<pid>-<random>": an upload's temporary folder
 
 
 class UploadError(InputError):
@@ -39,6 +51,23 @@ class UploadError(InputError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class Abandoned(Exception):
+    """The client disconnected; the work for it was stopped."""
+
+
+def sweep(own: bool = False) -> list[Path]:
+    """Remove the upload folders of servers that no longer run (and with ``own``, this
+    server's, at shutdown) from the temporary directory."""
+    tmp = Path(tempfile.gettempdir())
+    removed = remove_orphans(tmp, rf"{re.escape(PREFIX)}(?:(\d+)-)?[a-z0-9_]{{8}}",
+                             dirs_only=True)
+    if own:
+        for folder in tmp.glob(f"{PREFIX}{os.getpid()}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def suffix_of(filename: str, suffixes: tuple[str, ...]) -> str:
@@ -51,17 +80,21 @@ def suffix_of(filename: str, suffixes: tuple[str, ...]) -> str:
     return PurePosixPath(name.replace("\\", "/")).suffix
 
 
-def save(stream: BinaryIO, dest: Path, limit: int) -> int:
+def save(stream: BinaryIO, dest: Path, limit: int, cancel: threading.Event | None = None
+         ) -> int:
     """Copy ``stream`` to ``dest``; :class:`UploadError` (413) beyond ``limit`` bytes."""
     with open(dest, "wb") as out:
         return _copy_capped(stream, out, limit,
-                            f"upload larger than the limit of {limit} bytes")
+                            f"upload larger than the limit of {limit} bytes", cancel)
 
 
-def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, message: str) -> int:
-    """Copy in chunks; :class:`UploadError` (413) with ``message`` past ``budget`` bytes."""
+def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, message: str,
+                 cancel: threading.Event | None = None) -> int:
+    """Copy in chunks; :class:`UploadError` (413) with ``message`` past ``budget`` bytes,
+    :class:`Abandoned` once ``cancel`` is set."""
     used = 0
     while chunk := src.read(CHUNK):
+        check(cancel)
         used += len(chunk)
         if used > budget:
             raise UploadError(message, 413)
@@ -69,13 +102,32 @@ def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, message: str) -> int
     return used
 
 
-def gunzip(src: Path, dest: Path, limit: int) -> None:
-    """Inflate a gzip file with a cap on the output (a small .gz can inflate to terabytes)."""
+def check(cancel: threading.Event | None) -> None:
+    """:class:`Abandoned` if the client has gone."""
+    if cancel is not None and cancel.is_set():
+        raise Abandoned
+
+
+def gunzip(src: Path, dest: Path, limit: int, cancel: threading.Event | None = None) -> None:
+    """Inflate a gzip file with a cap on the output (a small .gz can inflate to terabytes).
+
+    The trailer's size field (the last member's size modulo 4 GiB, so never more than the
+    real size of a valid stream) refuses an honest large file before inflating anything; a
+    lying one is stopped by the count while inflating.
+    """
+    with open(src, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() >= 18:  # header (10) + trailer (8)
+            fh.seek(-4, os.SEEK_END)
+            if int.from_bytes(fh.read(4), "little") > limit:
+                raise UploadError(f"gzip: uncompressed size exceeds the limit of {limit} "
+                                  "bytes", 413)
     inflater = zlib.decompressobj(31)
     used = 0
     with open(src, "rb") as fh, open(dest, "wb") as out:
         while chunk := fh.read(CHUNK):
             while chunk:
+                check(cancel)
                 try:
                     data = inflater.decompress(chunk, CHUNK)
                 except zlib.error as exc:
@@ -119,38 +171,65 @@ def safe_member(info: zipfile.ZipInfo) -> PurePosixPath:
     return path
 
 
-def unzip(archive: Path, dest: Path, limit: int) -> None:
-    """Extract ``archive`` under ``dest`` (checked entries only)."""
-    try:
+def unzip(archive: Path, dest: Path, limits: Limits, cancel: threading.Event | None = None
+          ) -> None:
+    """Extract ``archive`` under ``dest`` (checked entries only), within ``limits``'
+    ``max_zip_members``, ``max_zip_member_bytes`` and ``max_unpacked_bytes``."""
+    with _zip_errors("not a readable zip archive"):
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadError(f"not a readable zip archive ({exc})", 422) from None
     with zf:
         infos = zf.infolist()
-        if len(infos) > MAX_ZIP_ENTRIES:
-            raise UploadError(f"zip holds {len(infos)} entries, more than {MAX_ZIP_ENTRIES}", 413)
+        if len(infos) > limits.max_zip_members:
+            raise UploadError(f"zip holds {len(infos)} entries, more than the limit of "
+                              f"{limits.max_zip_members}", 413)
         paths = [safe_member(info) for info in infos]  # all checked before anything is written
-        if sum(info.file_size for info in infos) > limit:
-            raise UploadError("zip: uncompressed size exceeds the limit", 413)
+        for info in infos:
+            if info.file_size > limits.max_zip_member_bytes:
+                raise UploadError(f"zip entry {info.filename!r}: uncompressed size "
+                                  f"{info.file_size} exceeds the limit of "
+                                  f"{limits.max_zip_member_bytes} bytes per entry", 413)
+        if sum(info.file_size for info in infos) > limits.max_unpacked_bytes:
+            raise UploadError("zip: uncompressed size exceeds the limit of "
+                              f"{limits.max_unpacked_bytes} bytes", 413)
         root = dest.resolve()
-        budget = limit
+        budget = limits.max_unpacked_bytes
         for info, rel in zip(infos, paths, strict=True):
-            target = (root / rel).resolve()
-            if root not in target.parents:
-                raise UploadError(f"zip entry {info.filename!r} points outside the folder")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            check(cancel)
+            with _zip_errors(f"zip entry {info.filename!r} cannot be unpacked"):
+                target = (root / rel).resolve()
+                if root not in target.parents:
+                    raise UploadError(f"zip entry {info.filename!r} points outside the folder")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cap = min(budget, limits.max_zip_member_bytes)
                 with zf.open(info) as src, open(target, "xb") as out:
-                    budget -= _copy_capped(src, out, budget,
-                                           "zip: uncompressed size exceeds the limit")
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                raise UploadError(f"zip entry {info.filename!r} cannot be read ({exc})",
-                                  422) from None
-            except FileExistsError:
-                raise UploadError(f"zip entry {info.filename!r} appears twice") from None
+                    budget -= _copy_capped(src, out, cap, "zip: uncompressed size exceeds "
+                                           f"the limit of {cap} bytes", cancel)
+
+
+@contextlib.contextmanager
+def _zip_errors(what: str) -> Iterator[None]:
+    """Whatever :mod:`zipfile` and its decompressors (zlib, bz2, lzma) raise on hostile
+    bytes, or the filesystem on a hostile entry name (too long, a file where a folder must
+    be, twice the same), as a 422 starting with ``what``. A full disk stays an ``OSError``:
+    the server's problem, not the upload's."""
+    try:
+        yield
+    except (UploadError, Abandoned):
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UploadError(f"{what} ({_first_line(exc)})", 422) from None
+    except Exception as exc:  # the dependency's own, on bytes we do not trust
+        raise UploadError(f"{what} ({_first_line(exc)})", 422) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def series_folder(root: Path, suffixes: tuple[str, ...]) -> Path:
@@ -188,11 +267,14 @@ def _one_line(exc: BaseException, replace: dict[str, str]) -> str:
 class Upload:
     """An upload saved (and unpacked) in a private temporary folder, removed on exit."""
 
-    def __init__(self, settings: Settings, spec: PredictInput, upload: UploadFile):
-        """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the size limits."""
+    def __init__(self, settings: Settings, spec: PredictInput, upload: UploadFile,
+                 limits: Limits, cancel: threading.Event | None = None):
+        """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the upload size limit;
+        ``limits``: the unpacking limits; ``cancel``: set when the client has gone."""
         self.settings, self.spec, self.upload = settings, spec, upload
+        self.limits, self.cancel = limits, cancel
         self.name = client_name(upload.filename)
-        self.folder = Path(tempfile.mkdtemp(prefix="oncopipe-serve-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         self.input: Path | None = None
 
     def __enter__(self) -> Upload:
@@ -207,25 +289,26 @@ class Upload:
         return self.input
 
     def _unpack(self) -> Path:
-        spec, s = self.spec, self.settings
+        spec, s, limits = self.spec, self.settings, self.limits
         if spec.kind == "series":
             archive = self.folder / f"{INTERNAL}.zip"
-            save(self.upload.file, archive, s.max_upload)
-            unzip(archive, self.folder / "unpacked", s.max_unpacked)
+            save(self.upload.file, archive, s.max_upload, self.cancel)
+            unzip(archive, self.folder / "unpacked", limits, self.cancel)
             archive.unlink()
             return series_folder(self.folder / "unpacked", spec.suffixes)
         suffix = suffix_of(self.name, spec.suffixes)
         if not re.fullmatch(r"(\.[a-z0-9]{1,8}){0,2}", suffix):
             suffix = ""
         path = self.folder / f"{INTERNAL}{suffix}"
-        save(self.upload.file, path, s.max_upload)
+        save(self.upload.file, path, s.max_upload, self.cancel)
         if spec.kind == "volume" and is_gzip(path):  # whatever its name says
             inflated = self.folder / f"{INTERNAL}-inflated.nii"
-            gunzip(path, inflated, s.max_unpacked)
+            gunzip(path, inflated, min(limits.max_unpacked_bytes, limits.max_inflated_bytes),
+                   self.cancel)
             path.unlink()
             return inflated
         if spec.kind == "image":
-            check_pixels(path, s.max_pixels)
+            check_pixels(path, limits.max_image_pixels)
         return path
 
     def public(self, exc: BaseException) -> str:

@@ -8,18 +8,39 @@ every byte before the pixel values). :mod:`.pixels` then reads the pixels withou
 file again. Files that are not plain (compressed or deflated transfer syntaxes, big-endian,
 BitsAllocated other than 16, colour or multi-frame, a Modality LUT Sequence, a Pixel Data
 length other than Rows x Columns x 2) get an empty ``dtype``: pydicom decodes them.
+
+Every file is hostile until read: :func:`open_dicom` checks its size against
+``limits.max_dicom_bytes`` before pydicom sees it and clamps every read to what the file holds
+(a corrupt 4 GiB length field must not become a 4 GiB buffer), a deflated dataset is inflated
+once into nothing to check its size before pydicom inflates it whole, and
+:func:`read_dataset` converts every element inside the reject boundary (pydicom converts
+values lazily, on first access, and raises there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import struct
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from oncopipe import limits
+from oncopipe.errors import DecodeError, bad_bytes_reject
 
 LAYOUT_TAGS = ["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated",
                "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
@@ -60,13 +81,81 @@ def header_hash(header: bytes | bytearray | memoryview) -> str:
     return hashlib.blake2b(header, digest_size=8).hexdigest()
 
 
+class _Bounded(io.BufferedReader):
+    """A file whose ``read(n)`` never asks for more than what is left of it: CPython allocates
+    the ``n`` bytes asked for before reading, so a corrupt length field would otherwise cost a
+    buffer of up to 4 GiB before the short read is noticed."""
+
+    def __init__(self, raw: io.FileIO, size: int) -> None:
+        super().__init__(raw)
+        self._size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and n > 0:
+            n = min(n, max(self._size - self.tell(), 0))
+        return super().read(n)
+
+
+@contextlib.contextmanager
+def open_dicom(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+    """``path`` opened for pydicom and its size, once the size is within
+    ``limits.max_dicom_bytes`` (else :class:`~oncopipe.errors.LimitError`)."""
+    size = os.stat(path).st_size
+    limits.active().check("max_dicom_bytes", size, path)
+    with _Bounded(io.FileIO(os.fspath(path), "rb"), size) as fp:
+        yield fp, size
+
+
+def read_dataset(fp: BinaryIO, path: Path, **kwargs: object) -> pydicom.Dataset:
+    """``pydicom.dcmread(fp, **kwargs)`` with every element converted: whatever pydicom or
+    zlib raises on the bytes is a :class:`~oncopipe.errors.DecodeError` naming ``path``
+    (``unreadable DICOM: ...``), a deflated dataset inflating past ``max_dicom_bytes`` a
+    :class:`~oncopipe.errors.LimitError`."""
+    with bad_bytes_reject(path, "unreadable DICOM: parsing"):
+        try:
+            _check_inflated(fp, path)
+            ds = pydicom.dcmread(fp, **kwargs)
+            for _ in ds.iterall():  # pydicom converts values lazily and raises there
+                pass
+            meta = getattr(ds, "file_meta", None)
+            for _ in meta if meta is not None else ():
+                pass
+            syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+            if syntax is not None and not isinstance(syntax, str):
+                raise DecodeError(f"{path}: unreadable DICOM: TransferSyntaxUID {syntax} is not "
+                                  "one UID")
+        except (InvalidDicomError, OSError, ValueError, EOFError, zlib.error) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise DecodeError(f"{path}: unreadable DICOM: {detail}") from None
+    return ds
+
+
+def _check_inflated(fp: BinaryIO, path: Path) -> None:
+    """For the deflated transfer syntax, inflate the dataset into nothing and check its size
+    against ``limits.max_dicom_bytes`` (pydicom inflates it whole, in memory). Rewinds."""
+    fp.seek(0)
+    read_preamble(fp, False)
+    syntax = _read_file_meta_info(fp).get("TransferSyntaxUID")
+    if syntax == DeflatedExplicitVRLittleEndian:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total, limit = 0, limits.active()
+        while chunk := fp.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                limit.check("max_dicom_bytes", total, f"{path} (inflated dataset)")
+                chunk = inflater.unconsumed_tail
+    fp.seek(0)
+
+
 def read_header(path: Path, tags: list[str]) -> tuple[pydicom.Dataset, PixelLayout]:
-    """One file's header (``tags`` + :data:`LAYOUT_TAGS`, no pixels) and its pixel layout."""
-    with open(path, "rb") as fp:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True,
-                             specific_tags=list(dict.fromkeys(tags + LAYOUT_TAGS)))
+    """One file's header (``tags`` + :data:`LAYOUT_TAGS`, no pixels) and its pixel layout.
+
+    Raises :class:`~oncopipe.errors.RejectError` naming the file when it cannot be read.
+    """
+    with open_dicom(path) as (fp, size):
+        ds = read_dataset(fp, path, stop_before_pixels=True,
+                          specific_tags=list(dict.fromkeys(tags + LAYOUT_TAGS)))
         at = fp.tell()  # pydicom rewinds to the start of the Pixel Data element
-        size = os.fstat(fp.fileno()).st_size
         element = fp.read(12)
         meta = getattr(ds, "file_meta", None)
         syntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -130,7 +219,7 @@ def _layout(ds: pydicom.Dataset, size: int, hashed: int, digest: str, value_at: 
                  and str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
                  in ("MONOCHROME1", "MONOCHROME2")
                  and "ModalityLUTSequence" not in ds)
-    except (TypeError, ValueError):  # odd values: the pydicom path reports them
+    except (TypeError, ValueError, OverflowError):  # odd values: the pydicom path reports them
         return PixelLayout(size, hashed, digest, "", 16, 1.0, 0.0, None, None)
     dtype = ("<i2" if signed else "<u2") if plain else ""
     return PixelLayout(size, hashed, digest, dtype, bits, slope, intercept, pad_lo, pad_hi)

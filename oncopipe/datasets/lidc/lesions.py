@@ -1,12 +1,13 @@
 """Raw LIDC-IDRI -> the lesion table: one row per physical lesion, from headers and XML only.
 
-No pixel is decoded here, so a user can inspect a cohort (e.g. the LUNA16 selection, set in
-``lidc.prepare.cohort``) before the crop work. Every raw file is accounted for exactly once:
-kept (a slice of a series in the table, the reader XML used for it) or rejected with a reason
-(non-CT studies, radiograph reads, duplicate-z slices, series outside the cohort, ...); a
-series rejected as a whole gets one row per file. Marks and lesions set aside inside a used
-XML (an roi on no slice or outside the image, a lesion outside the cohort) are rows too,
-counted apart as parts.
+No plain pixel is read here, so a user can inspect a cohort (e.g. the LUNA16 selection, set in
+``lidc.prepare.cohort``) before the crop work; only a file whose pixels need a decoder is
+decoded once, so a slice that cannot be read is rejected here and not at prepare. Every raw
+file is accounted for exactly once: kept (a slice of a series in the table, the reader XML
+used for it) or rejected with a reason (non-CT studies, radiograph reads, duplicate-z slices,
+series outside the cohort, ...); a series rejected as a whole gets one row per file. Marks
+and lesions set aside inside a used XML (an roi on no slice or outside the image, a lesion
+outside the cohort) are rows too, counted apart as parts.
 
 ``patient_id`` is LIDC's public anonymised id (``LIDC-IDRI-NNNN``, from PatientID or a folder
 name), never another identifier: anything else (a hospital MRN in a local copy) becomes a

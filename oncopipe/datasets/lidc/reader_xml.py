@@ -8,19 +8,34 @@ nodules; reading sessions are anonymous and in no fixed order. Anything unusable
 otherwise good file (an roi without a z position, a rating that is not a number) is kept as a
 ``problem`` string so the caller can record it; a file that is not a CT read at all raises
 :class:`AnnotationError` naming the file.
+
+Hostile files: the size is checked against ``limits.max_table_bytes`` before parsing; a
+document type declaration is refused (LIDC XML has none, and a DTD is where entity expansion
+bombs live); reading sessions (the release has at most 4) and rois are counted as the parser
+meets them and the file is refused past ``limits.max_reading_sessions`` / ``limits.max_rois``,
+so no clustering ever sees thousands of readers; exact copies of an roi within a mark are
+dropped (recorded), since pylidc's clustering compares every contour point of two marks. A
+rating outside its documented range (:data:`RATING_RANGE`) sets its mark aside, naming the
+value.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe.errors import RejectError
+from oncopipe import limits
+from oncopipe.errors import LimitError, RejectError
 
 RATINGS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin",
            "lobulation", "spiculation", "texture", "malignancy")
+#: the values each rating may take (LIDC-IDRI documentation, as pylidc's Annotation lists them)
+RATING_RANGE = {**dict.fromkeys(RATINGS, (1, 5)), "internalStructure": (1, 4),
+                "calcification": (1, 6)}
+_CHUNK = 1 << 16
 
 
 class AnnotationError(RejectError):
@@ -90,22 +105,64 @@ def _text(el: ET.Element, name: str) -> str:
     return (c.text or "").strip() if c is not None else ""
 
 
+class _RootFound(Exception):
+    """Not an error: stops the parse at the root element, whose local name it carries."""
+
+
+class _Builder(ET.TreeBuilder):
+    """A tree builder that refuses a DTD and counts reading sessions and rois as they open,
+    stopping at a limit (or, with ``root_only``, at the first element)."""
+
+    def __init__(self, path: Path, root_only: bool = False) -> None:
+        super().__init__()
+        self.path, self.root_only = path, root_only
+        self.counts = {"readingSession": 0, "roi": 0}
+        self.limits = limits.active()
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise AnnotationError(f"{self.path}: has a document type declaration ({name}); "
+                              "LIDC XML has none, and DTDs and entities are refused")
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
+        name = local(tag)
+        if self.root_only:
+            raise _RootFound(name)
+        if name in self.counts:
+            self.counts[name] += 1
+            limit = "max_reading_sessions" if name == "readingSession" else "max_rois"
+            self.limits.check(limit, self.counts[name], f"{self.path}: {name} elements")
+        return super().start(tag, attrs)
+
+
+def _parse(path: Path, root_only: bool = False) -> ET.Element:
+    """The parsed root of ``path`` (see :class:`_Builder`); every problem an AnnotationError."""
+    try:
+        limits.active().check("max_table_bytes", os.stat(path).st_size, path)
+        parser = ET.XMLParser(target=_Builder(path, root_only))
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                parser.feed(chunk)
+        return parser.close()
+    except ET.ParseError as exc:
+        raise AnnotationError(f"{path}: not well-formed XML ({exc})") from None
+    except (LookupError, UnicodeError) as exc:  # an encoding expat does not know
+        raise AnnotationError(f"{path}: not readable XML ({exc})") from None
+    except LimitError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
 def root_name(path: Path) -> str:
     """Local name of the root element (``LidcReadMessage``, ``IdriReadMessage``, ...)."""
     try:
-        for _, el in ET.iterparse(path, events=("start",)):
-            return local(el.tag)
-    except ET.ParseError as exc:
-        raise AnnotationError(f"{path}: not well-formed XML ({exc})") from None
+        _parse(path, root_only=True)
+    except _RootFound as found:
+        return str(found)
     raise AnnotationError(f"{path}: empty XML")
 
 
 def parse(path: Path) -> ReadMessage:
     """Parse one CT read. Raises :class:`AnnotationError` for a malformed or non-CT file."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise AnnotationError(f"{path}: not well-formed XML ({exc})") from None
+    root = _parse(path)
     if local(root.tag) != "LidcReadMessage":
         raise AnnotationError(f"{path}: root element {local(root.tag)!r} is not a CT read "
                               "(LidcReadMessage); IdriReadMessage files are radiograph reads")
@@ -155,14 +212,36 @@ def _nodule(el: ET.Element, reader: int, problems: list[str]) -> NoduleMark | No
             continue
         inclusion = _text(roi, "inclusion").upper() != "FALSE"
         rois.append(Roi(z, _text(roi, "imageSOP_UID"), inclusion, points))
+    unique = list(dict.fromkeys(rois))  # an exact copy adds nothing but clustering work
+    if len(unique) < len(rois):
+        problems.append(f"{where}: {len(rois) - len(unique)} exact copies of an roi, ignored")
+        rois = unique
     if not rois:
         problems.append(f"{where}: no usable roi, mark ignored")
         return None
-    return NoduleMark(reader, nid, _characteristics(el, where, problems), tuple(rois))
-
-
-def _characteristics(el: ET.Element, where: str, problems: list[str]) -> dict[str, int] | None:
     chars = _child(el, "characteristics")
+    out_of_range = _out_of_range(chars) if chars is not None else ""
+    if out_of_range:
+        problems.append(f"{where}: rating {out_of_range}, mark not used")
+        return None
+    return NoduleMark(reader, nid, _characteristics(chars, where, problems), tuple(rois))
+
+
+def _out_of_range(chars: ET.Element) -> str:
+    """The first rating outside :data:`RATING_RANGE` as ``name=value outside lo-hi`` ('' if
+    none): a mark carrying one is corrupt, not merely unrated."""
+    for c in chars:
+        name, text = local(c.tag), (c.text or "").strip()
+        value = _float(text)
+        if name in RATING_RANGE and value is not None and value == int(value):
+            lo, hi = RATING_RANGE[name]
+            if not lo <= value <= hi:
+                return f"{name}={text[:40]!r} outside {lo}-{hi}"
+    return ""
+
+
+def _characteristics(chars: ET.Element | None, where: str,
+                     problems: list[str]) -> dict[str, int] | None:
     if chars is None:
         return None
     out: dict[str, int] = {}
@@ -172,7 +251,7 @@ def _characteristics(el: ET.Element, where: str, problems: list[str]) -> dict[st
             continue
         value = _float(text)
         if value is None or value != int(value):
-            problems.append(f"{where}: rating {name}={text!r} is not an integer, ignored")
+            problems.append(f"{where}: rating {name}={text[:40]!r} is not an integer, ignored")
             continue
         out[name] = int(value)
     return out or None

@@ -9,7 +9,10 @@ between slices comes from those positions too: SliceThickness is often not the s
 Headers are read without pixels (:func:`read_headers`), so the lesion table can be built and a
 cohort inspected before any pixel work; every header value the geometry uses is checked there
 (a bad value rejects the file, naming it and the value), and a series whose slices do not stack
-on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed.
+on one axial grid (gantry tilt, shear) is rejected, never silently mis-placed. The exceptions,
+both rare: a file whose pixels need a decoder is decoded once there (so an undecodable slice is
+rejected with its file, not found at prepare), and two files at one z are compared pixel by
+pixel (identical copies are one slice; different pixels reject the series).
 Pixels are :mod:`.pixels`' business: raw reads at the offsets the header pass found for plain
 files, and :func:`read_slice_hu` for the rest, which decodes one slice into Hounsfield units with
 pydicom, through the pixel-data plugins for compressed transfer syntaxes (docs/lidc.md has the
@@ -21,18 +24,24 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from oncopipe.datasets.lidc.layout import PixelLayout, padding_range, read_header
-from oncopipe.errors import RejectError
+from oncopipe import limits
+from oncopipe.datasets.lidc.layout import (
+    PixelLayout,
+    open_dicom,
+    padding_range,
+    read_dataset,
+    read_header,
+)
+from oncopipe.errors import DecodeError, LimitError, RejectError, bad_bytes_reject
 from oncopipe.parallel import ordered_map
 
 AIR_HU = -1000.0
@@ -47,12 +56,26 @@ _AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 # gives the same HU, or the same reject, on every machine whatever else is installed (lossy
 # JPEG differs by 1 between libjpeg builds).
 DECODING_PLUGINS = ("pylibjpeg", "pydicom")
-# IPP x/y may drift by float rounding only; a tilted gantry moves them by ~step * tan(tilt)
+# IPP x/y may drift by float rounding only; a tilted gantry moves them by ~step * tan(tilt).
+# PixelSpacing may differ between slices by float rounding only: the same 0.05 px, reached at
+# the far edge of the image (|difference| x max(Rows, Columns) <= 0.05 x spacing).
 _XY_TOL_PX = 0.05
+# Value multiplicity 1 in the standard (PS3.6): a second value is a corrupt file, not a choice.
+_SINGLE_VALUED = ("SeriesInstanceUID", "InstanceNumber", "SliceThickness", "Rows", "Columns",
+                  "SamplesPerPixel", "NumberOfFrames", "BitsAllocated", "BitsStored",
+                  "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
+                  "RescaleIntercept", "PixelPaddingValue", "PixelPaddingRangeLimit")
+_INTEGER_TAGS = ("BitsAllocated", "BitsStored", "PixelRepresentation", "PixelPaddingValue",
+                 "PixelPaddingRangeLimit")
+_IS_LIMIT = 2 ** 31  # an IS value lies in [-2**31, 2**31 - 1] (PS3.5 6.2)
 
 
 class SeriesError(RejectError):
     """A series cannot be read; the message names the folder or file."""
+
+
+class UndecodableSliceError(SeriesError, DecodeError):
+    """No installed decoder could turn the file's pixel data into an image."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,8 @@ def read_headers(files: list[Path], workers: int = 0
     series = []
     for (folder, uid), members in sorted(groups.items()):
         try:
+            members, odd = _split_representation(folder, members)
+            rejects.extend(odd)
             header = _build(folder, uid, members, layouts)
         except SeriesError as exc:
             rejects.extend((p, f"series rejected: {exc}") for p, _ in members)
@@ -148,10 +173,19 @@ def read_headers(files: list[Path], workers: int = 0
 
 def _read_header(path: Path
                  ) -> tuple[Path, pydicom.Dataset | None, PixelLayout | None, str]:
-    """One file's header and pixel layout, or None and why it is not a usable CT slice."""
+    """One file's header and pixel layout, or None and why it is not a usable CT slice.
+
+    A file whose pixels are not plain (:mod:`.layout`) is decoded here once, so a slice whose
+    pixels cannot be read is set aside now, as one file, and ``prepare_lidc`` (which reads
+    only the slices this pass kept) cannot lose a whole series to it later.
+    """
     try:
         ds, layout = read_header(path, _HEADER_TAGS)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except LimitError as exc:
+        return path, None, None, f"too large: {_unnamed(exc, path)}"
+    except RejectError as exc:
+        return path, None, None, _unnamed(exc, path)
+    except OSError as exc:
         return path, None, None, f"unreadable DICOM: {exc}"
     modality = str(ds.get("Modality", ""))
     if modality != "CT":
@@ -159,7 +193,17 @@ def _read_header(path: Path
     problem = header_problem(ds)
     if problem:
         return path, None, None, f"bad header: {problem}"
+    if not layout.plain:
+        try:
+            read_slice_hu(path)
+        except RejectError as exc:
+            return path, None, None, f"bad pixel data: {_unnamed(exc, path)}"
     return path, ds, layout, ""
+
+
+def _unnamed(exc: Exception, path: Path) -> str:
+    """An error's message without its leading ``<path>: `` (the reject row names the file)."""
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def header_problem(ds: pydicom.Dataset) -> str:
@@ -170,6 +214,9 @@ def header_problem(ds: pydicom.Dataset) -> str:
     for tag in ("SeriesInstanceUID", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
         if tag not in ds or ds[tag].value in (None, ""):
             return f"{tag} missing"
+    problem = _multi_valued(ds)
+    if problem:
+        return problem
     checks = (("ImagePositionPatient", 3, False), ("PixelSpacing", 2, True),
               ("ImageOrientationPatient", 6, False))
     for tag, n, positive in checks:
@@ -185,13 +232,35 @@ def header_problem(ds: pydicom.Dataset) -> str:
     for tag in ("InstanceNumber", "SliceThickness"):
         if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
             return f"{tag} {_shown(ds[tag].value)} is not a finite number"
-    if ds.get("InstanceNumber") not in (None, "") and not float(ds.InstanceNumber).is_integer():
-        return f"InstanceNumber {_shown(ds.InstanceNumber)} is not an integer"
+    if ds.get("InstanceNumber") not in (None, ""):
+        number = float(ds.InstanceNumber)
+        if not number.is_integer():
+            return f"InstanceNumber {_shown(ds.InstanceNumber)} is not an integer"
+        if not -_IS_LIMIT <= number < _IS_LIMIT:
+            return (f"InstanceNumber {_shown(ds.InstanceNumber)} is outside the range of an "
+                    "integer string (IS)")
     return pixel_problem(ds)
 
 
+def _multi_valued(ds: pydicom.Dataset) -> str:
+    """Why a tag that holds one value holds several ('' when none does)."""
+    for tag in _SINGLE_VALUED:
+        value = ds[tag].value if tag in ds else None
+        if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+            return f"{tag} {_shown(value)} has {len(value)} values, expected one"
+    return ""
+
+
 def pixel_problem(ds: pydicom.Dataset) -> str:
-    """Why the file's pixels cannot become one HU slice ('' when they can)."""
+    """Why the file's pixels cannot become one HU slice ('' when they can).
+
+    Every value the decode and the HU conversion use is one value of the right type, and
+    Rows x Columns is within ``limits.max_image_pixels``: checked before anything decodes
+    or allocates.
+    """
+    problem = _multi_valued(ds)
+    if problem:
+        return problem
     for tag in ("RescaleSlope", "RescaleIntercept"):  # present and empty: no default HU
         if tag in ds and _numbers(ds[tag].value) is None:
             shown = "(empty)" if ds[tag].value in (None, "") else _shown(ds[tag].value)
@@ -210,7 +279,25 @@ def pixel_problem(ds: pydicom.Dataset) -> str:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return f"PhotometricInterpretation {photometric} is not greyscale"
-    return _decoder_problem(ds)
+    problem = _decoder_problem(ds)
+    if problem:
+        return problem
+    for tag in ("Rows", "Columns"):  # absent: the decoder says so
+        value = ds.get(tag)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            return f"{tag} {_shown(value)} is not a positive integer"
+    for tag in _INTEGER_TAGS:  # present means one integer: empty is not "absent"
+        value = ds[tag].value if tag in ds else 0
+        if not isinstance(value, int) or not -_IS_LIMIT <= value < 2 * _IS_LIMIT:
+            return f"{tag} {'(empty)' if value is None else _shown(value)} is not an integer"
+    if int(ds.get("PixelRepresentation", 0)) not in (0, 1):
+        return f"PixelRepresentation {ds.PixelRepresentation} is neither 0 nor 1"
+    try:
+        limits.active().check("max_image_pixels", ds.get("Rows", 1) * ds.get("Columns", 1),
+                              "Rows x Columns")
+    except LimitError as exc:
+        return str(exc)
+    return ""
 
 
 def _decoder_problem(ds: pydicom.Dataset) -> str:
@@ -259,6 +346,38 @@ def _syntax(uid: str) -> str:
     return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
 
 
+def _split_representation(folder: Path, members: list[tuple[Path, pydicom.Dataset]]
+                          ) -> tuple[list[tuple[Path, pydicom.Dataset]], list[tuple[Path, str]]]:
+    """The members stored as most of the series is (PixelRepresentation), and the others set
+    aside with a reason.
+
+    A series comes from one scanner and is stored one way; one slice marked unsigned in a
+    signed series would read its negative values as about 65,500 (and the reverse), so it is
+    set aside rather than read as it says. An even split cannot be told apart: the series is
+    rejected.
+    """
+    signs = Counter(int(ds.get("PixelRepresentation", 0)) for _, ds in members)
+    if len(signs) < 2:
+        return members, []
+    (usual, n), (other, m) = signs.most_common(2)
+    if n == m:
+        raise SeriesError(f"{folder}: {n} slices are PixelRepresentation {usual} and {m} are "
+                          f"{other}: the series' own cannot be told")
+    named = {0: "0 (unsigned)", 1: "1 (signed)"}
+    kept = [(p, ds) for p, ds in members if int(ds.get("PixelRepresentation", 0)) == usual]
+    odd = [(p, f"PixelRepresentation {named[int(ds.get('PixelRepresentation', 0))]} in a series "
+               f"whose other {n} slices are {named[usual]}: its pixels would be misread")
+           for p, ds in members if int(ds.get("PixelRepresentation", 0)) != usual]
+    return kept, odd
+
+
+def _same_spacing(a: pydicom.Dataset, b: pydicom.Dataset) -> bool:
+    """PixelSpacing equal up to float rounding (see ``_XY_TOL_PX``)."""
+    extent = max(int(a.Rows), int(a.Columns))
+    return all(abs(float(x) - float(y)) * extent <= _XY_TOL_PX * float(y)
+               for x, y in zip(a.PixelSpacing, b.PixelSpacing, strict=True))
+
+
 def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
            layouts: dict[Path, PixelLayout]) -> SeriesHeader:
     first = members[0][1]
@@ -267,11 +386,14 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
         if not np.allclose(iop, _AXIAL, atol=1e-3):
             raise SeriesError(f"{path}: non-axial ImageOrientationPatient {iop.tolist()}")
         same = (ds.get("Rows") == first.get("Rows") and ds.get("Columns") == first.get("Columns")
-                and list(ds.get("PixelSpacing", [])) == list(first.get("PixelSpacing", [])))
+                and _same_spacing(ds, first))
         if not same:
             raise SeriesError(f"{path}: Rows/Columns/PixelSpacing differ within the series")
-    if "PixelSpacing" not in first:
-        raise SeriesError(f"{folder}: PixelSpacing missing")
+    try:
+        limits.active().check("max_voxels", len(members) * first.Rows * first.Columns,
+                              f"{folder}: slices x Rows x Columns")
+    except LimitError as exc:
+        raise SeriesError(str(exc)) from None
     # Sort by z, then InstanceNumber and file name, so the kept duplicate is deterministic.
     ordered = sorted(members, key=lambda m: (round(float(m[1].ImagePositionPatient[2]), 3),
                                              _instance(m[1]), m[0].name))
@@ -284,6 +406,10 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
         sop = str(ds.get("SOPInstanceUID", ""))
         if slices and abs(z - slices[-1].z) < 1e-3:
             kept = slices[-1]
+            if not np.array_equal(read_slice_hu(kept.path), read_slice_hu(path)):
+                raise SeriesError(f"{path}: at z {z:g} mm, the position of {kept.path.name}, "
+                                  "with other pixels: which one belongs to the series cannot "
+                                  "be told")
             rejects.append((path, f"duplicate z: {z:g} mm, the position of {kept.path.name} "
                                   f"(InstanceNumber {kept.instance}), which was kept"))
             sop_to_index[sop] = len(slices) - 1
@@ -341,9 +467,12 @@ def read_slice_hu(path: Path) -> np.ndarray:
     pass's business (:func:`header_problem`), not checked again here.
     """
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        with open_dicom(path) as (fp, _):
+            ds = read_dataset(fp, path)
+    except OSError as exc:
         raise SeriesError(f"{path}: unreadable DICOM: {exc}") from None
+    except DecodeError as exc:
+        raise UndecodableSliceError(str(exc)) from exc
     problem = ("" if "PixelData" in ds else "no PixelData") or pixel_problem(ds)
     if problem:
         raise SeriesError(f"{path}: {problem}")
@@ -351,8 +480,9 @@ def read_slice_hu(path: Path) -> np.ndarray:
     if raw.shape != (ds.Rows, ds.Columns):
         raise SeriesError(f"{path}: pixel data {raw.shape} != Rows/Columns "
                           f"{(ds.Rows, ds.Columns)}")
-    pad = padding_range(ds)
-    hu = np.asarray(apply_modality_lut(raw, ds), np.float32)
+    with bad_bytes_reject(path, "Modality LUT", error=UndecodableSliceError):
+        pad = padding_range(ds)
+        hu = np.asarray(apply_modality_lut(raw, ds), np.float32)
     if pad is not None:
         hu[(raw >= pad[0]) & (raw <= pad[1])] = AIR_HU
     return hu
@@ -366,11 +496,12 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     for plugin in plugins:
         if plugin and plugin not in get_decoder(tsyntax).available_plugins:
             continue
-        try:
-            if not plugin:
-                return ds.pixel_array
-            return get_decoder(tsyntax).as_array(ds, decoding_plugin=plugin)[0]
-        except Exception as exc:  # plugins raise many types; each is named in the message
-            errors.append(f"{plugin or 'pydicom'}: {' '.join(str(exc).split())[:200]}")
-    raise SeriesError(f"{path}: cannot decode pixel data ({_syntax(tsyntax)}): "
-                      f"{'; '.join(errors) or 'no decoder installed'}")
+        try:  # plugins raise many types, a Rust one a BaseException panic
+            with bad_bytes_reject(path, plugin or "pydicom"):
+                if not plugin:
+                    return ds.pixel_array
+                return get_decoder(tsyntax).as_array(ds, decoding_plugin=plugin)[0]
+        except DecodeError as exc:
+            errors.append(f"{plugin or 'pydicom'}: {' '.join(str(exc.__cause__).split())[:200]}")
+    raise UndecodableSliceError(f"{path}: cannot decode pixel data ({_syntax(tsyntax)}): "
+                                f"{'; '.join(errors) or 'no decoder installed'}")

@@ -20,9 +20,11 @@ import polars as pl
 from oncopipe.arrays import ArrayWriter
 from oncopipe.config import DatasetConfig
 from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.datasets.mosmed import plausible
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
-from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
+from oncopipe.datasets.mosmed.volume import CANONICAL, prepare_volume
+from oncopipe.errors import InputError, RejectError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -46,7 +48,7 @@ def _prepare_one(job: _Job) -> tuple[Study, np.ndarray | None, str, dict]:
     try:
         arr, vol = prepare_volume(job.path, job.params.shape, job.params.window,
                                   job.params.dtype)
-    except VolumeError as exc:
+    except RejectError as exc:
         return job.study, None, f"unreadable: {exc}", {}
     geometry = {
         "source_shape": "x".join(str(n) for n in vol.hu.shape),
@@ -143,12 +145,16 @@ def mid_slices(arr: np.ndarray) -> list[np.ndarray]:
 
 def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
-    """One ``.nii``/``.nii.gz`` study prepared exactly as :func:`prepare` does: (1, D, H, W)."""
+    """One ``.nii``/``.nii.gz`` study prepared exactly as :func:`prepare` does: (1, D, H, W).
+
+    A volume that is no chest CT like the release's is refused, an unusual one noted as a
+    warning (:mod:`.plausible`)."""
     if point is not None:
-        raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
+        raise InputError(f"{path}: a point is not used (the whole volume is classified)")
     params: PrepareParams = cfg.prepare
     try:
-        arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
-    except VolumeError as exc:
-        raise VolumeError(f"{exc}; expected {PREDICT_INPUT.expected}") from None
+        arr, vol = prepare_volume(path, params.shape, params.window, params.dtype)
+    except RejectError as exc:
+        raise type(exc)(f"{exc}; expected {PREDICT_INPUT.expected}") from None
+    plausible.check(path, vol, params.shape)
     return arr

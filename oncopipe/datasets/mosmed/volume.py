@@ -4,9 +4,11 @@ Steps, in this order (the order matters: clipping before interpolation is what t
 example does, and interpolating raw HU across a bone edge would leak bright values into
 soft tissue):
 
-1. read: inflate the ``.nii.gz`` (ISA-L's ``igzip``, about 2x faster than zlib for the
-   same bytes), parse the header with
-   nibabel and take the best affine (sform, else qform);
+1. read, header first (:func:`read_nifti`): the NIfTI-1/2 header is parsed from the first
+   inflated bytes (ISA-L's ``igzip``, about 2x faster than zlib for the same bytes) with
+   nibabel's field layout and every field checked against the file's size and
+   :mod:`oncopipe.limits` before the voxel buffer is allocated; the best affine is the
+   sform, else the qform (the two must agree on the orientation);
 2. reorient from the affine: flips and axis permutations (numpy views, no copy) to the
    canonical voxel order ``(S, P, L)`` = numpy ``(z, y, x)`` of a DICOM LPS image: slice 0 is
    the most inferior, row 0 the most anterior, column 0 the patient's right, as a radiologist
@@ -25,20 +27,36 @@ docs/benchmarks.md has the figures.
 
 from __future__ import annotations
 
-import io
+import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import nibabel as nib
 import numpy as np
 from isal import isal_zlib
 from nibabel import orientations
+from nibabel.quaternions import quat2mat
+from nibabel.volumeutils import shape_zoom_affine
 
-from oncopipe.errors import RejectError
+from oncopipe import limits
+from oncopipe.errors import DecodeError, RejectError, bad_bytes_reject
 
 CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
 _GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20  # bytes read, and at most inflated, per step
+_DEFLATE_RATIO = 1032  # deflate's largest inflated / compressed ratio
+_HEADERS = {348: (nib.Nifti1Header, b"n+1"), 540: (nib.Nifti2Header, b"n+2")}
+# NIfTI datatype codes of real-valued intensities (others: complex, RGB, float128, binary)
+_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4",
+           1024: "i8", 1280: "u8"}
+_NOT_CT = {1: "binary", 32: "complex64", 128: "RGB24", 1536: "float128",
+           1792: "complex128", 2048: "complex256", 2304: "RGBA32"}
+SPACING_MM = (1e-3, 1e3)  # a voxel side outside this is no geometry of a scanner
+MIN_ORTHOGONALITY = 1e-3  # |det| / product of the axis lengths: 0 = axes in one plane
 
 
 class VolumeError(RejectError):
@@ -54,74 +72,310 @@ class Volume:
     source_axcodes: tuple[str, str, str]  # orientation of the file, e.g. ("L", "A", "S")
 
 
+@dataclass(frozen=True)
+class Header:
+    """What :func:`read_nifti` needs of a NIfTI-1/2 header, every field checked."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    offset: int  # vox_offset: where the voxels start in the (inflated) file
+    slope: float
+    inter: float
+    affine: np.ndarray
+
+    @property
+    def voxel_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def end(self) -> int:
+        """Bytes of the file up to the end of the voxel data."""
+        return self.offset + self.voxel_bytes
+
+
 def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (file order, e.g. (x, y, z)) and affine of a ``.nii``/``.nii.gz`` file.
 
-    Only the header goes through nibabel; the voxels are a read-only view of the inflated
-    bytes (no copy) unless ``scl_slope``/``scl_inter`` ask for scaling. Raises
-    :class:`VolumeError` naming the file and the problem.
+    Header first: every size, offset, code and number it declares is checked (against the
+    file's real size, :func:`oncopipe.limits.active` and what a CT volume can be) before
+    the voxel buffer is allocated; a ``.nii.gz`` is inflated as a stream (every gzip member,
+    never more than the header declares, up to ``max_inflated_bytes`` in all). The voxels
+    are a view of that buffer unless ``scl_slope``/``scl_inter`` ask for scaling. Raises a
+    :class:`~oncopipe.errors.RejectError` (:class:`VolumeError`, ``LimitError`` or
+    ``DecodeError``) naming the file and the problem.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        fh = path.open("rb")
     except OSError as exc:
         raise VolumeError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = isal_zlib.decompress(data, 31)  # wbits 31: gzip container
-        except isal_zlib.error as exc:
-            raise VolumeError(f"{path}: corrupt gzip stream ({exc})") from None
-    header = _header(path, data)
-    shape = header.get_data_shape()
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise VolumeError(f"{path}: expected a 3D volume, got shape {header.get_data_shape()}")
-    dtype = header.get_data_dtype()
-    if dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), RGB, ...
-        raise VolumeError(f"{path}: voxel type {dtype} is not a real-valued CT intensity")
-    offset = int(header.get_data_offset())
-    needed = offset + int(np.prod(shape)) * dtype.itemsize
-    if needed > len(data):
-        raise VolumeError(f"{path}: truncated voxel data ({len(data)} of {needed} bytes)")
-    voxels = np.ndarray(shape, dtype, buffer=data, offset=offset, order="F")
-    # (None, None) when unset (0 or NaN), as in MosMed; check=False above keeps nibabel from
-    # "fixing" an unset slope to 1, which would cost a float copy of the whole volume
-    slope, inter = header.get_slope_inter()
-    slope = 1.0 if slope is None else float(slope)
-    inter = 0.0 if inter is None else float(inter)
-    if (slope, inter) != (1.0, 0.0):
-        voxels = voxels * np.float32(slope) + np.float32(inter)
-    return voxels, header.get_best_affine()
+    with fh, bad_bytes_reject(path, "reading the NIfTI file"):
+        size = os.fstat(fh.fileno()).st_size
+        gzipped = fh.read(2) == _GZIP_MAGIC
+        fh.seek(0)
+        src: _Source = _Gunzip(fh, path) if gzipped else _Plain(fh)
+        head = src.read(348)
+        if 540 in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")):
+            head += src.read(540 - 348)
+        header = parse_header(path, head)
+        if gzipped:
+            limits.active().check("max_inflated_bytes", header.end, path)
+            if header.end > _DEFLATE_RATIO * size + 1024:
+                raise VolumeError(f"{path}: declares {header.end:,} bytes of NIfTI data, "
+                                  f"more than a {size:,}-byte gzip file can hold")
+        elif header.end > size:
+            raise VolumeError(f"{path}: truncated voxel data ({size} of {header.end} bytes)")
+        src.skip(header.offset - len(head))  # extensions (offset >= the header's size)
+        data = bytearray(header.voxel_bytes)
+        got = src.readinto(memoryview(data))
+        if got < len(data):
+            raise VolumeError(f"{path}: truncated voxel data "
+                              f"({header.offset + got} of {header.end} bytes)")
+        src.finish()
+    voxels = np.ndarray(header.shape, header.dtype, buffer=data, order="F")
+    if (header.slope, header.inter) != (1.0, 0.0):
+        with np.errstate(over="ignore"):  # a slope of 1e30: inf voxels, refused downstream
+            voxels = voxels * np.float32(header.slope) + np.float32(header.inter)
+    return voxels, header.affine
 
 
-def _header(path: Path, data: bytes) -> nib.Nifti1Header | nib.Nifti2Header:
-    if len(data) < 348:
-        raise VolumeError(f"{path}: too short for a NIfTI header ({len(data)} bytes)")
-    sizeof_hdr = int.from_bytes(data[:4], "little")
-    if sizeof_hdr not in (348, 540):
-        sizeof_hdr = int.from_bytes(data[:4], "big")
-    header_class = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(sizeof_hdr)
-    if header_class is None:
+def parse_header(path: str | Path, raw: bytes) -> Header:
+    """The checked header of a NIfTI-1 or NIfTI-2 file from its first (up to 540) bytes.
+
+    Every field is read with Python numbers (no ``np.prod`` that wraps around) and refused
+    when it cannot describe a CT volume inside the file: a wrong magic, ``dim`` not 3D or not
+    positive, an unknown or non-real datatype, a ``vox_offset`` inside the header, negative
+    or not whole, an infinite scaling, non-finite or negative pixdims, quaternions or sform,
+    and an affine that is singular or whose qform and sform disagree on the orientation.
+    """
+    if len(raw) < 348:
+        raise VolumeError(f"{path}: too short for a NIfTI header ({len(raw)} bytes)")
+    endian = "<"
+    sizeof_hdr = int.from_bytes(raw[:4], "little")
+    if sizeof_hdr not in _HEADERS:
+        endian, sizeof_hdr = ">", int.from_bytes(raw[:4], "big")
+    if sizeof_hdr not in _HEADERS:
         raise VolumeError(f"{path}: not a NIfTI file (sizeof_hdr {sizeof_hdr})")
-    try:
-        header = header_class.from_fileobj(io.BytesIO(data[:sizeof_hdr]), check=False)
-    except Exception as exc:  # nibabel raises several types for bad headers
-        raise VolumeError(f"{path}: bad NIfTI header ({exc})") from None
-    if header["magic"] not in (b"n+1", b"n+2"):
-        raise VolumeError(f"{path}: not a single-file NIfTI (magic {header['magic']!r})")
-    return header
+    header_class, magic = _HEADERS[sizeof_hdr]
+    if len(raw) < sizeof_hdr:
+        raise VolumeError(f"{path}: too short for a NIfTI header ({len(raw)} bytes)")
+    hdr = np.frombuffer(raw, header_class.template_dtype.newbyteorder(endian), 1)[0]
+    if bytes(hdr["magic"])[:3] != magic:
+        raise VolumeError(f"{path}: not a single-file NIfTI (magic {bytes(hdr['magic'])!r})")
+    shape = _shape(path, [int(d) for d in hdr["dim"]])
+    limits.active().check("max_voxels", math.prod(shape), path)
+    dtype = _dtype(path, int(hdr["datatype"])).newbyteorder(endian)
+    offset = _whole(path, "vox_offset", float(hdr["vox_offset"]))
+    if offset < sizeof_hdr:
+        raise VolumeError(f"{path}: vox_offset {offset} lies inside the {sizeof_hdr}-byte "
+                          "header")
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if slope == 0 or math.isnan(slope):  # unset: no scaling (nibabel's reading too)
+        slope, inter = 1.0, 0.0
+    elif not (math.isfinite(slope) and math.isfinite(inter)):
+        raise VolumeError(f"{path}: non-finite scaling (scl_slope {slope}, scl_inter {inter})")
+    return Header(shape, dtype, offset, slope, inter, _affine(path, hdr, shape))
+
+
+def _shape(path: str | Path, dim: list[int]) -> tuple[int, int, int]:
+    if not 1 <= dim[0] <= 7:
+        raise VolumeError(f"{path}: dim[0] = {dim[0]} is not a number of dimensions (1-7)")
+    full = tuple(dim[1:dim[0] + 1])
+    bad = [(k + 1, n) for k, n in enumerate(full) if n <= 0]
+    if bad:
+        raise VolumeError(f"{path}: dim[{bad[0][0]}] = {bad[0][1]} is not a positive size")
+    shape = full[:3] if len(full) == 4 and full[3] == 1 else full
+    if len(shape) != 3:
+        raise VolumeError(f"{path}: expected a 3D volume, got shape {full}")
+    return shape  # type: ignore[return-value]
+
+
+def _dtype(path: str | Path, code: int) -> np.dtype:
+    if code in _DTYPES:
+        return np.dtype(_DTYPES[code])
+    if code in _NOT_CT:
+        raise VolumeError(f"{path}: voxel type {_NOT_CT[code]} is not a real-valued CT "
+                          "intensity")
+    raise VolumeError(f"{path}: unknown NIfTI datatype code {code}")
+
+
+def _whole(path: str | Path, name: str, value: float) -> int:
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise VolumeError(f"{path}: {name} {value} is not a byte offset")
+    return int(value)
+
+
+def _finite(path: str | Path, name: str, values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).all():
+        raise VolumeError(f"{path}: non-finite {name} {values.tolist()}")
+    return values
+
+
+def _affine(path: str | Path, hdr: np.void, shape: tuple[int, int, int]) -> np.ndarray:
+    """The best affine (sform, else qform, else pixdims), checked before any orientation code
+    uses it; qform and sform that both claim to hold must agree on the orientation."""
+    pixdim = _finite(path, "pixdim", hdr["pixdim"][1:4])
+    if (pixdim < 0).any():
+        raise VolumeError(f"{path}: negative pixdim {pixdim.tolist()}")
+    qform = sform = None
+    if int(hdr["qform_code"]) > 0:
+        bcd = _finite(path, "quaternion", [hdr["quatern_b"], hdr["quatern_c"],
+                                           hdr["quatern_d"]])
+        shift = _finite(path, "qoffset", [hdr["qoffset_x"], hdr["qoffset_y"],
+                                          hdr["qoffset_z"]])
+        with np.errstate(over="ignore"):  # b, c, d of 1e30: -inf, refused below
+            w2 = 1.0 - float(bcd @ bcd)
+        if w2 < -1e-6:
+            raise VolumeError(f"{path}: quaternion {bcd.tolist()} is not a rotation")
+        qfac = -1.0 if float(hdr["pixdim"][0]) < 0 else 1.0  # 0 means 1 in the standard
+        qform = np.eye(4)
+        qform[:3, :3] = quat2mat([math.sqrt(max(w2, 0.0)), *bcd]) * (pixdim * [1, 1, qfac])
+        qform[:3, 3] = shift
+        _check_affine(path, qform, "qform")
+    if int(hdr["sform_code"]) > 0:
+        sform = np.eye(4)
+        sform[:3] = _finite(path, "sform", [hdr["srow_x"], hdr["srow_y"], hdr["srow_z"]])
+        _check_affine(path, sform, "sform")
+    if qform is not None and sform is not None:
+        q, s = (orientations.ornt2axcodes(orientations.io_orientation(a)) for a in (qform, sform))
+        if q != s:
+            raise VolumeError(f"{path}: qform ({''.join(q)}) and sform ({''.join(s)}) disagree "
+                              "on the orientation; one of them mirrors or turns the volume")
+    if sform is not None:
+        return sform
+    if qform is not None:
+        return qform
+    base = shape_zoom_affine(shape, pixdim, True)
+    _check_affine(path, base, "pixdim")
+    return base
+
+
+def _check_affine(path: str | Path, affine: np.ndarray, name: str = "affine") -> None:
+    """Refuse an affine that orientation code cannot use: non-finite, a voxel side of no
+    scanner, or axes (nearly) in one plane, which ``io_orientation`` would turn into an
+    arbitrary flip or an exception."""
+    if not np.isfinite(affine).all():
+        raise VolumeError(f"{path}: singular or non-finite {name}")
+    linear = affine[:3, :3]
+    with np.errstate(over="ignore", under="ignore"):  # 1e30 mm: an inf side, refused below
+        sides = np.sqrt((linear**2).sum(axis=0))
+    if not ((sides >= SPACING_MM[0]) & (sides <= SPACING_MM[1])).all():
+        raise VolumeError(f"{path}: singular or non-finite {name}: voxel sides "
+                          f"{[round(float(s), 6) for s in sides]} mm")
+    if abs(np.linalg.det(linear)) < MIN_ORTHOGONALITY * float(np.prod(sides)):
+        raise VolumeError(f"{path}: singular or non-finite {name}: its axes are (nearly) "
+                          "in one plane")
+
+
+class _Source:
+    """Bytes of the NIfTI file in order: read, skip, fill a buffer, then finish."""
+
+    def readinto(self, out: memoryview) -> int:
+        raise NotImplementedError
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        return bytes(buf[:self.readinto(memoryview(buf))])
+
+    def skip(self, n: int) -> None:
+        scratch = memoryview(bytearray(min(n, _CHUNK)))
+        while n > 0:
+            got = self.readinto(scratch[:min(n, _CHUNK)])
+            if not got:
+                return
+            n -= got
+
+    def finish(self) -> None:
+        """Whatever must still be read for the file to count as whole."""
+
+
+class _Plain(_Source):
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+
+    def readinto(self, out: memoryview) -> int:
+        n = 0
+        while n < len(out):
+            got = self.fh.readinto(out[n:])  # type: ignore[attr-defined]
+            if not got:
+                break
+            n += got
+        return n
+
+    def skip(self, n: int) -> None:
+        self.fh.seek(n, 1)
+
+
+class _Gunzip(_Source):
+    """A gzip file inflated on demand: member after member (a file written in several
+    members is one stream), at most :data:`_CHUNK` bytes per step, and never more than
+    ``max_inflated_bytes`` in all. :meth:`finish` inflates (and drops) what is left, so a
+    corrupt end or a wrong CRC is still an error."""
+
+    def __init__(self, fh: BinaryIO, path: Path):
+        self.path = path
+        self.pieces = self._inflate(fh)
+        self.rest = memoryview(b"")
+        self.total = 0
+        self.cap = limits.active().max_inflated_bytes
+
+    def readinto(self, out: memoryview) -> int:
+        n = 0
+        while n < len(out):
+            if not self.rest:
+                piece = next(self.pieces, None)
+                if piece is None:
+                    break
+                self.rest = memoryview(piece)
+            k = min(len(self.rest), len(out) - n)
+            out[n:n + k] = self.rest[:k]
+            self.rest, n = self.rest[k:], n + k
+        return n
+
+    def finish(self) -> None:
+        for _ in self.pieces:
+            pass
+
+    def _inflate(self, fh: BinaryIO) -> Iterator[bytes]:
+        member = isal_zlib.decompressobj(31)
+        data = fh.read(_CHUNK)
+        while True:
+            if member.eof:
+                data = member.unused_data + data
+                if len(data) < 2:
+                    data += fh.read(_CHUNK)
+                if data[:2] != _GZIP_MAGIC:  # the end, or trailing bytes gzip also ignores
+                    return
+                member = isal_zlib.decompressobj(31)
+            if not data:
+                data = fh.read(_CHUNK)
+            try:
+                out = member.decompress(data, _CHUNK)
+                if not out and not data and not member.eof:
+                    out = member.flush()
+            except isal_zlib.error as exc:
+                raise DecodeError(f"{self.path}: corrupt gzip stream ({exc})") from None
+            if not out and not data and not member.eof:
+                raise VolumeError(f"{self.path}: corrupt gzip stream (it ends before its "
+                                  "last member does)")
+            data = member.unconsumed_tail if not member.eof else b""
+            self.total += len(out)
+            if self.total > self.cap:
+                limits.active().check("max_inflated_bytes", self.total, self.path)
+            if out:
+                yield out
 
 
 def canonical(path: str | Path, voxels: np.ndarray, affine: np.ndarray) -> Volume:
     """``voxels`` reoriented to :data:`CANONICAL` using ``affine`` (flips and transposes)."""
     if min(voxels.shape) < 2:
         raise VolumeError(f"{path}: degenerate volume shape {voxels.shape}")
+    _check_affine(path, affine)
     linear = affine[:3, :3]
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-9:
-        raise VolumeError(f"{path}: singular or non-finite affine")
-    src = orientations.io_orientation(affine)
-    transform = orientations.ornt_transform(src, orientations.axcodes2ornt(CANONICAL))
+    with bad_bytes_reject(path, "orienting the volume"):
+        src = orientations.io_orientation(affine)
+        transform = orientations.ornt_transform(src, orientations.axcodes2ornt(CANONICAL))
     zooms = np.sqrt((linear**2).sum(axis=0))
     spacing = tuple(float(zooms[int(src_axis)]) for src_axis in _source_axes(transform))
     return Volume(

@@ -184,6 +184,7 @@ function renderResult(answer) {
         title: canSpeak ? "spoken by this browser, offline" : "this browser has no speech synthesis",
         onclick: () => speak(spoken) }, "Read aloud"),
       el("span", { class: "note", text: `input ${result.input}${result.point ? `, point ${result.point.join(", ")} mm` : ""}` })),
+    ...(result.warnings || []).map((w) => el("p", { class: "warning", role: "note", text: `Warning: ${w}` })),
     bars,
     ...figures);
 }
