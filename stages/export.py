@@ -1,19 +1,20 @@
 """DVC stage ``export@<dataset>``: prepared arrays + shards' split -> data/exports/<dataset>/.
 
 One folder per format of ``<dataset>.export.formats`` (docs/exports.md), each with
-``export.json`` (what made it) and ``samples.csv`` (sample -> patient -> split).
+``export.json`` (what made it) and ``samples.csv`` (sample -> patient -> split), and the
+dataset's data card (``DATACARD.md``, ``datacard.json``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import config, log, perf
+from oncopipe import config, datasets, log, perf
 from oncopipe.errors import one_line_exit
 from oncopipe.export import writer
 from stages import dataset_name
 
-READS = ("export",)
+READS = ("raw", "export")
 
 
 @one_line_exit("export")
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     log.setup(f"export[{name}]")
     cfg = config.load(name, reads=READS)
     out = writer.export(Path("data/prepared") / name, Path("data/shards") / name,
-                        Path("data/exports") / name, cfg.export, cfg.params_hash)
+                        Path("data/exports") / name, cfg.export, cfg.params_hash,
+                        datasets.module(name, "card").PROVENANCE, cfg.raw.as_posix())
     perf.items(out["samples"], "samples")
 
 

@@ -15,12 +15,17 @@ import pytest
 from dataset_params import digest
 from synthetic_data import make_prepared
 
+from oncopipe import datasets
 from oncopipe.config import ExportParams, ShardParams
+from oncopipe.datacard import Provenance
 from oncopipe.export import writer
 from oncopipe.manifest import read_manifest
 from oncopipe.shards import read_index, write_shards
 
 SPLITS = ("train", "val", "test")
+PROVENANCE = Provenance(release="synthetic", page="https://example.org", licence="none",
+                        citation="none", not_for=("anything",))
+REPORT = {"read": 0, "kept": 0, "rejected": 2, "rejected_by_reason": {"corrupt": 2}}
 CASES = {  # name: (make_prepared kwargs, balance)
     "rgb": ({"channels": 3, "size": 32, "dtype": "uint8"}, "undersample"),
     "gray": ({"channels": 1, "size": 20, "dtype": "float16"}, "oversample"),
@@ -40,10 +45,13 @@ def exported(request, tmp_path_factory):
         write_manifest(df.with_columns(pl.lit("8x2x2").alias("spacing_mm"),
                                        pl.lit("2x24x24").alias("source_shape")),
                        meta, prepared / "manifest.parquet")
+    n = len(read_manifest(prepared / "manifest.parquet")[0])
+    report = {**REPORT, "read": n + 2, "kept": n}
+    (prepared / "report.json").write_text(json.dumps(report))
     write_shards(prepared, root / "shards", ShardParams(balance=balance, shard_size=8), 3, "h")
     out = root / "exports"
     params = ExportParams(medmnist_sizes=(28, 64))
-    writer.export(prepared, root / "shards", out, params, "phash")
+    writer.export(prepared, root / "shards", out, params, "phash", PROVENANCE, "data/demo/x")
     index = read_index(root / "shards").filter(pl.col("copy") == 0)
     expected = index.select("sample_id", "patient_id", "label", "split").sort("sample_id")
     return request.param, out, expected, root
@@ -63,7 +71,8 @@ def _no_patient_crosses(patients_by_split: dict[str, set[str]]) -> None:
 def test_rerun_is_byte_identical_and_records_provenance(exported, tmp_path):
     _case, out, expected, root = exported
     again = tmp_path / "again"
-    writer.export(root / "prepared", root / "shards", again, ExportParams(), "phash")
+    writer.export(root / "prepared", root / "shards", again, ExportParams(), "phash",
+                  PROVENANCE, "data/demo/x")
     assert digest(again) == digest(out)
     for fmt in ExportParams().formats:
         record = json.loads((out / fmt / "export.json").read_text())
@@ -175,3 +184,46 @@ def test_webdataset_streams_one_epoch(exported):
         assert got.equals(_split_of(expected, split).drop("split"))
         patients[split] = set(got["patient_id"])
     _no_patient_crosses(patients)
+
+
+def test_data_card_figures_match_manifest_shards_and_report(exported):
+    case, out, expected, root = exported
+    card = json.loads((out / "datacard.json").read_text())
+    df, meta = read_manifest(root / "prepared" / "manifest.parquet")
+    report = json.loads((root / "prepared" / "report.json").read_text())
+    assert card["accounting"] == {k: report[k] for k in card["accounting"]}
+    assert card["accounting"]["kept"] == len(df) == len(expected) + card["not_in_shards"]
+    assert card["class_names"] == list(meta.class_names) and card["demo"] is True
+    for split in SPLITS:
+        want = _split_of(expected, split)
+        got = card["splits"][split]
+        assert got["samples"] == len(want)
+        assert got["patients"] == want["patient_id"].n_unique()
+        assert [got["class_counts"][c] for c in meta.class_names] == [
+            int((want["label"] == i).sum()) for i in range(len(meta.class_names))]
+    shard_train = read_index(root / "shards", "train")
+    assert card["balance"]["training_shard_samples"] == len(shard_train)
+    f = card["fingerprint"]
+    assert f["sample_shape"] == list(np.load(root / "prepared" / "images.npy",
+                                             mmap_mode="r").shape[1:])
+    lo, mid, hi = f["intensity_percentiles"].values()
+    assert lo <= mid <= hi
+    if case == "volume":
+        assert f["spacing_mm_median"] == [4.0, 4.0, 4.0]
+    md = (out / "DATACARD.md").read_text()
+    for figure in (card["accounting"]["read"], card["accounting"]["rejected"],
+                   card["splits"]["test"]["samples"]):
+        assert str(figure) in md
+    assert "research use only" in md and "synthetic demo" in md
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_every_dataset_card_cites_what_data_md_says(name):
+    """The provenance on the card is docs/data.md's, not a second version of it."""
+    from pathlib import Path
+
+    p = datasets.module(name, "card").PROVENANCE
+    docs = " ".join(Path("docs/data.md").read_text().replace("> ", " ").split())
+    assert p.page in docs and p.release.split(" (")[0].split(",")[0] in docs
+    assert " ".join(p.citation.split())[:80] in docs
+    assert p.not_for

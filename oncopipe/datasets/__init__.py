@@ -29,8 +29,8 @@ from types import ModuleType
 from typing import Literal
 
 NAMES: tuple[str, ...] = ("lidc", "mosmed", "pcam", "isic", "breakhis")
-Part = Literal["params", "demo", "prepare"]
-PARTS: tuple[str, ...] = ("params", "demo", "prepare")
+Part = Literal["params", "demo", "prepare", "card"]
+PARTS: tuple[str, ...] = ("params", "demo", "prepare", "card")
 
 
 def module(name: str, part: Part) -> ModuleType:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from oncopipe import datacard, shards
 from oncopipe.atomic import atomic_path
 from oncopipe.config import ExportParams
 from oncopipe.export import hf, medmnist, monai, provenance, source, webdataset
@@ -16,9 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
-           params_hash: str) -> dict:
-    """Replace ``out_dir`` by ``<format>/`` folders; return the sample count and what each
-    format wrote."""
+           params_hash: str, release: datacard.Provenance, raw: str) -> dict:
+    """Replace ``out_dir`` by ``<format>/`` folders and the data card; return the sample
+    count and what each format wrote."""
     src = source.load(prepared, shard_dir)
     log.info("exporting %d samples of %s (%d not in the shards)", len(src.table),
              src.meta.dataset, src.not_in_shards)
@@ -32,4 +33,7 @@ def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
             provenance.write(src, folder, fmt, params_hash, written)
             result[fmt] = written
             log.info("wrote %s: %s", fmt, written)
+        card = datacard.build(src, datacard.read_report(prepared),
+                              shards.read_summary(shard_dir), release, raw)
+        datacard.write(card, tmp)
     return {"samples": len(src.table), "formats": result}
