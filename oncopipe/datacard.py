@@ -71,7 +71,8 @@ def build(source: Source, report: dict, summary: dict, provenance: Provenance,
                        "licence": provenance.licence, "citation": provenance.citation},
         "accounting": {"read": report["read"], "kept": report["kept"],
                        "rejected": report["rejected"],
-                       "rejected_by_reason": report.get("rejected_by_reason", {})},
+                       "rejected_by_reason": report.get("rejected_by_reason", {}),
+                       "manifest_samples": summary["manifest_samples"]},
         "patient_level": source.meta.patient_level,
         "splits": splits,
         "not_in_shards": source.not_in_shards,
@@ -98,7 +99,8 @@ def render(card: dict) -> str:
         f"- Licence: {p['licence']}",
         f"- Cite: {p['citation']}", "",
         "## What was read, kept and rejected", "",
-        f"Read {a['read']}, kept {a['kept']}, rejected {a['rejected']}.", "",
+        f"Read {a['read']}, kept {a['kept']}, rejected {a['rejected']} (items as the "
+        f"prepare report counts them); the manifest has {a['manifest_samples']} samples.", "",
     ]
     if a["rejected_by_reason"]:
         lines += ["| reason | rejected |", "| --- | --- |"]
@@ -118,9 +120,10 @@ def render(card: dict) -> str:
     lines += [
         "",
         f"Balancing of the training shards: {b['training_shards']} "
-        f"({b['training_shard_samples']} training samples in the shards; class weights "
-        f"{b['class_weights']}). Counts above are unique samples; {card['not_in_shards']} "
-        "kept sample(s) are in no shard (left out by undersampling).", "",
+        f"({b['training_shard_samples']} training samples in the shards; loss class weights "
+        f"{b['class_weights'] or 'none'}). Counts above are unique samples; "
+        f"{card['not_in_shards']} kept sample(s) are in no shard (left out by undersampling).",
+        "",
         "## Fingerprint", "",
         f"- Sample shape {f['sample_shape']} ({f['layout']}), {f['dtype']}",
         f"- Median voxel size (mm): {f['spacing_mm_median']}",
