@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.harness import Comparison, Method, same_array
-from oncopipe import config, datasets
+from oncopipe import datasets
 from oncopipe.images import image_size
 
 SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
@@ -70,18 +70,18 @@ def cv2_decode(path: Path, height: int, width: int, fit: str) -> np.ndarray:
 
 
 def _config(name: str, work: Path, demo: dict, prepare: dict):
-    cfg = config.load(name)
+    cfg = datasets.load_config(name)
     cfg = dataclasses.replace(cfg, raw=work / name,
                               demo=dataclasses.replace(cfg.demo, **demo),
                               prepare=dataclasses.replace(cfg.prepare, **prepare))
     if not cfg.raw.exists():
         cfg.raw.mkdir(parents=True)
-        datasets.module(name, "demo").write_demo(cfg, cfg.raw)
+        datasets.spec(name).write_demo(cfg, cfg.raw)
     return cfg
 
 
 def comparison(key: str, label: str, cfg, files: list[Path]) -> Comparison:
-    module = datasets.module(cfg.name, "prepare")
+    module = datasets.spec(cfg.name)
     _, height, width = module.preprocess_one(cfg, files[0]).shape
     fit = getattr(cfg.prepare, "fit", "resize")
     check = same_array(mean_abs=MEAN_ABS_GREY)

@@ -35,7 +35,7 @@ import torch
 import uvicorn
 import yaml
 
-from oncopipe import config, datasets, models, training
+from oncopipe import datasets, inference, models
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +59,9 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     inputs = {}
     for name in datasets.NAMES:
-        cfg = config.load(name, root / "params.yaml")
-        datasets.module(name, "demo").write_demo(cfg, cfg.raw)
-        prepare = datasets.module(name, "prepare")
+        cfg = datasets.load_config(name, root / "params.yaml")
+        datasets.spec(name).write_demo(cfg, cfg.raw)
+        prepare = datasets.spec(name)
         point = None
         if name == "lidc":
             series = sorted({p.parent for p in cfg.raw.rglob("*.dcm")})[0]
@@ -69,22 +69,22 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
             with zipfile.ZipFile(upload, "w") as zf:
                 for f in sorted(series.glob("*.dcm")):
                     zf.write(f, f"{series.name}/{f.name}")
-            _, geometry = prepare.scan_view(cfg, series)
+            _, geometry = prepare.view(cfg, series)
             (x0, x1), (y0, y1), (z0, z1) = geometry["extent_mm"]
             point = f"{(x0 + x1) / 2}, {(y0 + y1) / 2}, {(z0 + z1) / 2}"
             sample = prepare.preprocess_one(cfg, series, tuple(map(float, point.split(","))))
         else:
-            spec = datasets.module(name, "params").PREDICT_INPUT
+            spec = datasets.spec(name).predict_input
             files = sorted(p for p in cfg.raw.rglob("*")
                            if p.name.lower().endswith(spec.suffixes) and "test" not in p.parts)
             upload = max(files, key=lambda p: p.stat().st_size)  # the largest: the slowest
             sample = prepare.preprocess_one(cfg, upload)
-        names = list(datasets.module(name, "params").CLASS_NAMES[cfg.task])
+        names = list(datasets.spec(name).class_names[cfg.task])
         net = models.build(cfg.train, tuple(sample.shape), len(names))
         folder = root / "models" / name
         folder.mkdir(parents=True)
-        torch.save(net.state_dict(), folder / training.MODEL_FILE)
-        (folder / training.CONFIG_FILE).write_text(json.dumps({
+        torch.save(net.state_dict(), folder / inference.MODEL_FILE)
+        (folder / inference.CONFIG_FILE).write_text(json.dumps({
             "dataset": name, "task": cfg.task, "class_names": names,
             "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train),
             "architecture": dataclasses.asdict(net.architecture)}))

@@ -69,11 +69,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="the Markdown file to write (default docs/results.md)")
     r.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the file is not what the metrics give")
+    r.add_argument("--seeds", action="store_true",
+                   help="print mean, sd and per-seed test figures of a DVC seed sweep "
+                        "(dvc exp show) instead; writes nothing")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "results" and args.seeds:
+        from oncopipe import seeds
+
+        try:
+            print(seeds.table(seeds.aggregate(seeds.read_experiments())), end="")
+        except seeds.SeedsError as exc:
+            print(f"results: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "results":
         text = results.render(args.metrics_dir)
         if args.check:

@@ -8,8 +8,9 @@ Sections are plain frozen dataclasses. :func:`build` turns a YAML mapping into o
 keys and types recursively; a dataclass may define ``check(self) -> None`` raising
 ``ValueError`` for constraints between fields (the message is prefixed with the key path).
 Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's
-``params`` module and found through :mod:`oncopipe.datasets`; the generic sections
-(``shard``, ``train``, ``evaluate``, ``export``) are declared here.
+contract (:class:`oncopipe.contract.DatasetSpec`), which the caller hands in (the registry's
+:func:`oncopipe.datasets.load_config` does), so this module imports nothing of the datasets;
+the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
@@ -28,12 +29,17 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from oncopipe import limits as input_limits
 from oncopipe.errors import ParamsError
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from oncopipe.contract import DatasetSpec
 
 PARAMS_FILE = Path("params.yaml")
 # How a stage runs, not what it makes: left out of params_hash, so outputs are byte-identical
@@ -396,19 +402,18 @@ def read_params(path: Path = PARAMS_FILE) -> dict:
     return data
 
 
-def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None = None
-         ) -> DatasetConfig:
-    """Read ``params.yaml`` and return the validated config of ``dataset``.
+def load(spec: DatasetSpec, known: Collection[str], path: Path = PARAMS_FILE,
+         reads: tuple[str, ...] | None = None) -> DatasetConfig:
+    """Read ``params.yaml`` and return the validated config of the dataset ``spec`` declares.
 
-    ``reads``: the keys the calling stage declares in dvc.yaml, relative to the dataset's
-    section (``prepare``, ``prepare.cohort``, ``train``...) plus the global ``seed`` and
-    ``limits``; every
-    other key is guarded (see the module docstring). ``None`` gives everything.
+    ``known``: every registered dataset name (the other top-level keys allowed). ``reads``: the
+    keys the calling stage declares in dvc.yaml, relative to the dataset's section
+    (``prepare``, ``prepare.cohort``, ``train``...) plus the global ``seed`` and ``limits``;
+    every other key is guarded (see the module docstring). ``None`` gives everything.
     """
-    from oncopipe import datasets as registry  # local: the registry imports dataset modules
-
+    dataset = spec.name
     data = read_params(path)
-    allowed_top = {*TOP_KEYS, "datasets", *registry.NAMES}
+    allowed_top = {*TOP_KEYS, "datasets", *known}
     unknown = sorted(set(data) - allowed_top)
     if unknown:
         raise ParamsError(f"{unknown[0]}: unknown top-level key in {path}")
@@ -419,15 +424,12 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
     limits = input_limits.from_params(raw_limits)
     listed = _coerce(list[str], data.get("datasets", []), "datasets")
     for i, name in enumerate(listed):
-        if name not in registry.NAMES:
+        if name not in known:
             raise ParamsError(f"datasets[{i}]: unknown dataset {name!r}")
-    if dataset not in registry.NAMES:
-        raise ParamsError(f"{dataset}: unknown dataset (known: {', '.join(registry.NAMES)})")
     section = data.get(dataset)
     if not isinstance(section, dict):
         raise ParamsError(f"{dataset}: section missing from {path}")
 
-    spec = registry.module(dataset, "params")
     unknown = sorted(set(section) - set(SECTION_KEYS))
     if unknown:
         raise ParamsError(
@@ -438,8 +440,8 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
             raise ParamsError(f"{dataset}.{key}: required key is missing")
     raw = _coerce(str, section["raw"], f"{dataset}.raw")
     task = _coerce(str, section["task"], f"{dataset}.task")
-    if task not in spec.TASKS:
-        raise ParamsError(f"{dataset}.task: {task!r} is not one of {', '.join(spec.TASKS)}")
+    if task not in spec.tasks:
+        raise ParamsError(f"{dataset}.task: {task!r} is not one of {', '.join(spec.tasks)}")
     profile = _coerce(Literal["demo", "reference"], section.get("profile", DEFAULT_PROFILE),
                       f"{dataset}.profile")
     profiles = build(TrainProfiles, section.get("train"), f"{dataset}.train")
@@ -448,8 +450,8 @@ def load(dataset: str, path: Path = PARAMS_FILE, reads: tuple[str, ...] | None =
         "raw": Path(raw),
         "task": task,
         "profile": profile,
-        "demo": build(spec.DemoParams, section.get("demo"), f"{dataset}.demo"),
-        "prepare": build(spec.PrepareParams, section.get("prepare"), f"{dataset}.prepare"),
+        "demo": build(spec.demo_params, section.get("demo"), f"{dataset}.demo"),
+        "prepare": build(spec.prepare_params, section.get("prepare"), f"{dataset}.prepare"),
         "shard": build(ShardParams, section.get("shard"), f"{dataset}.shard"),
         "train": getattr(profiles, profile),
         "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),

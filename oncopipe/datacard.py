@@ -9,27 +9,16 @@ cannot drift from the data it describes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from oncopipe.contract import Provenance
 from oncopipe.export.source import SPLITS, Source
 
 PERCENTILES = (0.5, 50.0, 99.5)
 MAX_VALUES = 2_000_000  # intensity percentiles from at most this many values, evenly strided
 ALWAYS_NOT_FOR = ("clinical diagnosis or treatment decisions: research use only",)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """The release as its provider states it (a dataset's ``card.PROVENANCE``)."""
-
-    release: str
-    page: str
-    licence: str
-    citation: str
-    not_for: tuple[str, ...]
 
 
 def fingerprint(source: Source) -> dict:
@@ -52,8 +41,8 @@ def fingerprint(source: Source) -> dict:
     }
 
 
-def build(source: Source, report: dict, summary: dict, provenance: Provenance,
-          raw: str) -> dict:
+def build(source: Source, report: dict, summary: dict, release: Provenance | None) -> dict:
+    """The card's figures; ``summary["raw"]`` says whether the data is the demo's."""
     names = list(source.class_names)
     splits = {}
     for split in SPLITS:
@@ -65,10 +54,11 @@ def build(source: Source, report: dict, summary: dict, provenance: Provenance,
         "dataset": source.meta.dataset,
         "task": source.meta.task,
         "class_names": names,
-        "data_source": raw,
-        "demo": Path(raw).parts[:2] == ("data", "demo"),
-        "provenance": {"release": provenance.release, "page": provenance.page,
-                       "licence": provenance.licence, "citation": provenance.citation},
+        "data_source": summary["raw"]["path"],
+        "demo": summary["raw"]["source"] == "demo",
+        "provenance": ({"release": release.release, "page": release.page,
+                        "licence": release.licence, "citation": release.citation}
+                       if release else None),
         "accounting": {"read": report["read"], "kept": report["kept"],
                        "rejected": report["rejected"],
                        "rejected_by_reason": report.get("rejected_by_reason", {}),
@@ -81,13 +71,15 @@ def build(source: Source, report: dict, summary: dict, provenance: Provenance,
                     "training_shard_samples": summary["splits"]["train"]["samples"]},
         "fingerprint": fingerprint(source),
         "manifest_sha256": source.manifest_sha256,
-        "not_for": [*ALWAYS_NOT_FOR, *provenance.not_for],
+        "not_for": [*ALWAYS_NOT_FOR, *(release.not_for if release else ())],
     }
 
 
 def render(card: dict) -> str:
     """The card as Markdown (every figure also in ``datacard.json``)."""
     p, a, f = card["provenance"], card["accounting"], card["fingerprint"]
+    p = p or {k: "not declared by the dataset" for k in ("release", "page", "licence",
+                                                          "citation")}
     names = card["class_names"]
     source = ("the built-in synthetic demo (not the release)" if card["demo"]
               else f"`{card['data_source']}`")

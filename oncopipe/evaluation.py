@@ -11,7 +11,12 @@ Params read (declare them in dvc.yaml): ``seed``; ``<ds>.evaluate`` (``bootstrap
 
 Files written into ``out_dir`` (``metrics/<dataset>/``), each atomically:
 
-- ``metrics.json``: see :func:`oncopipe.metrics.compute`.
+- ``metrics.json``: see :func:`oncopipe.metrics.compute`, plus ``provenance`` (the train
+  profile, the raw data's source and manifest fingerprint from the shard summary, the code
+  version; see :mod:`oncopipe.provenance`).
+- ``summary.json``: the headline figures of metrics.json (:data:`SUMMARY`) and the test
+  split's size, the file dvc.yaml declares as the stage's metrics: ``dvc metrics diff`` and
+  ``dvc exp show`` list these, not the hundred values of the intervals and classes.
 - ``predictions.csv``: one row per test sample (``sample_id, patient_id, actual, predicted``
   and one probability column per class). DVC draws the confusion matrix from it
   (template ``confusion``, x ``actual``, y ``predicted``).
@@ -34,14 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncopipe import metrics
+from oncopipe import metrics, provenance
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.config import DatasetConfig
+from oncopipe.inference import Runtime, load_model, local_runtime, make_loader, predict
 from oncopipe.loader import ShardDataset
 from oncopipe.shards import read_summary
-from oncopipe.training import Runtime, load_model, make_loader, predict
 
 log = logging.getLogger(__name__)
+SUMMARY = ("balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity",
+           metrics.OPERATING_POINT_METRIC, "ece", "n_test", "n_test_patients")
 
 
 def _csv(header: list[str], rows: list[list]) -> str:
@@ -129,7 +136,7 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
     plots, with the operating point chosen on validation."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    rt = Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rt = local_runtime()
     model, card = load_model(model_dir, rt.device)
     summary = read_summary(shard_dir)
     class_names = summary["class_names"]
@@ -144,7 +151,11 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
                              bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
                              seed=cfg.seed,
                              val=(val_y, val_prob, np.asarray(val_ds.patient_ids)))
+    result["provenance"] = {"profile": cfg.profile, "raw": summary.get("raw"),
+                            "code": provenance.code_version()}
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_text(out_dir / "summary.json",
+               json.dumps({k: result[k] for k in SUMMARY}, indent=2) + "\n")
     write_predictions(out_dir / "predictions.csv", ds, y, prob, class_names)
     fpr, tpr, table = write_plot_data(out_dir, y, prob, e.calibration_bins)
     if png:

@@ -7,13 +7,16 @@ profile (``demo``, ``reference``), one mapping per dataset in each::
       lidc:
         balanced_accuracy: 0.80        # a number is a minimum
         ece: {max: 0.25}               # or an explicit {min: ..., max: ...}
+        auc: {ci_lower: 0.6}           # or a minimum of the interval's lower bound
     reference:                         # the published figures, for real data
       lidc:
         accuracy: 0.93
 
 Each dataset is gated with the floors of its own profile, ``<dataset>.profile`` in
 ``params.yaml`` (the key that also selects its train recipe), or of the profile given with
-``--profile``. A file without profile sections applies to every profile.
+``--profile``. A file without profile sections applies to every profile. Metrics whose
+``provenance.raw.source`` is ``demo`` are never held to ``reference`` floors: the gate
+refuses with one line (the published figures are for the real data).
 
 Every ``metrics/<dataset>/metrics.json`` found is reported; a dataset with floors in its
 profile whose metrics file is missing is a failure (the pipeline did not produce it). With
@@ -53,7 +56,9 @@ class Check:
     profile: str = DEFAULT_PROFILE  # whose floors
 
 
-Floors = dict[str, dict[str, dict[str, float]]]  # {dataset: {metric: {"min"|"max": x}}}
+# {dataset: {metric: {"min"|"max"|"ci_lower": x}}}
+Floors = dict[str, dict[str, dict[str, float]]]
+BOUNDS = ("min", "max", "ci_lower")
 
 
 def _read_floors(path: Path, data: object, where: str) -> Floors:
@@ -66,11 +71,11 @@ def _read_floors(path: Path, data: object, where: str) -> Floors:
         out[ds] = {}
         for name, spec in metrics.items():
             spec = {"min": spec} if isinstance(spec, (int, float)) else spec
-            if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"} or not all(
+            if not isinstance(spec, dict) or not spec or set(spec) - set(BOUNDS) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool)
                     for v in spec.values()):
                 raise GateError(f"{path}: {where}{ds}.{name}: expected a number or "
-                                f"{{min: x, max: y}}, got {spec!r}")
+                                f"{{min: x, max: y, ci_lower: z}}, got {spec!r}")
             out[ds][name] = {k: float(v) for k, v in spec.items()}
     return out
 
@@ -153,8 +158,13 @@ def check(thresholds: Floors, found: dict[str, dict],
             checks.append(Check(ds, "metrics.json", None, "missing", False, profile))
             continue
         for name, spec in sorted(thresholds.get(ds, {}).items()):
-            value = _lookup(found[ds], name)
             for kind, bound in sorted(spec.items()):
+                if kind == "ci_lower":  # the lower end of the figure's interval
+                    value = _lookup(found[ds], f"ci.{name}.low")
+                    checks.append(Check(ds, f"{name} (ci low)", value, f">= {bound:g}",
+                                        value is not None and value >= bound, profile))
+                    continue
+                value = _lookup(found[ds], name)
                 ok = value is not None and (value >= bound if kind == "min" else value <= bound)
                 checks.append(Check(ds, name, value, f"{'>=' if kind == 'min' else '<='} "
                                     f"{bound:g}", ok, profile))
@@ -163,9 +173,31 @@ def check(thresholds: Floors, found: dict[str, dict],
     return checks
 
 
+def refuse_demo_at_reference(found: dict[str, dict], profiles: dict[str, str],
+                             thresholds: Floors) -> None:
+    """Raise when metrics of the synthetic demo data would be held to the published floors:
+    passing them would say nothing about the method."""
+    demo = [ds for ds in sorted(thresholds) if profiles.get(ds) == "reference" and ds in found
+            and _lookup_str(found[ds], "provenance.raw.source") == "demo"]
+    if demo:
+        raise GateError(f"{', '.join(demo)}: metrics of the synthetic demo data cannot be held "
+                        "to the reference floors (published figures for the real data); gate "
+                        "them with --profile demo, or run on the real data")
+
+
+def _lookup_str(metrics: dict, name: str) -> str | None:
+    value: object = metrics
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, str) else None
+
+
 def baseline_checks(thresholds: Floors, baseline: str, tolerance: float,
                     metrics_dir: Path, profiles: dict[str, str] | None = None) -> list[Check]:
-    """Compare with ``baseline`` via ``dvc metrics diff``; gated metrics only."""
+    """Compare with ``baseline`` via ``dvc metrics diff`` (the headline figures of
+    ``summary.json``); gated metrics found there only."""
     proc = subprocess.run(["dvc", "metrics", "diff", baseline, "--json"], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
@@ -173,7 +205,7 @@ def baseline_checks(thresholds: Floors, baseline: str, tolerance: float,
     diff = json.loads(proc.stdout or "{}")
     checks = []
     for ds, spec in sorted(thresholds.items()):
-        entry = diff.get(str(metrics_dir / ds / "metrics.json"), {})
+        entry = diff.get(str(metrics_dir / ds / "summary.json"), {})  # evaluate's DVC metrics
         for name in sorted(spec):
             d = entry.get(name)
             if not d or d.get("old") is None or d.get("new") is None:
@@ -213,6 +245,7 @@ def run(thresholds_file: Path = THRESHOLDS_FILE, metrics_dir: Path = Path("metri
     profiles = ({ds: profile for ds in datasets} if profile is not None
                 else dataset_profiles(params_file, datasets))
     thresholds = select(by_profile, profiles)
+    refuse_demo_at_reference(found, profiles, thresholds)
     checks = check(thresholds, found, profiles)
     if baseline:
         checks += baseline_checks(thresholds, baseline, tolerance, metrics_dir, profiles)

@@ -36,7 +36,7 @@ from oncopipe.report import Report
 
 if TYPE_CHECKING:
     from oncopipe.config import DatasetConfig
-    from oncopipe.datasets import PredictInput
+    from oncopipe.contract import PredictInput
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,12 @@ def load_input(path: str | Path, decode: Decode, spec: PredictInput,
     """``preprocess_one`` of an image-file dataset: one file as ``prepare`` stores it.
 
     A whole image is classified, so a ``point`` is refused. ``spec`` is the dataset's
-    ``PREDICT_INPUT``: its ``formats`` (names as :func:`oncopipe.images.image_format` gives
-    them) are the formats of the raw release, and anything else is refused before decoding,
-    because a model answers any image with confident probabilities (a PCam TIF given to the
-    ISIC model came out "97.7% malignant"); its ``expected`` describes the right input for
-    the message. :class:`ImageError` names the file by its full path.
+    declared ``predict_input``: its ``formats`` (names as
+    :func:`oncopipe.images.image_format` gives them) are the formats of the raw release, and
+    anything else is refused before decoding, because a model answers any image with
+    confident probabilities (a PCam TIF given to the ISIC model came out "97.7% malignant");
+    its ``expected`` describes the right input for the message. :class:`ImageError` names the
+    file by its full path.
     """
     if point is not None:
         raise InputError(f"{path}: the input is a whole image; a point is not used")

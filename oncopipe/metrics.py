@@ -11,10 +11,20 @@ validation split, the lowest score threshold whose specificity is at least
 class, one-vs-rest) and reports sensitivity and specificity of the test split at that fixed
 threshold. The headline decision rule stays argmax.
 
-The bootstrap resamples *patients* with replacement (samples of one patient are correlated,
-so resampling samples would understate the spread). All resamples are evaluated at once with
-integer weights per sample, which for AUC is exact: a weight is a count of copies. Thresholds
-chosen on validation stay fixed: the intervals are the test split's sampling spread.
+Intervals (:mod:`oncopipe.intervals`): proportions (accuracy, sensitivity, specificity,
+balanced accuracy, the operating point's sensitivity) and AUC get exact intervals at their
+effective sample size, clustered by patient, which keep their coverage at any n and at 0% or
+100% (simulated in docs/intervals.md); each carries its n (samples, patients, effective) and a
+``small_n`` flag. ECE, not a proportion, gets a percentile bootstrap over *patients* (samples
+of one patient are correlated, so resampling samples would understate the spread), evaluated
+at once with integer weights per sample. Thresholds chosen on validation stay fixed: the
+intervals are the test split's sampling spread.
+
+An operating point records the validation counts behind it. With fewer validation negatives
+than ``1 / (1 - target)`` the target specificity cannot be resolved (one false positive
+already misses it): any threshold in the gap above the highest admissible negative gives the
+same validation figures, so the test sensitivity is reported as its range over that gap
+(``resolved: false``), not at one point of it.
 """
 
 from __future__ import annotations
@@ -24,10 +34,14 @@ import warnings
 
 import numpy as np
 
+from oncopipe import intervals
+
 TARGET_SPECIFICITY = 0.95
 OPERATING_POINT_METRIC = "sensitivity_at_95_specificity"
 CI_METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity",
-              OPERATING_POINT_METRIC)
+              OPERATING_POINT_METRIC, "ece")
+CI_METHOD = ("exact (Clopper-Pearson) at the effective n, clustered by patient (Korn-Graubard); "
+             "AUC over the smaller class; ECE: percentile bootstrap over patients")
 _BOOTSTRAP_CELLS = 4_000_000
 
 
@@ -65,13 +79,8 @@ def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     return _div(num, pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray,
-           thresholds: np.ndarray | None = None) -> dict:
-    """Weighted metrics under each weight row (B, N); arrays of shape (B,).
-
-    ``thresholds`` (K,): per-class operating-point thresholds (NaN: none), which add the
-    test sensitivity at the operating point (:data:`OPERATING_POINT_METRIC`).
-    """
+def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> dict:
+    """Weighted metrics under each weight row (B, N); arrays of shape (B,)."""
     k = prob.shape[1]
     correct = (pred == y).astype(np.float64)
     total = weights.sum(axis=1)
@@ -90,11 +99,6 @@ def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarra
         out["sensitivity"] = _nanmean(np.stack(sens))
         out["specificity"] = _nanmean(np.stack(spec))
         out["auc"] = _nanmean(np.stack(auc))
-    if thresholds is not None:
-        at_point = [_div(weights @ ((y == c) & (prob[:, c] >= thresholds[c])), weights @ (y == c))
-                    for c in np.flatnonzero(~np.isnan(thresholds))]
-        out[OPERATING_POINT_METRIC] = (_nanmean(np.stack(at_point)) if at_point
-                                       else np.full(len(weights), np.nan))
     return out
 
 
@@ -137,26 +141,44 @@ def macro_roc(y: np.ndarray, prob: np.ndarray, points: int = 101) -> tuple[np.nd
     return grid, np.mean(curves, axis=0) if curves else np.full(points, np.nan)
 
 
-def threshold_at_specificity(score: np.ndarray, positive: np.ndarray,
-                             specificity: float) -> float | None:
-    """The most sensitive threshold (positive when ``score >= threshold``) whose specificity
-    on these samples is at least ``specificity``; ``None`` without negatives.
+def threshold_gap(score: np.ndarray, positive: np.ndarray, specificity: float
+                  ) -> tuple[float, float] | None:
+    """``(low, high)``: every threshold ``t`` with ``low < t <= high`` (positive when
+    ``score >= t``) is the most sensitive whose specificity on these samples is at least
+    ``specificity``; they all give the same figures here. ``None`` without negatives.
 
-    Every threshold between the lowest admissible score and the next lower score gives the
-    same figures here; the midpoint is taken, so that a new sample is not judged by the edge
-    of one sample. When even the highest score is a negative beyond the allowance, the
-    threshold lies just above it (nothing is called positive).
+    ``high`` is the lowest admissible score (``inf`` when even the highest score is a
+    negative beyond the allowance: nothing is called positive), ``low`` the next lower
+    distinct score (``-inf`` when there is none).
     """
     if not (~positive).any():
         return None
     fpr, _, thresholds = roc_curve(score, positive)
     last_ok = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)[-1]  # fpr never decreases
-    t = thresholds[last_ok]
-    if np.isinf(t):
+    high = float(thresholds[last_ok])
+    low = float(thresholds[last_ok + 1]) if last_ok + 1 < len(thresholds) else -math.inf
+    return low, high
+
+
+def threshold_at_specificity(score: np.ndarray, positive: np.ndarray,
+                             specificity: float) -> float | None:
+    """The threshold applied to new samples: the midpoint of :func:`threshold_gap`, so that
+    a new sample is not judged by the edge of one sample (just above the highest score when
+    the gap is open upwards, the lowest admissible score when open downwards); ``None``
+    without negatives."""
+    gap = threshold_gap(score, positive, specificity)
+    if gap is None:
+        return None
+    low, high = gap
+    if math.isinf(high):
         return float(np.nextafter(score.max(), np.inf))
-    if last_ok + 1 < len(thresholds):  # the next lower distinct score
-        return float((t + thresholds[last_ok + 1]) / 2.0)
-    return float(t)
+    return high if math.isinf(low) else (low + high) / 2.0
+
+
+def resolvable(negatives: int, specificity: float) -> bool:
+    """Whether ``negatives`` validation negatives can tell ``specificity`` from 100%: at
+    least ``1 / (1 - specificity)`` of them, so that one false positive is allowed."""
+    return negatives * (1.0 - specificity) >= 1.0 - 1e-9
 
 
 def rates_at_threshold(score: np.ndarray, positive: np.ndarray, threshold: float
@@ -168,47 +190,79 @@ def rates_at_threshold(score: np.ndarray, positive: np.ndarray, threshold: float
             float(_div((~called & ~positive).sum(), (~positive).sum())))
 
 
+def _sensitivity_over_gap(score: np.ndarray, positive: np.ndarray, gap: tuple[float, float]
+                          ) -> tuple[float, float]:
+    """Test sensitivity at the top of the gap (fewest called) and just above its bottom."""
+    low, high = gap
+    return (float(_div((positive & (score >= high)).sum(), positive.sum())),
+            float(_div((positive & (score > low)).sum(), positive.sum())))
+
+
 def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.ndarray,
                     y: np.ndarray, prob: np.ndarray, class_names: list[str],
-                    specificity: float = TARGET_SPECIFICITY) -> tuple[dict, np.ndarray]:
+                    specificity: float = TARGET_SPECIFICITY) -> tuple[dict, list]:
     """Thresholds chosen on validation for ``specificity``, applied to the test split.
 
-    Returns the ``operating_point`` entry of metrics.json and the per-class thresholds (K,)
-    (NaN for a class without one) that the bootstrap applies. Binary: one threshold on the
-    positive class's probability. More classes: one per class (one-vs-rest); the top-level
-    figures are macro means over the classes that have a threshold.
+    Returns the ``operating_point`` entry of metrics.json and, per class with a threshold,
+    ``(class, called_low, called_high)``: which test samples are called positive at the top
+    and at the bottom of the threshold's gap (the same, at the threshold, when resolved),
+    for the interval of the test sensitivity. Binary: one
+    threshold on the positive class's probability. More classes: one per class
+    (one-vs-rest); the top-level figures are macro means over the classes that have a
+    threshold. Each class records its validation counts (``val_positives``,
+    ``val_negatives`` and their patients), whether the target is ``resolved`` and the test
+    sensitivity range over the threshold's gap (``test_sensitivity_range``); an unresolved
+    class has no point ``test_sensitivity``.
     """
     k = len(class_names)
-    thresholds = np.full(k, np.nan)
+    called = []
     per_class = {}
     for c in ([1] if k == 2 else range(k)):
-        t = threshold_at_specificity(val_prob[:, c], val_y == c, specificity)
-        row = dict.fromkeys(("threshold", "val_sensitivity", "val_specificity",
-                             "test_sensitivity", "test_specificity"), math.nan)
-        if t is not None:
-            thresholds[c] = t
+        positive = val_y == c
+        gap = threshold_gap(val_prob[:, c], positive, specificity)
+        row: dict = dict.fromkeys(("threshold", "val_sensitivity", "val_specificity",
+                                   "test_sensitivity", "test_specificity"), math.nan)
+        row.update({
+            "val_positives": int(positive.sum()), "val_negatives": int((~positive).sum()),
+            "val_positive_patients": len(np.unique(val_patients[positive])),
+            "val_negative_patients": len(np.unique(val_patients[~positive])),
+            "resolved": resolvable(int((~positive).sum()), specificity),
+            "test_sensitivity_range": [math.nan, math.nan]})
+        if gap is not None:
+            t = threshold_at_specificity(val_prob[:, c], positive, specificity)
             row["threshold"] = t
             row["val_sensitivity"], row["val_specificity"] = rates_at_threshold(
-                val_prob[:, c], val_y == c, t)
-            row["test_sensitivity"], row["test_specificity"] = rates_at_threshold(
-                prob[:, c], y == c, t)
+                val_prob[:, c], positive, t)
+            sens, row["test_specificity"] = rates_at_threshold(prob[:, c], y == c, t)
+            row["test_sensitivity_range"] = list(_sensitivity_over_gap(prob[:, c], y == c, gap))
+            if row["resolved"]:
+                row["test_sensitivity"] = sens
+                called.append((c, prob[:, c] >= t, prob[:, c] >= t))
+            else:
+                called.append((c, prob[:, c] >= gap[1], prob[:, c] > gap[0]))
         per_class[class_names[c]] = row
     figures = ("val_sensitivity", "val_specificity", "test_sensitivity", "test_specificity")
-    out: dict = {"chosen_on": "val", "target_specificity": specificity}
+    out: dict = {"chosen_on": "val", "target_specificity": specificity,
+                 "min_val_negatives": math.ceil(1.0 / (1.0 - specificity) - 1e-9)}
     if k == 2:
         name = class_names[1]
         out["rule"] = f"{name} when p({name}) >= threshold"
-        out.update({key: _clean(v) for key, v in per_class[name].items()})
+        out.update({key: _clean_any(v) for key, v in per_class[name].items()})
     else:
         out["rule"] = ("one-vs-rest: class c when p(c) >= its threshold; figures are macro "
                        "means over the classes")
-        out.update({key: _clean(_nanmean([r[key] for r in per_class.values()]))
-                    for key in figures})
-        out["per_class"] = {name: {key: _clean(v) for key, v in row.items()}
+        rows = list(per_class.values())
+        out.update({key: _clean(_nanmean([r[key] for r in rows])) for key in figures})
+        out["resolved"] = all(r["resolved"] for r in rows)
+        if not out["resolved"]:
+            out["test_sensitivity"] = None
+        out["test_sensitivity_range"] = [
+            _clean(_nanmean([r["test_sensitivity_range"][i] for r in rows])) for i in (0, 1)]
+        out["per_class"] = {name: {key: _clean_any(v) for key, v in row.items()}
                             for name, row in per_class.items()}
     out["n_val"] = len(val_y)
     out["n_val_patients"] = len(np.unique(val_patients))
-    return out, thresholds
+    return out, called
 
 
 def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tuple[float,
@@ -235,34 +289,96 @@ def _clean(v: float) -> float | None:
     return None if math.isnan(v) else round(v, 6)
 
 
-def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, level: float,
-                 seed: int, thresholds: np.ndarray | None = None) -> dict:
-    """Percentile intervals of :data:`CI_METRICS` over ``n`` patient resamples.
+def _clean_any(v: object) -> object:
+    """Floats rounded (NaN: None), lists of them too; other values as they are."""
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return _clean(v) if isinstance(v, float) else v
 
-    The operating-point metric is included when ``thresholds`` (chosen on validation, fixed
-    here) are given.
-    """
-    if n == 0:
-        return {}
+
+def _independent_n(mask: np.ndarray, patients: np.ndarray) -> float:
+    """Independent cases among the samples of ``mask``: the samples when each is its own
+    patient's only one there, else the patients (conservative)."""
+    j = len(np.unique(patients[mask]))
+    return float(mask.sum()) if j == mask.sum() else float(j)
+
+
+def _auc_proportion(auc: float, positive: np.ndarray, patients: np.ndarray
+                    ) -> intervals.Proportion:
+    n_eff = min(_independent_n(positive, patients), _independent_n(~positive, patients))
+    return intervals.Proportion(auc, len(positive), len(np.unique(patients)), n_eff)
+
+
+def proportion_intervals(y: np.ndarray, pred: np.ndarray, prob: np.ndarray,
+                         patients: np.ndarray, level: float, called: list | None) -> dict:
+    """The ``ci`` entries of the proportions and AUC (see :mod:`oncopipe.intervals`)."""
+    k = prob.shape[1]
+
+    def part(hit: np.ndarray, mask: np.ndarray) -> intervals.Proportion:
+        return intervals.clustered(hit[mask], patients[mask], level)
+
+    recall = [part(pred == c, y == c) for c in range(k)]
+    spec = [part(pred != c, y != c) for c in range(k)]
+    auc = [_auc_proportion(float(_weighted_auc(prob[:, c], y == c, np.ones((1, len(y))))[0]),
+                           y == c, patients)
+           for c in range(k) if (k > 2 or c == 1) and (y == c).any() and (y != c).any()]
+    n, j = len(y), len(np.unique(patients))
+    out = {"accuracy": intervals.clustered(pred == y, patients, level),
+           "balanced_accuracy": intervals.mean_of(recall, n, j)}
+    if k == 2:
+        out["sensitivity"], out["specificity"] = recall[1], spec[1]
+        out["auc"] = auc[0] if auc else intervals.Proportion(math.nan, n, j, 0.0)
+    else:
+        out["sensitivity"] = intervals.mean_of(recall, n, j)
+        out["specificity"] = intervals.mean_of(spec, n, j)
+        out["auc"] = intervals.mean_of(auc, n, j)
+    entries = {name: intervals.interval(q, level) for name, q in out.items()}
+    if called is not None:
+        entries[OPERATING_POINT_METRIC] = _operating_point_interval(y, patients, level, called)
+    return entries
+
+
+def _operating_point_interval(y: np.ndarray, patients: np.ndarray, level: float,
+                              called: list) -> dict:
+    """The test sensitivity at the operating point; where a class's target is unresolved,
+    from the exact low at the top of its gap to the exact high at the bottom."""
+    if not called:
+        return intervals.interval(intervals.Proportion(math.nan, 0, 0, 0.0), level)
+    ends = [[intervals.clustered(hits[y == c], patients[y == c], level) for hits in (lo, hi)]
+            for c, lo, hi in called]
+    if len(ends) == 1:  # binary: the positives
+        low, high = (intervals.interval(e, level) for e in ends[0])
+        return {**low, "high": high["high"]}
+    n, j = len(y), len(np.unique(patients))
+    low = intervals.interval(intervals.mean_of([e[0] for e in ends], n, j), level)
+    high = intervals.interval(intervals.mean_of([e[1] for e in ends], n, j), level)
+    return {**low, "high": high["high"]}
+
+
+def ece_interval(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, bins: int, n: int,
+                 level: float, seed: int) -> dict:
+    """Percentile interval of the ECE over ``n`` patient resamples, with its n."""
     uniq, pidx = np.unique(patients, return_inverse=True)
+    n_eff = float(len(y)) if len(uniq) == len(y) else float(len(uniq))
+    out = {"low": None, "high": None, "n": len(y), "n_patients": len(uniq),
+           "n_eff": round(n_eff, 2), "small_n": n_eff < intervals.MIN_N_EFF}
+    if n == 0:
+        return out
+    conf = prob.max(axis=1)
+    gap = (prob.argmax(axis=1) == y) - conf  # per sample: correct minus confidence
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    per_bin = np.zeros((len(y), bins))
+    per_bin[np.arange(len(y)), which] = gap
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n)
-    pred = prob.argmax(axis=1)
     block = max(1, _BOOTSTRAP_CELLS // len(y))  # bounded memory: block x N weights at a time
-    parts = [_rates(y, pred, prob, counts[b:b + block, pidx].astype(np.float64), thresholds)
-             for b in range(0, n, block)]
-    names = [m for m in CI_METRICS if m in parts[0]]
+    vals = np.concatenate([
+        np.abs(w @ per_bin).sum(axis=1) / w.sum(axis=1)
+        for w in (counts[b:b + block, pidx].astype(np.float64) for b in range(0, n, block))])
     alpha = (1.0 - level) / 2.0
-    out = {}
-    for name in names:
-        vals = np.concatenate([p[name] for p in parts])
-        vals = vals[~np.isnan(vals)]
-        if len(vals) == 0:
-            out[name] = {"low": None, "high": None}
-            continue
-        lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
-        out[name] = {"low": _clean(lo), "high": _clean(hi)}
-    return out
+    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+    return {**out, "low": _clean(lo), "high": _clean(hi)}
 
 
 def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: list[str],
@@ -282,18 +398,18 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
         raise ValueError(f"probabilities have shape {prob.shape}, expected ({len(y)}, {k})")
     if len(y) == 0:
         raise ValueError("no test samples to evaluate")
-    op, thresholds = None, None
+    op, called = None, None
     if val is not None:
         val_y, val_prob = np.asarray(val[0], dtype=np.int64), np.asarray(val[1], dtype=np.float64)
         if val_prob.shape != (len(val_y), k) or len(val_y) == 0:
             raise ValueError(f"validation probabilities have shape {val_prob.shape}, expected "
                              f"({len(val_y)}, {k}) with at least one sample")
-        op, thresholds = operating_point(val_y, val_prob, np.asarray(val[2]), y, prob,
-                                         class_names)
+        op, called = operating_point(val_y, val_prob, np.asarray(val[2]), y, prob,
+                                     class_names)
     pred = prob.argmax(axis=1)
     cm = confusion_matrix(y, pred, k)
     ones = np.ones((1, len(y)))
-    rates = {name: float(v[0]) for name, v in _rates(y, pred, prob, ones, thresholds).items()}
+    rates = {name: float(v[0]) for name, v in _rates(y, pred, prob, ones).items()}
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     # a class never predicted has precision 0 (as scikit-learn's default), if it occurs at all
@@ -324,11 +440,13 @@ def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: 
         "precision": _clean(precision),
         "f1": _clean(f1),
         "ece": _clean(ece),
-        OPERATING_POINT_METRIC: _clean(rates.get(OPERATING_POINT_METRIC, math.nan)),
+        OPERATING_POINT_METRIC: op["test_sensitivity"] if op else None,
         "operating_point": op,
         "n_test": len(y),
         "n_test_patients": len(np.unique(patients)),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
-        "ci": {"level": ci, **bootstrap_ci(y, prob, patients, bootstrap, ci, seed, thresholds)},
+        "ci": {"level": ci, "method": CI_METHOD,
+               **proportion_intervals(y, pred, prob, patients, ci, called),
+               "ece": ece_interval(y, prob, patients, bins, bootstrap, ci, seed)},
     }

@@ -19,7 +19,7 @@ exactly when a pretrained Inception-v3 gets ImageNet normalisation, as torchvisi
 
 Everything that shapes the network is resolved once into an :class:`Architecture`, recorded
 in the model's config.json by training and rebuilt from there by
-:func:`oncopipe.training.load_model`, so evaluation and prediction run the trained network.
+:func:`oncopipe.inference.load_model`, so evaluation and prediction run the trained network.
 ``finetune``: ``whole`` trains everything with a new linear classifier; ``head`` freezes the
 backbone (kept in eval mode, so batch-norm statistics stay those of the weights) and trains a
 new head of global pooling and two dense layers.
@@ -199,7 +199,7 @@ class Architecture:
     """Every setting that shapes the network, resolved; the record in config.json.
 
     Weights are not part of it: they initialise the network (training) or replace its state
-    (:func:`oncopipe.training.load_model`), but never change its structure or its arithmetic.
+    (:func:`oncopipe.inference.load_model`), but never change its structure or its arithmetic.
     """
 
     model: str

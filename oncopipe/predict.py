@@ -20,8 +20,8 @@ import torch
 
 from oncopipe import config, datasets, input_warnings, limits
 from oncopipe.errors import InputError, ModelError
+from oncopipe.inference import load_model
 from oncopipe.loader import to_float
-from oncopipe.training import load_model
 
 # the warnings of the last preprocess() in this thread, for the answer() that follows it
 _NOTED: ContextVar[tuple[str, ...]] = ContextVar("noted_warnings", default=())
@@ -80,7 +80,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
     if not Path(path).exists():
         raise InputError(f"{path}: input not found")
     with input_warnings.collect() as notes:
-        sample = datasets.module(cfg.name, "prepare").preprocess_one(cfg, Path(path), point)
+        sample = datasets.spec(cfg.name).preprocess_one(cfg, Path(path), point)
     _NOTED.set(tuple(notes))
     return sample
 
@@ -104,7 +104,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  point: tuple[float, float, float] | None = None,
                  params: Path = config.PARAMS_FILE) -> dict:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
-    cfg = config.load(dataset, params)
+    cfg = datasets.load_config(dataset, params)
     limits.activate(cfg.limits)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)

@@ -284,10 +284,11 @@ def _sample_spec(df: pl.DataFrame, base_dir: Path) -> tuple[tuple[int, ...], np.
 
 
 def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
-                 params_hash: str = "") -> dict:
+                 params_hash: str = "", raw: dict | None = None) -> dict:
     """Read ``prepared/manifest.parquet`` and its arrays; write shards, index and summary.
 
     ``out_dir`` is replaced atomically. Returns the summary (also written as summary.json).
+    ``raw`` (:func:`oncopipe.provenance.raw_source`) is recorded in the summary as is.
     """
     manifest = prepared / "manifest.parquet"
     df, meta = read_manifest(manifest)
@@ -325,6 +326,8 @@ def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
         with atomic_path(tmp / INDEX_FILE) as t:
             pq.write_table(index.to_arrow(), t, compression="zstd")
         summary = _summary(index, meta, params, shape, dtype, p, len(df))
+        if raw is not None:
+            summary["raw"] = raw
         write_text(tmp / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     log.info("wrote %d shard(s), %s and %s to %s", len(summary["shards"]), INDEX_FILE,
              SUMMARY_FILE, out_dir)

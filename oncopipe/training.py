@@ -1,7 +1,10 @@
 """The generic training loop: shards in, best checkpoint + resolved config + dvclive logs out.
 
 Shaped after torchvision's references/classification/train.py: one function per concern
-(data, model, optimiser, schedule, one epoch, validation), the loop in :func:`train`.
+(model, optimiser, schedule, one epoch, validation), the loop in :func:`train`. Running a
+model (device, autocast, batches, prediction, loading) is :mod:`oncopipe.inference`'s, shared
+with evaluation and prediction; the collectives of several processes are
+:mod:`oncopipe.distributed`'s.
 
 - Devices: CUDA with bf16 autocast and channels_last (2D) when a GPU is present; CPU
   otherwise, deterministic for a fixed seed (``torch.use_deterministic_algorithms``). On GPU
@@ -10,8 +13,8 @@ Shaped after torchvision's references/classification/train.py: one function per 
 - Several processes (DDP, ``nproc`` > 1 or ``torchrun``): each rank trains on a disjoint,
   equal-length part of the epoch's order; validation is sharded across ranks and the
   predictions gathered, so metrics cover the validation split exactly once; the early-stopping,
-  plateau and best-model decisions are made once, on rank 0, and broadcast, so ranks cannot
-  part ways; at the end the ranks check that their weights are identical.
+  plateau and best-model decisions are made once, on rank 0 (:func:`decide`), and broadcast, so
+  ranks cannot part ways; at the end the ranks check that their weights are identical.
 - Schedules: ``exponential`` (staircase: ``lr * decay_rate ** (step // decay_steps)``, per
   optimiser step, as Keras' ExponentialDecay), ``plateau`` (on the early-stopping metric, per
   epoch), ``cosine`` (per step, to zero at the last epoch).
@@ -24,12 +27,12 @@ Shaped after torchvision's references/classification/train.py: one function per 
   Nothing draws from numpy's or Python's global RNGs (the sampler and augmentation use
   generators seeded from seed, epoch and rank), so there is no state of theirs to keep.
 - ``config.json`` records the resolved :class:`oncopipe.models.Architecture`;
-  :func:`load_model` rebuilds exactly that network for evaluation and prediction.
+  :func:`oncopipe.inference.load_model` rebuilds exactly that network for evaluation and
+  prediction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -43,63 +46,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from oncopipe import metrics, models
+from oncopipe import distributed, metrics, models, provenance
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
-from oncopipe.config import DatasetConfig, TrainParams, build
-from oncopipe.errors import ModelError
-from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
+from oncopipe.config import DatasetConfig, TrainParams
+from oncopipe.inference import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    Runtime,
+    autocast,
+    make_loader,
+    predict,
+    prepare_batch,
+)
+from oncopipe.loader import ShardDataset
 from oncopipe.shards import read_summary
-from oncopipe.workers import loader_options
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 LAST_FILE = "last.pt"
-CONFIG_FILE = "config.json"
 PRECISE_BN_BATCHES = 32
 PROGRESS_SECONDS = 30.0  # a progress line at most this often within an epoch
 MAXIMISE = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
-
-
-@dataclasses.dataclass
-class Runtime:
-    """Where this process runs: device, DDP rank and world size."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-
-def setup_runtime(p: TrainParams) -> Runtime:
-    """Init DDP under torchrun (``WORLD_SIZE`` > 1), choose the device, set CPU threads."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if cuda and local >= torch.cuda.device_count():
-            raise RuntimeError(f"local rank {local} has no GPU: {torch.cuda.device_count()} "
-                               "visible; lower nproc (or --nproc-per-node)")
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-        device = torch.device("cuda", local) if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        return Runtime(device, dist.get_rank(), world)
-    return Runtime(torch.device("cuda") if cuda else torch.device("cpu"))
 
 
 def configure_determinism(p: TrainParams, rt: Runtime) -> None:
@@ -135,17 +106,6 @@ def run_hash(p: TrainParams, seed: int, shard_hash: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def make_loader(ds: ShardDataset, batch_size: int, shuffle: bool, seed: int, rt: Runtime,
-                num_workers: int, split_ranks: bool = True) -> tuple[DataLoader, ShardSampler]:
-    """Batches of ``ds``; with ``split_ranks`` each DDP rank reads its own part (see
-    :class:`ShardSampler`), otherwise every rank reads everything."""
-    world, rank = (rt.world, rt.rank) if split_ranks else (1, 0)
-    sampler = ShardSampler(ds, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
-    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                        drop_last=False, **loader_options(num_workers, rt.cuda))
-    return loader, sampler
-
-
 def make_optimizer(p: TrainParams, params) -> torch.optim.Optimizer:
     params = [q for q in params if q.requires_grad]
     if p.optimizer == "adam":
@@ -172,19 +132,6 @@ def make_schedule(p: TrainParams, opt: torch.optim.Optimizer, steps_per_epoch: i
     return None, False
 
 
-def _autocast(rt: Runtime, amp: bool):
-    if rt.cuda and amp:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _prepare_batch(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    x = to_float(x.to(rt.device, non_blocking=True))
-    if rt.cuda and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     opt: torch.optim.Optimizer, sched, per_step: bool, p: TrainParams,
                     rt: Runtime, gen: torch.Generator) -> dict:
@@ -198,10 +145,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             last_report = time.perf_counter()
             log.info("  batch %d/%d, running loss %.4f", step, len(loader),
                      float(loss_sum) / max(seen, 1))
-        x = _prepare_batch(x, rt)
+        x = prepare_batch(x, rt)
         y = y.to(rt.device, non_blocking=True)
         x = augment_batch(x, p.augment, gen)
-        with _autocast(rt, p.amp):
+        with autocast(rt, p.amp):
             logits, aux = models.logits_and_aux(model(x))
             loss = criterion(logits.float(), y)
             if aux is not None:
@@ -216,8 +163,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         seen += len(y)
     stats = torch.stack([loss_sum, correct.double(),
                          torch.tensor(float(seen), dtype=torch.float64, device=rt.device)])
-    if rt.world > 1:
-        dist.all_reduce(stats)
+    distributed.sum_over_ranks(stats, rt)
     return {"loss": float(stats[0] / stats[2]), "accuracy": float(stats[1] / stats[2])}
 
 
@@ -245,54 +191,11 @@ def recompute_batchnorm(model: nn.Module, loader: DataLoader, rt: Runtime, amp: 
     for i, (x, _) in enumerate(loader):
         if i >= max_batches:
             break
-        with _autocast(rt, amp):
-            model(_prepare_batch(x, rt))
+        with autocast(rt, amp):
+            model(prepare_batch(x, rt))
     for m, momentum in zip(layers, saved, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, rt: Runtime, amp: bool) -> tuple[np.ndarray,
-                                                                                    np.ndarray]:
-    """(probabilities (N, K) float64, labels (N,)) in the loader's order."""
-    model.eval()
-    probs, labels = [], []
-    for x, y in loader:
-        with _autocast(rt, amp):
-            logits, _ = models.logits_and_aux(model(_prepare_batch(x, rt)))
-        probs.append(torch.softmax(logits.float(), 1).double().cpu())
-        labels.append(y)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
-
-
-def gather_predictions(prob: np.ndarray, y: np.ndarray, sampler: ShardSampler, rt: Runtime
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole split's (probabilities, labels) in dataset order, from every rank's part.
-
-    Each rank predicted its contiguous part of the split (no padding), so concatenating the
-    parts in rank order gives every sample exactly once.
-    """
-    if rt.world == 1:
-        return prob, y
-    counts = sampler.part_sizes()
-    width = prob.shape[1] + 1
-    mine = torch.zeros(max(counts), width, dtype=torch.float64, device=rt.device)
-    mine[:len(y), :-1] = torch.from_numpy(prob)
-    mine[:len(y), -1] = torch.from_numpy(y).double()
-    parts = [torch.empty_like(mine) for _ in range(rt.world)]
-    dist.all_gather(parts, mine)
-    table = torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)]).cpu().numpy()
-    return table[:, :-1], table[:, -1].astype(np.int64)
-
-
-def broadcast(obj, rt: Runtime):
-    """Rank 0's ``obj`` on every rank (itself when there is one process)."""
-    if rt.world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, device=rt.device if rt.cuda else None)
-    return box[0]
 
 
 def decide(state: dict, score: float, maximise: bool, patience: int) -> dict:
@@ -303,49 +206,6 @@ def decide(state: dict, score: float, maximise: bool, patience: int) -> dict:
     return {"improved": bool(improved), "bad": bad, "stop": bad >= patience}
 
 
-def rng_states(rt: Runtime) -> dict:
-    """Every rank's CPU and CUDA generator states (lists in rank order)."""
-    mine = {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(rt.device) if rt.cuda else None}
-    every: list = [mine]
-    if rt.world > 1:
-        every = [None] * rt.world
-        dist.all_gather_object(every, mine)
-    return {"cpu": [e["cpu"].cpu() for e in every],
-            "cuda": [e["cuda"].cpu() for e in every] if rt.cuda else []}
-
-
-def restore_rng(saved: dict, rt: Runtime) -> None:
-    """Put back this rank's generators from :func:`rng_states`' record."""
-    if len(saved["cpu"]) != rt.world:
-        log.warning("checkpoint written by %d processes, resuming with %d: the random streams "
-                    "restart, so the result will differ from an uninterrupted run",
-                    len(saved["cpu"]), rt.world)
-        return
-    torch.set_rng_state(saved["cpu"][rt.rank])
-    if rt.cuda and saved["cuda"]:
-        torch.cuda.set_rng_state(saved["cuda"][rt.rank], rt.device)
-
-
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, bit for bit."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def check_in_sync(model: nn.Module, rt: Runtime) -> None:
-    """Fail if DDP ranks ended with different weights (they must be bitwise identical)."""
-    if rt.world == 1:
-        return
-    digests: list = [None] * rt.world
-    dist.all_gather_object(digests, state_digest(model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
-
-
 def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | None) -> dict:
     """Loss (same class weights as training), accuracy and balanced accuracy."""
     logp = torch.log(torch.from_numpy(prob).clamp_min(1e-12))
@@ -354,11 +214,6 @@ def validation_metrics(prob: np.ndarray, y: np.ndarray, weight: torch.Tensor | N
     pred = prob.argmax(1)
     return {"loss": float(loss), "accuracy": float((pred == y).mean()),
             "balanced_accuracy": metrics.balanced_accuracy(y, pred, prob.shape[1])}
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints and model loading
-# --------------------------------------------------------------------------------------------
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -388,25 +243,6 @@ def _tensor_bytes(obj: object) -> int:
     return 0
 
 
-def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
-               ) -> tuple[models.Classifier, dict]:
-    """The trained model of ``model_dir`` (eval mode) and its config.json."""
-    model_dir = Path(model_dir)
-    cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
-    for path in (cfg_path, weights_path):
-        if not path.is_file():
-            raise ModelError(f"{path}: not found (did the train stage run?)")
-    card = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if "architecture" not in card:
-        raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
-                         "rerun the train stage")
-    arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
-    model = models.assemble(arch)  # the trained weights follow: never download any here
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval(), card
-
-
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
@@ -420,7 +256,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     from dvclive import Live  # imported here: only the train stage needs it
 
     p = cfg.train
-    rt = setup_runtime(p)
+    rt = distributed.setup_runtime(p.threads)
     configure_determinism(p, rt)
     summary = read_summary(shard_dir)
     class_names = summary["class_names"]
@@ -439,8 +275,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     model = models.build(p, shape, len(class_names)).to(rt.device)
     if rt.cuda and len(shape) == 3:
         model = model.to(memory_format=torch.channels_last)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.cuda else None) \
-        if rt.world > 1 else model
+    net = distributed.wrap(model, rt)
     weight = summary.get("class_weights")
     weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
     criterion = nn.CrossEntropyLoss(weight=weight)
@@ -463,7 +298,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
             opt.load_state_dict(ckpt["optimizer"])
             if sched is not None:
                 sched.load_state_dict(ckpt["schedule"])
-            restore_rng(ckpt["rng"], rt)
+            distributed.restore_rng(ckpt["rng"], rt)
             state = json.loads(ckpt["state"])
             say("resuming from %s after epoch %d", last, state["epoch"] + 1)
         else:
@@ -487,7 +322,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         tr = train_one_epoch(net, train_loader, criterion, opt, sched, per_step, p, rt, gen)
         recompute_batchnorm(model, bn_loader, rt, p.amp)
         prob, y = predict(model, val_loader, rt, p.amp)
-        prob, y = gather_predictions(prob, y, val_sampler, rt)
+        prob, y = distributed.gather_predictions(prob, y, val_sampler, rt)
         # decided once, on rank 0, from the whole validation split; every rank follows it
         verdict = None
         if rt.main:
@@ -495,7 +330,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
             score = va[p.early_stopping_metric.removeprefix("val_")]
             verdict = {"val": va, "score": score,
                        **decide(state, score, maximise, p.patience)}
-        verdict = broadcast(verdict, rt)
+        verdict = distributed.broadcast(verdict, rt)
         va, score = verdict["val"], verdict["score"]
         if sched is not None and not per_step:
             sched.step(score)
@@ -509,7 +344,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
                **{f"train/{k}": v for k, v in tr.items()},
                **{f"val/{k}": v for k, v in va.items()}}
         state["history"].append(row)
-        rng = rng_states(rt)  # a collective: every rank takes part
+        rng = distributed.rng_states(rt)  # a collective: every rank takes part
         if live is not None:
             _log_epoch(live, row)
             _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -527,7 +362,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     if state["best_epoch"] < 0:
         raise RuntimeError(f"{p.early_stopping_metric} was never finite: training diverged "
                            f"(lr {p.lr:g} too high?); no model written to {model_dir}")
-    check_in_sync(model, rt)
+    distributed.check_in_sync(model, rt)
     card = {
         "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
         "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
@@ -537,6 +372,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         f"best_{p.early_stopping_metric}": round(state["best"], 6),
         "train": dataclasses.asdict(p), "processes": rt.world,
         "architecture": dataclasses.asdict(model.architecture),
+        "raw": summary.get("raw"), "code": provenance.code_version(),
     }
     if rt.main:
         write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
@@ -544,15 +380,15 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         live.summary["best_epoch"] = card["best_epoch"]
         # the validation figures of the kept epoch: what sweeps are compared on (never test)
         kept = next(r for r in state["history"] if r["epoch"] == card["best_epoch"])
-        live.summary["best_val"] = {k.removeprefix("val/"): v for k, v in kept.items()
-                                    if k.startswith("val/")}
+        live.summary["best_val"] = {k.removeprefix("val/"): round(v, 6)
+                                    for k, v in kept.items() if k.startswith("val/")}
+        for last_epoch in ("train", "val", "learning_rate"):  # the curves keep every epoch
+            live.summary.pop(last_epoch, None)
         live.end()
         log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
                  model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,
                  state["best"])
-    if rt.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    distributed.finish(rt)
     train_ds.close()
     val_ds.close()
     return card

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import config, datasets, log, perf
+from oncopipe import datasets, log, perf
 from oncopipe.atomic import atomic_path
 from oncopipe.errors import one_line_exit
 from stages import dataset_name, housekeeping
@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"demo[{name}]")
     housekeeping()
-    cfg = config.load(name, reads=READS)
+    cfg = datasets.load_config(name, reads=READS)
     out = Path("data/demo") / name
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        datasets.module(name, "demo").write_demo(cfg, tmp)
+        datasets.spec(name).write_demo(cfg, tmp)
     n_files = sum(1 for p in out.rglob("*") if p.is_file())
     logger.info("wrote %d files to %s (seed %d)", n_files, out, cfg.demo.seed)
     perf.items(n_files, "files")

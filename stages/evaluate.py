@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import config, evaluation, log, perf
+from oncopipe import datasets, evaluation, log, perf
 from oncopipe.errors import one_line_exit
 from stages import dataset_name, housekeeping
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     log.setup(f"evaluate[{name}]")
     housekeeping()
-    cfg = config.load(name, reads=READS)
+    cfg = datasets.load_config(name, reads=READS)
     result = evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
                                  Path("metrics") / name)
     perf.items(result["n_test"], "samples")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import config, datasets, log, perf
+from oncopipe import datasets, log, perf
 from oncopipe.errors import one_line_exit
 from oncopipe.export import writer
-from stages import dataset_name
+from stages import dataset_name, housekeeping
 
-READS = ("raw", "export")
+READS = ("export",)
 
 
 @one_line_exit("export")
@@ -22,10 +22,11 @@ READS = ("raw", "export")
 def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     log.setup(f"export[{name}]")
-    cfg = config.load(name, reads=READS)
+    housekeeping()
+    cfg = datasets.load_config(name, reads=READS)
     out = writer.export(Path("data/prepared") / name, Path("data/shards") / name,
                         Path("data/exports") / name, cfg.export, cfg.params_hash,
-                        datasets.module(name, "card").PROVENANCE, cfg.raw.as_posix())
+                        datasets.spec(name).provenance)
     perf.items(out["samples"], "samples")
 
 

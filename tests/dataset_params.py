@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
-from oncopipe import config
+from oncopipe import config, datasets
 from oncopipe.datasets.lidc import lesions
 from oncopipe.datasets.lidc.demo import write as write_lidc_demo
 from oncopipe.datasets.lidc.params import DemoParams, PrepareParams
@@ -24,7 +24,7 @@ def load_cfg(tmp: Path, name: str, section: dict) -> config.DatasetConfig:
     """``section`` as ``params.yaml``'s ``<name>`` section, validated by :func:`config.load`."""
     path = tmp / f"params-{len(list(tmp.glob('params-*')))}.yaml"
     path.write_text(yaml.safe_dump({"seed": 1, "datasets": [name], name: section}))
-    return config.load(name, path)
+    return datasets.load_config(name, path)
 
 
 def digest(root: Path) -> dict[str, str]:

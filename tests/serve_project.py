@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from oncopipe import config, datasets, evaluation, models, training
+from oncopipe import config, datasets, evaluation, inference, models, provenance, training
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,31 +56,32 @@ def _params(root: Path) -> Path:
 def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple[int, ...]
                  ) -> None:
     """A model card and random weights, as the train stage would write them."""
-    names = list(datasets.module(cfg.name, "params").CLASS_NAMES[cfg.task])
+    names = list(datasets.spec(cfg.name).class_names[cfg.task])
     torch.manual_seed(0)
     net = models.build(cfg.train, sample_shape, len(names))
     model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), model_dir / training.MODEL_FILE)
+    torch.save(net.state_dict(), model_dir / inference.MODEL_FILE)
     card = {"dataset": cfg.name, "task": cfg.task, "class_names": names,
             "sample_shape": list(sample_shape), "train": dataclasses.asdict(cfg.train),
             "architecture": dataclasses.asdict(net.architecture)}
-    (model_dir / training.CONFIG_FILE).write_text(json.dumps(card))
+    (model_dir / inference.CONFIG_FILE).write_text(json.dumps(card))
 
 
 def build(root: Path, pipeline: bool = True) -> Project:
     """The project; ``pipeline=False``: PCam's model has random weights too and there are no
     pipeline outputs (for tests of the uploads alone, many seconds faster)."""
     params = _params(root)
-    cfgs = {name: config.load(name, params) for name in ("pcam", "mosmed", "lidc")}
+    cfgs = {name: datasets.load_config(name, params) for name in ("pcam", "mosmed", "lidc")}
     for name, cfg in cfgs.items():
-        datasets.module(name, "demo").write_demo(cfg, cfg.raw)
+        datasets.spec(name).write_demo(cfg, cfg.raw)
 
     pcam = cfgs["pcam"]
     if pipeline:
         prepared, shards = root / "data/prepared/pcam", root / "data/shards/pcam"
         prepared.mkdir(parents=True)
-        datasets.module("pcam", "prepare").prepare(pcam, prepared)
-        write_shards(prepared, shards, pcam.shard, pcam.seed, pcam.params_hash)
+        datasets.spec("pcam").prepare(pcam, prepared)
+        write_shards(prepared, shards, pcam.shard, pcam.seed, pcam.params_hash,
+                     provenance.raw_source("pcam", pcam.raw, prepared / "manifest.parquet"))
         training.train(pcam, shards, root / "models/pcam", root / "metrics/pcam/train")
         evaluation.evaluate(pcam, shards, root / "models/pcam", root / "metrics/pcam")
     else:
@@ -88,7 +89,7 @@ def build(root: Path, pipeline: bool = True) -> Project:
 
     mosmed = cfgs["mosmed"]
     random_model(root / "models/mosmed", mosmed, (1, *mosmed.prepare.shape))
-    isic = config.load("isic", params)
+    isic = datasets.load_config("isic", params)
     random_model(root / "models/isic", isic, (3, isic.prepare.size, isic.prepare.size))
     lidc = cfgs["lidc"]
     crop = lidc.prepare.crops
@@ -99,7 +100,7 @@ def build(root: Path, pipeline: bool = True) -> Project:
     with zipfile.ZipFile(lidc_zip, "w") as zf:
         for f in sorted(series.glob("*.dcm")):
             zf.write(f, f"{series.name}/{f.name}")
-    _, geometry = datasets.module("lidc", "prepare").scan_view(lidc, series)
+    _, geometry = datasets.spec("lidc").view(lidc, series)
     (x0, x1), (y0, y1), _ = geometry["extent_mm"]
     point = ((x0 + x1) / 2, (y0 + y1) / 2, geometry["zs"][len(geometry["zs"]) // 2])
     return Project(root=root, params=params,

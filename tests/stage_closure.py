@@ -8,10 +8,12 @@ a change of imports::
 
 A stage's closure starts at its ``python -m`` module and follows every import (those inside
 functions too) within ``oncopipe/`` and ``stages/``, package ``__init__`` files included,
-plus the dataset modules it reaches through the registry (``datasets.module(name, "part")``)
-for the stage's dataset. Templated (``foreach``) stages get one list for all datasets, with
-the dataset's folder written as ``${item}``; a dataset whose closure needs a file the others
-do not have cannot be templated and is reported.
+plus, for the stage's dataset, what it reaches through the registry: the dataset's package
+(its ``SPEC`` declaration, which imports its ``params``) wherever the registry is imported, and
+the module of each processing part it calls as ``datasets.spec(name).<part>(...)`` (a spec
+used any other way counts as calling every part). Templated (``foreach``) stages get one
+list for all datasets, with the dataset's folder written as ``${item}``; a dataset whose
+closure needs a file the others do not have cannot be templated and is reported.
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this checkout's oncopipe
+
+from oncopipe import datasets  # noqa: E402
+from oncopipe.contract import LAZY_PARTS  # noqa: E402
+
 CODE_ROOTS = ("oncopipe", "stages")
+REGISTRY = "oncopipe.datasets"
 REGISTRY_NAMES = {"datasets", "registry"}
+EVERY_PART = "*"
 
 
 def module_file(name: str) -> Path | None:
@@ -40,11 +50,24 @@ def _packages(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _is_spec_call(node: ast.AST) -> bool:
+    """``datasets.spec(...)`` (or ``registry.spec(...)``)."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "spec" and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in REGISTRY_NAMES)
+
+
 def _imports(path: Path, package: str) -> tuple[set[str], set[str]]:
-    """(modules ``path`` imports, registry parts it reaches via ``datasets.module``)."""
+    """(modules ``path`` imports, processing parts it calls via ``datasets.spec(...)``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     parts: set[str] = set()
+    followed: set[int] = set()  # spec calls whose attribute is read right away
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_spec_call(node.value):
+            followed.add(id(node.value))
+            if node.attr in LAZY_PARTS:
+                parts.add(node.attr)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -56,12 +79,15 @@ def _imports(path: Path, package: str) -> tuple[set[str], set[str]]:
                 mod = node.module or ""
             names.add(mod)
             names.update(f"{mod}.{alias.name}" for alias in node.names)  # submodules
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "module" and isinstance(node.func.value, ast.Name)
-              and node.func.value.id in REGISTRY_NAMES and len(node.args) == 2
-              and isinstance(node.args[1], ast.Constant)):
-            parts.add(node.args[1].value)
+        elif _is_spec_call(node) and id(node) not in followed:
+            parts.add(EVERY_PART)
     return names, parts
+
+
+def _part_modules(dataset: str, parts: set[str]) -> list[str]:
+    """The modules of ``dataset``'s processing ``parts``, as its spec declares them."""
+    declared = datasets.spec(dataset).parts()
+    return [lazy.module for part, lazy in declared.items() if part in parts or EVERY_PART in parts]
 
 
 def closure(module: str, dataset: str | None) -> set[Path]:
@@ -83,9 +109,10 @@ def closure(module: str, dataset: str | None) -> set[Path]:
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         names, parts = _imports(path, package)
         todo.extend(names)
-        for part in parts:
+        if name == REGISTRY or parts:
             assert dataset is not None, f"{path} reaches dataset code, but no dataset is known"
-            todo.append(f"oncopipe.datasets.{dataset}.{part}")
+            todo.append(f"{REGISTRY}.{dataset}")  # the registry resolves its SPEC
+            todo.extend(_part_modules(dataset, parts))
     return seen
 
 
@@ -124,9 +151,6 @@ def code_deps(module: str, datasets: list[str], templated: bool) -> list[str]:
 def rewrite(write: bool) -> int:
     """Compare (or replace) every stage's code deps in dvc.yaml with its closure."""
     from ruamel.yaml import YAML
-
-    sys.path.insert(0, str(ROOT))
-    from oncopipe import datasets
 
     yaml = YAML()
     yaml.preserve_quotes = True

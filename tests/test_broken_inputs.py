@@ -31,7 +31,7 @@ import polars as pl
 import pytest
 import yaml
 
-from oncopipe import config, datasets
+from oncopipe import datasets
 from oncopipe.manifest import read_manifest
 from oncopipe.rawfiles import RawLayoutError
 
@@ -82,8 +82,8 @@ def params_file(tmp: Path, name: str, raw: Path) -> Path:
 def prepare(tmp: Path, name: str, raw: Path) -> Path:
     out = tmp / f"out-{name}"
     out.mkdir()
-    cfg = config.load(name, params_file(tmp, name, raw))
-    datasets.module(name, "prepare").prepare(cfg, out)
+    cfg = datasets.load_config(name, params_file(tmp, name, raw))
+    datasets.spec(name).prepare(cfg, out)
     return out
 
 
@@ -95,8 +95,8 @@ def demos(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
         tmp = tmp_path_factory.mktemp(name)
         raw = tmp / "raw"
         raw.mkdir()
-        datasets.module(name, "demo").write_demo(
-            config.load(name, params_file(tmp, name, raw)), raw)
+        datasets.spec(name).write_demo(
+            datasets.load_config(name, params_file(tmp, name, raw)), raw)
         df, _ = read_manifest(prepare(tmp, name, raw) / "manifest.parquet")
         made[name] = (raw, sorted(df["source"]))
     return made

@@ -163,11 +163,11 @@ def test_architecture_table_names_every_module_and_only_paths_that_exist() -> No
 def test_lidc_example_points_are_the_demos_and_lie_in_a_nodule(tmp_path) -> None:
     import yaml
 
-    from oncopipe import config
+    from oncopipe import datasets
     from oncopipe.datasets.lidc import examples, lesions, prepare
     from oncopipe.datasets.lidc.demo import write
 
-    cfg = config.load("lidc", ROOT / "params.yaml")
+    cfg = datasets.load_config("lidc", ROOT / "params.yaml")
     write(cfg.demo, tmp_path / "raw")
     table, _, _ = lesions.build_tables(tmp_path / "raw", cfg.prepare, "examples")
     points = examples.example_points(table)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 from synthetic_data import config_for, make_shards
 
 from oncopipe import evaluation, metrics, training
 from oncopipe.config import ShardParams
+from oncopipe.inference import Runtime, load_model, make_loader, predict
 from oncopipe.loader import ShardDataset
-from oncopipe.training import Runtime, load_model, make_loader, predict
 
 KEYS = {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision", "f1",
         "ece", "sensitivity_at_95_specificity", "operating_point", "n_test", "per_class",
@@ -34,7 +33,10 @@ def test_writes_every_metric_predictions_and_plots(trained, tmp_path):
     result = evaluation.evaluate(config_for(), shards, model, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == result and set(saved) >= KEYS
-    assert set(saved["ci"]) == {"level", *metrics.CI_METRICS}
+    summary = json.loads((tmp_path / "summary.json").read_text())  # what DVC shows
+    assert summary == {k: saved[k] for k in evaluation.SUMMARY}
+    assert len(summary) <= 10
+    assert set(saved["ci"]) == {"level", "method", *metrics.CI_METRICS}
     assert saved["ci"]["balanced_accuracy"]["low"] <= saved["balanced_accuracy"]
     assert saved["balanced_accuracy"] >= 0.8  # three separable classes
     with open(tmp_path / "predictions.csv") as fh:
@@ -82,11 +84,14 @@ def test_operating_point_is_chosen_on_val_and_reported_on_test(trained, tmp_path
     val_prob, val_y = _split_probabilities(shards, model, "val")
     prob, y = _split_probabilities(shards, model, "test")
     assert op["chosen_on"] == "val" and op["n_val"] == len(val_y)
-    sens = []
     for c, name in enumerate(["class0", "class1", "class2"]):
+        row = op["per_class"][name]
         t = metrics.threshold_at_specificity(val_prob[:, c], val_y == c, 0.95)
-        assert op["per_class"][name]["threshold"] == round(t, 6)  # from val, not test
-        assert op["per_class"][name]["val_specificity"] >= 0.95
-        sens.append(((prob[:, c] >= t) & (y == c)).sum() / (y == c).sum())
-    assert result["sensitivity_at_95_specificity"] == pytest.approx(np.mean(sens), abs=1e-6)
+        assert row["threshold"] == round(t, 6)  # from val, not test
+        assert row["val_specificity"] >= 0.95
+        assert row["val_negatives"] == (val_y != c).sum()
+        sens = ((prob[:, c] >= t) & (y == c)).sum() / (y == c).sum()
+        lo, hi = row["test_sensitivity_range"]
+        assert lo - 1e-6 <= sens <= hi + 1e-6  # the threshold lies in the gap
+        assert row["resolved"] == (row["val_negatives"] >= 20)
     assert result["sensitivity_at_95_specificity"] == op["test_sensitivity"]

@@ -17,7 +17,7 @@ from synthetic_data import make_prepared
 
 from oncopipe import datasets
 from oncopipe.config import ExportParams, ShardParams
-from oncopipe.datacard import Provenance
+from oncopipe.contract import Provenance
 from oncopipe.export import writer
 from oncopipe.manifest import read_manifest
 from oncopipe.shards import read_index, write_shards
@@ -48,10 +48,11 @@ def exported(request, tmp_path_factory):
     n = len(read_manifest(prepared / "manifest.parquet")[0])
     report = {**REPORT, "read": n + 2, "kept": n}
     (prepared / "report.json").write_text(json.dumps(report))
-    write_shards(prepared, root / "shards", ShardParams(balance=balance, shard_size=8), 3, "h")
+    write_shards(prepared, root / "shards", ShardParams(balance=balance, shard_size=8), 3, "h",
+                 {"source": "demo", "path": "data/demo/synthetic", "manifest_sha256": "-"})
     out = root / "exports"
     params = ExportParams(medmnist_sizes=(28, 64))
-    writer.export(prepared, root / "shards", out, params, "phash", PROVENANCE, "data/demo/x")
+    writer.export(prepared, root / "shards", out, params, "phash", PROVENANCE)
     index = read_index(root / "shards").filter(pl.col("copy") == 0)
     expected = index.select("sample_id", "patient_id", "label", "split").sort("sample_id")
     return request.param, out, expected, root
@@ -72,7 +73,7 @@ def test_rerun_is_byte_identical_and_records_provenance(exported, tmp_path):
     _case, out, expected, root = exported
     again = tmp_path / "again"
     writer.export(root / "prepared", root / "shards", again, ExportParams(), "phash",
-                  PROVENANCE, "data/demo/x")
+                  PROVENANCE)
     assert digest(again) == digest(out)
     for fmt in ExportParams().formats:
         record = json.loads((out / fmt / "export.json").read_text())
@@ -224,7 +225,7 @@ def test_every_dataset_card_cites_what_data_md_says(name):
     """The provenance on the card is docs/data.md's, not a second version of it."""
     from pathlib import Path
 
-    p = datasets.module(name, "card").PROVENANCE
+    p = datasets.spec(name).provenance
     docs = " ".join(Path("docs/data.md").read_text().replace("> ", " ").split())
     assert p.page in docs and p.release.split(" (")[0].split(",")[0] in docs
     assert " ".join(p.citation.split())[:80] in docs

@@ -86,12 +86,16 @@ def test_baseline_regression_via_dvc_metrics_diff(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, check=True)
-    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/lidc/metrics.json\n")
+    # evaluate's DVC metrics: summary.json, the headline figures of metrics.json
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/lidc/summary.json\n")
+    summary = tmp_path / "metrics" / "lidc" / "summary.json"
     t, m = _setup(tmp_path, thresholds="lidc:\n  auc: 0.5\n")
+    summary.write_text((m / "lidc" / "metrics.json").read_text())
     subprocess.run(["git", "add", "-A"], check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
                    check=True)
     _setup(tmp_path, {"auc": 0.80}, thresholds="lidc:\n  auc: 0.5\n")  # was 0.9
+    summary.write_text((m / "lidc" / "metrics.json").read_text())
     assert gate.run(t.relative_to(tmp_path), m.relative_to(tmp_path), baseline="HEAD") == 1
     assert gate.run(t.relative_to(tmp_path), m.relative_to(tmp_path), baseline="HEAD",
                     tolerance=0.2) == 0
@@ -154,3 +158,45 @@ def test_a_file_without_sections_applies_to_every_profile_and_bad_profiles_are_n
         gate.run(t, m, params_file=_params(tmp_path, {"lidc": "paper"}))
     with pytest.raises(gate.GateError, match="absent.yaml.*not found.*--profile"):
         gate.run(t, m, params_file=tmp_path / "absent.yaml")
+
+
+def test_demo_data_is_never_held_to_the_reference_floors(tmp_path, capsys):
+    m = _demo_level_metrics(tmp_path)
+    for ds in ("pcam", "breakhis"):  # metrics of the synthetic demo data, as evaluate records
+        path = m / ds / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "provenance": {"raw": {"source": "demo"}}}))
+    args = ["gate", "--thresholds", str(m / "thresholds.yaml"), "--metrics-dir", str(m),
+            "--params", str(tmp_path / "absent.yaml")]
+    assert cli.main([*args, "--profile", "reference"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pcam, breakhis" not in err[0]
+    assert "breakhis, pcam" in err[0] and "demo data" in err[0] and "reference" in err[0]
+    assert cli.main([*args, "--profile", "demo"]) == 0
+
+
+def test_a_floor_on_the_interval_lower_bound(tmp_path, capsys):
+    metrics = {"balanced_accuracy": 1.0, "ci": {"balanced_accuracy": {"low": 0.54, "high": 1.0}}}
+    t, m = _setup(tmp_path, metrics, thresholds="lidc:\n  balanced_accuracy: {ci_lower: 0.6}\n")
+    assert gate.run(t, m, params_file=tmp_path / "params.yaml") == 1  # 1.0, but only 6 cases
+    row = next(r for r in capsys.readouterr().out.splitlines() if "ci low" in r)
+    assert row.split()[-3:] == [">=", "0.6", "FAIL"] and "0.5400" in row
+    t.write_text("lidc:\n  balanced_accuracy: {min: 0.9, ci_lower: 0.5}\n")
+    assert gate.run(t, m, params_file=tmp_path / "params.yaml") == 0
+    t.write_text("lidc:\n  balanced_accuracy: {ci_low: 0.5}\n")
+    with pytest.raises(gate.GateError, match="ci_lower"):
+        gate.run(t, m, params_file=tmp_path / "params.yaml")
+
+
+def test_raw_provenance_tells_the_demo_from_a_real_folder(tmp_path):
+    from oncopipe import provenance
+
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"rows")
+    for raw in ("data/demo/pcam", tmp_path / "data" / "demo" / "pcam"):
+        assert provenance.raw_source("pcam", Path(raw), manifest)["source"] == "demo"
+    real = provenance.raw_source("pcam", Path("/data/histopathologic-cancer-detection"), manifest)
+    assert real["source"] == "real" and real["path"] == "/data/histopathologic-cancer-detection"
+    assert real["manifest_sha256"] == provenance.file_sha256(manifest) and \
+        len(real["manifest_sha256"]) == 64
+    assert provenance.raw_source("lidc", Path("data/demo/pcam"), manifest)["source"] == "real"

@@ -8,6 +8,7 @@ generic stages read only the manifest, so which registered name carries it does 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from oncopipe import cli
 ROOT = Path(__file__).resolve().parents[1]
 DS = "pcam"
 CHAIN = [f"shard@{DS}", f"train@{DS}", f"evaluate@{DS}"]
+DEP_COLUMNS = "^(oncopipe|stages|data|models)/"  # as in the README
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,16 @@ def test_repro_sweep_and_gate(project):
         e["revs"][0]["data"]["params"]["params.yaml"]["data"][DS]["train"]["demo"]["lr"]
         for e in experiments)
     assert lrs == [2.0e-3, 4.0e-3]
+    # the one-parameter sweep fits a terminal (the README's command, which drops DVC's
+    # columns of dependency hashes): the parameter, the headline test figures and the kept
+    # epoch's validation figures; no timings, no interval or per-class detail
+    header = project.run("dvc", "exp", "show", "--only-changed", "--drop", DEP_COLUMNS,
+                         "--csv").splitlines()[0]
+    columns = header.split(",")
+    assert f"{DS}.train.demo.lr" in columns and "balanced_accuracy" in columns
+    assert not any("seconds" in c or "ci." in c or "per_class" in c or "/" in c
+                   for c in columns)
+    assert len(columns) <= 20, " | ".join(columns)
 
     thresholds = project.root / "metrics" / "thresholds.yaml"
     value = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())["accuracy"]
@@ -69,3 +81,31 @@ def test_repro_sweep_and_gate(project):
     assert cli.main(args) == 0
     thresholds.write_text(f"{DS}:\n  accuracy: {value + 0.001}\n")  # raised above the metric
     assert cli.main(args) == 1
+
+
+@pytest.mark.slow
+def test_a_queued_seed_sweep_and_its_aggregate(project):
+    """The README's seed sweep, queued (two seeds), and `oncopipe results --seeds`."""
+    # queued experiments run in a temporary copy: the stand-in prepared data is copied in
+    project.run("dvc", "exp", "run", "--queue", "-S", "seed=1,2", "-C", f"data/prepared/{DS}",
+                *CHAIN)
+    project.run("dvc", "exp", "run", "--run-all")
+    out = project.run("python", "-m", "oncopipe.cli", "results", "--seeds")
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in out.splitlines()
+            if line.startswith(f"| {DS} ")}
+    figures = {r[1]: r for r in rows}
+    assert set(figures) == {"balanced_accuracy", "accuracy", "auc", "sensitivity",
+                            "specificity"}
+    ba = figures["balanced_accuracy"]
+    assert ba[4] == "2"  # two seeds
+    per_seed = dict(p.split(": ") for p in ba[5].split(", "))
+    assert set(per_seed) == {"1", "2"}
+    values = [float(v) for v in per_seed.values()]
+    assert float(ba[2]) == pytest.approx(sum(values) / 2, abs=1e-3)
+    assert float(ba[3]) == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-3)
+    # a sweep that changed more than the seed is refused, in one line
+    project.run("dvc", "exp", "run", "-S", f"{DS}.train.demo.lr=2.0e-3", *CHAIN)
+    done = subprocess.run(["python", "-m", "oncopipe.cli", "results", "--seeds"],
+                          cwd=project.root, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "not only in seed" in done.stderr

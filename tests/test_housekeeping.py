@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from oncopipe import config, datasets, training
+from oncopipe import datasets, training
 from oncopipe.atomic import sweep_orphans, write_bytes
 from oncopipe.errors import DiskFullError
 
@@ -146,8 +146,8 @@ def test_a_stage_on_a_full_disk_ends_with_one_line(full_disk, tmp_path):
     params["pcam"]["demo"].update(n_train=200)
     params["pcam"]["prepare"]["workers"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    cfg = config.load("pcam", project / "params.yaml")
-    datasets.module("pcam", "demo").write_demo(cfg, cfg.raw)
+    cfg = datasets.load_config("pcam", project / "params.yaml")
+    datasets.spec("pcam").write_demo(cfg, cfg.raw)
     done = _stage(project, "stages.prepare", "pcam")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oncopipe import config, datasets
+from oncopipe import datasets
 from oncopipe.atomic import remove_stale, scratch_dir, write_text
 from tests.dataset_params import digest
 
@@ -150,8 +150,8 @@ def test_prepare_killed_mid_stage_leaves_nothing_and_reruns_identically(tmp_path
     raw = tmp_path / "raw"
     raw.mkdir()
     killed = _project(tmp_path / "killed", raw)
-    cfg = config.load("pcam", killed / "params.yaml")
-    datasets.module("pcam", "demo").write_demo(cfg, raw)
+    cfg = datasets.load_config("pcam", killed / "params.yaml")
+    datasets.spec("pcam").write_demo(cfg, raw)
     clean = _project(tmp_path / "clean", raw)
 
     proc = _prepare(killed)

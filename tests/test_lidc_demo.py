@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oncopipe import config
-from oncopipe.datasets.lidc import params as lidc_params
+from oncopipe import config, datasets
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 
@@ -23,8 +22,8 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_repo_params_are_valid():
-    cfg = config.load("lidc", ROOT / "params.yaml")
-    assert cfg.task in lidc_params.TASKS
+    cfg = datasets.load_config("lidc", ROOT / "params.yaml")
+    assert cfg.task in datasets.spec("lidc").tasks
     assert cfg.demo.n_patients >= 12
     assert cfg.prepare.crops.hu_window == (-1000.0, 400.0)
     assert cfg.prepare.crops.size_2d == 64
@@ -47,7 +46,7 @@ def test_bad_params_name_the_key(tmp_path, path, value, message):
     file = tmp_path / "params.yaml"
     file.write_text(yaml.safe_dump(params))
     with pytest.raises(config.ParamsError, match=message.replace("(", r"\(")):
-        config.load("lidc", file)
+        datasets.load_config("lidc", file)
 
 
 def test_demo_is_byte_identical_for_a_seed_and_differs_for_another(tmp_path):

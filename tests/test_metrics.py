@@ -42,21 +42,42 @@ def test_auc_counts_ties_as_half_and_perfect_separation():
 
 
 def test_operating_point_is_chosen_on_validation_and_applied_to_test():
-    # val: 4 negatives, so 95% specificity means no false positive; descending scores
-    # 0.9 p, 0.7 p, 0.6 n -> any threshold in (0.6, 0.7] has no false positive: midpoint 0.65
+    # val: 20 negatives (one false positive allowed at 95%): scores 0.01..0.19 and 0.6; the
+    # positives 0.5, 0.7, 0.9 -> the lowest admissible score is 0.5, the next lower 0.19:
+    # threshold at the midpoint 0.345
+    neg = [0.01 * i for i in range(1, 20)] + [0.6]
+    val_prob, val_y = _binary([*neg, 0.5, 0.7, 0.9], [0] * 20 + [1, 1, 1])
+    prob, y = _binary([0.62, 0.8, 0.1, 0.2, 0.75, 0.3, 0.2], [0, 0, 0, 0, 1, 1, 1])
+    m = metrics.compute(y, prob, np.arange(7).astype(str), NAMES2, bootstrap=0,
+                        val=(val_y, val_prob, np.arange(23).astype(str)))
+    op = m["operating_point"]
+    assert op["chosen_on"] == "val" and op["threshold"] == pytest.approx(0.345)
+    assert op["resolved"] and op["val_negatives"] == 20 and op["val_positives"] == 3
+    assert op["val_specificity"] == 0.95 and op["val_sensitivity"] == 1.0
+    # on test at 0.345: positive 0.75 called (1 of 3); negatives 0.62, 0.8 called (2 of 4 right).
+    assert op["test_sensitivity"] == pytest.approx(1 / 3, abs=1e-6)
+    assert op["test_specificity"] == pytest.approx(0.5)
+    assert m["sensitivity_at_95_specificity"] == op["test_sensitivity"]
+    assert op["n_val"] == 23 and m["accuracy"] == pytest.approx(3 / 7, abs=1e-6)  # still argmax
+    ci = m["ci"][metrics.OPERATING_POINT_METRIC]
+    assert ci["low"] < 1 / 3 < ci["high"] and ci["n"] == 3 and ci["small_n"]
+
+
+def test_unresolved_specificity_reports_the_test_sensitivity_range_over_the_gap():
+    # val: 4 negatives, so 95% specificity cannot be told from 100%; descending scores
+    # 0.9 p, 0.7 p, 0.6 n -> every threshold in (0.6, 0.7] has no false positive
     val_prob, val_y = _binary([0.1, 0.2, 0.3, 0.6, 0.5, 0.7, 0.9], [0, 0, 0, 0, 1, 1, 1])
     prob, y = _binary([0.62, 0.8, 0.1, 0.2, 0.75, 0.68, 0.3], [0, 0, 0, 0, 1, 1, 1])
     m = metrics.compute(y, prob, np.arange(7).astype(str), NAMES2, bootstrap=0,
                         val=(val_y, val_prob, np.arange(7).astype(str)))
     op = m["operating_point"]
-    assert op["chosen_on"] == "val" and op["threshold"] == pytest.approx(0.65)
-    assert op["val_specificity"] == 1.0 and op["val_sensitivity"] == pytest.approx(2 / 3, abs=1e-6)
-    # on test at 0.65: positives 0.75, 0.68 called (2 of 3); negative 0.8 called (3 of 4 right).
-    # Chosen on test instead, the test negative 0.8 would have forced sensitivity 0.
-    assert op["test_sensitivity"] == pytest.approx(2 / 3, abs=1e-6)
-    assert op["test_specificity"] == pytest.approx(0.75)
-    assert m["sensitivity_at_95_specificity"] == op["test_sensitivity"]
-    assert op["n_val"] == 7 and m["accuracy"] == pytest.approx(4 / 7, abs=1e-6)  # still argmax
+    assert not op["resolved"] and op["val_negatives"] == 4 and op["min_val_negatives"] == 20
+    # test positives 0.75, 0.68, 0.3: at the top of the gap (0.7) 1 of 3, just above 0.6 2 of 3
+    assert op["test_sensitivity_range"] == [pytest.approx(1 / 3, abs=1e-6),
+                                            pytest.approx(2 / 3, abs=1e-6)]
+    assert op["test_sensitivity"] is None and m["sensitivity_at_95_specificity"] is None
+    ci = m["ci"][metrics.OPERATING_POINT_METRIC]
+    assert ci["low"] < 1 / 3 and ci["high"] > 2 / 3
 
 
 def test_operating_point_above_every_score_when_the_top_validation_score_is_negative():
@@ -66,7 +87,8 @@ def test_operating_point_above_every_score_when_the_top_validation_score_is_nega
                         val=(val_y, val_prob, np.array(["c", "d", "e"])))
     op = m["operating_point"]
     assert op["val_specificity"] == 1.0 and op["val_sensitivity"] == 0.0
-    assert op["test_sensitivity"] == 1.0  # 0.99 is above the threshold just over 0.95
+    assert op["threshold"] >= 0.95 and not op["resolved"]  # just above the top negative
+    assert op["test_sensitivity_range"] == [0.0, 1.0]  # 0.99 is above 0.95, below the top
     assert metrics.threshold_at_specificity(np.array([0.3, 0.4]), np.array([True, True]),
                                             0.95) is None  # no negatives: undefined
 
@@ -125,7 +147,7 @@ def test_weighted_auc_equals_auc_of_replicated_samples():
         np.trapezoid(tpr, fpr))
 
 
-def test_bootstrap_interval_over_patients_is_seeded_and_brackets_the_estimate():
+def test_intervals_over_patients_are_seeded_bracket_the_estimate_and_carry_their_n():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)
     prob, _ = _binary(np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1), y)
@@ -134,14 +156,31 @@ def test_bootstrap_interval_over_patients_is_seeded_and_brackets_the_estimate():
     a = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3, val=val)
     b = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3, val=val)
     assert a == b
-    assert set(a["ci"]) == {"level", *metrics.CI_METRICS}
+    assert set(a["ci"]) == {"level", "method", *metrics.CI_METRICS}
     assert "balanced_accuracy" in metrics.CI_METRICS  # the headline metric
     for name in metrics.CI_METRICS:
-        lo, hi = a["ci"][name]["low"], a["ci"][name]["high"]
-        assert lo <= a[name] <= hi and lo < hi
+        e = a["ci"][name]
+        assert e["low"] <= a[name] <= e["high"] and e["low"] < e["high"]
+        assert e["n_patients"] <= 50 and e["n_eff"] <= e["n"] <= 200
+    assert a["ci"]["accuracy"]["n"] == 200 and a["ci"]["accuracy"]["n_patients"] == 50
     without_val = metrics.compute(y, prob, patients, NAMES2, bootstrap=300, seed=3)
     assert metrics.OPERATING_POINT_METRIC not in without_val["ci"]
     assert without_val["ci"]["balanced_accuracy"] == a["ci"]["balanced_accuracy"]
+
+
+def test_a_perfect_score_on_few_patients_is_not_a_point_interval():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    prob, _ = _binary([0.1, 0.2, 0.1, 0.9, 0.8, 0.9], y)
+    m = metrics.compute(y, prob, np.arange(6).astype(str), NAMES2, bootstrap=200)
+    for name in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"):
+        assert m[name] == 1.0 and m["ci"][name]["high"] == 1.0
+        assert m["ci"][name]["low"] < 0.7 and m["ci"][name]["small_n"]
+    # 6 of 6 independent: the exact lower bound (0.025 ** (1/6))
+    assert m["ci"]["accuracy"]["low"] == pytest.approx(0.025 ** (1 / 6), abs=1e-6)
+    # the same 6 samples from 2 patients are worth 2 independent cases
+    grouped = metrics.compute(y, prob, np.array(list("aaabbb")), NAMES2, bootstrap=200)
+    assert grouped["ci"]["accuracy"]["n_eff"] == 2
+    assert grouped["ci"]["accuracy"]["low"] < m["ci"]["accuracy"]["low"]
 
 
 def test_shape_mismatch_is_an_error():

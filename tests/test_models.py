@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from oncopipe import models, training
+from oncopipe import inference, models
 from oncopipe.config import TrainParams
 
 
@@ -139,10 +139,10 @@ def test_saved_and_loaded_model_gives_identical_outputs(name, settings, shape, t
     torch.manual_seed(0)
     model = models.build(_p(model=name, **settings), shape, 3).eval()
     # what training.train writes: the weights and the architecture in config.json
-    torch.save(model.state_dict(), tmp_path / training.MODEL_FILE)
+    torch.save(model.state_dict(), tmp_path / inference.MODEL_FILE)
     card = {"architecture": dataclasses.asdict(model.architecture)}
-    (tmp_path / training.CONFIG_FILE).write_text(json.dumps(card))
-    loaded, _ = training.load_model(tmp_path)
+    (tmp_path / inference.CONFIG_FILE).write_text(json.dumps(card))
+    loaded, _ = inference.load_model(tmp_path)
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -176,7 +176,7 @@ def test_pretrained_weights_bring_imagenet_normalisation_and_inception_its_trans
 
 
 def test_a_model_card_without_architecture_is_refused(tmp_path):
-    torch.save({}, tmp_path / training.MODEL_FILE)
-    (tmp_path / training.CONFIG_FILE).write_text(json.dumps({"train": {}}))
+    torch.save({}, tmp_path / inference.MODEL_FILE)
+    (tmp_path / inference.CONFIG_FILE).write_text(json.dumps({"train": {}}))
     with pytest.raises(ValueError, match="no architecture record"):
-        training.load_model(tmp_path)
+        inference.load_model(tmp_path)

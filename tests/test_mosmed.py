@@ -22,8 +22,8 @@ from oncopipe.config import (
     ShardParams,
     TrainParams,
     build,
-    load,
 )
+from oncopipe.datasets import load_config
 from oncopipe.datasets.mosmed import demo, volume
 from oncopipe.datasets.mosmed import prepare as mosmed_prepare
 from oncopipe.datasets.mosmed.params import DemoParams, PrepareParams
@@ -371,7 +371,7 @@ def test_prepare_params_are_validated():
 
 
 def test_params_yaml_section_is_valid_and_matches_the_reference_method():
-    cfg = load("mosmed", Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = load_config("mosmed", Path(__file__).resolve().parents[1] / "params.yaml")
     assert cfg.prepare.shape == (64, 128, 128) and cfg.prepare.window == (-1000.0, 400.0)
     assert cfg.prepare.normal == ("CT-0",)
     section = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from serve_project import random_model
 
-from oncopipe import cli, config, input_warnings, limits
+from oncopipe import cli, datasets, input_warnings, limits
 from oncopipe.datasets.mosmed import demo, plausible, xlsx
 from oncopipe.datasets.mosmed import prepare as mosmed_prepare
 from oncopipe.datasets.mosmed.params import DemoParams
@@ -296,7 +296,7 @@ def project(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["mosmed"]["prepare"]["shape"] = [16, 32, 32]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    cfg = config.load("mosmed", root / "params.yaml")
+    cfg = datasets.load_config("mosmed", root / "params.yaml")
     random_model(root / "models" / "mosmed", cfg, (1, 16, 32, 32))
     hu, _, affine = demo.phantom(DemoParams(size=32, slices=(20, 20)), "CT-0", 1)
     return root, cfg, hu, affine
@@ -360,7 +360,7 @@ def test_serve_refuses_junk_and_shows_the_warnings(project):
     odd = affine.copy()
     odd[2, 2] = 0.3
     unusual = _study(root, hu, odd, "unusual")
-    with TestClient(create_app(Settings(root=root))) as client:
+    with TestClient(create_app(Settings(root=root)), base_url="http://127.0.0.1") as client:
         def post(route: str, path: Path):
             return client.post(route, files={"file": (path.name, path.read_bytes())})
 

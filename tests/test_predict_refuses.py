@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from oncopipe import cli, config, datasets
+from oncopipe import cli, datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,8 +65,8 @@ def lidc_series(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["lidc"]["demo"].update(n_patients=8, rows=64, n_slices=16)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    cfg = config.load("lidc", root / "params.yaml")
-    datasets.module("lidc", "demo").write_demo(cfg, root / "raw")
+    cfg = datasets.load_config("lidc", root / "params.yaml")
+    datasets.spec("lidc").write_demo(cfg, root / "raw")
     return sorted({p.parent for p in (root / "raw").rglob("*.dcm")})[0]
 
 

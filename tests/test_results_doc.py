@@ -22,12 +22,17 @@ def test_table_carries_test_figures_intervals_and_validation(tmp_path):
     (ds / "metrics.json").write_text(json.dumps({
         "balanced_accuracy": 0.875, "accuracy": 0.9, "auc": 0.95, "sensitivity": None,
         "specificity": 1.0, "n_test": 7, "n_test_patients": 7,
-        "ci": {"balanced_accuracy": {"low": 0.5, "high": 1.0}}}))
+        "ci": {"balanced_accuracy": {"low": 0.5, "high": 1.0, "n": 7, "n_patients": 7,
+                                     "small_n": True}},
+        "operating_point": {"resolved": False, "test_sensitivity": None,
+                            "test_sensitivity_range": [0.75, 1.0], "val_negatives": 4,
+                            "min_val_negatives": 20}}))
     (ds / "train" / "metrics.json").write_text(json.dumps({"val": {"accuracy": 0.75}}))
     out = tmp_path / "results.md"
     assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out)]) == 0
     row = next(line for line in out.read_text().splitlines() if line.startswith("| toy"))
-    assert "| 7 (7) | 0.875 (0.500-1.000) | 0.900 | 0.950 | - | 1.000 | accuracy 0.750 |" in row
+    assert ("| 7 (7) | 0.875 (0.500-1.000; n 7/7) † | 0.900 | 0.950 | - | 1.000 | "
+            "range 0.750-1.000 (unresolved: 4 val negatives < 20) | accuracy 0.750 |") in row
     assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out),
                  "--check"]) == 0
     out.write_text("edited by hand\n")

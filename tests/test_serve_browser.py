@@ -121,7 +121,10 @@ def test_upload_a_demo_image_and_see_the_answer(project, server, browser):
     _wait(browser, lambda d: _loaded(d, "img[alt^='saliency']"), "the saliency map")
     _wait(browser, lambda d: _loaded(d, "img[alt='pcam contact sheet']"), "the contact sheet")
     _wait(browser, lambda d: _loaded(d, "img[alt='pcam training curves']"), "the curves")
-    assert "Test metrics" in browser.find_element(By.ID, "pipeline-body").text
+    body = browser.find_element(By.ID, "pipeline-body").text
+    assert "Test metrics" in body
+    assert "small n" in body  # the tiny test split's figures are flagged
+    assert "raw data: demo" in browser.find_element(By.ID, "provenance").text
     assert "chosen on val" in browser.find_element(By.ID, "operating-point").text
 
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

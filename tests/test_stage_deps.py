@@ -3,7 +3,8 @@
 
 The code a stage runs is the import closure of its ``python -m`` module, computed from the
 source with ``ast`` (imports inside functions included), plus the dataset modules it reaches
-through the registry (``datasets.module(name, "<part>")``) for that stage's dataset. A stage
+through the registry (the dataset's ``SPEC`` and the parts it calls as
+``datasets.spec(name).<part>``) for that stage's dataset. A stage
 whose closure reaches a module no dep covers would not rerun when that module changes; a code
 dep outside the closure would rerun it for nothing. The params side: each stage script's
 ``READS`` (enforced at run time by :func:`oncopipe.config.load`) must be its ``params:`` list.
@@ -84,3 +85,12 @@ def test_closure_follows_registry_and_function_level_imports():
     assert not any(f.startswith("oncopipe/datasets/lidc/") and f.endswith(("crops.py",
                                                                           "series.py"))
                    for f in files), "loading params must not import LIDC's processing code"
+
+
+def test_closure_follows_the_parts_a_stage_calls_through_the_spec():
+    demo = {str(f.relative_to(ROOT)) for f in closure("stages.demo", "pcam")}
+    prepare = {str(f.relative_to(ROOT)) for f in closure("stages.prepare", "pcam")}
+    assert "oncopipe/datasets/pcam/demo.py" in demo
+    assert "oncopipe/datasets/pcam/prepare.py" not in demo  # declared in SPEC, never called
+    assert "oncopipe/datasets/pcam/prepare.py" in prepare
+    assert "oncopipe/datasets/pcam/demo.py" not in prepare

@@ -10,7 +10,7 @@ import pytest
 import torch
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
-from oncopipe import training
+from oncopipe import distributed, inference, training
 from oncopipe.augment import augment_batch
 from oncopipe.config import AugmentParams, ShardParams
 
@@ -34,18 +34,25 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
     card_b, state_b = _train(shards, tmp_path / "b")
     assert card_a == card_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-    for name in (training.MODEL_FILE, training.CONFIG_FILE):  # byte for byte
+    for name in (inference.MODEL_FILE, inference.CONFIG_FILE):  # byte for byte
         assert (tmp_path / "a" / "model" / name).read_bytes() == \
             (tmp_path / "b" / "model" / name).read_bytes()
     assert (tmp_path / "a" / "live" / "metrics.json").read_bytes() == \
         (tmp_path / "b" / "live" / "metrics.json").read_bytes()
     assert card_a["architecture"]["model"] == "cnn7" and not card_a["architecture"]["mean"]
     live = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
-    assert live["val"]["balanced_accuracy"] >= 0.8
+    # only the kept epoch's validation figures: no last-epoch val.* to mistake for them
+    assert "val" not in live and "train" not in live
+    assert live["best_val"]["balanced_accuracy"] >= 0.8
+    assert live["best_epoch"] == card_a["best_epoch"]
+    kept = (tmp_path / "a" / "live" / "plots" / "metrics" / "val" / "balanced_accuracy.tsv")
+    rows = [line.split("\t") for line in kept.read_text().splitlines()[1:]]
+    assert float(rows[card_a["best_epoch"] - 1][1]) == pytest.approx(
+        live["best_val"]["balanced_accuracy"], abs=1e-6)
     assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
     assert card_a["class_names"] == ["class0", "class1"] and card_a["sample_shape"] == [1, 16, 16]
     assert not (tmp_path / "a" / "model" / training.LAST_FILE).exists()
-    model, card = training.load_model(tmp_path / "a" / "model")
+    model, card = inference.load_model(tmp_path / "a" / "model")
     assert not model.training and card["run"] == card_a["run"]
 
 
@@ -144,13 +151,13 @@ def test_flip_only_mirrors_and_volumes_get_one_transform_for_all_slices():
 
 
 def test_rng_record_restores_the_generators_and_cpu_is_deterministic():
-    rt = training.Runtime(torch.device("cpu"))
+    rt = inference.Runtime(torch.device("cpu"))
     training.configure_determinism(dataclasses.replace(SMALL_TRAIN, deterministic=False), rt)
     assert torch.are_deterministic_algorithms_enabled()  # CPU: always
     torch.manual_seed(7)
-    saved = training.rng_states(rt)
+    saved = distributed.rng_states(rt)
     expected = torch.rand(5)
     torch.manual_seed(8)
-    training.restore_rng(saved, rt)
+    distributed.restore_rng(saved, rt)
     assert torch.equal(torch.rand(5), expected)
     assert saved["cuda"] == []  # no GPU here; on CUDA each rank's generator state is kept

@@ -1,55 +1,43 @@
 """Registry of datasets: the only place that maps a dataset name to its code.
 
-Every dataset is a package ``oncopipe.datasets.<name>`` with the same three modules, so the
-stage scripts and the generic stages never import a dataset by name:
+Every dataset is a package ``oncopipe.datasets.<name>`` whose ``__init__`` declares
+``SPEC``, a :class:`oncopipe.contract.DatasetSpec` (tasks, class names, settings classes,
+what one prediction takes, and its processing parts as lazy references). :func:`spec`
+resolves a name to it; :func:`load_config` hands its settings classes to
+:func:`oncopipe.config.load`, so the settings layer imports nothing of the datasets.
 
-- ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), ``PREDICT_INPUT`` (a
-  :class:`PredictInput`: what one prediction takes, read by ``preprocess_one`` and
-  ``oncopipe serve``), and the frozen dataclasses
-  ``DemoParams`` and ``PrepareParams`` for the ``demo`` and ``prepare`` sections of
-  ``params.yaml`` (validated by :func:`oncopipe.config.build`). It imports no processing
-  code, so loading params (which every stage does) keeps each stage's import closure, and
-  with it its DVC dependencies, small.
-- ``demo``: ``write_demo(cfg, out_dir)`` writes synthetic data in the real raw layout from
-  ``cfg.demo`` (same seed, same bytes).
-- ``prepare``: ``prepare(cfg, out_dir)`` reads the raw data at ``cfg.raw`` and writes the
-  common manifest and arrays (see :mod:`oncopipe.manifest`) into ``out_dir``;
-  ``preprocess_one(cfg, path, point=None)`` gives one raw input exactly as ``prepare`` stores
-  it (for ``oncopipe predict``).
-
-The package's ``__init__`` holds only its docstring. tests/test_stage_deps.py checks that each
-stage declares in dvc.yaml the modules it reaches through :func:`module`.
+Resolving a spec imports the dataset's ``__init__`` and ``params`` modules only (no
+processing code), which keeps each stage's import closure, and with it its DVC code deps,
+small; a processing part is imported when it is first called. tests/stage_closure.py follows
+``datasets.spec(name).<part>`` to the part's module.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Literal
+from pathlib import Path
+
+from oncopipe import config
+from oncopipe.contract import DatasetSpec
+from oncopipe.errors import ParamsError
 
 NAMES: tuple[str, ...] = ("lidc", "mosmed", "pcam", "isic", "breakhis")
-Part = Literal["params", "demo", "prepare", "card"]
-PARTS: tuple[str, ...] = ("params", "demo", "prepare", "card")
 
 
-def module(name: str, part: Part) -> ModuleType:
-    """Import ``part`` of dataset ``name`` (lazily: one dataset's imports stay its own)."""
+def spec(name: str) -> DatasetSpec:
+    """The declared contract of dataset ``name``."""
     if name not in NAMES:
         raise KeyError(f"unknown dataset {name!r} (known: {', '.join(NAMES)})")
-    if part not in PARTS:
-        raise KeyError(f"unknown dataset module {part!r} (known: {', '.join(PARTS)})")
-    return importlib.import_module(f"oncopipe.datasets.{name}.{part}")
+    declared = getattr(importlib.import_module(f"{__name__}.{name}"), "SPEC", None)
+    if not isinstance(declared, DatasetSpec) or declared.name != name:
+        raise TypeError(f"oncopipe.datasets.{name}: SPEC must be a DatasetSpec named {name!r}")
+    return declared
 
 
-@dataclass(frozen=True)
-class PredictInput:
-    """What ``oncopipe predict`` and ``oncopipe serve`` take as one input of a dataset (its
-    params module's ``PREDICT_INPUT``), so both refuse what does not belong with one sentence.
-    """
-
-    kind: Literal["image", "volume", "series"]  # series: a folder of DICOM slices, zipped to upload
-    suffixes: tuple[str, ...]  # file suffixes of the raw release
-    formats: tuple[str, ...]  # as oncopipe.images.image_format names them
-    expected: str  # the words that say what belongs, for the error message
-    point: bool = False  # whether a point in patient mm goes with the input
+def load_config(name: str, path: Path = config.PARAMS_FILE, reads: tuple[str, ...] | None = None
+                ) -> config.DatasetConfig:
+    """``params.yaml``'s validated config of dataset ``name`` (see :func:`oncopipe.config.load`;
+    ``reads``: the keys the calling stage declares)."""
+    if name not in NAMES:
+        raise ParamsError(f"{name}: unknown dataset (known: {', '.join(NAMES)})")
+    return config.load(spec(name), NAMES, path, reads)

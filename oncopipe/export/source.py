@@ -7,14 +7,13 @@ out of the training shards are not in them either (``export.json`` counts them).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from oncopipe import shards
+from oncopipe import provenance, shards
 from oncopipe.manifest import ManifestMeta, check_arrays, read_manifest
 
 SPLITS = ("train", "val", "test")
@@ -69,14 +68,6 @@ class Source:
         return tuple(round(s * n / m, 6) for s, n, m in zip(sp, sh, spatial, strict=True))
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load(prepared: Path, shard_dir: Path) -> Source:
     """Join the manifest with the shards' split; refuse if they do not belong together."""
     manifest = prepared / "manifest.parquet"
@@ -99,6 +90,6 @@ def load(prepared: Path, shard_dir: Path) -> Source:
                                 .alias("_order"))
              .sort("_order", "sample_id").drop("_order"))
     return Source(prepared=prepared, table=table, meta=meta,
-                  manifest_sha256=sha256(manifest),
+                  manifest_sha256=provenance.file_sha256(manifest),
                   shards_params_hash=summary["params_hash"],
                   not_in_shards=len(df) - len(table))

@@ -8,7 +8,8 @@ from pathlib import Path
 from oncopipe import datacard, shards
 from oncopipe.atomic import atomic_path
 from oncopipe.config import ExportParams
-from oncopipe.export import hf, medmnist, monai, provenance, source, webdataset
+from oncopipe.contract import Provenance
+from oncopipe.export import hf, medmnist, monai, record, source, webdataset
 
 WRITERS = {"monai": monai.write, "medmnist": medmnist.write, "hf": hf.write,
            "webdataset": webdataset.write}
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
-           params_hash: str, release: datacard.Provenance, raw: str) -> dict:
+           params_hash: str, release: Provenance | None) -> dict:
     """Replace ``out_dir`` by ``<format>/`` folders and the data card; return the sample
     count and what each format wrote."""
     src = source.load(prepared, shard_dir)
@@ -30,10 +31,10 @@ def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
             folder = tmp / fmt
             folder.mkdir()
             written = WRITERS[fmt](src, folder, params)
-            provenance.write(src, folder, fmt, params_hash, written)
+            record.write(src, folder, fmt, params_hash, written)
             result[fmt] = written
             log.info("wrote %s: %s", fmt, written)
         card = datacard.build(src, datacard.read_report(prepared),
-                              shards.read_summary(shard_dir), release, raw)
+                              shards.read_summary(shard_dir), release)
         datacard.write(card, tmp)
     return {"samples": len(src.table), "formats": result}

@@ -43,7 +43,9 @@ from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, predict, saliency
 from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
+from oncopipe.contract import DatasetSpec
 from oncopipe.errors import InputError, LimitError, ModelError
+from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
@@ -56,11 +58,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 POLL_S = 0.1  # how often a running request checks whether its client is still there
 
 
-def _spec(dataset: str) -> datasets.PredictInput:
+def _spec(dataset: str) -> DatasetSpec:
     if dataset not in datasets.NAMES:
         raise HTTPException(404, f"unknown dataset {dataset!r} (known: "
                                  f"{', '.join(datasets.NAMES)})")
-    return datasets.module(dataset, "params").PREDICT_INPUT
+    return datasets.spec(dataset)
 
 
 def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, float] | None:
@@ -126,11 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def list_datasets() -> list[dict]:
         out = []
         for name in datasets.NAMES:
-            spec = _spec(name)
+            spec = _spec(name).predict_input
             accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
-            model_json = settings.models_dir / name / "config.json"
-            if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
+            model_json = settings.models_dir / name / CONFIG_FILE
+            if model_json.is_file() and (settings.models_dir / name / MODEL_FILE).is_file():
                 card = pipeline.read_json(model_json)
             out.append({"name": name, "kind": spec.kind, "accept": list(accept),
                         "expected": spec.expected, "point": spec.point,
@@ -145,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def answer(dataset: str, file: UploadFile, point: str | None, explain: bool,
                cancel: threading.Event) -> Response:
         """The prediction (and with ``explain`` the pictures), in a worker thread."""
-        spec = _spec(dataset)
+        spec = _spec(dataset).predict_input
         cfg = cache.config(dataset)
         with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
             try:
@@ -178,8 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def scan(dataset: str, file: UploadFile, cancel: threading.Event) -> Response:
         """The slices of an uploaded series and its geometry, in a worker thread."""
-        spec = _spec(dataset)
-        if spec.kind != "series":
+        declared = _spec(dataset)
+        spec, view = declared.predict_input, declared.view
+        if view is None:
             return _error(400, f"{dataset} takes a whole {spec.kind}; there is no point to "
                                "pick")
         cfg = cache.config(dataset)
@@ -187,8 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 path = up.path()
                 uploads.check(cancel)
-                module = datasets.module(dataset, "prepare")
-                volume, geometry = module.scan_view(cfg, path)
+                volume, geometry = view(cfg, path)
                 uploads.check(cancel)
                 slices = [{"index": k, "z": geometry["zs"][k], "image": url}
                           for k, url in views.slice_images(volume)]

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe import config, limits, predict
+from oncopipe import config, datasets, limits, predict
+from oncopipe.inference import CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("oncopipe.serve")
 MIB = 1 << 20
@@ -70,7 +71,7 @@ class Cache:
 
     def model(self, dataset: str) -> tuple[predict.Predictor, str | None]:
         folder = self.settings.models_dir / dataset
-        files = [folder / "config.json", folder / "model.pt"]
+        files = [folder / CONFIG_FILE, folder / MODEL_FILE]
         if not all(f.is_file() for f in files):
             raise NoModel(f"no model trained yet for {dataset} ({folder} is empty; run "
                           f"`dvc repro train@{dataset}`)")
@@ -97,7 +98,7 @@ class Cache:
             hit = self.configs.get(dataset)
             if hit is None or hit[0] != stamp:
                 try:
-                    hit = (stamp, config.load(dataset, path))
+                    hit = (stamp, datasets.load_config(dataset, path))
                 except (OSError, ValueError) as exc:
                     raise Misconfigured(f"{path}: {exc}") from None
                 self.configs[dataset] = hit

@@ -38,7 +38,7 @@ from oncopipe.limits import Limits
 if TYPE_CHECKING:
     from fastapi import UploadFile
 
-    from oncopipe.datasets import PredictInput
+    from oncopipe.contract import PredictInput
     from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20
@@ -269,8 +269,8 @@ class Upload:
 
     def __init__(self, settings: Settings, spec: PredictInput, upload: UploadFile,
                  limits: Limits, cancel: threading.Event | None = None):
-        """``spec``: the dataset's ``PREDICT_INPUT``; ``settings``: the upload size limit;
-        ``limits``: the unpacking limits; ``cancel``: set when the client has gone."""
+        """``spec``: the dataset's declared ``predict_input``; ``settings``: the upload size
+        limit; ``limits``: the unpacking limits; ``cancel``: set when the client has gone."""
         self.settings, self.spec, self.upload = settings, spec, upload
         self.limits, self.cancel = limits, cancel
         self.name = client_name(upload.filename)

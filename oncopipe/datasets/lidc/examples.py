@@ -52,14 +52,15 @@ def demo_points(params_file: Path = Path("params.yaml")) -> tuple[pl.DataFrame, 
     """The example points of the demo ``params_file`` describes (written to a temporary folder)
     and its ``raw`` folder: the demo is deterministic, so these are the workspace's points."""
     from oncopipe import config
-    from oncopipe.datasets.lidc import lesions
+    from oncopipe.datasets.lidc import SPEC, lesions
     from oncopipe.datasets.lidc.demo import write
 
-    cfg = config.load("lidc", params_file)
+    params = yaml.safe_load(params_file.read_text())
+    cfg = config.load(SPEC, tuple(params.get("datasets", ["lidc"])), params_file)
     with tempfile.TemporaryDirectory(prefix="oncopipe-lidc-points-") as tmp:
         write(cfg.demo, Path(tmp))
         table_, _, _ = lesions.build_tables(Path(tmp), cfg.prepare, "examples")
-    return example_points(table_), yaml.safe_load(params_file.read_text())["lidc"]["raw"]
+    return example_points(table_), params["lidc"]["raw"]
 
 
 def replace_block(text: str, block: str) -> str:

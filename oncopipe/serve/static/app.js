@@ -301,17 +301,31 @@ async function renderPipeline(name) {
     const m = s.metrics;
     const ci = m.ci || {};
     const keys = ["accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1", "ece"]
-      .filter((k) => k in m);
+      .filter((k) => k in m && m[k] !== null);
+    const interval = (k) => (ci[k] && ci[k].low !== null ? `${ci[k].low.toFixed(3)} – ${ci[k].high.toFixed(3)}` : "");
+    const size = (k) => (ci[k] && ci[k].n !== undefined ? `${ci[k].n} / ${ci[k].n_patients}` : "");
+    const flag = (k) => (ci[k] && ci[k].small_n ? "small n: says little" : "");
     parts.push(el("h3", { text: `Test metrics (${m.n_test} samples${m.n_test_patients ? `, ${m.n_test_patients} patients` : ""})` }),
-      table(["metric", "value", `${Math.round(100 * (ci.level || 0.95))}% CI`],
-        keys.map((k) => [k, m[k].toFixed(3), ci[k] ? `${ci[k].low.toFixed(3)} – ${ci[k].high.toFixed(3)}` : ""]), [1]));
+      table(["metric", "value", `${Math.round(100 * (ci.level || 0.95))}% CI`, "n (samples / patients)", ""],
+        keys.map((k) => [k, m[k].toFixed(3), interval(k), size(k), flag(k)]), [1]));
+    if (m.provenance) {
+      const pv = m.provenance;
+      const raw = pv.raw
+        ? `${pv.raw.source}${pv.raw.source === "demo" ? " (synthetic: not a measure of the method)" : ""}, manifest ${String(pv.raw.manifest_sha256).slice(0, 12)}`
+        : "not recorded";
+      parts.push(el("p", { class: "note", id: "provenance", text:
+        `Profile ${pv.profile}; raw data: ${raw}; oncopipe ${pv.code ? pv.code.version : "?"}.` }));
+    }
     const op = m.operating_point;
     if (op) {
       const f = (v) => (v === null || v === undefined ? "n/a" : Number(v).toFixed(3));
       parts.push(el("p", { class: "note", id: "operating-point", text:
         `Operating point chosen on ${op.chosen_on} (${op.n_val} samples) for specificity ≥ ${op.target_specificity}` +
         `${op.threshold !== undefined ? `, threshold ${f(op.threshold)}` : ""} (${op.rule}): ` +
-        `test sensitivity ${f(op.test_sensitivity)}, specificity ${f(op.test_specificity)}.` }));
+        (op.resolved === false
+          ? `the validation split has too few negatives to resolve it (${op.val_negatives ?? "some class"} < ${op.min_val_negatives}): ` +
+            `test sensitivity somewhere in ${f(op.test_sensitivity_range[0])} – ${f(op.test_sensitivity_range[1])}, specificity ${f(op.test_specificity)}.`
+          : `test sensitivity ${f(op.test_sensitivity)}, specificity ${f(op.test_specificity)}.`) }));
     }
   }
   if (s.images.evaluation) {

@@ -7,19 +7,12 @@ format can check downstream that no patient crosses splits.
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import polars as pl
 
+from oncopipe import provenance
 from oncopipe.export.source import SPLITS, Source
-
-
-def package_version() -> str:
-    try:
-        return version("oncopipe")
-    except PackageNotFoundError:  # running from a checkout without an install
-        return "unknown"
 
 
 def write(source: Source, out_dir: Path, fmt: str, params_hash: str, written: dict) -> None:
@@ -38,7 +31,7 @@ def write(source: Source, out_dir: Path, fmt: str, params_hash: str, written: di
         "layout": source.meta.layout,
         "patient_level": source.meta.patient_level,
         "normalisation": source.meta.normalisation,
-        "oncopipe_version": package_version(),
+        "oncopipe_version": provenance.code_version()["version"],
         "export_params_hash": params_hash,
         "manifest_sha256": source.manifest_sha256,
         "manifest_params_hash": source.meta.params_hash,
