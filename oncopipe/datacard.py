@@ -119,7 +119,7 @@ def render(card: dict) -> str:
         "## Fingerprint", "",
         f"- Sample shape {f['sample_shape']} ({f['layout']}), {f['dtype']}",
         f"- Median voxel size (mm): {f['spacing_mm_median']}",
-        "- Intensity percentiles (model range): "
+        "- Intensity percentiles (as stored): "
         + ", ".join(f"{k} {v}" for k, v in f["intensity_percentiles"].items()),
         f"- Normalisation: `{json.dumps(f['normalisation'], sort_keys=True)}`", "",
         "## Must not be used for", "",
