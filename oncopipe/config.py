@@ -10,7 +10,7 @@ keys and types recursively; a dataclass may define ``check(self) -> None`` raisi
 Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's
 contract (:class:`oncopipe.contract.DatasetSpec`), which the caller hands in (the registry's
 :func:`oncopipe.datasets.load_config` does), so this module imports nothing of the datasets;
-the generic sections (``shard``, ``train``, ``evaluate``) are declared here.
+the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
@@ -45,7 +45,8 @@ PARAMS_FILE = Path("params.yaml")
 # How a stage runs, not what it makes: left out of params_hash, so outputs are byte-identical
 # whatever the number of worker processes or threads.
 EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
-SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate")
+SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate",
+                "export")
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
 # Keys at the top of params.yaml shared by every dataset; a stage lists them in ``reads`` as is
 TOP_KEYS = ("seed", "limits")
@@ -264,6 +265,24 @@ class EvaluateParams:
         _require(self.calibration_bins > 1, "calibration_bins must be > 1")
 
 
+EXPORT_FORMATS = ("monai", "medmnist", "hf", "webdataset")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """Which formats the export stage writes (docs/exports.md) and MedMNIST's sizes."""
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    medmnist_sizes: tuple[int, ...] = (28, 64)  # sizes a dimension lacks are skipped
+
+    def check(self) -> None:
+        unknown = sorted(set(self.formats) - set(EXPORT_FORMATS))
+        _require(not unknown, f"formats: unknown {unknown} (known: {', '.join(EXPORT_FORMATS)})")
+        _require(len(set(self.formats)) == len(self.formats), "formats: listed twice")
+        _require(all(s in (28, 64, 128, 224) for s in self.medmnist_sizes),
+                 "medmnist_sizes: each one of 28, 64, 128, 224")
+
+
 @dataclass(frozen=True)
 class TrainProfiles:
     """``demo`` is sized for the synthetic data on 2 CPU cores; ``reference`` is the paper's."""
@@ -330,6 +349,7 @@ class DatasetConfig:
     shard: ShardParams
     train: TrainParams  # the active profile
     evaluate: EvaluateParams
+    export: ExportParams = field(default_factory=ExportParams)
     limits: input_limits.Limits = input_limits.DEFAULT  # the top-level ``limits:`` section
     reads: tuple[str, ...] | None = None  # the declared keys; None: all (predict, tools)
 
@@ -435,6 +455,7 @@ def load(spec: DatasetSpec, known: Collection[str], path: Path = PARAMS_FILE,
         "shard": build(ShardParams, section.get("shard"), f"{dataset}.shard"),
         "train": getattr(profiles, profile),
         "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
+        "export": build(ExportParams, section.get("export"), f"{dataset}.export"),
         "limits": limits,
     }
     if reads is not None:

@@ -44,6 +44,17 @@ class PredictInput:
     min_side: int = 0  # images: a shorter side below this (pixels) is not the release's
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """The release as its provider states it (docs/data.md), for the data card."""
+
+    release: str
+    page: str
+    licence: str
+    citation: str
+    not_for: tuple[str, ...]  # what the data must not be used for, beyond "not a diagnosis"
+
+
 class WriteDemo(Protocol):
     """Synthetic data in the release's raw layout from ``cfg.demo``; same seed, same bytes."""
 
@@ -97,6 +108,7 @@ class DatasetSpec:
       ``<ds>.task`` in params.yaml).
     - ``demo_params``, ``prepare_params``: the settings classes of the ``<ds>.demo`` and
       ``<ds>.prepare`` sections (``demo_params`` has ``seed: int``).
+    - ``provenance``: the release, its licence and citation, as docs/data.md states them.
     - ``view``: optional; datasets whose input takes a point (``predict_input.point``) have
       one, so ``oncopipe serve`` can show the input to pick the point on.
     """
@@ -110,6 +122,7 @@ class DatasetSpec:
     prepare: Prepare
     preprocess_one: PreprocessOne
     view: View | None = None
+    provenance: Provenance | None = None  # the data card's release, licence and citation
 
     def __post_init__(self) -> None:
         def fail(field: str, wanted: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from oncopipe.contract import PredictInput
+from oncopipe.contract import PredictInput, Provenance
 
 # subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
 SUBTYPES: tuple[str, ...] = (
@@ -65,3 +65,19 @@ class PrepareParams:
                              f"{', '.join(MAGNIFICATIONS)}")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
+
+# The release as its provider states it (docs/data.md), for the data card.
+PROVENANCE = Provenance(
+    release="BreakHis v1",
+    page="https://web.inf.ufpr.br/vri/databases/breast-cancer-histopathological-database-breakhis/",
+    licence="see the provider's page for the terms of use",
+    citation=(
+        "Spanhol FA, Oliveira LS, Petitjean C, Heutte L. A dataset for breast cancer "
+        "histopathological image classification. IEEE Transactions on Biomedical "
+        "Engineering 63(7): 1455-1462, 2016"
+    ),
+    not_for=(
+        "a diagnosis of breast cancer: 82 patients from one laboratory",
+        "image-level splits: images of one patient are correlated",
+    ),
+)

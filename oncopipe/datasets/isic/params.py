@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from oncopipe.contract import PredictInput
+from oncopipe.contract import PredictInput, Provenance
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 
@@ -58,3 +58,20 @@ class PrepareParams:
             raise ValueError("size must be in [8, 4096]")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
+
+# The release as its provider states it (docs/data.md), for the data card.
+PROVENANCE = Provenance(
+    release="SIIM-ISIC Melanoma Classification 2020",
+    page="https://www.kaggle.com/c/siim-isic-melanoma-classification",
+    licence=("Creative Commons Attribution-NonCommercial 4.0 (CC BY-NC 4.0) when we last "
+             "read it; see the provider's page"),
+    citation=(
+        "Rotemberg V, Kurtansky N, Betz-Stablein B, et al. A patient-centric dataset of "
+        "images and metadata for identifying melanomas using clinical context. Scientific "
+        "Data 8: 34, 2021"
+    ),
+    not_for=(
+        "commercial use (the licence is non-commercial)",
+        "a diagnosis of melanoma: the labels are the release's, for research",
+    ),
+)

@@ -15,6 +15,7 @@ SPEC = DatasetSpec(
     predict_input=params.PREDICT_INPUT,
     demo_params=params.DemoParams,
     prepare_params=params.PrepareParams,
+    provenance=params.PROVENANCE,
     write_demo=Lazy(f"{__name__}.demo", "write_demo"),
     prepare=Lazy(f"{__name__}.prepare", "prepare"),
     preprocess_one=Lazy(f"{__name__}.prepare", "preprocess_one"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oncopipe.contract import PredictInput
+from oncopipe.contract import PredictInput, Provenance
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
 
@@ -82,3 +82,19 @@ class PrepareParams:
         if category in self.abnormal:
             return 1
         return None
+
+# The release as its provider states it (docs/data.md), for the data card.
+PROVENANCE = Provenance(
+    release="MosMedData COVID19_1110",
+    page="https://mosmed.ai/datasets/covid19_1110/",
+    licence="see the provider's page",
+    citation=(
+        "Morozov SP, Andreychenko AE, Pavlov NA, Vladzymyrskyy AV, Ledikhova NV, "
+        "Gombolevskiy VA, Blokhin IA, Gelezhe PB, Gonchar AV, Chernina VY. MosMedData: "
+        "chest CT scans with COVID-19 related findings dataset. arXiv:2005.06465, 2020"
+    ),
+    not_for=(
+        "a diagnosis of COVID-19: the categories grade CT findings, not a laboratory test",
+        "other lung diseases: the release has no other findings",
+    ),
+)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oncopipe.contract import PredictInput
+from oncopipe.contract import PredictInput, Provenance
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("negative", "positive")}
 
@@ -39,3 +39,23 @@ class PrepareParams:
     def check(self) -> None:
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
+
+# The release as its provider states it (docs/data.md), for the data card.
+PROVENANCE = Provenance(
+    release="PCam, Kaggle histopathologic-cancer-detection",
+    page="https://www.kaggle.com/c/histopathologic-cancer-detection",
+    licence=("the Kaggle competition's rules govern the Kaggle download; PCam's repository "
+             "states its own licence (CC0 when we last read it; see the provider's page)"),
+    citation=(
+        "Veeling BS, Linmans J, Winkens J, Cohen T, Welling M. Rotation equivariant CNNs "
+        "for digital pathology. MICCAI 2018; Ehteshami Bejnordi B, Veta M, Johannes van "
+        "Diest P, et al. Diagnostic assessment of deep learning algorithms for detection "
+        "of lymph node metastases in women with breast cancer. JAMA 318(22): 2199-2210, "
+        "2017"
+    ),
+    not_for=(
+        "a diagnosis of metastasis on a whole slide: the labels are of 96 x 96 patches",
+        "patient-level claims: the Kaggle release has no patient ids, so a patient may "
+        "cross splits",
+    ),
+)
