@@ -146,7 +146,7 @@ def run(repeats: int = 1, files: tuple[int, ...] = FILE_COUNTS,
         rows = []
         for n, tree in trees.items():
             runs = [measure(tree) for _ in range(max(1, repeats))]
-            base, peak, seconds, n_lesions, n_slices = max(runs, key=lambda r: r[1])
+            base, peak, _, n_lesions, n_slices = max(runs, key=lambda r: r[1])
             if n_slices != n:
                 raise SystemExit(f"{tree}: {n_slices} slice rows for {n} files")
             rows.append({"benchmark": "lidc_lesions peak memory", "method": "oncopipe",
