@@ -29,11 +29,13 @@ from benchmarks import harness
 # comparison modules, in the order of docs/benchmarks.md
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
-# LIDC series load / crop path / memory, shard writes and rotate90, local vs Dask fan-out
-RECORD_MODULES = ("lidc_read", "shard_write", "scaling")
+# LIDC series load / crop path / memory, lidc_lesions memory by file count, shard writes and
+# rotate90, local vs Dask fan-out (a module's ``REPEATS``, when set, overrides --repeats)
+RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling")
 # their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
 # stage process per run: one timed round)
 QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
+               "lidc_memory": {"files": (200, 400)},
                "shard_write": {"samples": 48, "shape": (3, 16, 16)},
                "scaling": {"scale": 1, "repeats": 1}}
 
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in (m for m in RECORD_MODULES if m in chosen):
             module = importlib.import_module(f"benchmarks.{name}")
             sizes = dict(QUICK_SIZES[name]) if args.quick else {}
-            if args.quick and name == "lidc_read":
+            if args.quick and name in ("lidc_read", "lidc_memory"):
                 sizes["workdir"] = Path(tmp) / name
-            rounds = sizes.pop("repeats", repeats)
+            rounds = sizes.pop("repeats", getattr(module, "REPEATS", repeats))
             load = os.getloadavg()[0]
             records = module.run(rounds, **sizes)
             text = (f"`benchmarks/{name}.py`, {rounds} interleaved rounds; load average "

