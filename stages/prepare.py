@@ -8,23 +8,22 @@ files other stages keep in the same directory (LIDC's lesion table) are left alo
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from oncopipe import config, datasets, log, perf
+from oncopipe import config, datasets, perf
 from oncopipe.atomic import scratch_dir
-from oncopipe.errors import InputError, one_line_exit
-from stages import dataset_name
+from oncopipe.errors import InputError
+from stages import stage
 
 READS = ("raw", "task", "prepare")
 
 
-@one_line_exit("prepare")
-@perf.measured("prepare")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    logger = log.setup(f"prepare[{name}]")
-    cfg = config.load(name, reads=READS)
+@stage("prepare", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Read the raw data into data/prepared/<dataset> (manifest + arrays)."""
+    name = cfg.name
     if not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set {name}.raw in params.yaml)")
     out = Path("data/prepared") / name

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from oncopipe import config, log, perf, shards
-from oncopipe.errors import one_line_exit
-from stages import dataset_name
+from oncopipe import config, perf, shards
+from stages import stage
 
 READS = ("seed", "shard")
 
 
-@one_line_exit("shard")
-@perf.measured("shard")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    log.setup(f"shard[{name}]")
-    cfg = config.load(name, reads=READS)
-    summary = shards.write_shards(Path("data/prepared") / name, Path("data/shards") / name,
+@stage("shard", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Split, balance and pack data/prepared/<dataset> into data/shards/<dataset>."""
+    summary = shards.write_shards(Path("data/prepared") / cfg.name, Path("data/shards") / cfg.name,
                                   cfg.shard, cfg.seed, cfg.params_hash)
     perf.items(summary["manifest_samples"], "samples")
 
