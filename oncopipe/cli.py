@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from oncopipe import config, datasets, gate, results
+from oncopipe.errors import InputError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = predict.predict_file(args.dataset, args.input, args.model,
                                       tuple(args.point) if args.point else None, args.params)
-    except (OSError, ValueError) as exc:
+    except (OSError, InputError) as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json

@@ -37,6 +37,7 @@ import torch
 from oncopipe import metrics
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.config import DatasetConfig
+from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset
 from oncopipe.shards import read_summary
 from oncopipe.training import Runtime, load_model, make_loader, predict
@@ -134,7 +135,7 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
     summary = read_summary(shard_dir)
     class_names = summary["class_names"]
     if card["class_names"] != class_names or card["shards_params_hash"] != summary["params_hash"]:
-        raise ValueError(f"{model_dir}: model was trained on other shards than {shard_dir} "
+        raise ModelError(f"{model_dir}: model was trained on other shards than {shard_dir} "
                          "(class names or params hash differ); rerun the train stage")
     val_ds, val_prob, val_y = _predict_split(model, shard_dir, "val", cfg, rt)
     val_ds.close()

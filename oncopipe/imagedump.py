@@ -27,6 +27,7 @@ import polars as pl
 
 from oncopipe.arrays import ArrayWriter
 from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.errors import InputError
 from oncopipe.images import CorruptImageError, ImageError, image_format, read_rgb, resize_chw
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
@@ -116,7 +117,7 @@ def load_input(path: str | Path, decode: Decode, spec: PredictInput,
     the message. :class:`ImageError` names the file by its full path.
     """
     if point is not None:
-        raise ValueError(f"{path}: the input is a whole image; a point is not used")
+        raise InputError(f"{path}: the input is a whole image; a point is not used")
     try:
         found = image_format(path)
         if found not in spec.formats:

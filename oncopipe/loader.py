@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from oncopipe.errors import InputError
 from oncopipe.shards import read_index
 
 
@@ -44,7 +45,7 @@ class ShardDataset(Dataset):
         self.split = split
         index = read_index(self.shard_dir, split).sort(["shard", "row"])
         if len(index) == 0:
-            raise ValueError(f"{self.shard_dir}: split {split!r} has no samples")
+            raise InputError(f"{self.shard_dir}: split {split!r} has no samples")
         self.shard_names: list[str] = sorted(set(index["shard"].to_list()))
         code = {n: i for i, n in enumerate(self.shard_names)}
         self.shard_of = np.array([code[s] for s in index["shard"].to_list()], dtype=np.int64)

@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from oncopipe.atomic import atomic_path
+from oncopipe.errors import InputError
 
 REQUIRED: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -41,7 +42,7 @@ REQUIRED: dict[str, pl.DataType] = {
 META_KEY = b"oncopipe"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The manifest or its arrays break the common schema; the message names the file."""
 
 

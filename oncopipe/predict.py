@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from oncopipe import config, datasets
+from oncopipe.errors import ModelError
 from oncopipe.loader import to_float
 from oncopipe.training import load_model
 
@@ -42,7 +43,7 @@ class Predictor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
         expected = tuple(self.card["sample_shape"])
         if tuple(sample.shape) != expected:
-            raise ValueError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
+            raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
         return to_float(torch.from_numpy(np.ascontiguousarray(sample))[None])
 

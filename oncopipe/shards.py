@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.config import ShardParams
-from oncopipe.manifest import ManifestMeta, check_arrays, read_manifest
+from oncopipe.errors import InputError
+from oncopipe.manifest import ManifestError, ManifestMeta, check_arrays, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ INDEX_FILE = "index.parquet"
 SUMMARY_FILE = "summary.json"
 
 
-class LeakageError(ValueError):
+class LeakageError(InputError):
     """A patient or an identical sample appears in more than one split."""
 
 
@@ -279,7 +280,7 @@ def _sample_spec(df: pl.DataFrame, base_dir: Path) -> tuple[tuple[int, ...], np.
         specs[file] = (tuple(arr.shape[1:]), arr.dtype)
     distinct = sorted(set(specs.values()), key=str)
     if len(distinct) != 1:
-        raise ValueError(f"{base_dir}: array files disagree on sample shape/dtype: {specs}")
+        raise ManifestError(f"{base_dir}: array files disagree on sample shape/dtype: {specs}")
     return distinct[0]
 
 
@@ -293,7 +294,7 @@ def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
     df, meta = read_manifest(manifest)
     check_arrays(df, meta, prepared)
     if len(df) == 0:
-        raise ValueError(f"{manifest}: manifest has no samples")
+        raise ManifestError(f"{manifest}: manifest has no samples")
     shape, dtype = _sample_spec(df, prepared)
     log.info("read %s: %d samples, %d patients, sample %s %s", manifest, len(df),
              df["patient_id"].n_unique(), shape, dtype)

@@ -49,6 +49,7 @@ from oncopipe import metrics, models
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
 from oncopipe.config import DatasetConfig, TrainParams, build
+from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
 from oncopipe.shards import read_summary
 from oncopipe.workers import loader_options
@@ -373,7 +374,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
             raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
     card = json.loads(cfg_path.read_text(encoding="utf-8"))
     if "architecture" not in card:
-        raise ValueError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
+        raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
                          "rerun the train stage")
     arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
     model = models.assemble(arch)  # the trained weights follow: never download any here

@@ -233,12 +233,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     2D: the slice nearest ``z``, centred on (x, y); 3D: the cube centred on the point.
     """
     if point is None:
-        raise ValueError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
+        raise InputError(f"{path}: LIDC needs a point (x, y, z in patient mm) to crop around")
     header = _input_series(Path(path))
     x, y, z = (float(v) for v in point)
     extent = scan_extent(header)
     if not all(lo <= v <= hi for v, (lo, hi) in zip((x, y, z), extent, strict=True)):
-        raise ValueError(f"{path}: point ({x:g}, {y:g}, {z:g}) mm is outside the scan, which "
+        raise InputError(f"{path}: point ({x:g}, {y:g}, {z:g}) mm is outside the scan, which "
                          f"spans {describe_extent(extent)}")
     p = cfg.prepare.crops
     if p.input == "2d":

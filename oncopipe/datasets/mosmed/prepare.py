@@ -23,6 +23,7 @@ from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, VolumeError, prepare_volume
+from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import default_workers, ordered_map
 from oncopipe.rawfiles import RawLayoutError
@@ -145,7 +146,7 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One ``.nii``/``.nii.gz`` study prepared exactly as :func:`prepare` does: (1, D, H, W)."""
     if point is not None:
-        raise ValueError(f"{path}: a point is not used (the whole volume is classified)")
+        raise InputError(f"{path}: a point is not used (the whole volume is classified)")
     params: PrepareParams = cfg.prepare
     try:
         arr, _ = prepare_volume(path, params.shape, params.window, params.dtype)
