@@ -48,9 +48,10 @@ from torch.utils.data import DataLoader
 from oncopipe import metrics, models
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
-from oncopipe.config import DatasetConfig, TrainParams, build
+from oncopipe.config import DatasetConfig, TrainParams
 from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
+from oncopipe.settings import validate
 from oncopipe.shards import read_summary
 from oncopipe.workers import loader_options
 
@@ -376,7 +377,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
     if "architecture" not in card:
         raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
                          "rerun the train stage")
-    arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
+    arch = validate(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
     model = models.assemble(arch)  # the trained weights follow: never download any here
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
