@@ -5,9 +5,9 @@ stage scripts and the generic stages never import a dataset by name:
 
 - ``params``: ``TASKS``, ``CLASS_NAMES`` (task -> class names), ``PREDICT_INPUT`` (a
   :class:`PredictInput`: what one prediction takes, read by ``preprocess_one`` and
-  ``oncopipe serve``), and the frozen dataclasses
+  ``oncopipe serve``), and the frozen pydantic dataclasses
   ``DemoParams`` and ``PrepareParams`` for the ``demo`` and ``prepare`` sections of
-  ``params.yaml`` (validated by :func:`oncopipe.config.build`). It imports no processing
+  ``params.yaml`` (see :mod:`oncopipe.settings`). It imports no processing
   code, so loading params (which every stage does) keeps each stage's import closure, and
   with it its DVC dependencies, small.
 - ``demo``: ``write_demo(cfg, out_dir)`` writes synthetic data in the real raw layout from
