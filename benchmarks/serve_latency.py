@@ -17,8 +17,6 @@ Usage (writes the table into docs/serve.md between its markers)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import platform
 import re
@@ -36,6 +34,7 @@ import uvicorn
 import yaml
 
 from oncopipe import config, datasets, models, training
+from oncopipe.cards import ModelCard
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +83,14 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
         folder = root / "models" / name
         folder.mkdir(parents=True)
         torch.save(net.state_dict(), folder / training.MODEL_FILE)
-        (folder / training.CONFIG_FILE).write_text(json.dumps({
-            "dataset": name, "task": cfg.task, "class_names": names,
-            "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train),
-            "architecture": dataclasses.asdict(net.architecture)}))
+        shape = tuple(sample.shape)
+        card = ModelCard(dataset=name, task=cfg.task, profile=cfg.profile, seed=cfg.seed,
+                         class_names=tuple(names), sample_shape=shape,
+                         layout="CHW" if len(shape) == 3 else "CDHW", dtype=sample.dtype.str,
+                         normalisation={}, shards_params_hash="", run="", best_epoch=0,
+                         epochs_run=0, best_value=0.0, train=cfg.train, processes=1,
+                         architecture=net.architecture)  # random weights: nothing trained
+        (folder / training.CONFIG_FILE).write_text(card.to_json())
         inputs[name] = (upload, point)
     return inputs
 
@@ -137,8 +140,8 @@ def main() -> None:
                                       args.repeats)
                 _, expl = measure(client, f"{base}/api/explain/{name}", upload, point,
                                   args.repeats)
-                card = json.loads((root / "models" / name / "config.json").read_text())
-                row = (name, f"{card['train']['model']} {tuple(card['sample_shape'])}",
+                card = ModelCard.read(root / "models" / name)
+                row = (name, f"{card.train.model} {card.sample_shape}",
                        f"{upload.suffix} {upload.stat().st_size // 1024} KiB", first,
                        min(pred), statistics.median(pred), max(pred), statistics.median(expl))
                 rows.append(row)

@@ -36,10 +36,10 @@ import torch
 
 from oncopipe import metrics
 from oncopipe.atomic import atomic_path, write_text
+from oncopipe.cards import ShardSummary
 from oncopipe.config import DatasetConfig
 from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset
-from oncopipe.shards import read_summary
 from oncopipe.training import Runtime, load_model, make_loader, predict
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,9 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
         torch.set_num_threads(cfg.train.threads)
     rt = Runtime(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     model, card = load_model(model_dir, rt.device)
-    summary = read_summary(shard_dir)
-    class_names = summary["class_names"]
-    if card["class_names"] != class_names or card["shards_params_hash"] != summary["params_hash"]:
+    summary = ShardSummary.read(shard_dir)
+    class_names = list(summary.class_names)
+    if card.class_names != summary.class_names or card.shards_params_hash != summary.params_hash:
         raise ModelError(f"{model_dir}: model was trained on other shards than {shard_dir} "
                          "(class names or params hash differ); rerun the train stage")
     val_ds, val_prob, val_y = _predict_split(model, shard_dir, "val", cfg, rt)

@@ -37,11 +37,11 @@ class Predictor:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.card["class_names"])
+        return list(self.card.class_names)
 
     def tensor(self, sample: np.ndarray) -> torch.Tensor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
-        expected = tuple(self.card["sample_shape"])
+        expected = self.card.sample_shape
         if tuple(sample.shape) != expected:
             raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
@@ -58,8 +58,8 @@ class Predictor:
         names = self.class_names
         order = np.argsort(-prob, kind="stable")
         return {
-            "dataset": self.card["dataset"],
-            "task": self.card["task"],
+            "dataset": self.card.dataset,
+            "task": self.card.task,
             "predicted": names[int(order[0])],
             "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
         }

@@ -48,18 +48,15 @@ from torch.utils.data import DataLoader
 from oncopipe import metrics, models
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
+from oncopipe.cards import CONFIG_FILE, ModelCard, ShardSummary
 from oncopipe.config import DatasetConfig, TrainParams
-from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
-from oncopipe.settings import validate
-from oncopipe.shards import read_summary
 from oncopipe.workers import loader_options
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 LAST_FILE = "last.pt"
-CONFIG_FILE = "config.json"
 PRECISE_BN_BATCHES = 32
 PROGRESS_SECONDS = 30.0  # a progress line at most this often within an epoch
 MAXIMISE = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
@@ -366,19 +363,15 @@ def _save(obj: dict, path: Path) -> None:
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
-               ) -> tuple[models.Classifier, dict]:
-    """The trained model of ``model_dir`` (eval mode) and its config.json."""
+               ) -> tuple[models.Classifier, ModelCard]:
+    """The trained model of ``model_dir`` (eval mode) and its card (config.json)."""
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
     for path in (cfg_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (did the train stage run?)")
-    card = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if "architecture" not in card:
-        raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
-                         "rerun the train stage")
-    arch = validate(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
-    model = models.assemble(arch)  # the trained weights follow: never download any here
+    card = ModelCard.read(model_dir)
+    model = models.assemble(card.architecture)  # the trained weights follow: never download
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), card
@@ -389,7 +382,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
 # --------------------------------------------------------------------------------------------
 
 
-def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) -> dict:
+def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) -> ModelCard:
     """Train ``cfg.train`` on the shards; write ``model_dir`` and dvclive logs to ``live_dir``.
 
     Returns the model card (also ``model_dir/config.json``).
@@ -399,9 +392,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     p = cfg.train
     rt = setup_runtime(p)
     configure_determinism(p, rt)
-    summary = read_summary(shard_dir)
-    class_names = summary["class_names"]
-    shape = tuple(summary["sample_shape"])
+    summary = ShardSummary.read(shard_dir)
+    class_names = summary.class_names
+    shape = summary.sample_shape
     train_ds, val_ds = ShardDataset(shard_dir, "train"), ShardDataset(shard_dir, "val")
     say = log.info if rt.main else log.debug  # one account of the run, not one per rank
     say("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
@@ -418,7 +411,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         model = model.to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.cuda else None) \
         if rt.world > 1 else model
-    weight = summary.get("class_weights")
+    weight = summary.class_weights
     weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     opt = make_optimizer(p, model.parameters())
@@ -428,7 +421,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
         p.lr, p.schedule, len(train_loader))
 
-    key = run_hash(p, cfg.seed, summary["params_hash"])
+    key = run_hash(p, cfg.seed, summary.params_hash)
     maximise = MAXIMISE[p.early_stopping_metric]
     state = {"epoch": -1, "best": -math.inf if maximise else math.inf, "best_epoch": -1,
              "bad": 0, "history": []}
@@ -505,27 +498,26 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         raise RuntimeError(f"{p.early_stopping_metric} was never finite: training diverged "
                            f"(lr {p.lr:g} too high?); no model written to {model_dir}")
     check_in_sync(model, rt)
-    card = {
-        "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
-        "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
-        "dtype": summary["dtype"], "normalisation": summary["normalisation"],
-        "shards_params_hash": summary["params_hash"], "run": key,
-        "best_epoch": state["best_epoch"] + 1, "epochs_run": state["epoch"] + 1,
-        f"best_{p.early_stopping_metric}": round(state["best"], 6),
-        "train": dataclasses.asdict(p), "processes": rt.world,
-        "architecture": dataclasses.asdict(model.architecture),
-    }
+    card = ModelCard(
+        dataset=cfg.name, task=cfg.task, profile=cfg.profile, seed=cfg.seed,
+        class_names=class_names, sample_shape=shape, layout=summary.layout,
+        dtype=summary.dtype, normalisation=summary.normalisation,
+        shards_params_hash=summary.params_hash, run=key,
+        best_epoch=state["best_epoch"] + 1, epochs_run=state["epoch"] + 1,
+        best_value=round(state["best"], 6), train=p, processes=rt.world,
+        architecture=model.architecture,
+    )
     if rt.main:
-        write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        write_text(model_dir / CONFIG_FILE, card.to_json())
         last.unlink(missing_ok=True)
-        live.summary["best_epoch"] = card["best_epoch"]
+        live.summary["best_epoch"] = card.best_epoch
         # the validation figures of the kept epoch: what sweeps are compared on (never test)
-        kept = next(r for r in state["history"] if r["epoch"] == card["best_epoch"])
+        kept = next(r for r in state["history"] if r["epoch"] == card.best_epoch)
         live.summary["best_val"] = {k.removeprefix("val/"): v for k, v in kept.items()
                                     if k.startswith("val/")}
         live.end()
         log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
-                 model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,
+                 model_dir / CONFIG_FILE, card.best_epoch, p.early_stopping_metric,
                  state["best"])
     if rt.world > 1:
         dist.barrier()

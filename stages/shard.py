@@ -16,7 +16,7 @@ def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Split, balance and pack data/prepared/<dataset> into data/shards/<dataset>."""
     summary = shards.write_shards(Path("data/prepared") / cfg.name, Path("data/shards") / cfg.name,
                                   cfg.shard, cfg.seed, cfg.params_hash)
-    perf.items(summary["manifest_samples"], "samples")
+    perf.items(summary.manifest_samples, "samples")
 
 
 if __name__ == "__main__":

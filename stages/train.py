@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import config, perf, shards, training
+from oncopipe import config, perf, training
+from oncopipe.cards import ShardSummary
 from stages import stage
 
 READS = ("seed", "task", "profile", "train")
@@ -34,8 +35,8 @@ def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
         os.execv(sys.executable, cmd)
     card = training.train(cfg, Path("data/shards") / name, Path("models") / name,
                           Path("metrics") / name / "train")
-    train = shards.read_summary(Path("data/shards") / name)["splits"]["train"]["samples"]
-    perf.items(card["epochs_run"] * train, "sample-epochs")
+    train = ShardSummary.read(Path("data/shards") / name).splits["train"].samples
+    perf.items(card.epochs_run * train, "sample-epochs")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, predict, saliency
+from oncopipe.cards import ModelCard
+from oncopipe.errors import InputError
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
@@ -89,17 +91,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = _spec(name)
             accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
-            model_json = settings.models_dir / name / "config.json"
-            if model_json.is_file() and (settings.models_dir / name / "model.pt").is_file():
-                card = pipeline.read_json(model_json)
+            if (settings.models_dir / name / "model.pt").is_file():
+                try:
+                    card = ModelCard.read(settings.models_dir / name)
+                except (OSError, InputError):  # not trained yet, or by another version
+                    card = None
             out.append({"name": name, "kind": spec.kind, "accept": list(accept),
                         "expected": spec.expected, "point": spec.point,
                         "model": None if card is None else {
-                            "model": (card.get("architecture") or card.get("train")
-                                      or {}).get("model"),
-                            "task": card.get("task"), "class_names": card.get("class_names"),
-                            "sample_shape": card.get("sample_shape"),
-                            "best_epoch": card.get("best_epoch")}})
+                            "model": card.architecture.model, "task": card.task,
+                            "class_names": list(card.class_names),
+                            "sample_shape": list(card.sample_shape),
+                            "best_epoch": card.best_epoch}})
         return out
 
     def run(dataset: str, file: UploadFile, point: str | None, explain: bool) -> Response:
