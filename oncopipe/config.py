@@ -158,6 +158,7 @@ class _Undeclared:
     """Stands in for a params key the running stage did not declare: any use of it raises."""
 
     __slots__ = ("_key",)
+    _key: str
 
     def __init__(self, key: str):
         object.__setattr__(self, "_key", key)
@@ -224,8 +225,8 @@ class DatasetConfig:
                 value = object.__getattribute__(value, "_obj") if isinstance(value, _Partial) \
                     else value
                 value = getattr(value, part)
-            values[key] = _content(dataclasses.asdict(value)) \
-                if dataclasses.is_dataclass(value) else value
+            is_section = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            values[key] = _content(dataclasses.asdict(value)) if is_section else value
         blob = json.dumps({k: v for k, v in values.items()
                            if k.rsplit(".", 1)[-1] not in EXECUTION_KEYS},
                           sort_keys=True, default=str)

@@ -89,7 +89,7 @@ Floors = dict[str, dict[str, dict[str, float]]]  # {dataset: {metric: {"min"|"ma
 
 def _read_floors(path: Path, data: object, where: str) -> Floors:
     try:
-        floors = validate(FloorsFile, data, where)
+        floors: dict[str, dict[str, Floor]] = validate(FloorsFile, data, where)
     except ParamsError as exc:
         raise GateError(f"{path}: {exc}") from None
     return {ds: {name: floor.bounds() for name, floor in metrics.items()}

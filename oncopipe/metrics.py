@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -230,7 +231,7 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tu
     return float(ece), table
 
 
-def _clean(v: float) -> float | None:
+def _clean(v: SupportsFloat) -> float | None:
     v = float(v)
     return None if math.isnan(v) else round(v, 6)
 
@@ -253,7 +254,7 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, 
              for b in range(0, n, block)]
     names = [m for m in CI_METRICS if m in parts[0]]
     alpha = (1.0 - level) / 2.0
-    out = {}
+    out: dict[str, dict[str, float | None]] = {}
     for name in names:
         vals = np.concatenate([p[name] for p in parts])
         vals = vals[~np.isnan(vals)]

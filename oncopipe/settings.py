@@ -67,7 +67,13 @@ def _adapter(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 
-def validate(tp: type[T] | Any, data: object, where: str) -> T:
+@typing.overload
+def validate(tp: type[T], data: object, where: str) -> T: ...
+@typing.overload
+def validate(tp: Any, data: object, where: str) -> Any: ...
+
+
+def validate(tp: Any, data: object, where: str) -> Any:
     """``data`` validated as ``tp`` (a section, or any type); ``where`` is its key path."""
     try:
         return _adapter(tp).validate_python(_empty_if_none(data)
