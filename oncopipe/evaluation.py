@@ -30,6 +30,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def write_predictions(path: Path, ds: ShardDataset, y: np.ndarray, prob: np.ndar
 
 
 def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int
-                    ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Write the ROC and calibration CSVs; returns (fpr, tpr, calibration table)."""
     fpr, tpr = metrics.macro_roc(y, prob)
     write_text(out_dir / "plots" / "roc.csv",
@@ -78,8 +79,8 @@ def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int
     return fpr, tpr, table
 
 
-def write_png(path: Path, result: dict, fpr: np.ndarray, tpr: np.ndarray, table: list[dict],
-              class_names: list[str]) -> None:
+def write_png(path: Path, result: dict[str, Any], fpr: np.ndarray, tpr: np.ndarray,
+              table: list[dict[str, Any]], class_names: list[str]) -> None:
     """Confusion matrix, ROC and reliability diagram side by side."""
     import matplotlib
 
@@ -125,7 +126,7 @@ def _predict_split(model: torch.nn.Module, shard_dir: Path, split: str, cfg: Dat
 
 
 def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path,
-             png: bool = True) -> dict:
+             png: bool = True) -> dict[str, Any]:
     """Predict validation and test with the trained model; write test metrics, predictions,
     plots, with the operating point chosen on validation."""
     if cfg.train.threads:

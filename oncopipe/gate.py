@@ -28,7 +28,7 @@ import json
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BeforeValidator
@@ -85,6 +85,7 @@ class Floor:
 
 FloorsFile = dict[str, dict[str, Annotated[Floor, BeforeValidator(_point_is_min)]]]
 Floors = dict[str, dict[str, dict[str, float]]]  # {dataset: {metric: {"min"|"max": x}}}
+Metrics = dict[str, Any]  # a metrics.json: figures, nested per class
 
 
 def _read_floors(path: Path, data: object, where: str) -> Floors:
@@ -142,7 +143,7 @@ def select(by_profile: dict[str, Floors], profiles: dict[str, str]) -> Floors:
     return {ds: by_profile[p][ds] for ds, p in sorted(profiles.items()) if ds in by_profile[p]}
 
 
-def read_metrics(metrics_dir: Path) -> dict[str, dict]:
+def read_metrics(metrics_dir: Path) -> dict[str, Metrics]:
     """``{dataset: metrics.json content}`` for every ``<metrics_dir>/*/metrics.json``."""
     found = {}
     for path in sorted(metrics_dir.glob("*/metrics.json")):
@@ -153,7 +154,7 @@ def read_metrics(metrics_dir: Path) -> dict[str, dict]:
     return found
 
 
-def _lookup(metrics: dict, name: str) -> float | None:
+def _lookup(metrics: Metrics, name: str) -> float | None:
     value: object = metrics
     for part in name.split("."):  # nested keys: per_class.malignant.sensitivity
         if not isinstance(value, dict) or part not in value:
@@ -163,7 +164,7 @@ def _lookup(metrics: dict, name: str) -> float | None:
         else None
 
 
-def check(thresholds: Floors, found: dict[str, dict],
+def check(thresholds: Floors, found: dict[str, Metrics],
           profiles: dict[str, str] | None = None) -> list[Check]:
     """Floors (already selected per dataset, see :func:`select`) against the metrics found."""
     profiles = profiles or {}

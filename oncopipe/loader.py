@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -106,7 +107,7 @@ class ShardDataset(Dataset):
                 samples[i] = block[k]
         return [(x, int(y)) for x, y in zip(samples, self.labels[pos], strict=True)]
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handles"], state["_arrays"] = {}, {}
         return state

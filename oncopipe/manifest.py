@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,7 +53,7 @@ class ManifestMeta:
     task: str
     class_names: tuple[str, ...]
     layout: str  # "CHW" or "CDHW"
-    normalisation: dict = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(default_factory=dict)
     params_hash: str = ""
     patient_level: bool = True  # False: patient_id is an image id (no patients in the source)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import SupportsFloat
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
 
 
 def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray,
-           thresholds: np.ndarray | None = None) -> dict:
+           thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """Weighted metrics under each weight row (B, N); arrays of shape (B,).
 
     ``thresholds`` (K,): per-class operating-point thresholds (NaN: none), which add the
@@ -195,7 +195,7 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
                 prob[:, c], y == c, t)
         per_class[class_names[c]] = row
     figures = ("val_sensitivity", "val_specificity", "test_sensitivity", "test_specificity")
-    out: dict = {"chosen_on": "val", "target_specificity": specificity}
+    out: dict[str, Any] = {"chosen_on": "val", "target_specificity": specificity}
     if k == 2:
         name = class_names[1]
         out["rule"] = f"{name} when p({name}) >= threshold"
@@ -212,8 +212,8 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
     return out, thresholds
 
 
-def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tuple[float,
-                                                                                      list[dict]]:
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int
+                               ) -> tuple[float, list[dict[str, Any]]]:
     """ECE of the top-class confidence over ``bins`` equal-width bins, and the bin table."""
     conf = prob.max(axis=1)
     correct = prob.argmax(axis=1) == y
@@ -237,7 +237,7 @@ def _clean(v: SupportsFloat) -> float | None:
 
 
 def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, level: float,
-                 seed: int, thresholds: np.ndarray | None = None) -> dict:
+                 seed: int, thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """Percentile intervals of :data:`CI_METRICS` over ``n`` patient resamples.
 
     The operating-point metric is included when ``thresholds`` (chosen on validation, fixed
@@ -268,7 +268,7 @@ def bootstrap_ci(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, n: int, 
 
 def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: list[str],
             bootstrap: int = 1000, ci: float = 0.95, bins: int = 10, seed: int = 0,
-            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Every metric of metrics.json (see the module docstring for conventions).
 
     ``y``, ``prob``, ``patients`` are the test split. ``val`` (labels, probabilities,

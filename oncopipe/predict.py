@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -21,6 +22,20 @@ from oncopipe import config, datasets
 from oncopipe.errors import ModelError
 from oncopipe.loader import to_float
 from oncopipe.training import load_model
+
+
+class _Answer(TypedDict):
+    dataset: str
+    task: str
+    predicted: str  # the most likely class
+    probabilities: dict[str, float]  # by class name, rounded to 6 decimals
+
+
+class Prediction(_Answer, total=False):
+    """One answer, as ``oncopipe predict --json`` prints it and the web API returns it."""
+
+    input: str  # the file's name
+    point: list[float]  # x, y, z in patient mm, for datasets that take one
 
 
 class Predictor:
@@ -52,7 +67,7 @@ class Predictor:
         with self.lock, torch.no_grad():
             return torch.softmax(self.model(x).float(), 1)[0].double().numpy()
 
-    def predict(self, sample: np.ndarray) -> dict:
+    def predict(self, sample: np.ndarray) -> Prediction:
         """Probabilities for one sample already in the manifest's array layout."""
         prob = self.probabilities(sample)
         names = self.class_names
@@ -65,7 +80,7 @@ class Predictor:
         }
 
 
-def predict_array(model_dir: Path, sample: np.ndarray) -> dict:
+def predict_array(model_dir: Path, sample: np.ndarray) -> Prediction:
     """Probabilities for one sample already in the manifest's array layout."""
     return Predictor(model_dir).predict(sample)
 
@@ -79,7 +94,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
 
 
 def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
-           point: tuple[float, float, float] | None = None) -> dict:
+           point: tuple[float, float, float] | None = None) -> Prediction:
     """The result as ``oncopipe predict --json`` prints it (and the web API returns it)."""
     result = predictor.predict(sample)
     result["input"] = input_name
@@ -90,14 +105,14 @@ def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
 
 def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  point: tuple[float, float, float] | None = None,
-                 params: Path = config.PARAMS_FILE) -> dict:
+                 params: Path = config.PARAMS_FILE) -> Prediction:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = config.load(dataset, params)
     sample = preprocess(cfg, Path(path), point)
     return answer(Predictor(model_dir or Path("models") / dataset), sample, str(path), point)
 
 
-def in_words(result: dict) -> str:
+def in_words(result: Prediction) -> str:
     """``72.1% abnormal, 27.9% normal`` (most likely first)."""
     items = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
     return ", ".join(f"{100 * p:.1f}% {name}" for name, p in items)
