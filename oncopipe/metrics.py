@@ -232,6 +232,7 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
             "test_sensitivity_range": [math.nan, math.nan]})
         if gap is not None:
             t = threshold_at_specificity(val_prob[:, c], positive, specificity)
+            assert t is not None  # a gap exists, so does its midpoint
             row["threshold"] = t
             row["val_sensitivity"], row["val_specificity"] = rates_at_threshold(
                 val_prob[:, c], positive, t)

@@ -44,10 +44,10 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
     # only the kept epoch's validation figures: no last-epoch val.* to mistake for them
     assert "val" not in live and "train" not in live
     assert live["best_val"]["balanced_accuracy"] >= 0.8
-    assert live["best_epoch"] == card_a["best_epoch"]
+    assert live["best_epoch"] == card_a.best_epoch
     kept = (tmp_path / "a" / "live" / "plots" / "metrics" / "val" / "balanced_accuracy.tsv")
     rows = [line.split("\t") for line in kept.read_text().splitlines()[1:]]
-    assert float(rows[card_a["best_epoch"] - 1][1]) == pytest.approx(
+    assert float(rows[card_a.best_epoch - 1][1]) == pytest.approx(
         live["best_val"]["balanced_accuracy"], abs=1e-6)
     assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
     assert card_a.class_names == ("class0", "class1") and card_a.sample_shape == (1, 16, 16)
