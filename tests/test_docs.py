@@ -138,7 +138,7 @@ def test_no_file_points_outside_the_repository_or_names_an_issue_branch_or_commi
 
 def test_architecture_table_names_every_module_and_only_paths_that_exist() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
-    table = text[text.index("## Package layout"):text.index("## Dataset interface")]
+    table = text[text.index("## Package layout"):text.index("## Dataset contract")]
     named = [p for row in table.splitlines() if row.startswith("| `")
              for p in re.findall(r"`([\w./<>*-]+)`", row.split(" | ")[0])]
     assert len(named) > 20
