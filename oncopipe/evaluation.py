@@ -153,7 +153,8 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
                              bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
                              seed=cfg.seed,
                              val=(val_y, val_prob, np.asarray(val_ds.patient_ids)))
-    raw = summary.raw.model_dump(mode="json") if summary.raw else None
+    # in the order of the summary.json it comes from (sorted keys)
+    raw = dict(sorted(summary.raw.model_dump(mode="json").items())) if summary.raw else None
     result["provenance"] = {"profile": cfg.profile, "raw": raw, "code": provenance.code_version()}
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_text(out_dir / "summary.json",
