@@ -106,7 +106,7 @@ def comparisons(work: Path, quick: bool) -> list[Comparison]:
     isic_demo = {"n_patients": 3 if quick else 40, "large_images": 1 if quick else 4}
     isic = _config("isic", work, isic_demo, {"size": 64})
     isic_500 = dataclasses.replace(isic, prepare=dataclasses.replace(isic.prepare, size=500))
-    breakhis = _config("breakhis", work, {"patients_per_subtype": 1 if quick else 2},
+    breakhis = _config("breakhis", work, {"patients_per_subtype": 2},
                        {"image_size": 224})
     isic_files = image_files(isic.raw, limit)
     large = [p for p in isic_files if max(image_size(p)) >= LARGE_SIDE]

@@ -17,8 +17,6 @@ Usage (writes the table into docs/serve.md between its markers)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import platform
 import re
@@ -35,7 +33,8 @@ import torch
 import uvicorn
 import yaml
 
-from oncopipe import datasets, inference, models
+from oncopipe import datasets, inference, models, provenance
+from oncopipe.cards import CodeVersion, ModelCard
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +83,15 @@ def project(root: Path) -> dict[str, tuple[Path, str | None]]:
         folder = root / "models" / name
         folder.mkdir(parents=True)
         torch.save(net.state_dict(), folder / inference.MODEL_FILE)
-        (folder / inference.CONFIG_FILE).write_text(json.dumps({
-            "dataset": name, "task": cfg.task, "class_names": names,
-            "sample_shape": list(sample.shape), "train": dataclasses.asdict(cfg.train),
-            "architecture": dataclasses.asdict(net.architecture)}))
+        shape = tuple(sample.shape)
+        card = ModelCard(dataset=name, task=cfg.task, profile=cfg.profile, seed=cfg.seed,
+                         class_names=tuple(names), sample_shape=shape,
+                         layout="CHW" if len(shape) == 3 else "CDHW", dtype=sample.dtype.str,
+                         normalisation={}, shards_params_hash="", run="", best_epoch=0,
+                         epochs_run=0, best_value=0.0, train=cfg.train, processes=1,
+                         architecture=net.architecture, raw=None,  # random weights
+                         code=CodeVersion(**provenance.code_version()))
+        (folder / inference.CONFIG_FILE).write_text(card.to_json())
         inputs[name] = (upload, point)
     return inputs
 
@@ -139,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                                       args.repeats)
                 _, expl = measure(client, f"{base}/api/explain/{name}", upload, point,
                                   args.repeats)
-                card = json.loads((root / "models" / name / "config.json").read_text())
-                row = (name, f"{card['train']['model']} {tuple(card['sample_shape'])}",
+                card = ModelCard.read(root / "models" / name)
+                row = (name, f"{card.train.model} {card.sample_shape}",
                        f"{upload.suffix} {upload.stat().st_size // 1024} KiB", first,
                        min(pred), statistics.median(pred), max(pred), statistics.median(expl))
                 rows.append(row)

@@ -109,7 +109,7 @@ def sweep_orphans(*roots: str | os.PathLike, depth: int = SWEEP_DEPTH) -> list[P
 def remove_orphans(parent: Path, pattern: str, dirs_only: bool = False) -> list[Path]:
     """Remove the entries of ``parent`` whose whole name matches ``pattern`` and whose process
     (the pid in group 1) no longer runs; a match without a pid counts as left over."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = sorted(parent.iterdir())
     except OSError:

@@ -4,13 +4,12 @@ Every stage reads its parameters through :func:`load` so that a typo in ``params
 unknown key, a string where a number belongs, a value out of range) stops the stage with a
 message naming the exact key, instead of silently falling back to a default.
 
-Sections are plain frozen dataclasses. :func:`build` turns a YAML mapping into one, checking
-keys and types recursively; a dataclass may define ``check(self) -> None`` raising
-``ValueError`` for constraints between fields (the message is prefixed with the key path).
-Dataset-specific sections (``demo`` and ``prepare``) are declared by each dataset's
-contract (:class:`oncopipe.contract.DatasetSpec`), which the caller hands in (the registry's
-:func:`oncopipe.datasets.load_config` does), so this module imports nothing of the datasets;
-the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
+Sections are frozen pydantic dataclasses (:mod:`oncopipe.settings`): strict types, ``Literal``
+choices, ``Field`` ranges, ``extra="forbid"``; a section's ``__post_init__`` checks what
+involves several fields. Dataset-specific sections (``demo`` and ``prepare``) are declared by
+each dataset's contract (:class:`oncopipe.contract.DatasetSpec`), which the caller hands in (the
+registry's :func:`oncopipe.datasets.load_config` does), so this module imports nothing of the
+datasets; the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
@@ -23,18 +22,32 @@ leaves the prepared data and the shards byte-identical.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe import limits as input_limits
 from oncopipe.errors import ParamsError
+from oncopipe.settings import (
+    SETTINGS,
+    Bool,
+    Float,
+    Int,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Section,
+    Str,
+    validate,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -50,6 +63,7 @@ SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
 # Keys at the top of params.yaml shared by every dataset; a stage lists them in ``reads`` as is
 TOP_KEYS = ("seed", "limits")
+Profile = Literal["demo", "reference"]
 
 
 class UndeclaredParamError(AttributeError):
@@ -57,238 +71,108 @@ class UndeclaredParamError(AttributeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Generic builder: YAML mapping -> frozen dataclass, strict about keys and types.
-# --------------------------------------------------------------------------------------------
-
-
-def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``; ``where`` is the key path used in messages."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ParamsError(
-            f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(known))})"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, f in known.items():
-        key = f"{where}.{name}"
-        if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{key}: required key is missing")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        try:
-            check()
-        except ValueError as exc:
-            raise ParamsError(f"{where}: {exc}") from None
-    return obj
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(option, value, key)
-            except ParamsError as exc:
-                errors.append(str(exc))
-        raise ParamsError(errors[0] if len(errors) == 1 else f"{key}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ParamsError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a list, got {value!r}")
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise ParamsError(f"{key}: expected {len(args)} values, got {len(value)}")
-            pairs = enumerate(zip(args, value, strict=True))
-            items = [_coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs]
-        else:
-            item_tp = args[0] if args else Any
-            items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{key}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ParamsError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported parameter type {tp!r}")  # programming error
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-# --------------------------------------------------------------------------------------------
 # Generic sections, shared by every dataset.
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class ShardParams:
     """How the generic shard stage splits, balances and packs a dataset's manifest."""
 
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test (by patient)
+    ratios: tuple[NonNegFloat, NonNegFloat, NonNegFloat] = (0.7, 0.15, 0.15)  # train, val, test
     balance: Literal["none", "undersample", "oversample"] = "none"
-    shard_size: int = 1024  # samples per HDF5 file
+    shard_size: PosInt = 1024  # samples per HDF5 file
     compression: Literal["none", "lzf", "gzip"] = "none"  # per sample (one-sample chunks)
-    class_weights: bool = True  # with balance "none": weight the loss by inverse class frequency
+    class_weights: Bool = True  # with balance "none": weight the loss by inverse class frequency
 
-    def check(self) -> None:
-        _require(all(r >= 0 for r in self.ratios), "ratios must be >= 0")
-        _require(abs(sum(self.ratios) - 1.0) < 1e-6, f"ratios must sum to 1, got {self.ratios}")
-        _require(self.ratios[0] > 0, "ratios: the training split cannot be empty")
-        _require(self.shard_size > 0, "shard_size must be > 0")
+    def __post_init__(self) -> None:
+        if abs(sum(self.ratios) - 1.0) >= 1e-6:
+            raise ValueError(f"ratios must sum to 1, got {self.ratios}")
+        if self.ratios[0] <= 0:
+            raise ValueError("ratios: the training split cannot be empty")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class AugmentParams:
     """On-the-fly augmentation; angles in degrees, shift/zoom as fractions of the size."""
 
-    hflip: bool = False
-    vflip: bool = False
-    rotate_deg: float = 0.0
-    rotate90: bool = False
-    shift: float = 0.0
-    zoom: float = 0.0
-
-    def check(self) -> None:
-        _require(0 <= self.rotate_deg <= 180, "rotate_deg must be in [0, 180]")
-        _require(0 <= self.shift < 0.5, "shift must be in [0, 0.5)")
-        _require(0 <= self.zoom < 0.5, "zoom must be in [0, 0.5)")
+    hflip: Bool = False
+    vflip: Bool = False
+    rotate_deg: Annotated[Float, Field(ge=0, le=180)] = 0.0
+    rotate90: Bool = False
+    shift: Annotated[Float, Field(ge=0, lt=0.5)] = 0.0
+    zoom: Annotated[Float, Field(ge=0, lt=0.5)] = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class TrainParams:
     """One training recipe: model, optimiser, schedule, stopping, augmentation."""
 
     model: Literal[
         "resnet18", "resnet50", "resnet101", "vgg16", "inception_v3", "lenet5", "cnn7", "cnn3d"
     ] = "resnet50"
-    width: float = 1.0  # channel multiplier for the small CNNs (lenet5, cnn7, cnn3d)
-    input_size: int = 0  # resize 2D inputs to this side before the model; 0 = as stored
-    weights: str = "none"  # none | torchvision weights name (e.g. IMAGENET1K_V2) | path to .pth
+    width: PosFloat = 1.0  # channel multiplier for the small CNNs (lenet5, cnn7, cnn3d)
+    input_size: NonNegInt = 0  # resize 2D inputs to this side before the model; 0 = as stored
+    weights: Str = "none"  # none | torchvision weights name (e.g. IMAGENET1K_V2) | path to .pth
     # input normalisation in the model's adapter; auto = ImageNet mean/std for pretrained weights
     normalize: Literal["auto", "imagenet", "none"] = "auto"
     finetune: Literal["head", "whole"] = "whole"
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    lr: float = 1.0e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: int = 10
+    lr: PosFloat = 1.0e-3
+    momentum: NonNegFloat = 0.9
+    weight_decay: NonNegFloat = 0.0
+    batch_size: PosInt = 32
+    epochs: PosInt = 10
     schedule: Literal["none", "exponential", "plateau", "cosine"] = "none"
-    decay_rate: float = 0.96  # exponential: lr * decay_rate ** (step // decay_steps)
-    decay_steps: int = 100000
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
+    # exponential: lr * decay_rate ** (step // decay_steps)
+    decay_rate: Annotated[Float, Field(gt=0, le=1)] = 0.96
+    decay_steps: PosInt = 100000
+    plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.5
+    plateau_patience: NonNegInt = 3
     early_stopping_metric: Literal["val_loss", "val_accuracy", "val_balanced_accuracy"] = (
         "val_loss"
     )
-    patience: int = 15
-    augment: AugmentParams = field(default_factory=AugmentParams)
-    num_workers: int = -1  # DataLoader workers; -1: chosen for the machine (oncopipe/workers.py)
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    amp: bool = True  # bf16 autocast when CUDA is present; ignored on CPU
-    deterministic: bool = False  # GPU: deterministic algorithms, no cudnn.benchmark (CPU: always)
-    nproc: int = 1  # processes (GPUs) for DDP; > 1: the train stage re-executes under torchrun
-
-    def check(self) -> None:
-        _require(self.lr > 0, "lr must be > 0")
-        _require(self.batch_size > 0, "batch_size must be > 0")
-        _require(self.epochs > 0, "epochs must be > 0")
-        _require(self.width > 0, "width must be > 0")
-        _require(self.patience > 0, "patience must be > 0")
-        _require(self.num_workers >= -1, "num_workers must be >= 0, or -1 (auto)")
-        _require(self.threads >= 0, "threads must be >= 0")
-        _require(self.nproc >= 1, "nproc must be >= 1")
-        _require(self.input_size >= 0, "input_size must be >= 0")
-        _require(self.momentum >= 0, "momentum must be >= 0")
-        _require(self.weight_decay >= 0, "weight_decay must be >= 0")
-        _require(0 < self.plateau_factor < 1, "plateau_factor must be in (0, 1)")
-        _require(self.plateau_patience >= 0, "plateau_patience must be >= 0")
-        _require(0 < self.decay_rate <= 1, "decay_rate must be in (0, 1]")
-        _require(self.decay_steps > 0, "decay_steps must be > 0")
+    patience: PosInt = 15
+    augment: Annotated[AugmentParams, Section] = field(default_factory=AugmentParams)
+    # DataLoader workers; -1: chosen for the machine (oncopipe/workers.py)
+    num_workers: Annotated[Int, Field(ge=-1)] = -1
+    threads: NonNegInt = 0  # torch CPU threads; 0 = torch's default
+    amp: Bool = True  # bf16 autocast when CUDA is present; ignored on CPU
+    deterministic: Bool = False  # GPU: deterministic algorithms, no cudnn.benchmark (CPU: always)
+    nproc: PosInt = 1  # processes (GPUs) for DDP; > 1: the train stage re-executes under torchrun
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class EvaluateParams:
     """Test-split evaluation: bootstrap over patients and calibration binning."""
 
-    bootstrap: int = 1000  # resamples over patients for the confidence intervals
-    ci: float = 0.95
-    calibration_bins: int = 10
-
-    def check(self) -> None:
-        _require(self.bootstrap >= 0, "bootstrap must be >= 0")
-        _require(0 < self.ci < 1, "ci must be in (0, 1)")
-        _require(self.calibration_bins > 1, "calibration_bins must be > 1")
+    bootstrap: NonNegInt = 1000  # resamples over patients for the confidence intervals
+    ci: Annotated[Float, Field(gt=0, lt=1)] = 0.95
+    calibration_bins: Annotated[Int, Field(gt=1)] = 10
 
 
-EXPORT_FORMATS = ("monai", "medmnist", "hf", "webdataset")
+ExportFormat = Literal["monai", "medmnist", "hf", "webdataset"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("monai", "medmnist", "hf", "webdataset")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class ExportParams:
     """Which formats the export stage writes (docs/exports.md) and MedMNIST's sizes."""
 
-    formats: tuple[str, ...] = EXPORT_FORMATS
-    medmnist_sizes: tuple[int, ...] = (28, 64)  # sizes a dimension lacks are skipped
+    formats: tuple[ExportFormat, ...] = EXPORT_FORMATS
+    medmnist_sizes: tuple[Literal[28, 64, 128, 224], ...] = (28, 64)  # a size a dim lacks: skip
 
-    def check(self) -> None:
-        unknown = sorted(set(self.formats) - set(EXPORT_FORMATS))
-        _require(not unknown, f"formats: unknown {unknown} (known: {', '.join(EXPORT_FORMATS)})")
-        _require(len(set(self.formats)) == len(self.formats), "formats: listed twice")
-        _require(all(s in (28, 64, 128, 224) for s in self.medmnist_sizes),
-                 "medmnist_sizes: each one of 28, 64, 128, 224")
+    def __post_init__(self) -> None:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats: a format is listed twice")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class TrainProfiles:
     """``demo`` is sized for the synthetic data on 2 CPU cores; ``reference`` is the paper's."""
 
-    demo: TrainParams = field(default_factory=TrainParams)
-    reference: TrainParams = field(default_factory=TrainParams)
+    demo: Annotated[TrainParams, Section] = field(default_factory=TrainParams)
+    reference: Annotated[TrainParams, Section] = field(default_factory=TrainParams)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +184,7 @@ class _Undeclared:
     """Stands in for a params key the running stage did not declare: any use of it raises."""
 
     __slots__ = ("_key",)
+    _key: str
 
     def __init__(self, key: str):
         object.__setattr__(self, "_key", key)
@@ -335,7 +220,7 @@ class _Partial:
         return _Undeclared(f"{self._key}.{name}")._fail()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     """Everything a stage needs for one dataset, validated; undeclared keys guarded."""
 
@@ -375,21 +260,21 @@ class DatasetConfig:
                 value = object.__getattribute__(value, "_obj") if isinstance(value, _Partial) \
                     else value
                 value = getattr(value, part)
-            values[key] = _content(dataclasses.asdict(value)) \
-                if dataclasses.is_dataclass(value) else value
+            is_section = dataclasses.is_dataclass(value) and not isinstance(value, type)
+            values[key] = _content(dataclasses.asdict(value)) if is_section else value
         blob = json.dumps({k: v for k, v in values.items()
                            if k.rsplit(".", 1)[-1] not in EXECUTION_KEYS},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _content(d: dict) -> dict:
+def _content(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` without :data:`EXECUTION_KEYS`, at any depth."""
     return {k: _content(v) if isinstance(v, dict) else v for k, v in d.items()
             if k not in EXECUTION_KEYS}
 
 
-def read_params(path: Path = PARAMS_FILE) -> dict:
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
@@ -413,54 +298,60 @@ def load(spec: DatasetSpec, known: Collection[str], path: Path = PARAMS_FILE,
     """
     dataset = spec.name
     data = read_params(path)
-    allowed_top = {*TOP_KEYS, "datasets", *known}
-    unknown = sorted(set(data) - allowed_top)
-    if unknown:
-        raise ParamsError(f"{unknown[0]}: unknown top-level key in {path}")
-    seed = _coerce(int, data.get("seed", 0), "seed")
-    raw_limits = data.get("limits")
-    if raw_limits is not None and not isinstance(raw_limits, dict):
-        raise ParamsError(f"limits: expected a mapping, got {type(raw_limits).__name__}")
-    limits = input_limits.from_params(raw_limits)
-    listed = _coerce(list[str], data.get("datasets", []), "datasets")
-    for i, name in enumerate(listed):
-        if name not in known:
-            raise ParamsError(f"datasets[{i}]: unknown dataset {name!r}")
-    section = data.get(dataset)
-    if not isinstance(section, dict):
+    top = validate(_file_section(tuple(known)), data, "")
+    limits = input_limits.from_params(top.limits)
+    if not isinstance(data.get(dataset), dict):
         raise ParamsError(f"{dataset}: section missing from {path}")
-
-    unknown = sorted(set(section) - set(SECTION_KEYS))
-    if unknown:
-        raise ParamsError(
-            f"{dataset}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(SECTION_KEYS))})"
-        )
-    for key in ("raw", "task"):
-        if key not in section:
-            raise ParamsError(f"{dataset}.{key}: required key is missing")
-    raw = _coerce(str, section["raw"], f"{dataset}.raw")
-    task = _coerce(str, section["task"], f"{dataset}.task")
-    if task not in spec.tasks:
-        raise ParamsError(f"{dataset}.task: {task!r} is not one of {', '.join(spec.tasks)}")
-    profile = _coerce(Literal["demo", "reference"], section.get("profile", DEFAULT_PROFILE),
-                      f"{dataset}.profile")
-    profiles = build(TrainProfiles, section.get("train"), f"{dataset}.train")
+    section = validate(_dataset_section(spec), data[dataset], dataset)
     values: dict[str, Any] = {
-        "seed": seed,
-        "raw": Path(raw),
-        "task": task,
-        "profile": profile,
-        "demo": build(spec.demo_params, section.get("demo"), f"{dataset}.demo"),
-        "prepare": build(spec.prepare_params, section.get("prepare"), f"{dataset}.prepare"),
-        "shard": build(ShardParams, section.get("shard"), f"{dataset}.shard"),
-        "train": getattr(profiles, profile),
-        "evaluate": build(EvaluateParams, section.get("evaluate"), f"{dataset}.evaluate"),
-        "export": build(ExportParams, section.get("export"), f"{dataset}.export"),
+        "seed": top.seed,
+        "raw": Path(section.raw),
+        "task": section.task,
+        "profile": section.profile,
+        "demo": section.demo,
+        "prepare": section.prepare,
+        "shard": section.shard,
+        "train": getattr(section.train, section.profile),
+        "evaluate": section.evaluate,
+        "export": section.export,
         "limits": limits,
     }
     if reads is not None:
         values = _guard(dataset, values, reads)
     return DatasetConfig(name=dataset, reads=reads, **values)
+
+
+@functools.cache
+def _file_section(names: tuple[str, ...]) -> Any:
+    """The top level of ``params.yaml``: ``seed``, ``limits``, ``datasets`` and one section per
+    dataset (each validated only when a stage loads that dataset; ``limits`` by
+    :func:`oncopipe.limits.from_params`)."""
+    fields: list[Any] = [("seed", Int, 0),
+                         ("limits", dict[str, Any] | None, None),
+                         ("datasets", tuple[Literal[names], ...], ()),  # type: ignore[valid-type]
+                         *((name, Any, None) for name in names)]
+    return dataclass(dataclasses.make_dataclass("ParamsFile", fields, frozen=True),
+                     frozen=True, config=SETTINGS)
+
+
+def _dataset_section(spec: DatasetSpec) -> Any:
+    """The ``<dataset>`` section, with that dataset's tasks and demo and prepare sections."""
+    return _section_class(spec.name, spec.tasks, spec.demo_params, spec.prepare_params)
+
+
+@functools.cache
+def _section_class(name: str, tasks: tuple[str, ...], demo: type, prepare: type) -> Any:
+    fields: list[Any] = [
+        ("raw", Str),
+        ("task", Literal[tasks]),  # type: ignore[valid-type]
+        ("profile", Profile, DEFAULT_PROFILE),
+        *((name, Annotated[cls, Section], field(default_factory=cls)) for name, cls in (
+            ("demo", demo), ("prepare", prepare),
+            ("shard", ShardParams), ("train", TrainProfiles), ("evaluate", EvaluateParams),
+            ("export", ExportParams))),
+    ]
+    return dataclass(dataclasses.make_dataclass(f"{name}Section", fields, frozen=True),
+                     frozen=True, config=SETTINGS)
 
 
 def _guard(dataset: str, values: dict[str, Any], reads: tuple[str, ...]) -> dict[str, Any]:

@@ -35,16 +35,18 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from oncopipe import metrics, provenance
 from oncopipe.atomic import atomic_path, write_text
+from oncopipe.cards import ShardSummary
 from oncopipe.config import DatasetConfig
+from oncopipe.errors import ModelError
 from oncopipe.inference import Runtime, load_model, local_runtime, make_loader, predict
 from oncopipe.loader import ShardDataset
-from oncopipe.shards import read_summary
 
 log = logging.getLogger(__name__)
 SUMMARY = ("balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity",
@@ -71,7 +73,7 @@ def write_predictions(path: Path, ds: ShardDataset, y: np.ndarray, prob: np.ndar
 
 
 def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int
-                    ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                    ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Write the ROC and calibration CSVs; returns (fpr, tpr, calibration table)."""
     fpr, tpr = metrics.macro_roc(y, prob)
     write_text(out_dir / "plots" / "roc.csv",
@@ -84,8 +86,8 @@ def write_plot_data(out_dir: Path, y: np.ndarray, prob: np.ndarray, bins: int
     return fpr, tpr, table
 
 
-def write_png(path: Path, result: dict, fpr: np.ndarray, tpr: np.ndarray, table: list[dict],
-              class_names: list[str]) -> None:
+def write_png(path: Path, result: dict[str, Any], fpr: np.ndarray, tpr: np.ndarray,
+              table: list[dict[str, Any]], class_names: list[str]) -> None:
     """Confusion matrix, ROC and reliability diagram side by side."""
     import matplotlib
 
@@ -131,17 +133,17 @@ def _predict_split(model: torch.nn.Module, shard_dir: Path, split: str, cfg: Dat
 
 
 def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path,
-             png: bool = True) -> dict:
+             png: bool = True) -> dict[str, Any]:
     """Predict validation and test with the trained model; write test metrics, predictions,
     plots, with the operating point chosen on validation."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     rt = local_runtime()
     model, card = load_model(model_dir, rt.device)
-    summary = read_summary(shard_dir)
-    class_names = summary["class_names"]
-    if card["class_names"] != class_names or card["shards_params_hash"] != summary["params_hash"]:
-        raise ValueError(f"{model_dir}: model was trained on other shards than {shard_dir} "
+    summary = ShardSummary.read(shard_dir)
+    class_names = list(summary.class_names)
+    if card.class_names != summary.class_names or card.shards_params_hash != summary.params_hash:
+        raise ModelError(f"{model_dir}: model was trained on other shards than {shard_dir} "
                          "(class names or params hash differ); rerun the train stage")
     val_ds, val_prob, val_y = _predict_split(model, shard_dir, "val", cfg, rt)
     val_ds.close()
@@ -151,8 +153,9 @@ def evaluate(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, out_dir: Path
                              bootstrap=e.bootstrap, ci=e.ci, bins=e.calibration_bins,
                              seed=cfg.seed,
                              val=(val_y, val_prob, np.asarray(val_ds.patient_ids)))
-    result["provenance"] = {"profile": cfg.profile, "raw": summary.get("raw"),
-                            "code": provenance.code_version()}
+    # in the order of the summary.json it comes from (sorted keys)
+    raw = dict(sorted(summary.raw.model_dump(mode="json").items())) if summary.raw else None
+    result["provenance"] = {"profile": cfg.profile, "raw": raw, "code": provenance.code_version()}
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_text(out_dir / "summary.json",
                json.dumps({k: result[k] for k in SUMMARY}, indent=2) + "\n")

@@ -26,15 +26,20 @@ metric that moved the wrong way by more than ``tolerance`` is a regression too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BeforeValidator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from oncopipe import config
-from oncopipe.errors import InputError
+from oncopipe.errors import InputError, ParamsError
+from oncopipe.settings import SETTINGS, Float, validate
 
 THRESHOLDS_FILE = Path("metrics/thresholds.yaml")
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -56,28 +61,44 @@ class Check:
     profile: str = DEFAULT_PROFILE  # whose floors
 
 
-# {dataset: {metric: {"min"|"max"|"ci_lower": x}}}
-Floors = dict[str, dict[str, dict[str, float]]]
-BOUNDS = ("min", "max", "ci_lower")
+def _point_is_min(value: object) -> object:
+    """A bare number is a minimum; anything else must be the mapping."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"min": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a number or {{min: x, max: y, ci_lower: z}}, got {value!r}")
+    return value
+
+
+@pydantic_dataclass(frozen=True, config=SETTINGS)
+class Floor:
+    """The bounds on one metric: ``0.8`` in the file is ``{min: 0.8}``."""
+
+    min: Float | None = None
+    max: Float | None = None
+    ci_lower: Float | None = None  # the lower end of the metric's confidence interval
+
+    def __post_init__(self) -> None:
+        if not self.bounds():
+            raise ValueError("expected a number or {min: x, max: y, ci_lower: z}, got {}")
+
+    def bounds(self) -> dict[str, float]:
+        """``{"min": x, "max": y, "ci_lower": z}``, the bounds that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+FloorsFile = dict[str, dict[str, Annotated[Floor, BeforeValidator(_point_is_min)]]]
+Floors = dict[str, dict[str, dict[str, float]]]  # {dataset: {metric: {"min"|"max"|"ci_lower": x}}}
+Metrics = dict[str, Any]  # a metrics.json: figures, nested per class
 
 
 def _read_floors(path: Path, data: object, where: str) -> Floors:
-    if not isinstance(data, dict):
-        raise GateError(f"{path}: {where}expected a mapping of dataset -> metric -> threshold")
-    out: Floors = {}
-    for ds, metrics in data.items():
-        if not isinstance(metrics, dict):
-            raise GateError(f"{path}: {where}{ds}: expected a mapping of metric -> threshold")
-        out[ds] = {}
-        for name, spec in metrics.items():
-            spec = {"min": spec} if isinstance(spec, (int, float)) else spec
-            if not isinstance(spec, dict) or not spec or set(spec) - set(BOUNDS) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool)
-                    for v in spec.values()):
-                raise GateError(f"{path}: {where}{ds}.{name}: expected a number or "
-                                f"{{min: x, max: y, ci_lower: z}}, got {spec!r}")
-            out[ds][name] = {k: float(v) for k, v in spec.items()}
-    return out
+    try:
+        floors: dict[str, dict[str, Floor]] = validate(FloorsFile, data, where)
+    except ParamsError as exc:
+        raise GateError(f"{path}: {exc}") from None
+    return {ds: {name: floor.bounds() for name, floor in metrics.items()}
+            for ds, metrics in floors.items()}
 
 
 def read_thresholds(path: Path) -> dict[str, Floors]:
@@ -99,7 +120,7 @@ def read_thresholds(path: Path) -> dict[str, Floors]:
     if set(data) - sections:
         raise GateError(f"{path}: {sorted(set(data) - sections)[0]}: unknown profile section "
                         f"(expected {', '.join(PROFILES)}; or no sections at all)")
-    return {p: _read_floors(path, data.get(p) or {}, f"{p}.") for p in PROFILES}
+    return {p: _read_floors(path, data.get(p) or {}, p) for p in PROFILES}
 
 
 def dataset_profiles(params_file: Path, datasets: list[str]) -> dict[str, str]:
@@ -126,7 +147,7 @@ def select(by_profile: dict[str, Floors], profiles: dict[str, str]) -> Floors:
     return {ds: by_profile[p][ds] for ds, p in sorted(profiles.items()) if ds in by_profile[p]}
 
 
-def read_metrics(metrics_dir: Path) -> dict[str, dict]:
+def read_metrics(metrics_dir: Path) -> dict[str, Metrics]:
     """``{dataset: metrics.json content}`` for every ``<metrics_dir>/*/metrics.json``."""
     found = {}
     for path in sorted(metrics_dir.glob("*/metrics.json")):
@@ -137,7 +158,7 @@ def read_metrics(metrics_dir: Path) -> dict[str, dict]:
     return found
 
 
-def _lookup(metrics: dict, name: str) -> float | None:
+def _lookup(metrics: Metrics, name: str) -> float | None:
     value: object = metrics
     for part in name.split("."):  # nested keys: per_class.malignant.sensitivity
         if not isinstance(value, dict) or part not in value:
@@ -147,7 +168,7 @@ def _lookup(metrics: dict, name: str) -> float | None:
         else None
 
 
-def check(thresholds: Floors, found: dict[str, dict],
+def check(thresholds: Floors, found: dict[str, Metrics],
           profiles: dict[str, str] | None = None) -> list[Check]:
     """Floors (already selected per dataset, see :func:`select`) against the metrics found."""
     profiles = profiles or {}

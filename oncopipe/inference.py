@@ -7,7 +7,7 @@ edit to the loop or to augmentation reruns no evaluation and prediction loads no
 - Devices: CUDA with bf16 autocast (when ``amp``) and channels_last for 2D batches when a GPU
   is present; CPU otherwise.
 - A model folder holds :data:`MODEL_FILE` (the best epoch's weights) and :data:`CONFIG_FILE`
-  (the model card, with the resolved :class:`oncopipe.models.Architecture`);
+  (the model card, with the resolved :class:`oncopipe.cards.Architecture`);
   :func:`load_model` rebuilds exactly that network.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from oncopipe import models
-from oncopipe.config import build
+from oncopipe.cards import CONFIG_FILE, ModelCard
 from oncopipe.errors import ModelError
 from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
 from oncopipe.workers import loader_options
 
 MODEL_FILE = "model.pt"
-CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass
@@ -96,19 +94,15 @@ def predict(model: nn.Module, loader: DataLoader, rt: Runtime, amp: bool) -> tup
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
-               ) -> tuple[models.Classifier, dict]:
-    """The trained model of ``model_dir`` (eval mode) and its config.json."""
+               ) -> tuple[models.Classifier, ModelCard]:
+    """The trained model of ``model_dir`` (eval mode) and its card (config.json)."""
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
     for path in (cfg_path, weights_path):
         if not path.is_file():
             raise ModelError(f"{path}: not found (did the train stage run?)")
-    card = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if "architecture" not in card:
-        raise ModelError(f"{cfg_path}: no architecture record (written by an older oncopipe); "
-                         "rerun the train stage")
-    arch = build(models.Architecture, card["architecture"], f"{cfg_path}:architecture")
-    model = models.assemble(arch)  # the trained weights follow: never download any here
+    card = ModelCard.read(model_dir)
+    model = models.assemble(card.architecture)  # the trained weights follow: never download
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), card

@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from oncopipe.errors import InputError
 from oncopipe.shards import read_index
 
 
@@ -44,7 +46,7 @@ class ShardDataset(Dataset):
         self.split = split
         index = read_index(self.shard_dir, split).sort(["shard", "row"])
         if len(index) == 0:
-            raise ValueError(f"{self.shard_dir}: split {split!r} has no samples")
+            raise InputError(f"{self.shard_dir}: split {split!r} has no samples")
         self.shard_names: list[str] = sorted(set(index["shard"].to_list()))
         code = {n: i for i, n in enumerate(self.shard_names)}
         self.shard_of = np.array([code[s] for s in index["shard"].to_list()], dtype=np.int64)
@@ -105,7 +107,7 @@ class ShardDataset(Dataset):
                 samples[i] = block[k]
         return [(x, int(y)) for x, y in zip(samples, self.labels[pos], strict=True)]
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handles"], state["_arrays"] = {}, {}
         return state

@@ -23,12 +23,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
 from oncopipe.atomic import atomic_path
+from oncopipe.errors import InputError
 
 REQUIRED: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -41,7 +43,7 @@ REQUIRED: dict[str, pl.DataType] = {
 META_KEY = b"oncopipe"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The manifest or its arrays break the common schema; the message names the file."""
 
 
@@ -51,7 +53,7 @@ class ManifestMeta:
     task: str
     class_names: tuple[str, ...]
     layout: str  # "CHW" or "CDHW"
-    normalisation: dict = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(default_factory=dict)
     params_hash: str = ""
     patient_level: bool = True  # False: patient_id is an image id (no patients in the source)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -79,7 +80,8 @@ def _weighted_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     return _div(num, pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> dict:
+def _rates(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, weights: np.ndarray
+           ) -> dict[str, Any]:
     """Weighted metrics under each weight row (B, N); arrays of shape (B,)."""
     k = prob.shape[1]
     correct = (pred == y).astype(np.float64)
@@ -230,6 +232,7 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
             "test_sensitivity_range": [math.nan, math.nan]})
         if gap is not None:
             t = threshold_at_specificity(val_prob[:, c], positive, specificity)
+            assert t is not None  # a gap exists, so does its midpoint
             row["threshold"] = t
             row["val_sensitivity"], row["val_specificity"] = rates_at_threshold(
                 val_prob[:, c], positive, t)
@@ -242,8 +245,8 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
                 called.append((c, prob[:, c] >= gap[1], prob[:, c] > gap[0]))
         per_class[class_names[c]] = row
     figures = ("val_sensitivity", "val_specificity", "test_sensitivity", "test_specificity")
-    out: dict = {"chosen_on": "val", "target_specificity": specificity,
-                 "min_val_negatives": math.ceil(1.0 / (1.0 - specificity) - 1e-9)}
+    out: dict[str, Any] = {"chosen_on": "val", "target_specificity": specificity,
+                            "min_val_negatives": math.ceil(1.0 / (1.0 - specificity) - 1e-9)}
     if k == 2:
         name = class_names[1]
         out["rule"] = f"{name} when p({name}) >= threshold"
@@ -265,8 +268,8 @@ def operating_point(val_y: np.ndarray, val_prob: np.ndarray, val_patients: np.nd
     return out, called
 
 
-def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tuple[float,
-                                                                                      list[dict]]:
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int
+                               ) -> tuple[float, list[dict[str, Any]]]:
     """ECE of the top-class confidence over ``bins`` equal-width bins, and the bin table."""
     conf = prob.max(axis=1)
     correct = prob.argmax(axis=1) == y
@@ -284,7 +287,7 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int) -> tu
     return float(ece), table
 
 
-def _clean(v: float) -> float | None:
+def _clean(v: SupportsFloat) -> float | None:
     v = float(v)
     return None if math.isnan(v) else round(v, 6)
 
@@ -383,7 +386,7 @@ def ece_interval(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, bins: in
 
 def compute(y: np.ndarray, prob: np.ndarray, patients: np.ndarray, class_names: list[str],
             bootstrap: int = 1000, ci: float = 0.95, bins: int = 10, seed: int = 0,
-            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Every metric of metrics.json (see the module docstring for conventions).
 
     ``y``, ``prob``, ``patients`` are the test split. ``val`` (labels, probabilities,

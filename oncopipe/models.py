@@ -28,15 +28,14 @@ new head of global pooling and two dense layers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from oncopipe.cards import Architecture
 from oncopipe.config import TrainParams
 from oncopipe.errors import ModelError
 
@@ -192,26 +191,6 @@ class CNN3D(nn.Module):
 # --------------------------------------------------------------------------------------------
 # torchvision networks
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Every setting that shapes the network, resolved; the record in config.json.
-
-    Weights are not part of it: they initialise the network (training) or replace its state
-    (:func:`oncopipe.inference.load_model`), but never change its structure or its arithmetic.
-    """
-
-    model: str
-    sample_shape: tuple[int, ...]
-    n_classes: int
-    width: float = 1.0
-    finetune: Literal["head", "whole"] = "whole"
-    input_size: int = 0  # resolved: Inception-v3's default 299 is written out
-    mean: tuple[float, ...] = ()  # input normalisation in the adapter; empty: none
-    std: tuple[float, ...] = ()
-    transform_input: bool = False  # torchvision Inception-v3's own input transform
-    aux_logits: bool = False  # Inception-v3's auxiliary classifier (trained with finetune whole)
 
 
 def _weights_kind(name: str, weights: str):

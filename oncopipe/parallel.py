@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -124,7 +124,7 @@ def _dask_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], address: s
                  client.dashboard_link)
         total = len(items) if isinstance(items, Sequence) else None
         size = DASK_CHUNK if total is None else max(1, min(DASK_CHUNK, total // (threads * 8)))
-        window: deque[Future] = deque()
+        window: deque[Any] = deque()  # Dask futures
         for chunk in _chunks(items, size):
             window.append(client.submit(_run_chunk, fn, env, os.getcwd(), chunk, pure=False))
             if len(window) >= threads * 2:

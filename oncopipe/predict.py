@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -23,6 +24,21 @@ from oncopipe import config, datasets, input_warnings, limits
 from oncopipe.errors import InputError, ModelError
 from oncopipe.inference import load_model
 from oncopipe.loader import to_float
+
+
+class _Answer(TypedDict):
+    dataset: str
+    task: str
+    predicted: str  # the most likely class
+    probabilities: dict[str, float]  # by class name, rounded to 6 decimals
+
+
+class Prediction(_Answer, total=False):
+    """One answer, as ``oncopipe predict --json`` prints it and the web API returns it."""
+
+    input: str  # the file's name
+    point: list[float]  # x, y, z in patient mm, for datasets that take one
+    warnings: list[str]  # valid but unusual input (oncopipe.input_warnings)
 
 
 class Predictor:
@@ -39,11 +55,11 @@ class Predictor:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.card["class_names"])
+        return list(self.card.class_names)
 
     def tensor(self, sample: np.ndarray) -> torch.Tensor:
         """``sample`` (the manifest's array layout) as a batch of one, in model range."""
-        expected = tuple(self.card["sample_shape"])
+        expected = self.card.sample_shape
         if tuple(sample.shape) != expected:
             raise ModelError(f"input preprocessed to shape {tuple(sample.shape)}, but the model "
                              f"in {self.model_dir} was trained on {expected}")
@@ -54,20 +70,20 @@ class Predictor:
         with self.lock, torch.no_grad():
             return torch.softmax(self.model(x).float(), 1)[0].double().numpy()
 
-    def predict(self, sample: np.ndarray) -> dict:
+    def predict(self, sample: np.ndarray) -> Prediction:
         """Probabilities for one sample already in the manifest's array layout."""
         prob = self.probabilities(sample)
         names = self.class_names
         order = np.argsort(-prob, kind="stable")
         return {
-            "dataset": self.card["dataset"],
-            "task": self.card["task"],
+            "dataset": self.card.dataset,
+            "task": self.card.task,
             "predicted": names[int(order[0])],
             "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
         }
 
 
-def predict_array(model_dir: Path, sample: np.ndarray) -> dict:
+def predict_array(model_dir: Path, sample: np.ndarray) -> Prediction:
     """Probabilities for one sample already in the manifest's array layout."""
     return Predictor(model_dir).predict(sample)
 
@@ -82,7 +98,7 @@ def preprocess(cfg: config.DatasetConfig, path: Path,
 
 def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
            point: tuple[float, float, float] | None = None,
-           warnings: Sequence[str] = ()) -> dict:
+           warnings: Sequence[str] = ()) -> Prediction:
     """The result as ``oncopipe predict --json`` prints it (and the web API returns it);
     ``warnings``: what :func:`oncopipe.input_warnings.warn` said while preprocessing."""
     result = predictor.predict(sample)
@@ -95,7 +111,7 @@ def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
 
 def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                  point: tuple[float, float, float] | None = None,
-                 params: Path = config.PARAMS_FILE) -> dict:
+                 params: Path = config.PARAMS_FILE) -> Prediction:
     """Preprocess ``path`` with ``dataset``'s ``preprocess_one`` and predict it."""
     cfg = datasets.load_config(dataset, params)
     limits.activate(cfg.limits)
@@ -105,7 +121,7 @@ def predict_file(dataset: str, path: Path, model_dir: Path | None = None,
                   warnings)
 
 
-def in_words(result: dict) -> str:
+def in_words(result: Prediction) -> str:
     """``72.1% abnormal, 27.9% normal`` (most likely first).
 
     A model is never certain: a probability that would round to 100.0% or 0.0% is shown as

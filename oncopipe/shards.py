@@ -28,6 +28,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -36,17 +37,18 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from oncopipe.atomic import atomic_path, write_text
+from oncopipe.cards import SUMMARY_FILE, RawSource, ShardSummary, SplitSummary
 from oncopipe.config import ShardParams
-from oncopipe.manifest import ManifestMeta, check_arrays, read_manifest
+from oncopipe.errors import InputError
+from oncopipe.manifest import ManifestError, ManifestMeta, check_arrays, read_manifest
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.parquet"
-SUMMARY_FILE = "summary.json"
 
 
-class LeakageError(ValueError):
+class LeakageError(InputError):
     """A patient or an identical sample appears in more than one split."""
 
 
@@ -279,12 +281,12 @@ def _sample_spec(df: pl.DataFrame, base_dir: Path) -> tuple[tuple[int, ...], np.
         specs[file] = (tuple(arr.shape[1:]), arr.dtype)
     distinct = sorted(set(specs.values()), key=str)
     if len(distinct) != 1:
-        raise ValueError(f"{base_dir}: array files disagree on sample shape/dtype: {specs}")
+        raise ManifestError(f"{base_dir}: array files disagree on sample shape/dtype: {specs}")
     return distinct[0]
 
 
 def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
-                 params_hash: str = "", raw: dict | None = None) -> dict:
+                 params_hash: str = "", raw: dict[str, Any] | None = None) -> ShardSummary:
     """Read ``prepared/manifest.parquet`` and its arrays; write shards, index and summary.
 
     ``out_dir`` is replaced atomically. Returns the summary (also written as summary.json).
@@ -294,7 +296,7 @@ def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
     df, meta = read_manifest(manifest)
     check_arrays(df, meta, prepared)
     if len(df) == 0:
-        raise ValueError(f"{manifest}: manifest has no samples")
+        raise ManifestError(f"{manifest}: manifest has no samples")
     shape, dtype = _sample_spec(df, prepared)
     log.info("read %s: %d samples, %d patients, sample %s %s", manifest, len(df),
              df["patient_id"].n_unique(), shape, dtype)
@@ -327,51 +329,45 @@ def write_shards(prepared: Path, out_dir: Path, params: ShardParams, seed: int,
             pq.write_table(index.to_arrow(), t, compression="zstd")
         summary = _summary(index, meta, params, shape, dtype, p, len(df))
         if raw is not None:
-            summary["raw"] = raw
-        write_text(tmp / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    log.info("wrote %d shard(s), %s and %s to %s", len(summary["shards"]), INDEX_FILE,
+            summary = summary.model_copy(update={"raw": RawSource(**raw)})
+        write_text(tmp / SUMMARY_FILE, summary.to_json())
+    log.info("wrote %d shard(s), %s and %s to %s", len(summary.shards), INDEX_FILE,
              SUMMARY_FILE, out_dir)
     return summary
 
 
-def _summary(index: pl.DataFrame, meta: ManifestMeta, params: ShardParams, shape, dtype,
-             p: ShardPlan, n_manifest: int) -> dict:
+def _summary(index: pl.DataFrame, meta: ManifestMeta, params: ShardParams,
+             shape: tuple[int, ...], dtype: np.dtype,
+             p: ShardPlan, n_manifest: int) -> ShardSummary:
     names = list(meta.class_names)
     splits = {}
     for split in SPLITS:
         rows = index.filter(pl.col("split") == split)
         counts = np.bincount(rows["label"].to_numpy(), minlength=len(names))
-        splits[split] = {
-            "samples": len(rows),
-            "unique_samples": rows["sample_id"].n_unique(),
-            "patients": rows["patient_id"].n_unique(),
-            "class_counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
-        }
-    return {
-        "dataset": meta.dataset,
-        "task": meta.task,
-        "class_names": names,
-        "layout": meta.layout,
-        "sample_shape": list(shape),
-        "dtype": np.dtype(dtype).str,
-        "normalisation": meta.normalisation,
-        "patient_level": meta.patient_level,
-        "params_hash": meta.params_hash,
-        "manifest_samples": n_manifest,
-        "balance": params.balance,
-        "class_weights": p.class_weights,
-        "duplicate_links": p.duplicate_links,
-        "compression": params.compression,
-        "shards": sorted(index["shard"].unique().to_list()),
-        "splits": splits,
-    }
-
-
-def read_summary(shard_dir: Path) -> dict:
-    path = Path(shard_dir) / SUMMARY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: shard summary not found (did the shard stage run?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+        splits[split] = SplitSummary(
+            samples=len(rows),
+            unique_samples=rows["sample_id"].n_unique(),
+            patients=rows["patient_id"].n_unique(),
+            class_counts={n: int(c) for n, c in zip(names, counts, strict=True)},
+        )
+    return ShardSummary(
+        dataset=meta.dataset,
+        task=meta.task,
+        class_names=names,
+        layout=meta.layout,
+        sample_shape=shape,
+        dtype=np.dtype(dtype).str,
+        normalisation=meta.normalisation,
+        patient_level=meta.patient_level,
+        params_hash=meta.params_hash,
+        manifest_samples=n_manifest,
+        balance=params.balance,
+        class_weights=p.class_weights,
+        duplicate_links=p.duplicate_links,
+        compression=params.compression,
+        shards=sorted(index["shard"].unique().to_list()),
+        splits=splits,
+    )
 
 
 def read_index(shard_dir: Path, split: str | None = None) -> pl.DataFrame:

@@ -26,7 +26,7 @@ with evaluation and prediction; the collectives of several processes are
   an interrupted ``dvc repro`` keeps it). One made with other params is ignored and replaced.
   Nothing draws from numpy's or Python's global RNGs (the sampler and augmentation use
   generators seeded from seed, epoch and rank), so there is no state of theirs to keep.
-- ``config.json`` records the resolved :class:`oncopipe.models.Architecture`;
+- ``config.json`` records the resolved :class:`oncopipe.cards.Architecture`;
   :func:`oncopipe.inference.load_model` rebuilds exactly that network for evaluation and
   prediction.
 """
@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader
 from oncopipe import distributed, metrics, models, provenance
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.augment import augment_batch
+from oncopipe.cards import CodeVersion, ModelCard, ShardSummary
 from oncopipe.config import DatasetConfig, TrainParams
 from oncopipe.inference import (
     CONFIG_FILE,
@@ -63,7 +64,6 @@ from oncopipe.inference import (
     prepare_batch,
 )
 from oncopipe.loader import ShardDataset
-from oncopipe.shards import read_summary
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _tensor_bytes(obj: object) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) -> dict:
+def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) -> ModelCard:
     """Train ``cfg.train`` on the shards; write ``model_dir`` and dvclive logs to ``live_dir``.
 
     Returns the model card (also ``model_dir/config.json``).
@@ -258,9 +258,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     p = cfg.train
     rt = distributed.setup_runtime(p.threads)
     configure_determinism(p, rt)
-    summary = read_summary(shard_dir)
-    class_names = summary["class_names"]
-    shape = tuple(summary["sample_shape"])
+    summary = ShardSummary.read(shard_dir)
+    class_names = summary.class_names
+    shape = summary.sample_shape
     train_ds, val_ds = ShardDataset(shard_dir, "train"), ShardDataset(shard_dir, "val")
     say = log.info if rt.main else log.debug  # one account of the run, not one per rank
     say("read %s: train %d, val %d samples of %s; %d classes; device %s x%d",
@@ -276,7 +276,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     if rt.cuda and len(shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, rt)
-    weight = summary.get("class_weights")
+    weight = summary.class_weights
     weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     opt = make_optimizer(p, model.parameters())
@@ -286,7 +286,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
         p.lr, p.schedule, len(train_loader))
 
-    key = run_hash(p, cfg.seed, summary["params_hash"])
+    key = run_hash(p, cfg.seed, summary.params_hash)
     maximise = MAXIMISE[p.early_stopping_metric]
     state = {"epoch": -1, "best": -math.inf if maximise else math.inf, "best_epoch": -1,
              "bad": 0, "history": []}
@@ -363,30 +363,29 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         raise RuntimeError(f"{p.early_stopping_metric} was never finite: training diverged "
                            f"(lr {p.lr:g} too high?); no model written to {model_dir}")
     distributed.check_in_sync(model, rt)
-    card = {
-        "dataset": cfg.name, "task": cfg.task, "profile": cfg.profile, "seed": cfg.seed,
-        "class_names": class_names, "sample_shape": list(shape), "layout": summary["layout"],
-        "dtype": summary["dtype"], "normalisation": summary["normalisation"],
-        "shards_params_hash": summary["params_hash"], "run": key,
-        "best_epoch": state["best_epoch"] + 1, "epochs_run": state["epoch"] + 1,
-        f"best_{p.early_stopping_metric}": round(state["best"], 6),
-        "train": dataclasses.asdict(p), "processes": rt.world,
-        "architecture": dataclasses.asdict(model.architecture),
-        "raw": summary.get("raw"), "code": provenance.code_version(),
-    }
+    card = ModelCard(
+        dataset=cfg.name, task=cfg.task, profile=cfg.profile, seed=cfg.seed,
+        class_names=class_names, sample_shape=shape, layout=summary.layout,
+        dtype=summary.dtype, normalisation=summary.normalisation,
+        shards_params_hash=summary.params_hash, run=key,
+        best_epoch=state["best_epoch"] + 1, epochs_run=state["epoch"] + 1,
+        best_value=round(state["best"], 6), train=p, processes=rt.world,
+        architecture=model.architecture, raw=summary.raw,
+        code=CodeVersion(**provenance.code_version()),
+    )
     if rt.main:
-        write_text(model_dir / CONFIG_FILE, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        write_text(model_dir / CONFIG_FILE, card.to_json())
         last.unlink(missing_ok=True)
-        live.summary["best_epoch"] = card["best_epoch"]
+        live.summary["best_epoch"] = card.best_epoch
         # the validation figures of the kept epoch: what sweeps are compared on (never test)
-        kept = next(r for r in state["history"] if r["epoch"] == card["best_epoch"])
+        kept = next(r for r in state["history"] if r["epoch"] == card.best_epoch)
         live.summary["best_val"] = {k.removeprefix("val/"): round(v, 6)
                                     for k, v in kept.items() if k.startswith("val/")}
         for last_epoch in ("train", "val", "learning_rate"):  # the curves keep every epoch
             live.summary.pop(last_epoch, None)
         live.end()
         log.info("wrote %s and %s (best epoch %d, %s %.4f)", model_dir / MODEL_FILE,
-                 model_dir / CONFIG_FILE, card["best_epoch"], p.early_stopping_metric,
+                 model_dir / CONFIG_FILE, card.best_epoch, p.early_stopping_metric,
                  state["best"])
     distributed.finish(rt)
     train_ds.close()

@@ -8,18 +8,29 @@ Each script names the params keys it reads in ``READS`` (relative to the dataset
 plus the global ``seed``): exactly its ``params:`` in dvc.yaml, which tests/test_stage_deps.py
 checks, while :func:`oncopipe.config.load` refuses any other key at run time. A user's mistake
 (a bad params value, a raw folder in the wrong layout) ends the stage with one line and exit
-status 2 (:func:`oncopipe.errors.one_line_exit`). Every stage calls :func:`housekeeping` first.
+status 2 (:func:`oncopipe.errors.one_line_exit`).
+
+Every script's body is wrapped by :func:`stage`, the one preamble: argument check, logging,
+:func:`housekeeping`, params load with ``READS``, timing (:func:`oncopipe.perf.measured`),
+one-line errors.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
+from oncopipe import config, datasets, log, perf
 from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
-from oncopipe.errors import InputError
+from oncopipe.errors import InputError, one_line_exit
+
+Body = Callable[[config.DatasetConfig, logging.Logger], None]
+Main = Callable[[list[str] | None], None]
 
 LOCK_FILE = Path("dvc.lock")
 
@@ -66,3 +77,32 @@ def check_lock(path: Path) -> None:
         raise InputError(fix.format("not valid YAML: " + str(exc).splitlines()[0])) from None
     if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
         raise InputError(fix.format("not a mapping of stages"))
+
+
+def stage(name: str, reads: tuple[str, ...], dataset: str | None = None) -> Callable[[Body], Main]:
+    """Decorator turning ``body(cfg, logger)`` into the stage's ``main(argv)``.
+
+    ``dataset``: the stage's fixed dataset (it then takes no argument); ``None``: the stage
+    takes the dataset's name as its one argument. ``-h``/``--help`` prints the usage.
+    """
+
+    def wrap(body: Body) -> Main:
+        @one_line_exit(name)
+        @perf.measured(name, dataset)
+        @functools.wraps(body)
+        def main(argv: list[str] | None = None) -> None:
+            args = argv if argv is not None else sys.argv[1:]
+            if dataset is not None:
+                if args in (["-h"], ["--help"]):
+                    usage("")
+                if args:
+                    raise InputError(f"expected no argument; got {args!r}")
+            ds = dataset or dataset_name(args)
+            logger = log.setup(f"{name}[{ds}]")
+            # Anything every stage must do before it reads params or data goes here.
+            housekeeping()
+            body(datasets.load_config(ds, reads=reads), logger)
+
+        return main
+
+    return wrap

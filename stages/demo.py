@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from oncopipe import datasets, log, perf
+from oncopipe import config, datasets, perf
 from oncopipe.atomic import atomic_path
-from oncopipe.errors import one_line_exit
-from stages import dataset_name, housekeeping
+from stages import stage
 
 READS = ("demo",)
 
 
-@one_line_exit("demo")
-@perf.measured("demo")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    logger = log.setup(f"demo[{name}]")
-    housekeeping()
-    cfg = datasets.load_config(name, reads=READS)
-    out = Path("data/demo") / name
+@stage("demo", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Write the synthetic raw tree of the dataset to data/demo/<dataset>."""
+    out = Path("data/demo") / cfg.name
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        datasets.spec(name).write_demo(cfg, tmp)
+        datasets.spec(cfg.name).write_demo(cfg, tmp)
     n_files = sum(1 for p in out.rglob("*") if p.is_file())
     logger.info("wrote %d files to %s (seed %d)", n_files, out, cfg.demo.seed)
     perf.items(n_files, "files")

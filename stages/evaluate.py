@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from oncopipe import datasets, evaluation, log, perf
-from oncopipe.errors import one_line_exit
-from stages import dataset_name, housekeeping
+from oncopipe import config, evaluation, perf
+from stages import stage
 
 READS = ("seed", "profile", "train", "evaluate")
 
 
-@one_line_exit("evaluate")
-@perf.measured("evaluate")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    log.setup(f"evaluate[{name}]")
-    housekeeping()
-    cfg = datasets.load_config(name, reads=READS)
+@stage("evaluate", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Evaluate the trained model on the test split into metrics/<dataset>/."""
+    name = cfg.name
     result = evaluation.evaluate(cfg, Path("data/shards") / name, Path("models") / name,
                                  Path("metrics") / name)
     perf.items(result["n_test"], "samples")

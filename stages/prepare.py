@@ -8,24 +8,22 @@ files other stages keep in the same directory (LIDC's lesion table) are left alo
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from oncopipe import datasets, limits, log, perf
+from oncopipe import config, datasets, limits, perf
 from oncopipe.atomic import scratch_dir
-from oncopipe.errors import InputError, one_line_exit
-from stages import dataset_name, housekeeping
+from oncopipe.errors import InputError
+from stages import stage
 
 READS = ("limits", "raw", "task", "prepare")
 
 
-@one_line_exit("prepare")
-@perf.measured("prepare")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    logger = log.setup(f"prepare[{name}]")
-    housekeeping()
-    cfg = datasets.load_config(name, reads=READS)
+@stage("prepare", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Read the raw data into data/prepared/<dataset> (manifest + arrays)."""
+    name = cfg.name
     limits.activate(cfg.limits)
     if not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set {name}.raw in params.yaml)")

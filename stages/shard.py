@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from oncopipe import datasets, log, perf, provenance, shards
-from oncopipe.errors import one_line_exit
-from stages import dataset_name, housekeeping
+from oncopipe import config, perf, provenance, shards
+from stages import stage
 
 READS = ("seed", "raw", "shard")
 
 
-@one_line_exit("shard")
-@perf.measured("shard")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    log.setup(f"shard[{name}]")
-    housekeeping()
-    cfg = datasets.load_config(name, reads=READS)
-    prepared = Path("data/prepared") / name
-    raw = provenance.raw_source(name, cfg.raw, prepared / "manifest.parquet")
-    summary = shards.write_shards(prepared, Path("data/shards") / name, cfg.shard, cfg.seed,
+@stage("shard", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Split, balance and pack data/prepared/<dataset> into data/shards/<dataset>."""
+    prepared = Path("data/prepared") / cfg.name
+    raw = provenance.raw_source(cfg.name, cfg.raw, prepared / "manifest.parquet")
+    summary = shards.write_shards(prepared, Path("data/shards") / cfg.name, cfg.shard, cfg.seed,
                                   cfg.params_hash, raw)
-    perf.items(summary["manifest_samples"], "samples")
+    perf.items(summary.manifest_samples, "samples")
 
 
 if __name__ == "__main__":

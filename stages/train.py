@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import datasets, log, perf, shards, training
-from oncopipe.errors import one_line_exit
-from stages import dataset_name, housekeeping
+from oncopipe import config, perf, training
+from oncopipe.cards import ShardSummary
+from stages import stage
 
 READS = ("seed", "task", "profile", "train")
 
@@ -24,13 +24,10 @@ def torchrun_argv(name: str, nproc: int) -> list[str]:
             f"--nproc-per-node={nproc}", "-m", "stages.train", name]
 
 
-@one_line_exit("train")
-@perf.measured("train")
-def main(argv: list[str] | None = None) -> None:
-    name = dataset_name(argv)
-    logger = log.setup(f"train[{name}]")
-    housekeeping()
-    cfg = datasets.load_config(name, reads=READS)
+@stage("train", READS)
+def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
+    """Train the active profile's model on the shards into models/<dataset>/."""
+    name = cfg.name
     if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
         cmd = torchrun_argv(name, cfg.train.nproc)
         logger.info("nproc %d: re-executing as %s", cfg.train.nproc, " ".join(cmd))
@@ -38,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, cmd)
     card = training.train(cfg, Path("data/shards") / name, Path("models") / name,
                           Path("metrics") / name / "train")
-    train = shards.read_summary(Path("data/shards") / name)["splits"]["train"]["samples"]
-    perf.items(card["epochs_run"] * train, "sample-epochs")
+    train = ShardSummary.read(Path("data/shards") / name).splits["train"].samples
+    perf.items(card.epochs_run * train, "sample-epochs")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def main() -> None:
     p = dataclasses.replace(SMALL_TRAIN, epochs=EPOCHS, patience=PATIENCE, schedule="none")
     card = training.train(config_for(p), args.shards, args.out / "model", args.out / "live")
     torch.save(built[0].state_dict(), args.out / f"rank{rank}.pt")
-    (args.out / f"rank{rank}.json").write_text(json.dumps(card, sort_keys=True))
+    (args.out / f"rank{rank}.json").write_text(card.to_json())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ folder, zipped as a user would upload it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import zipfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 import yaml
 
 from oncopipe import config, datasets, evaluation, inference, models, provenance, training
+from oncopipe.cards import CodeVersion, ModelCard
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +61,20 @@ def random_model(model_dir: Path, cfg: config.DatasetConfig, sample_shape: tuple
     net = models.build(cfg.train, sample_shape, len(names))
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), model_dir / inference.MODEL_FILE)
-    card = {"dataset": cfg.name, "task": cfg.task, "class_names": names,
-            "sample_shape": list(sample_shape), "train": dataclasses.asdict(cfg.train),
-            "architecture": dataclasses.asdict(net.architecture)}
-    (model_dir / inference.CONFIG_FILE).write_text(json.dumps(card))
+    card = untrained_card(net, cfg.train, names, cfg.name, cfg.task)
+    (model_dir / inference.CONFIG_FILE).write_text(card.to_json())
+
+
+def untrained_card(net: models.Classifier, train: config.TrainParams, class_names: list[str],
+                   dataset: str = "test", task: str = "binary") -> ModelCard:
+    """The card the train stage writes, for a network that was not trained."""
+    arch = net.architecture
+    return ModelCard(dataset=dataset, task=task, profile="demo", seed=0,
+                     class_names=tuple(class_names), sample_shape=arch.sample_shape,
+                     layout="CHW" if len(arch.sample_shape) == 3 else "CDHW", dtype="<f4",
+                     normalisation={}, shards_params_hash="", run="", best_epoch=0,
+                     epochs_run=0, best_value=0.0, train=train, processes=1, architecture=arch,
+                     raw=None, code=CodeVersion(**provenance.code_version()))
 
 
 def build(root: Path, pipeline: bool = True) -> Project:

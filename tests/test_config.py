@@ -17,13 +17,13 @@ from oncopipe.config import (
     TrainParams,
     TrainProfiles,
     UndeclaredParamError,
-    build,
 )
 from oncopipe.datasets import load_config
+from oncopipe.settings import validate
 
 
 def test_profiles_build_with_nested_augmentation():
-    profiles = build(TrainProfiles, {
+    profiles = validate(TrainProfiles, {
         "demo": {"model": "cnn7", "width": 0.5, "lr": "1e-3", "augment": {"hflip": True}},
         "reference": {"model": "resnet50", "weights": "IMAGENET1K_V2", "finetune": "head"},
     }, "lidc.train")
@@ -33,19 +33,19 @@ def test_profiles_build_with_nested_augmentation():
 
 @pytest.mark.parametrize(("cls", "data", "message"), [
     (TrainParams, {"model": "resnet34"}, "lidc.train.demo.model"),
-    (TrainParams, {"lr": 0}, "lr must be > 0"),
+    (TrainParams, {"lr": 0}, r"lidc\.train\.demo\.lr: must be > 0, got 0"),
     (TrainParams, {"augment": {"rotate": 10}}, "lidc.train.demo.augment.rotate: unknown key"),
-    (TrainParams, {"augment": {"shift": 0.7}}, "shift must be in"),
+    (TrainParams, {"augment": {"shift": 0.7}}, r"augment\.shift: must be < 0\.5"),
     (TrainParams, {"early_stopping_metric": "val_auc"}, "early_stopping_metric"),
     (TrainParams, {"batch_size": 1.5}, "expected an integer"),
     (ShardParams, {"ratios": [0.5, 0.5, 0.5]}, "sum to 1"),
     (ShardParams, {"ratios": [0.0, 0.5, 0.5]}, "training split cannot be empty"),
     (ShardParams, {"balance": "smote"}, "balance"),
-    (EvaluateParams, {"ci": 1.5}, "ci must be in"),
+    (EvaluateParams, {"ci": 1.5}, r"ci: must be < 1"),
 ])
 def test_bad_values_name_the_key(cls, data, message):
     with pytest.raises(ParamsError, match=message):
-        build(cls, data, "lidc.train.demo")
+        validate(cls, data, "lidc.train.demo")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import yaml
 from ddp_worker import EPOCHS, PATIENCE
 from synthetic_data import make_prepared
 
+from oncopipe.cards import ModelCard
 from oncopipe.config import ShardParams
 from oncopipe.shards import write_shards
 
@@ -81,6 +82,6 @@ def test_train_stage_reexecutes_itself_under_torchrun_with_nproc(shards, tmp_pat
     (tmp_path / "data" / "shards" / "pcam").symlink_to(shards)
     done = _run([sys.executable, "-m", "stages.train", "pcam"], tmp_path)
     assert "re-executing as" in done.stderr and "torch.distributed.run" in done.stderr
-    card = json.loads((tmp_path / "models" / "pcam" / "config.json").read_text())
-    assert card["processes"] == 2 and card["train"]["nproc"] == 2
+    card = ModelCard.read(tmp_path / "models" / "pcam")
+    assert card.processes == 2 and card.train.nproc == 2
     assert (tmp_path / "metrics" / "pcam" / "train" / "metrics.json").is_file()

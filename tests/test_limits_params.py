@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from oncopipe import limits
-from oncopipe.config import ParamsError, load
+from oncopipe.config import ParamsError
+from oncopipe.datasets import load_config as load
 
 REPO = Path(__file__).resolve().parents[1]
 PREPARE_READS = ("limits", "raw", "task", "prepare")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 import torch
 import torchvision
+from serve_project import untrained_card
 
 from oncopipe import inference, models
 from oncopipe.config import TrainParams
+from oncopipe.errors import ModelError
 
 
 def _p(**kw) -> TrainParams:
@@ -140,8 +141,8 @@ def test_saved_and_loaded_model_gives_identical_outputs(name, settings, shape, t
     model = models.build(_p(model=name, **settings), shape, 3).eval()
     # what training.train writes: the weights and the architecture in config.json
     torch.save(model.state_dict(), tmp_path / inference.MODEL_FILE)
-    card = {"architecture": dataclasses.asdict(model.architecture)}
-    (tmp_path / inference.CONFIG_FILE).write_text(json.dumps(card))
+    card = untrained_card(model, _p(model=name, **settings), ["a", "b", "c"])
+    (tmp_path / inference.CONFIG_FILE).write_text(card.to_json())
     loaded, _ = inference.load_model(tmp_path)
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -176,7 +177,11 @@ def test_pretrained_weights_bring_imagenet_normalisation_and_inception_its_trans
 
 
 def test_a_model_card_without_architecture_is_refused(tmp_path):
-    torch.save({}, tmp_path / inference.MODEL_FILE)
-    (tmp_path / inference.CONFIG_FILE).write_text(json.dumps({"train": {}}))
-    with pytest.raises(ValueError, match="no architecture record"):
+    model = models.build(_p(model="lenet5"), (1, 32, 32), 2)
+    torch.save(model.state_dict(), tmp_path / inference.MODEL_FILE)
+    card = json.loads(untrained_card(model, _p(model="lenet5"), ["a", "b"]).to_json())
+    del card["architecture"]
+    (tmp_path / inference.CONFIG_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"config\.json: not as this oncopipe writes it "
+                       r"\(architecture: required key is missing\); rerun the train stage"):
         inference.load_model(tmp_path)

@@ -21,7 +21,6 @@ from oncopipe.config import (
     ParamsError,
     ShardParams,
     TrainParams,
-    build,
 )
 from oncopipe.datasets import load_config
 from oncopipe.datasets.mosmed import demo, volume
@@ -30,6 +29,7 @@ from oncopipe.datasets.mosmed.params import DemoParams, PrepareParams
 from oncopipe.datasets.mosmed.registry import find_studies
 from oncopipe.manifest import check_arrays, read_manifest
 from oncopipe.report import Report
+from oncopipe.settings import validate
 
 SMALL_DEMO = DemoParams(seed=7, studies=(4, 3, 2, 1, 1), masks=2, size=32, slices=(8, 10),
                              noise_hu=10.0)
@@ -359,15 +359,15 @@ def test_no_usable_study_is_an_error_and_leaves_no_array(tmp_path):
 
 
 def test_prepare_params_are_validated():
-    build(PrepareParams, {"abnormal": ["CT-2", "CT-3", "CT-23"]}, "mosmed.prepare")
+    validate(PrepareParams, {"abnormal": ["CT-2", "CT-3", "CT-23"]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="mosmed.prepare: category CT-0 is listed as both"):
-        build(PrepareParams, {"abnormal": ["CT-0"]}, "mosmed.prepare")
+        validate(PrepareParams, {"abnormal": ["CT-0"]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="unknown category 'CT-9'"):
-        build(PrepareParams, {"normal": ["CT-9"]}, "mosmed.prepare")
+        validate(PrepareParams, {"normal": ["CT-9"]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="window"):
-        build(PrepareParams, {"window": [400.0, -1000.0]}, "mosmed.prepare")
+        validate(PrepareParams, {"window": [400.0, -1000.0]}, "mosmed.prepare")
     with pytest.raises(ParamsError, match="studies"):
-        build(DemoParams, {"studies": [300, 1, 1, 1, 1]}, "mosmed.demo")
+        validate(DemoParams, {"studies": [300, 1, 1, 1, 1]}, "mosmed.demo")
 
 
 def test_params_yaml_section_is_valid_and_matches_the_reference_method():

@@ -375,14 +375,14 @@ def test_an_unexpected_error_is_a_logged_500_without_a_traceback(project, tmp_pa
     import shutil
 
     shutil.copytree(project.root / "models", tmp_path / "models")
-    (tmp_path / "models/pcam/config.json").write_text("{not json")  # a bug's stand-in
+    (tmp_path / "models/pcam/model.pt").write_bytes(b"{not a checkpoint")  # a bug's stand-in
     (tmp_path / "params.yaml").write_text((project.root / "params.yaml").read_text())
     with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as c, \
             caplog.at_level(logging.ERROR, logger="oncopipe.serve"):
         response = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert response.status_code == 500
-        assert response.json() == {"error": "internal error (JSONDecodeError)"}
-        assert "predict on pcam: JSONDecodeError" in caplog.text
+        assert response.json() == {"error": "internal error (UnpicklingError)"}
+        assert "predict on pcam: UnpicklingError" in caplog.text
         ok = post(c, "/api/predict/isic", "p.jpg", png_bytes((300, 400), ext=".jpg"))
         assert ok.status_code == 200  # and the server keeps serving
 

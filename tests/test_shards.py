@@ -32,33 +32,33 @@ def test_split_is_by_patient_and_keeps_every_sample(tmp_path):
     per_patient = index.group_by("patient_id").agg(pl.col("split").n_unique())
     assert per_patient["split"].max() == 1
     assert index["sample_id"].n_unique() == 28 * 3  # nothing dropped
-    assert summary["splits"]["train"]["patients"] == 20  # 0.7 of 20 + 0.7 of 8, rounded
+    assert summary.splits["train"].patients == 20  # 0.7 of 20 + 0.7 of 8, rounded
     for split in ("val", "test"):  # stratified: each label present in every split
-        assert all(v > 0 for v in summary["splits"][split]["class_counts"].values())
+        assert all(v > 0 for v in summary.splits[split].class_counts.values())
 
 
 def test_undersample_balances_training_only(tmp_path):
     _, summary = _shard(tmp_path, balance="undersample")
-    train = summary["splits"]["train"]["class_counts"]
+    train = summary.splits["train"].class_counts
     assert train["class0"] == train["class1"]
-    test = summary["splits"]["test"]["class_counts"]
+    test = summary.splits["test"].class_counts
     assert test["class0"] > test["class1"]  # true mix kept outside training
-    assert summary["class_weights"] is None
+    assert summary.class_weights is None
 
 
 def test_oversample_balances_within_ten_percent(tmp_path):
     out, summary = _shard(tmp_path, balance="oversample")
-    counts = list(summary["splits"]["train"]["class_counts"].values())
+    counts = list(summary.splits["train"].class_counts.values())
     assert max(counts) <= 1.1 * min(counts)
     index = read_index(out, "train")
     assert index["copy"].max() >= 1  # repeats are marked
-    assert summary["splits"]["train"]["unique_samples"] < summary["splits"]["train"]["samples"]
+    assert summary.splits["train"].unique_samples < summary.splits["train"].samples
 
 
 def test_none_records_inverse_frequency_class_weights(tmp_path):
     _, summary = _shard(tmp_path, balance="none")
-    counts = summary["splits"]["train"]["class_counts"]
-    w = summary["class_weights"]
+    counts = summary.splits["train"].class_counts
+    w = summary.class_weights
     assert w[1] > w[0]
     assert w[0] * counts["class0"] == pytest.approx(w[1] * counts["class1"], rel=1e-4)
 
@@ -84,7 +84,7 @@ def test_identical_content_under_two_patients_stays_in_one_split(tmp_path):
     index = read_index(tmp_path / "out")
     splits = index.filter(pl.col("patient_id").is_in(["p000", "p001"]))["split"].unique()
     assert len(splits) == 1
-    assert summary["duplicate_links"] == 1
+    assert summary.duplicate_links == 1
 
 
 def test_leakage_guard_names_the_patient():
@@ -115,7 +115,7 @@ def test_hdf5_layout_and_content(tmp_path, compression):
         row = int(pid[1:]) * 3 + int(s)  # make_prepared writes patients in order
         np.testing.assert_array_equal(x[first["row"]], src[row])
         assert f["y"][first["row"]] == first["label"]
-    assert summary["sample_shape"] == [1, 16, 16] and summary["dtype"] == "|u1"
+    assert summary.sample_shape == (1, 16, 16) and summary.dtype == "|u1"
 
 
 def test_bad_label_is_reported_with_the_file(tmp_path):

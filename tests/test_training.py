@@ -39,21 +39,21 @@ def test_learns_writes_outputs_and_is_deterministic(shards, tmp_path):
             (tmp_path / "b" / "model" / name).read_bytes()
     assert (tmp_path / "a" / "live" / "metrics.json").read_bytes() == \
         (tmp_path / "b" / "live" / "metrics.json").read_bytes()
-    assert card_a["architecture"]["model"] == "cnn7" and not card_a["architecture"]["mean"]
+    assert card_a.architecture.model == "cnn7" and not card_a.architecture.mean
     live = json.loads((tmp_path / "a" / "live" / "metrics.json").read_text())
     # only the kept epoch's validation figures: no last-epoch val.* to mistake for them
     assert "val" not in live and "train" not in live
     assert live["best_val"]["balanced_accuracy"] >= 0.8
-    assert live["best_epoch"] == card_a["best_epoch"]
+    assert live["best_epoch"] == card_a.best_epoch
     kept = (tmp_path / "a" / "live" / "plots" / "metrics" / "val" / "balanced_accuracy.tsv")
     rows = [line.split("\t") for line in kept.read_text().splitlines()[1:]]
-    assert float(rows[card_a["best_epoch"] - 1][1]) == pytest.approx(
+    assert float(rows[card_a.best_epoch - 1][1]) == pytest.approx(
         live["best_val"]["balanced_accuracy"], abs=1e-6)
     assert (tmp_path / "a" / "live" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
-    assert card_a["class_names"] == ["class0", "class1"] and card_a["sample_shape"] == [1, 16, 16]
+    assert card_a.class_names == ("class0", "class1") and card_a.sample_shape == (1, 16, 16)
     assert not (tmp_path / "a" / "model" / training.LAST_FILE).exists()
     model, card = inference.load_model(tmp_path / "a" / "model")
-    assert not model.training and card["run"] == card_a["run"]
+    assert not model.training and card.run == card_a.run
 
 
 def _count_epochs(monkeypatch, interrupt_at: int = 0) -> list[int]:
@@ -80,7 +80,7 @@ def test_resume_after_interruption_gives_the_same_model(shards, tmp_path, monkey
     shutil.rmtree(tmp_path / "cut" / "live")  # DVC removes the stage's metric outputs
     card, resumed = _train(shards, tmp_path / "cut")
     assert len(calls) == SMALL_TRAIN.epochs - 2  # two epochs were done before the interruption
-    assert card["epochs_run"] == SMALL_TRAIN.epochs
+    assert card.epochs_run == SMALL_TRAIN.epochs
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     curve = "plots/metrics/train/loss.tsv"
     assert (tmp_path / "cut" / "live" / curve).read_text() == \
@@ -94,12 +94,12 @@ def test_checkpoint_of_other_params_is_not_resumed(shards, tmp_path, monkeypatch
     calls = _count_epochs(monkeypatch)
     card, _ = _train(shards, tmp_path / "x", lr=2.0e-3, epochs=1)
     # resuming the lr 1e-3 checkpoint (one epoch done) would run no epoch at all
-    assert len(calls) == 1 and card["epochs_run"] == 1 and card["train"]["lr"] == 2.0e-3
+    assert len(calls) == 1 and card.epochs_run == 1 and card.train.lr == 2.0e-3
 
 
 def test_early_stopping_when_the_metric_does_not_improve(shards, tmp_path):
     card, _ = _train(shards, tmp_path, lr=1.0e-12, epochs=6, patience=2, schedule="none")
-    assert card["epochs_run"] == 3 and card["best_epoch"] == 1
+    assert card.epochs_run == 3 and card.best_epoch == 1
 
 
 def test_exponential_schedule_is_a_staircase():

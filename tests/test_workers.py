@@ -11,7 +11,7 @@ from oncopipe.workers import AUTO, MAX_WORKERS, loader_options, resolve_workers
 def test_default_is_auto_and_validated() -> None:
     assert TrainParams().num_workers == AUTO
     with pytest.raises(ValueError, match="num_workers"):
-        TrainParams(num_workers=-2).check()
+        TrainParams(num_workers=-2)  # validated on construction
 
 
 def test_auto_on_cpu_reads_in_process() -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from oncopipe import provenance, shards
+from oncopipe.cards import ShardSummary
 from oncopipe.manifest import ManifestMeta, check_arrays, read_manifest
 
 SPLITS = ("train", "val", "test")
@@ -73,9 +74,9 @@ def load(prepared: Path, shard_dir: Path) -> Source:
     manifest = prepared / "manifest.parquet"
     df, meta = read_manifest(manifest)
     check_arrays(df, meta, prepared)
-    summary = shards.read_summary(shard_dir)
-    if summary["manifest_samples"] != len(df):
-        raise ExportError(f"{shard_dir}: shards were made from {summary['manifest_samples']} "
+    summary = ShardSummary.read(shard_dir)
+    if summary.manifest_samples != len(df):
+        raise ExportError(f"{shard_dir}: shards were made from {summary.manifest_samples} "
                           f"samples, {manifest} has {len(df)} (rerun the shard stage)")
     index = shards.read_index(shard_dir).filter(pl.col("copy") == 0)
     dup = index.filter(pl.col("sample_id").is_duplicated())
@@ -91,5 +92,5 @@ def load(prepared: Path, shard_dir: Path) -> Source:
              .sort("_order", "sample_id").drop("_order"))
     return Source(prepared=prepared, table=table, meta=meta,
                   manifest_sha256=provenance.file_sha256(manifest),
-                  shards_params_hash=summary["params_hash"],
+                  shards_params_hash=summary.params_hash,
                   not_in_shards=len(df) - len(table))

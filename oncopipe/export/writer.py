@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from oncopipe import datacard, shards
+from oncopipe import datacard
 from oncopipe.atomic import atomic_path
+from oncopipe.cards import ShardSummary
 from oncopipe.config import ExportParams
 from oncopipe.contract import Provenance
 from oncopipe.export import hf, medmnist, monai, record, source, webdataset
@@ -35,6 +36,6 @@ def export(prepared: Path, shard_dir: Path, out_dir: Path, params: ExportParams,
             result[fmt] = written
             log.info("wrote %s: %s", fmt, written)
         card = datacard.build(src, datacard.read_report(prepared),
-                              shards.read_summary(shard_dir), release)
+                              ShardSummary.read(shard_dir).model_dump(mode="json"), release)
         datacard.write(card, tmp)
     return {"samples": len(src.table), "formats": result}

@@ -43,9 +43,10 @@ from starlette.exceptions import HTTPException
 
 from oncopipe import datasets, input_warnings, predict, saliency
 from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
+from oncopipe.cards import CONFIG_FILE, ModelCard
 from oncopipe.contract import DatasetSpec
 from oncopipe.errors import InputError, LimitError, ModelError
-from oncopipe.inference import CONFIG_FILE, MODEL_FILE
+from oncopipe.inference import MODEL_FILE
 from oncopipe.serve import pipeline, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
@@ -131,17 +132,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = _spec(name).predict_input
             accept = (".zip",) if spec.kind == "series" else spec.suffixes
             card = None
-            model_json = settings.models_dir / name / CONFIG_FILE
-            if model_json.is_file() and (settings.models_dir / name / MODEL_FILE).is_file():
-                card = pipeline.read_json(model_json)
+            model_dir = settings.models_dir / name
+            if (model_dir / CONFIG_FILE).is_file() and (model_dir / MODEL_FILE).is_file():
+                try:
+                    card = ModelCard.read(model_dir)
+                except (OSError, InputError):  # unreadable, or written by another version
+                    card = None
             out.append({"name": name, "kind": spec.kind, "accept": list(accept),
                         "expected": spec.expected, "point": spec.point,
                         "model": None if card is None else {
-                            "model": (card.get("architecture") or card.get("train")
-                                      or {}).get("model"),
-                            "task": card.get("task"), "class_names": card.get("class_names"),
-                            "sample_shape": card.get("sample_shape"),
-                            "best_epoch": card.get("best_epoch")}})
+                            "model": card.architecture.model, "task": card.task,
+                            "class_names": list(card.class_names),
+                            "sample_shape": list(card.sample_shape),
+                            "best_epoch": card.best_epoch}})
         return out
 
     def answer(dataset: str, file: UploadFile, point: str | None, explain: bool,

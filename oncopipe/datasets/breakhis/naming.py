@@ -91,7 +91,9 @@ class ImageName:
         pseudonym. A slide id that occurs under two subtypes (``14-13412``, ductal and
         lobular) gives one patient id, so both folders land in the same split.
         """
-        slide = self.slide if unit == "slide" else _SLIDE_DIGITS.match(self.slide).group(0)
+        digits = _SLIDE_DIGITS.match(self.slide)
+        assert digits is not None  # parse() makes no slide id that does not start with digits
+        slide = self.slide if unit == "slide" else digits.group(0)
         return f"{self.year}-{slide}"
 
 

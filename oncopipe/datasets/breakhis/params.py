@@ -5,17 +5,21 @@ Kept free of processing code so that loading params imports nothing of the decod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe.contract import PredictInput, Provenance
+from oncopipe.settings import SETTINGS, Int, NonNegInt
 
 # subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
 SUBTYPES: tuple[str, ...] = (
     "adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
     "ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma",
 )
-MAGNIFICATIONS: tuple[str, ...] = ("40X", "100X", "200X", "400X")
+Magnification = Literal["40X", "100X", "200X", "400X"]
+MAGNIFICATIONS: tuple[Magnification, ...] = ("40X", "100X", "200X", "400X")
 PatientUnit = Literal["slide", "slide_number"]
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "binary": ("benign", "malignant"),
@@ -27,44 +31,33 @@ PREDICT_INPUT = PredictInput(
     expected="a PNG field of view as in BreaKHis_v1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class DemoParams:
     """Size of the synthetic tree (``breakhis.demo``)."""
 
-    seed: int = 0
-    patients_per_subtype: int = 3  # folders per subtype (the quirk folders count towards it)
-    images_per_magnification: tuple[int, int] = (1, 3)  # per patient, drawn in [min, max]
+    seed: Int = 0
+    # folders per subtype; the quirk folders count towards it and need two
+    patients_per_subtype: Annotated[Int, Field(ge=2)] = 3
+    images_per_magnification: tuple[Int, Int] = (1, 3)  # per patient, drawn in [min, max]
     layout: Literal["original", "kaggle"] = "original"  # kaggle: extra BreaKHis_v1/ + Folds.csv
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         lo, hi = self.images_per_magnification
         if not 1 <= lo <= hi:
             raise ValueError("images_per_magnification must be [min, max] with 1 <= min <= max")
-        if self.patients_per_subtype < 2:
-            raise ValueError("patients_per_subtype must be >= 2 (the quirk folders need two)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
     """How the PNGs become arrays (``breakhis.prepare``)."""
 
-    image_size: int = 299  # side of the square arrays: 299 Inception-v3, 224 VGG-16
-    magnifications: tuple[str, ...] = MAGNIFICATIONS  # which magnification folders to keep
+    image_size: Annotated[Int, Field(ge=8)] = 299  # square side: 299 Inception-v3, 224 VGG-16
+    # which magnification folders to keep
+    magnifications: Annotated[tuple[Magnification, ...], Field(min_length=1)] = MAGNIFICATIONS
     fit: Literal["resize", "center_crop"] = "resize"  # whole field squashed, or central square
     patient_unit: PatientUnit = "slide"  # slide: 14-22549AB; slide_number: 14-22549
-    workers: int = 0  # decoding processes; 0 = one per CPU core (at most 8)
+    workers: NonNegInt = 0  # decoding processes; 0 = one per CPU core (at most 8)
 
-    def check(self) -> None:
-        if self.image_size < 8:
-            raise ValueError("image_size must be >= 8")
-        if not self.magnifications:
-            raise ValueError("magnifications must name at least one of 40X, 100X, 200X, 400X")
-        unknown = sorted(set(self.magnifications) - set(MAGNIFICATIONS))
-        if unknown:
-            raise ValueError(f"magnifications: {unknown[0]!r} is not one of "
-                             f"{', '.join(MAGNIFICATIONS)}")
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
 
 # The release as its provider states it (docs/data.md), for the data card.
 PROVENANCE = Provenance(

@@ -5,10 +5,13 @@ Kept free of processing code so that loading params imports nothing of the reade
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe.contract import PredictInput, Provenance
+from oncopipe.settings import SETTINGS, Bool, Float, Int, NonNegInt, Str
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 
@@ -18,46 +21,37 @@ PREDICT_INPUT = PredictInput(
     min_side=256)  # the release's smallest photographs are 480 x 640
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class DemoParams:
-    seed: int = 0
-    n_patients: int = 60
-    images_per_patient: tuple[int, int] = (2, 14)  # inclusive range
-    malignant_fraction: float = 0.15  # the real set is 1.8%; raised so the demo is learnable
-    n_test: int = 20
-    large_images: int = 3  # photographs thousands of pixels a side
-    duplicates: int = 2  # pairs in the duplicates list
-    quality: int = 90  # JPEG quality
+    seed: Int = 0
+    n_patients: Annotated[Int, Field(ge=2)] = 60
+    images_per_patient: tuple[Int, Int] = (2, 14)  # inclusive range
+    # the real set is 1.8%; raised so the demo is learnable
+    malignant_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.15
+    n_test: NonNegInt = 20
+    large_images: NonNegInt = 3  # photographs thousands of pixels a side
+    duplicates: NonNegInt = 2  # pairs in the duplicates list
+    quality: Annotated[Int, Field(ge=1, le=100)] = 90  # JPEG quality
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         low, high = self.images_per_patient
         if not 1 <= low <= high:
             raise ValueError("images_per_patient must be [min, max] with 1 <= min <= max")
-        if self.n_patients < 2 or self.n_test < 0 or self.large_images < 0:
-            raise ValueError("n_patients must be >= 2, n_test and large_images >= 0")
-        if not 0 < self.malignant_fraction < 1:
-            raise ValueError("malignant_fraction must be in (0, 1)")
-        if not 0 <= self.duplicates < self.n_patients:
+        if self.duplicates >= self.n_patients:
             raise ValueError("duplicates must be in [0, n_patients)")
-        if not 1 <= self.quality <= 100:
-            raise ValueError("quality must be in [1, 100]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
-    size: int = 500  # output side in pixels (the reference used 500)
+    size: Annotated[Int, Field(ge=8, le=4096)] = 500  # output side in pixels (the reference: 500)
     fit: Literal["resize", "center_crop"] = "resize"
-    reduced_decode: bool = True  # decode JPEGs at 1/2, 1/4 or 1/8 scale where size allows
-    image_dir: str = "jpeg/train"  # relative to raw; the Kaggle train/ folder holds DICOMs
-    test_dir: str = "jpeg/test"  # unlabelled; counted in the report, not used
-    duplicates: str = "ISIC_2020_Training_Duplicates.csv"  # honoured when present; "" = off
-    workers: int = 0  # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
+    reduced_decode: Bool = True  # decode JPEGs at 1/2, 1/4 or 1/8 scale where size allows
+    image_dir: Str = "jpeg/train"  # relative to raw; the Kaggle train/ folder holds DICOMs
+    test_dir: Str = "jpeg/test"  # unlabelled; counted in the report, not used
+    duplicates: Str = "ISIC_2020_Training_Duplicates.csv"  # honoured when present; "" = off
+    # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
+    workers: NonNegInt = 0
 
-    def check(self) -> None:
-        if not 8 <= self.size <= 4096:
-            raise ValueError("size must be in [8, 4096]")
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
 
 # The release as its provider states it (docs/data.md), for the data card.
 PROVENANCE = Provenance(

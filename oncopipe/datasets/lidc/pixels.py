@@ -29,9 +29,10 @@ import numpy as np
 
 from oncopipe.datasets.lidc.layout import header_hash
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesError, SeriesHeader, read_slice_hu
+from oncopipe.errors import InputError
 
 
-class StaleSliceError(RuntimeError):
+class StaleSliceError(InputError):
     """A file changed since the header pass that the lesion table was built from."""
 
 

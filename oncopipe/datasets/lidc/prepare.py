@@ -264,7 +264,7 @@ def scan_extent(header: SeriesHeader) -> tuple[tuple[float, float], ...]:
     """(x, y, z) ranges in patient mm covered by the series' voxels (edges, not centres).
 
     A point outside them has nothing under it: the crop would be padding, and the model
-    would still answer with confidence (``--point 9999 9999 9999`` once gave 99.4%).
+    would still answer, with a confidence that means nothing; such a point is refused.
     """
     (x0, y0), (sx, sy), (rows, cols) = header.origin_xy, header.spacing_xy, header.shape_yx
     zs = header.zs

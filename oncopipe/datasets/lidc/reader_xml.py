@@ -176,13 +176,13 @@ def parse(path: Path) -> ReadMessage:
                       n_sessions=len(sessions))
     for reader, session in enumerate(sessions):
         for el in _children(session, "unblindedReadNodule"):
-            mark = _nodule(el, reader, msg.problems)
-            if mark is not None:
-                msg.nodules.append(mark)
+            nodule = _nodule(el, reader, msg.problems)
+            if nodule is not None:
+                msg.nodules.append(nodule)
         for el in _children(session, "nonNodule"):
-            mark = _non_nodule(el, reader, msg.problems)
-            if mark is not None:
-                msg.non_nodules.append(mark)
+            non_nodule = _non_nodule(el, reader, msg.problems)
+            if non_nodule is not None:
+                msg.non_nodules.append(non_nodule)
     return msg
 
 

@@ -18,6 +18,7 @@ import polars as pl
 
 from oncopipe.datasets.lidc.layout import PixelLayout
 from oncopipe.datasets.lidc.series import SeriesHeader, Slice
+from oncopipe.errors import InputError
 
 SCHEMA = {
     "series_dir": pl.String, "series_uid": pl.String, "patient_id": pl.String,
@@ -70,14 +71,14 @@ def read(path: Path, raw: Path) -> dict[tuple[str, str], SeriesHeader]:
     table = pl.read_parquet(path)
     missing = sorted(set(SCHEMA) - set(table.columns))
     if missing:
-        raise ValueError(f"{path}: not a slice table (no column {missing[0]!r}); rerun the "
+        raise InputError(f"{path}: not a slice table (no column {missing[0]!r}); rerun the "
                          "lidc_lesions stage")
     out = {}
     for (series_dir, uid), part in table.sort("k").group_by(["series_dir", "series_uid"],
                                                             maintain_order=True):
         rows = part.to_dicts()
         if [r["k"] for r in rows] != list(range(len(rows))):
-            raise ValueError(f"{path}: series {series_dir} has gaps in its slice numbers")
+            raise InputError(f"{path}: series {series_dir} has gaps in its slice numbers")
         slices = [Slice(raw / r["file"], r["sop_uid"], r["z"], r["instance"],
                         PixelLayout(**{name: r[name] for name in _LAYOUT_COLUMNS}))
                   for r in rows]

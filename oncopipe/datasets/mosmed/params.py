@@ -6,9 +6,13 @@ the volume reader or the demo generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe.contract import PredictInput, Provenance
+from oncopipe.settings import SETTINGS, Float, Int, NonNegFloat, NonNegInt, Str
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
 
@@ -22,43 +26,39 @@ ID_RANGES: dict[str, tuple[int, int]] = {
     "CT-0": (1, 254), "CT-1": (255, 684), "CT-2": (939, 125), "CT-3": (1064, 45),
     "CT-4": (1109, 2),
 }
+Side = Annotated[Int, Field(ge=2)]  # a prepared volume is at least 2 voxels along every axis
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class DemoParams:
-    seed: int = 0
-    studies: tuple[int, int, int, int, int] = (24, 14, 8, 4, 2)  # per CT-0 ... CT-4
-    masks: int = 4  # the first this many CT-1 studies get a mask file
-    size: int = 128  # in-plane voxels (the release has 512)
-    slices: tuple[int, int] = (36, 44)  # min, max number of slices
-    noise_hu: float = 15.0  # standard deviation of the image noise
+    seed: Int = 0
+    studies: tuple[Int, Int, Int, Int, Int] = (24, 14, 8, 4, 2)  # per CT-0 ... CT-4
+    masks: Int = 4  # the first this many CT-1 studies get a mask file
+    size: Annotated[Int, Field(ge=16)] = 128  # in-plane voxels (the release has 512)
+    slices: tuple[Int, Int] = (36, 44)  # min, max number of slices
+    noise_hu: NonNegFloat = 15.0  # standard deviation of the image noise
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         for (name, (_, available)), n in zip(ID_RANGES.items(), self.studies, strict=True):
             if not 0 <= n <= available:
                 raise ValueError(f"studies: {n} for {name} is outside 0..{available}")
         if not 0 <= self.masks <= self.studies[1]:
             raise ValueError("masks must be between 0 and the number of CT-1 studies")
-        if self.size < 16:
-            raise ValueError("size must be >= 16")
         if not 2 <= self.slices[0] <= self.slices[1]:
             raise ValueError("slices must be [min, max] with 2 <= min <= max")
-        if self.noise_hu < 0:
-            raise ValueError("noise_hu must be >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
-    shape: tuple[int, int, int] = (64, 128, 128)  # depth, height, width of the prepared volume
-    window: tuple[float, float] = (-1000.0, 400.0)  # HU clipped to this range, then to [0, 1]
-    normal: tuple[str, ...] = ("CT-0",)
-    abnormal: tuple[str, ...] = ("CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
-    dtype: str = "float16"  # float16 | float32 | uint8 (x / 255)
-    workers: int = 0  # 0: one per CPU core (at most 8)
+    # depth, height, width of the prepared volume
+    shape: tuple[Side, Side, Side] = (64, 128, 128)
+    window: tuple[Float, Float] = (-1000.0, 400.0)  # HU clipped to this range, then to [0, 1]
+    normal: tuple[Str, ...] = ("CT-0",)
+    abnormal: tuple[Str, ...] = ("CT-1", "CT-2", "CT-3", "CT-4", "CT-23")
+    dtype: Literal["float16", "float32", "uint8"] = "float16"  # uint8: x / 255
+    workers: NonNegInt = 0  # 0: one per CPU core (at most 8)
 
-    def check(self) -> None:
-        if min(self.shape) < 2:
-            raise ValueError(f"shape must be >= 2 along every axis, got {self.shape}")
+    def __post_init__(self) -> None:
         if not self.window[0] < self.window[1]:
             raise ValueError(f"window must be [low, high] with low < high, got {self.window}")
         for key in ("normal", "abnormal"):
@@ -71,10 +71,6 @@ class PrepareParams:
         both = sorted(set(self.normal) & set(self.abnormal))
         if both:
             raise ValueError(f"category {both[0]} is listed as both normal and abnormal")
-        if self.dtype not in ("float16", "float32", "uint8"):
-            raise ValueError(f"dtype must be float16, float32 or uint8, got {self.dtype!r}")
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
 
     def label(self, category: str) -> int | None:
         if category in self.normal:

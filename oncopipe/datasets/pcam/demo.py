@@ -63,8 +63,8 @@ def tissue(rng: np.random.Generator, positive: bool, border_fraction: float) -> 
     elif rng.random() < border_fraction:
         _tumour(img, rng, stain, _border_point(rng), keep_out=True)
     img += rng.normal(0.0, 5.0, img.shape)
-    img = cv2.GaussianBlur(img, (3, 3), 0.6)
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    blurred = cv2.GaussianBlur(img, (3, 3), 0.6)
+    return np.clip(blurred + 0.5, 0, 255).astype(np.uint8)
 
 
 def _tumour(img: np.ndarray, rng: np.random.Generator, stain: np.ndarray,

@@ -5,9 +5,13 @@ Kept free of processing code so that loading params imports nothing of the reade
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe.contract import PredictInput, Provenance
+from oncopipe.settings import SETTINGS, Float, Int, NonNegInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("negative", "positive")}
 
@@ -15,30 +19,23 @@ PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".tif", ".tiff"), formats=("TIFF",),
     expected="a 96x96 TIFF patch as in train/")
 
+Fraction = Annotated[Float, Field(ge=0, le=1)]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=SETTINGS)
 class DemoParams:
-    seed: int = 0
-    n_train: int = 1000
-    n_test: int = 40
-    positive_fraction: float = 0.4  # the real train set is 40.5% positive
-    border_tumour_fraction: float = 0.35  # share of negatives with tumour in the border only
-
-    def check(self) -> None:
-        if self.n_train < 10 or self.n_test < 0:
-            raise ValueError("n_train must be >= 10 and n_test >= 0")
-        for name in ("positive_fraction", "border_tumour_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
+    seed: Int = 0
+    n_train: Annotated[Int, Field(ge=10)] = 1000
+    n_test: NonNegInt = 40
+    positive_fraction: Fraction = 0.4  # the real train set is 40.5% positive
+    border_tumour_fraction: Fraction = 0.35  # share of negatives with tumour in the border only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
-    workers: int = 0  # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
+    # decoding processes; 0: one per core (up to 8). Outputs do not depend on it.
+    workers: NonNegInt = 0
 
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
 
 # The release as its provider states it (docs/data.md), for the data card.
 PROVENANCE = Provenance(

@@ -3,9 +3,13 @@ settings. Free of processing code: every stage imports it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from oncopipe.contract import PredictInput
+from oncopipe.settings import SETTINGS, Int, NonNegInt, PosInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 SIDE = 32  # pixels of a crop
@@ -15,21 +19,13 @@ PREDICT_INPUT = PredictInput(
     expected=f"a {SIDE}x{SIDE} PNG crop as in benign/ and malignant/")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class DemoParams:
-    seed: int = 0
-    n_patients: int = 12
-    images_per_patient: int = 4
-
-    def check(self) -> None:
-        if self.n_patients < 4 or self.images_per_patient < 1:
-            raise ValueError("n_patients must be >= 4 and images_per_patient >= 1")
+    seed: Int = 0
+    n_patients: Annotated[Int, Field(ge=4)] = 12
+    images_per_patient: PosInt = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
-    workers: int = 1  # decoding processes; 0: one per core. Outputs do not depend on it.
-
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
+    workers: NonNegInt = 1  # decoding processes; 0: one per core. Outputs do not depend on it.
