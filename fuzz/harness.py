@@ -14,11 +14,18 @@ family's ``target`` on it, and reports through its exit status:
 
 The cap is ``RLIMIT_AS`` set to the child's current address space plus ``mem_bytes``, so
 an import-heavy parent (torch reserves gigabytes of address space) does not eat the budget.
+
+Forking is only safe from a single-threaded process: a child forked while another thread
+held a lock (GNU OpenMP's, after torch or numpy ran a parallel loop) waits on it for ever,
+and every input would count as a hang. Called from a process with other threads (a test
+session that has trained models), the work is handed to one clean spawned process, kept for
+the session, which forks the children instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import random
 import resource
@@ -29,6 +36,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,9 +122,54 @@ def _address_space() -> int:
         return int(fh.read().split()[0]) * resource.getpagesize()
 
 
+_clean: ProcessPoolExecutor | None = None
+_in_clean = False  # set in the clean process: it always forks itself
+
+
+def _threaded() -> bool:
+    """Whether this process has threads besides the calling one (fork would be unsafe)."""
+    try:
+        return len(os.listdir("/proc/self/task")) > 1
+    except OSError:
+        import threading
+
+        return threading.active_count() > 1
+
+
+def _clean_process() -> ProcessPoolExecutor:
+    global _clean
+    if _clean is None:
+        _clean = ProcessPoolExecutor(max_workers=1, initializer=_mark_clean,
+                                     mp_context=multiprocessing.get_context("spawn"))
+    return _clean
+
+
+def _mark_clean() -> None:
+    global _in_clean
+    _in_clean = True
+
+
+def _family(name: str) -> Family:
+    from fuzz.families import all_families
+
+    return all_families()[name]
+
+
+def _run_one_named(name: str, data: bytes, workdir: str, mem_bytes: int,
+                   timeout_s: float) -> tuple[str, str]:
+    return run_one(_family(name), data, Path(workdir), mem_bytes=mem_bytes, timeout_s=timeout_s)
+
+
+def _fuzz_named(name: str, n: int, seed: int, mem_bytes: int, timeout_s: float) -> Tally:
+    return fuzz_family(_family(name), n, seed, mem_bytes=mem_bytes, timeout_s=timeout_s)
+
+
 def run_one(family: Family, data: bytes, workdir: Path, *, mem_bytes: int = MEM_BYTES,
             timeout_s: float = TIMEOUT_S) -> tuple[str, str]:
     """Run ``family.target`` on ``data`` in a forked child: (outcome, detail)."""
+    if not _in_clean and _threaded():
+        return _clean_process().submit(_run_one_named, family.name, data, str(workdir),
+                                       mem_bytes, timeout_s).result()
     path = workdir / f"input{family.suffix}"
     path.write_bytes(data)
     read_fd, write_fd = os.pipe()
@@ -170,6 +223,9 @@ def fuzz_family(family: Family, n: int, seed: int = 0, *, mem_bytes: int = MEM_B
                 progress: Callable[[int, int], None] | None = None) -> Tally:
     """``n`` inputs: the seeds themselves first, then mutants (generic, and the family's
     structure-aware mutator for half of them when it has one), all from ``seed``."""
+    if not _in_clean and progress is None and _threaded():
+        return _clean_process().submit(_fuzz_named, family.name, n, seed, mem_bytes,
+                                       timeout_s).result()
     rng = random.Random(f"{family.name}:{seed}")
     seeds = [bytes(s) for s in family.seeds()]
     tally = Tally(family.name)
