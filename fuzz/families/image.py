@@ -13,6 +13,7 @@ directory offset, any entry's type, count and value).
 from __future__ import annotations
 
 import functools
+import importlib
 import random
 import struct
 import tempfile
@@ -37,7 +38,7 @@ def _demo_cfg(name: str, tmp: Path, demo: dict) -> config.DatasetConfig:
     path = tmp / f"params-{name}.yaml"
     section = {"raw": "unused", "task": "binary", "demo": demo}
     path.write_text(yaml.safe_dump({"seed": 0, "datasets": [name], name: section}))
-    return config.load(name, path)
+    return datasets.load_config(name, path)
 
 
 @functools.cache
@@ -58,7 +59,7 @@ def _seeds() -> tuple[bytes, ...]:
         for name, demo in small.items():
             cfg = _demo_cfg(name, Path(tmp), demo)
             out = Path(tmp) / name
-            datasets.module(name, "demo").write_demo(cfg, out)
+            datasets.spec(name).write_demo(cfg, out)
             found.append(sorted(out.glob(pattern[name]))[0].read_bytes())
     return tuple(found)
 
@@ -68,8 +69,8 @@ def _decodes() -> dict[str, Decode]:
     """Each format's own dataset spec, and ISIC's under ``"any"`` (the project's params)."""
     specs = {}
     for fmt, name in (("TIFF", "pcam"), ("JPEG", "isic"), ("PNG", "breakhis")):
-        prepare = datasets.module(name, "prepare")
-        cfg = config.load(name, _PARAMS)
+        prepare = importlib.import_module(f"oncopipe.datasets.{name}.prepare")
+        cfg = datasets.load_config(name, _PARAMS)
         specs[fmt] = prepare.DECODE if name == "pcam" else prepare.decode_spec(cfg.prepare)
     specs["any"] = specs["JPEG"]
     return specs
