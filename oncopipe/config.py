@@ -140,6 +140,9 @@ class TrainParams:
     amp: Bool = True  # bf16 autocast when CUDA is present; ignored on CPU
     deterministic: Bool = False  # GPU: deterministic algorithms, no cudnn.benchmark (CPU: always)
     nproc: PosInt = 1  # processes (GPUs) for DDP; > 1: the train stage re-executes under torchrun
+    nnodes: PosInt = 1  # machines; > 1: torchrun with c10d rendezvous at $ONCOPIPE_RDZV
+    # learning rate under a global batch of batch_size x processes: as given, or x processes
+    lr_scaling: Literal["none", "linear"] = "none"
 
 
 @dataclass(frozen=True, config=SETTINGS)

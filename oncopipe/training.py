@@ -106,14 +106,21 @@ def run_hash(p: TrainParams, seed: int, shard_hash: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def make_optimizer(p: TrainParams, params) -> torch.optim.Optimizer:
+def learning_rate(p: TrainParams, world: int) -> float:
+    """The optimiser's learning rate: ``lr``, or with ``lr_scaling: linear`` ``lr`` times the
+    number of processes (Goyal et al. 2017: the global batch grows with them)."""
+    return p.lr * world if p.lr_scaling == "linear" else p.lr
+
+
+def make_optimizer(p: TrainParams, params, world: int = 1) -> torch.optim.Optimizer:
     params = [q for q in params if q.requires_grad]
+    lr = learning_rate(p, world)
     if p.optimizer == "adam":
-        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=p.weight_decay)
     if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum,
+        return torch.optim.SGD(params, lr=lr, momentum=p.momentum,
                                weight_decay=p.weight_decay)
-    return torch.optim.RMSprop(params, lr=p.lr, momentum=p.momentum,
+    return torch.optim.RMSprop(params, lr=lr, momentum=p.momentum,
                                weight_decay=p.weight_decay)
 
 
@@ -279,12 +286,12 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     weight = summary.class_weights
     weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
     criterion = nn.CrossEntropyLoss(weight=weight)
-    opt = make_optimizer(p, model.parameters())
+    opt = make_optimizer(p, model.parameters(), rt.world)
     sched, per_step = make_schedule(p, opt, len(train_loader))
     n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
     say("model %s: %d trainable of %d parameters; %s lr %g, schedule %s, %d steps/epoch",
         p.model, n_trainable, sum(q.numel() for q in model.parameters()), p.optimizer,
-        p.lr, p.schedule, len(train_loader))
+        learning_rate(p, rt.world), p.schedule, len(train_loader))
 
     key = run_hash(p, cfg.seed, summary.params_hash)
     maximise = MAXIMISE[p.early_stopping_metric]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,6 @@ import yaml
 from ddp_worker import EPOCHS, PATIENCE
 from synthetic_data import make_prepared
 
-from oncopipe.cards import ModelCard
 from oncopipe.config import ShardParams
 from oncopipe.shards import write_shards
 
@@ -72,16 +72,60 @@ def test_ranks_end_identical_and_together_when_one_ranks_metric_would_stop(shard
     assert history["step"] == EPOCHS - 1  # one curve, written by rank 0 alone
 
 
-def test_train_stage_reexecutes_itself_under_torchrun_with_nproc(shards, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stage_project(root: Path, shards: Path, **train) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["pcam"]["profile"] = "demo"
     params["pcam"]["train"]["demo"] = {"model": "lenet5", "width": 0.5, "epochs": 2,
-                                       "batch_size": 8, "threads": 1, "nproc": 2}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (tmp_path / "data" / "shards").mkdir(parents=True)
-    (tmp_path / "data" / "shards" / "pcam").symlink_to(shards)
-    done = _run([sys.executable, "-m", "stages.train", "pcam"], tmp_path)
+                                       "batch_size": 8, "threads": 1, **train}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data" / "shards").mkdir(parents=True)
+    (root / "data" / "shards" / "pcam").symlink_to(shards)
+    return root
+
+
+def test_train_stage_on_two_nodes_trains_what_nproc_2_trains(shards, tmp_path):
+    """``nproc: 2`` re-executes the stage under torchrun on this machine; ``nnodes: 2`` with
+    one process each, started as two separate stages meeting at one c10d rendezvous (two
+    "machines" on 127.0.0.1), must train the very same weights."""
+    one = _stage_project(tmp_path / "one", shards, nproc=2)
+    done = _run([sys.executable, "-m", "stages.train", "pcam"], one)
     assert "re-executing as" in done.stderr and "torch.distributed.run" in done.stderr
-    card = ModelCard.read(tmp_path / "models" / "pcam")
-    assert card.processes == 2 and card.train.nproc == 2
-    assert (tmp_path / "metrics" / "pcam" / "train" / "metrics.json").is_file()
+    card = json.loads((one / "models" / "pcam" / "config.json").read_text())
+    assert card["processes"] == 2 and card["train"]["nproc"] == 2
+    assert (one / "metrics" / "pcam" / "train" / "metrics.json").is_file()
+
+    nodes = [_stage_project(tmp_path / f"node{i}", shards, nnodes=2) for i in (0, 1)]
+    env = {**_env(), "ONCOPIPE_RDZV": f"127.0.0.1:{free_port()}"}
+    procs = [subprocess.Popen([sys.executable, "-m", "stages.train", "pcam"], cwd=node, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in nodes]
+    try:
+        outs = [proc.communicate(timeout=TIMEOUT) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (_, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+        assert "--nnodes=2" in err and "--rdzv-backend=c10d" in err
+    written = [n / "models" / "pcam" / "model.pt" for n in nodes
+               if (n / "models" / "pcam" / "model.pt").is_file()]
+    assert len(written) == 1  # rank 0's machine writes the model
+    assert written[0].read_bytes() == (one / "models" / "pcam" / "model.pt").read_bytes()
+    card = json.loads(written[0].with_name("config.json").read_text())
+    assert card["processes"] == 2 and card["train"]["nnodes"] == 2
+
+
+def test_nnodes_without_a_rendezvous_is_one_line(shards, tmp_path):
+    node = _stage_project(tmp_path, shards, nnodes=2)
+    env = {k: v for k, v in _env().items() if k != "ONCOPIPE_RDZV"}
+    done = subprocess.run([sys.executable, "-m", "stages.train", "pcam"], cwd=node, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 2
+    assert "needs ONCOPIPE_RDZV=host:port" in done.stderr.strip().splitlines()[-1]
