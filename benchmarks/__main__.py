@@ -97,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             for doc, key, block in getattr(module, "docs_blocks", lambda _: [])(records):
                 if (args.doc.parent / doc.name).is_file():
                     harness.write_block(args.doc.parent / doc.name, key, block)
-    harness.write_block(args.doc, "environment",
-                        f"Generated {started} by `python -m benchmarks"
-                        f"{' --quick' if args.quick else ''} --repeats {repeats}` on "
-                        + harness.environment())
+    if not args.only:  # a subset leaves the other tables' stamp alone
+        harness.write_block(args.doc, "environment",
+                            f"Generated {started} by `python -m benchmarks"
+                            f"{' --quick' if args.quick else ''} --repeats {repeats}` on "
+                            + harness.environment())
     for line in disagreements:
         print(f"DISAGREES: {line}", file=sys.stderr)
     return 1 if disagreements else 0

@@ -86,6 +86,8 @@ def test_repro_sweep_and_gate(project):
 @pytest.mark.slow
 def test_a_queued_seed_sweep_and_its_aggregate(project):
     """The README's seed sweep, queued (two seeds), and `oncopipe results --seeds`."""
+    # the module's other experiments (an lr sweep) are not part of this sweep
+    project.run("dvc", "exp", "remove", "--all-commits")
     # queued experiments run in a temporary copy: the stand-in prepared data is copied in
     project.run("dvc", "exp", "run", "--queue", "-S", "seed=1,2", "-C", f"data/prepared/{DS}",
                 *CHAIN)
