@@ -82,8 +82,8 @@ def aggregate(experiments: list[dict]) -> dict:
     for seed, files in sorted(by_seed.items(), key=lambda kv: str(kv[0])):
         for path, data in files.items():
             parts = Path(path).parts
-            if len(parts) != 3 or parts[0] != "metrics" or parts[2] != "metrics.json":
-                continue  # test figures only (not train/metrics.json)
+            if len(parts) != 3 or parts[0] != "metrics" or parts[2] != "summary.json":
+                continue  # evaluate's headline test figures (not train/metrics.json)
             for figure in FIGURES:
                 value = data.get(figure)
                 if isinstance(value, (int, float)):
