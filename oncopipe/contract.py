@@ -21,6 +21,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -149,6 +150,21 @@ class DatasetSpec:
                 fail(field, "a Lazy reference into the dataset's package")
         if self.predict_input.point and self.view is None:
             fail("view", "a Lazy reference (the input takes a point, picked on its view)")
+
+    @classmethod
+    def of_package(cls, package: str, params: ModuleType, view: str | None = None
+                   ) -> DatasetSpec:
+        """The declaration every dataset package makes: ``params`` names the classes
+        (``CLASS_NAMES``), the input (``PREDICT_INPUT``), the settings (``DemoParams``,
+        ``PrepareParams``) and the release (``PROVENANCE``); the parts are ``demo.write_demo``,
+        ``prepare.prepare``, ``prepare.preprocess_one`` and, when named, ``prepare.<view>``."""
+        return cls(name=package.rsplit(".", 1)[-1], class_names=params.CLASS_NAMES,
+                   predict_input=params.PREDICT_INPUT, demo_params=params.DemoParams,
+                   prepare_params=params.PrepareParams, provenance=params.PROVENANCE,
+                   write_demo=Lazy(f"{package}.demo", "write_demo"),
+                   prepare=Lazy(f"{package}.prepare", "prepare"),
+                   preprocess_one=Lazy(f"{package}.prepare", "preprocess_one"),
+                   view=Lazy(f"{package}.prepare", view) if view else None)
 
     @property
     def tasks(self) -> tuple[str, ...]:

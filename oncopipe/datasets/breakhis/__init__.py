@@ -6,17 +6,7 @@ The split unit is the slide id from the patient folder (``SOB_B_A_14-22549AB`` -
 patient. See docs/breakhis.md for the layout, the quirks and the reference models.
 """
 
-from oncopipe.contract import DatasetSpec, Lazy
+from oncopipe.contract import DatasetSpec
 from oncopipe.datasets.breakhis import params
 
-SPEC = DatasetSpec(
-    name="breakhis",
-    class_names=params.CLASS_NAMES,
-    predict_input=params.PREDICT_INPUT,
-    demo_params=params.DemoParams,
-    prepare_params=params.PrepareParams,
-    provenance=params.PROVENANCE,
-    write_demo=Lazy(f"{__name__}.demo", "write_demo"),
-    prepare=Lazy(f"{__name__}.prepare", "prepare"),
-    preprocess_one=Lazy(f"{__name__}.prepare", "preprocess_one"),
-)
+SPEC = DatasetSpec.of_package(__name__, params)

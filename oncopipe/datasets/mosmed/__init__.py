@@ -5,17 +5,7 @@ See docs/mosmed.md. Modules: :mod:`.registry` (which studies exist, their catego
 prepare step), :mod:`.demo` (synthetic data in the release layout).
 """
 
-from oncopipe.contract import DatasetSpec, Lazy
+from oncopipe.contract import DatasetSpec
 from oncopipe.datasets.mosmed import params
 
-SPEC = DatasetSpec(
-    name="mosmed",
-    class_names=params.CLASS_NAMES,
-    predict_input=params.PREDICT_INPUT,
-    demo_params=params.DemoParams,
-    prepare_params=params.PrepareParams,
-    provenance=params.PROVENANCE,
-    write_demo=Lazy(f"{__name__}.demo", "write_demo"),
-    prepare=Lazy(f"{__name__}.prepare", "prepare"),
-    preprocess_one=Lazy(f"{__name__}.prepare", "preprocess_one"),
-)
+SPEC = DatasetSpec.of_package(__name__, params)
