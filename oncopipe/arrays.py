@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from oncopipe.atomic import atomic_path
 
@@ -23,7 +24,7 @@ _MAGIC = b"\x93NUMPY\x01\x00"
 class ArrayWriter:
     """Write ``(N, *sample_shape)`` arrays of ``dtype`` one sample at a time."""
 
-    def __init__(self, path: str | Path, sample_shape: tuple[int, ...], dtype: np.dtype | str):
+    def __init__(self, path: str | Path, sample_shape: tuple[int, ...], dtype: npt.DTypeLike):
         self.path = Path(path)
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.dtype = np.dtype(dtype)

@@ -205,7 +205,7 @@ def load_input(path: str | Path, decode: Decode, spec: PredictInput,
                 f"too small: {path.name} is {header.height}x{header.width} pixels, expected "
                 f"{wanted} (at least {spec.min_side} pixels on the shorter side)")
         img, other_size = _load(path, decode)
-        if other_size:
+        if other_size and decode.expect is not None:  # a size differs only from an expected one
             eh, ew = decode.expect
             input_warnings.warn(f"{path.name} is {other_size}, not the release's {eh}x{ew}; "
                                 "resized as prepare resizes the release's few such images")
@@ -299,7 +299,7 @@ def write_dump(
                 f"({report.summary()['rejected_by_reason']}); see the rejections above"
             )
         report.check_accounting()
-    schema = {"sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64,
+    schema: dict[str, Any] = {"sample_id": pl.String, "patient_id": pl.String, "label": pl.Int64,
               "array_file": pl.String, "array_index": pl.Int64, "source": pl.String,
               **(extra_schema or {})}
     df = pl.DataFrame(rows, schema=schema)

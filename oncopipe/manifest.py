@@ -84,7 +84,9 @@ def read_manifest(path: str | Path) -> tuple[pl.DataFrame, ManifestMeta]:
     raw_meta = (table.schema.metadata or {}).get(META_KEY)
     if raw_meta is None:
         raise ManifestError(f"{path}: no oncopipe metadata; not written by write_manifest")
-    return conform(pl.from_arrow(table), path), ManifestMeta.from_json(raw_meta.decode())
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)  # a Table always converts to a frame, never a Series
+    return conform(df, path), ManifestMeta.from_json(raw_meta.decode())
 
 
 def conform(df: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -114,6 +116,7 @@ def check_arrays(df: pl.DataFrame, meta: ManifestMeta, base_dir: Path) -> None:
         if not file.is_file():
             raise ManifestError(f"{file}: array file named in the manifest does not exist")
         arr = np.load(file, mmap_mode="r")
-        top = int(rows["array_index"].max())
-        if top >= arr.shape[0] or int(rows["array_index"].min()) < 0:
+        indices = rows["array_index"].to_numpy()
+        top = int(indices.max())
+        if top >= arr.shape[0] or int(indices.min()) < 0:
             raise ManifestError(f"{file}: array_index {top} out of range for {arr.shape[0]} rows")

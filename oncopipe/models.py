@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,9 @@ def _w(channels: int, width: float) -> int:
 
 class InputAdapter(nn.Module):
     """Fit (N, C, H, W) or (N, C, D, H, W) inputs to a network's dims, channels and size."""
+
+    mean: torch.Tensor  # buffers, registered only when normalising
+    std: torch.Tensor
 
     def __init__(self, sample_shape: tuple[int, ...], dims: int, channels: int, size: int,
                  mean: tuple[float, ...] = (), std: tuple[float, ...] = ()):
@@ -282,8 +286,9 @@ def _head(features: int, n_classes: int) -> nn.Module:
                          nn.Dropout(0.5), nn.Linear(HEAD_HIDDEN, n_classes))
 
 
-def _replace_classifier(net: nn.Module, arch: Architecture) -> nn.Module:
-    """Put a new classifier on ``net``; returns the new trainable head module."""
+def _replace_classifier(module: nn.Module, arch: Architecture) -> nn.Module:
+    """Put a new classifier on ``module``; returns the new trainable head module."""
+    net: Any = module  # torchvision's classes: their attributes are typed only as Module
     name, n_classes = arch.model, arch.n_classes
     make = (lambda f: _head(f, n_classes)) if arch.finetune == "head" \
         else (lambda f: nn.Linear(f, n_classes))
@@ -319,7 +324,6 @@ class Classifier(nn.Module):
         self.adapter = adapter
         self.net = net
         self.head = head  # set only when the backbone is frozen
-        self.frozen = head is not None
         self.architecture = arch
 
     def forward(self, x: torch.Tensor):
@@ -327,7 +331,7 @@ class Classifier(nn.Module):
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
-        if self.frozen and mode:
+        if self.head is not None and mode:
             self.net.eval()
             self.head.train(mode)
         return self

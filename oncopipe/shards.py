@@ -153,7 +153,8 @@ def balance_train(train: pl.DataFrame, how: str, n_classes: int, seed: int) -> p
         return train
     rng = np.random.default_rng(seed + 1)
     sizes = train.group_by("label").len()
-    target = int(sizes["len"].min() if how == "undersample" else sizes["len"].max())
+    counts = sizes["len"].to_numpy()
+    target = int(counts.min() if how == "undersample" else counts.max())
     parts = []
     for label in sorted(sizes["label"].to_list()):
         rows = train.filter(pl.col("label") == label).sort("sample_id")
@@ -161,7 +162,8 @@ def balance_train(train: pl.DataFrame, how: str, n_classes: int, seed: int) -> p
         if how == "undersample":
             parts.append(rows[np.sort(rng.choice(n, target, replace=False)).tolist()])
         else:
-            extra = rng.choice(n, target - n, replace=target - n > n) if target > n else []
+            extra: np.ndarray | list[int] = (
+                rng.choice(n, target - n, replace=target - n > n) if target > n else [])
             more = rows[np.sort(np.asarray(extra, dtype=np.int64)).tolist()]
             # k-th repeat of the same sample gets copy = k
             more = more.with_columns(
