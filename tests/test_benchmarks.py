@@ -18,6 +18,8 @@ pytest.importorskip("scipy")
 from benchmarks import __main__ as bench
 from benchmarks import harness, serve_latency, training_throughput
 
+pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")

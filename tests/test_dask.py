@@ -19,7 +19,7 @@ import yaml
 from dask_cluster import KillAfter, local_cluster
 from dvc_project import ROOT, DvcProject
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 STAGES = ("lidc_lesions", "prepare_lidc", "prepare_mosmed", "prepare_pcam", "prepare_isic",
           "prepare_breakhis")
 

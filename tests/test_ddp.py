@@ -24,7 +24,7 @@ from oncopipe.config import ShardParams
 from oncopipe.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 TIMEOUT = 300  # a rank that left the others behind hangs in a collective: fail, do not wait
 
 

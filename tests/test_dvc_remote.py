@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dvc_project import DvcProject
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 STAGES = ("demo@pcam", "prepare_pcam", "shard@pcam")
 
 

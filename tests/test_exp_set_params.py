@@ -15,6 +15,8 @@ import yaml
 
 from oncopipe import datasets
 
+pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 # one key of every dataset, in a different part of each section; nproc where a user sets it
 SETS = {

@@ -18,6 +18,8 @@ from synthetic_data import make_prepared
 
 from oncopipe import cli
 
+pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 DS = "pcam"
 CHAIN = [f"shard@{DS}", f"train@{DS}", f"evaluate@{DS}"]

@@ -18,6 +18,8 @@ import pytest
 from dvc_project import ROOT, DvcProject
 from ruamel.yaml import YAML
 
+pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
+
 NAME = "ddsm"
 PARAMS = {
     "raw": f"data/demo/{NAME}",
