@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's oncopipe
 
 from oncopipe import datasets  # noqa: E402
-from oncopipe.contract import LAZY_PARTS  # noqa: E402
+from oncopipe.core.contract import LAZY_PARTS  # noqa: E402
 
 CODE_ROOTS = ("oncopipe", "stages")
 REGISTRY = "oncopipe.datasets"

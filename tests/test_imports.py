@@ -2,8 +2,8 @@
 (imports inside functions included, transitively).
 
 - Running a model is apart from training it: evaluation, prediction and the web app reach
-  nothing of the training loop or augmentation; :mod:`oncopipe.inference` (below) reaches
-  neither :mod:`oncopipe.distributed` nor training, and :mod:`oncopipe.distributed` not
+  nothing of the training loop or augmentation; :mod:`oncopipe.learn.inference` (below) reaches
+  neither :mod:`oncopipe.train.distributed` nor training, and :mod:`oncopipe.train.distributed` not
   training.
 - The settings layer and the dataset contract sit below the registry: ``config`` and
   ``contract`` reach nothing of ``oncopipe.datasets``.
@@ -94,23 +94,25 @@ def test_imports_run_down_the_layers(module):
     assert not up, f"{module} ({mine}) imports {up}, not below it"
 
 
-RUNNING = ["oncopipe.evaluation", "oncopipe.predict", "oncopipe.inference",
+RUNNING = ["oncopipe.evaluate.evaluation", "oncopipe.predict", "oncopipe.learn.inference",
            *(m for m in MODULES if m.startswith("oncopipe.serve"))]
 
 
 @pytest.mark.parametrize("module", RUNNING)
 def test_running_a_model_reaches_nothing_of_training(module):
-    bad = reach(module) & {"oncopipe.training", "oncopipe.augment"}
+    bad = reach(module) & {"oncopipe.train.training", "oncopipe.train.augment"}
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
 def test_inference_below_distributed_below_training():
-    assert not reach("oncopipe.inference") & {"oncopipe.distributed", "oncopipe.training"}
-    assert "oncopipe.training" not in reach("oncopipe.distributed")
-    assert {"oncopipe.inference", "oncopipe.distributed"} <= direct("oncopipe.training")
+    assert not reach("oncopipe.learn.inference") & {"oncopipe.train.distributed",
+                                                     "oncopipe.train.training"}
+    assert "oncopipe.train.training" not in reach("oncopipe.train.distributed")
+    assert {"oncopipe.learn.inference", "oncopipe.train.distributed"} <= direct(
+        "oncopipe.train.training")
 
 
-@pytest.mark.parametrize("module", ["oncopipe.config", "oncopipe.contract"])
+@pytest.mark.parametrize("module", ["oncopipe.core.config", "oncopipe.core.contract"])
 def test_settings_and_contract_sit_below_the_registry(module):
     bad = sorted(m for m in reach(module) if m.startswith("oncopipe.datasets"))
     assert not bad, f"{module} imports {bad}"
@@ -126,5 +128,5 @@ def test_no_generic_module_imports_a_dataset(module):
 def test_the_rules_see_every_dataset_and_an_import():
     assert {_dataset_of(m) for m in MODULES} - {None} == set(datasets.NAMES)
     assert "oncopipe.datasets.pcam.params" in direct("oncopipe.datasets.pcam")
-    assert "oncopipe.config" in reach("oncopipe.datasets.pcam.prepare")
-    assert {"oncopipe.augment", "oncopipe.loader"} <= reach("oncopipe.training")
+    assert "oncopipe.core.config" in reach("oncopipe.datasets.pcam.prepare")
+    assert {"oncopipe.train.augment", "oncopipe.learn.loader"} <= reach("oncopipe.train.training")

@@ -7,7 +7,7 @@ through the registry (the dataset's ``SPEC`` and the parts it calls as
 ``datasets.spec(name).<part>``) for that stage's dataset. A stage
 whose closure reaches a module no dep covers would not rerun when that module changes; a code
 dep outside the closure would rerun it for nothing. The params side: each stage script's
-``READS`` (enforced at run time by :func:`oncopipe.config.load`) must be its ``params:`` list.
+``READS`` (enforced at run time by :func:`oncopipe.core.config.load`) must be its ``params:`` list.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from stage_closure import ROOT, closure, is_code, stage_dataset, stage_module
 
-from oncopipe import config, datasets
+from oncopipe import datasets
+from oncopipe.core import config
 
 
 @cache
@@ -80,7 +81,7 @@ def test_params_are_what_the_stage_reads(address):
 
 def test_closure_follows_registry_and_function_level_imports():
     files = {str(f.relative_to(ROOT)) for f in closure("stages.shard", "lidc")}
-    assert "oncopipe/config.py" in files and "oncopipe/datasets/__init__.py" in files
+    assert "oncopipe/core/config.py" in files and "oncopipe/datasets/__init__.py" in files
     assert "oncopipe/datasets/lidc/params.py" in files  # config.load -> registry -> params
     assert not any(f.startswith("oncopipe/datasets/lidc/") and f.endswith(("crops.py",
                                                                           "series.py"))
