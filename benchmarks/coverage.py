@@ -6,7 +6,7 @@
 For each sample size n and true rate p, draw many test splits, compute each method's 95%
 interval and count how often it holds the true rate. Two designs: independent samples (one
 per patient) and patients holding 4 samples each whose own rates scatter around p
-(intra-patient correlation 0.3). Methods: the interval :mod:`oncopipe.intervals` reports
+(intra-patient correlation 0.3). Methods: the interval :mod:`oncopipe.learn.intervals` reports
 (exact, clustered by patient), Wilson's interval on the samples (clustering ignored) and the
 percentile bootstrap over patients (what metrics.json reported before). AUC is simulated on
 independent samples, half positive, scores uniform with a shift that sets the true AUC.
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import harness
-from oncopipe import intervals
-from oncopipe.metrics import _weighted_auc
+from oncopipe.learn import intervals
+from oncopipe.learn.metrics import _weighted_auc
 
 DOC = Path("docs/intervals.md")
 LEVEL = 0.95

@@ -25,7 +25,7 @@ from PIL import Image
 
 from benchmarks.harness import Comparison, Method, same_array
 from oncopipe import datasets
-from oncopipe.images import image_size
+from oncopipe.imagefiles.images import image_size
 
 SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
 LARGE_SIDE = 2000

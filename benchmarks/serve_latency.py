@@ -33,8 +33,10 @@ import torch
 import uvicorn
 import yaml
 
-from oncopipe import datasets, inference, models, provenance
-from oncopipe.cards import CodeVersion, ModelCard
+from oncopipe import datasets
+from oncopipe.core import provenance
+from oncopipe.core.cards import CodeVersion, ModelCard
+from oncopipe.learn import inference, models
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]

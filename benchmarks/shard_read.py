@@ -2,7 +2,8 @@
 HDF5 chunking for random access. Page cache warm: these compare formats, not disks.
 
 1. An epoch of training batches (``shard-epoch``): from the shards through
-   :class:`oncopipe.loader.ShardDataset` and :class:`~oncopipe.loader.ShardSampler` (what the
+   :class:`oncopipe.learn.loader.ShardDataset` and :class:`~oncopipe.learn.loader.ShardSampler`
+   (what the
    train stage does: a fresh uniform permutation every epoch, each batch's rows read sorted)
    vs the same shards in sequential runs (shuffled shard order, rows in stored order from a
    random start: the sampler this replaced, which gave every epoch the same batch
@@ -26,11 +27,11 @@ import polars as pl
 from torch.utils.data import DataLoader, Sampler
 
 from benchmarks.harness import Comparison, Method, same_array, same_value
-from oncopipe.arrays import ArrayWriter
-from oncopipe.config import ShardParams
-from oncopipe.loader import ShardDataset, ShardSampler, collate
-from oncopipe.manifest import ManifestMeta, write_manifest
-from oncopipe.shards import write_shards
+from oncopipe.core.config import ShardParams
+from oncopipe.core.manifest import ManifestMeta, write_manifest
+from oncopipe.ingest.arrays import ArrayWriter
+from oncopipe.learn.loader import ShardDataset, ShardSampler, collate
+from oncopipe.shard.shards import write_shards
 
 CHUNK = 64
 

@@ -1,11 +1,11 @@
 """Shard writing and quarter-turn augmentation: the batched paths against the ones they replaced.
 
 - **Shard write**: one HDF5 shard of ``--samples`` samples (``--shape``, uint8) written from a
-  memory-mapped ``.npy`` in a shuffled order, with :func:`oncopipe.shards._write_shard` (one
+  memory-mapped ``.npy`` in a shuffled order, with :func:`oncopipe.shard.shards._write_shard` (one
   gather and one write per 256 MB) and with the same writer at one sample a block (one read
   and one HDF5 write per sample, as the writer it replaced did; tests/test_shards.py uses the
   same reference); the two files must be byte-identical.
-- **rotate90**: :func:`oncopipe.augment.augment_batch` with flips + ``rotate90`` (exact
+- **rotate90**: :func:`oncopipe.train.augment.augment_batch` with flips + ``rotate90`` (exact
   ``torch.rot90``) against the ``affine_grid`` + ``grid_sample`` path it replaced
   (tests/test_augment.py ``_affine_reference``), on a 2D batch and a 3D batch, one thread;
   the largest difference is reported.
@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))  # run as a script: the harness
 from test_augment import _affine_reference  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from oncopipe import shards  # noqa: E402
-from oncopipe.augment import augment_batch  # noqa: E402
-from oncopipe.config import AugmentParams  # noqa: E402
-from oncopipe.manifest import ManifestMeta  # noqa: E402
+from oncopipe.core.config import AugmentParams  # noqa: E402
+from oncopipe.core.manifest import ManifestMeta  # noqa: E402
+from oncopipe.shard import shards  # noqa: E402
+from oncopipe.train.augment import augment_batch  # noqa: E402
 
 
 def _per_sample_writer(path: Path, *args) -> None:

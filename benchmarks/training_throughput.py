@@ -11,7 +11,7 @@
 
    Trains ResNet-50 at 64 px (bf16 autocast, channels_last) and the MosMed 3D CNN at
    128 x 128 x 64 from HDF5 shards through the real loader (workers, pinned memory, prefetch
-   as ``oncopipe/workers.py`` resolves them) and reports samples/s and the fraction of the
+   as ``oncopipe/learn/workers.py`` resolves them) and reports samples/s and the fraction of the
    time the GPU waits for data: the time spent blocked on the next batch over the whole
    time, with a device synchronise after every step (so the GPU is idle exactly while the
    trainer waits). The goal is a wait fraction <= 10% (GPU busy >= 90%).
@@ -34,11 +34,11 @@ from torch.utils.data import DataLoader
 from benchmarks import harness
 from benchmarks.harness import Comparison, Method
 from benchmarks.shard_read import smooth_images, write_prepared_and_shards
-from oncopipe import models
-from oncopipe.augment import augment_batch
-from oncopipe.config import AugmentParams, TrainParams
-from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
-from oncopipe.workers import loader_options, resolve_workers
+from oncopipe.core.config import AugmentParams, TrainParams
+from oncopipe.learn import models
+from oncopipe.learn.loader import ShardDataset, ShardSampler, collate, to_float
+from oncopipe.learn.workers import loader_options, resolve_workers
+from oncopipe.train.augment import augment_batch
 
 AUGMENT = AugmentParams(hflip=True, vflip=True, rotate90=True)
 

@@ -6,8 +6,8 @@ inside the process that suffers them. The child writes the input to a file, call
 family's ``target`` on it, and reports through its exit status:
 
 - ``accepted``: ``target`` returned;
-- ``rejected``: it raised :class:`~oncopipe.errors.RejectError` (or another
-  :class:`~oncopipe.errors.InputError`), the project's named reject;
+- ``rejected``: it raised :class:`~oncopipe.core.errors.RejectError` (or another
+  :class:`~oncopipe.core.errors.InputError`), the project's named reject;
 - ``crash``: any other exception, or death by a signal (segfault, abort);
 - ``hang``: still running at the time limit (killed);
 - ``oom``: ``MemoryError`` or killed for exceeding the address-space cap.
@@ -180,7 +180,7 @@ def run_one(family: Family, data: bytes, workdir: Path, *, mem_bytes: int = MEM_
         try:
             cap = _address_space() + mem_bytes
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-            from oncopipe.errors import InputError
+            from oncopipe.core.errors import InputError
             try:
                 family.target(path)
                 code = 0

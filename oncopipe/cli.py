@@ -9,8 +9,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from oncopipe import config, datasets, gate, results
-from oncopipe.errors import InputError
+from oncopipe import datasets, gate, results
+from oncopipe.core import config
+from oncopipe.core.errors import InputError
 
 
 def _version() -> str:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gate: {exc}", file=sys.stderr)
             return 2
     if args.command == "serve":
-        from oncopipe import log
+        from oncopipe.core import log
         from oncopipe.serve import serve
 
         try:

@@ -37,9 +37,9 @@ import yaml
 from pydantic import BeforeValidator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from oncopipe import config
-from oncopipe.errors import InputError, ParamsError
-from oncopipe.settings import SETTINGS, Float, validate
+from oncopipe.core import config
+from oncopipe.core.errors import InputError, ParamsError
+from oncopipe.core.settings import SETTINGS, Float, validate
 
 THRESHOLDS_FILE = Path("metrics/thresholds.yaml")
 LOWER_IS_BETTER = frozenset({"ece"})

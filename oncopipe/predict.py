@@ -20,10 +20,12 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from oncopipe import config, datasets, input_warnings, limits
-from oncopipe.errors import InputError, ModelError
-from oncopipe.inference import load_model
-from oncopipe.loader import to_float
+from oncopipe import datasets
+from oncopipe.core import config, limits
+from oncopipe.core.errors import InputError, ModelError
+from oncopipe.ingest import input_warnings
+from oncopipe.learn.inference import load_model
+from oncopipe.learn.loader import to_float
 
 
 class _Answer(TypedDict):
@@ -38,7 +40,7 @@ class Prediction(_Answer, total=False):
 
     input: str  # the file's name
     point: list[float]  # x, y, z in patient mm, for datasets that take one
-    warnings: list[str]  # valid but unusual input (oncopipe.input_warnings)
+    warnings: list[str]  # valid but unusual input (oncopipe.ingest.input_warnings)
 
 
 class Predictor:
@@ -100,7 +102,7 @@ def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
            point: tuple[float, float, float] | None = None,
            warnings: Sequence[str] = ()) -> Prediction:
     """The result as ``oncopipe predict --json`` prints it (and the web API returns it);
-    ``warnings``: what :func:`oncopipe.input_warnings.warn` said while preprocessing."""
+    ``warnings``: what :func:`oncopipe.ingest.input_warnings.warn` said while preprocessing."""
     result = predictor.predict(sample)
     result["input"] = input_name
     if point is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oncopipe.atomic import write_text
+from oncopipe.core.atomic import write_text
 
 RESULTS_DOC = Path("docs/results.md")
 HEADLINE = ("balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")

@@ -17,7 +17,7 @@ import math
 import subprocess
 from pathlib import Path
 
-from oncopipe.errors import InputError
+from oncopipe.core.errors import InputError
 
 FIGURES = ("balanced_accuracy", "accuracy", "auc", "sensitivity", "specificity")
 

@@ -6,12 +6,12 @@ the tree being reproduced is imported (``-m`` puts the working directory first o
 
 Each script names the params keys it reads in ``READS`` (relative to the dataset's section,
 plus the global ``seed``): exactly its ``params:`` in dvc.yaml, which tests/test_stage_deps.py
-checks, while :func:`oncopipe.config.load` refuses any other key at run time. A user's mistake
+checks, while :func:`oncopipe.core.config.load` refuses any other key at run time. A user's mistake
 (a bad params value, a raw folder in the wrong layout) ends the stage with one line and exit
-status 2 (:func:`oncopipe.errors.one_line_exit`).
+status 2 (:func:`oncopipe.core.errors.one_line_exit`).
 
 Every script's body is wrapped by :func:`stage`, the one preamble: argument check, logging,
-:func:`housekeeping`, params load with ``READS``, timing (:func:`oncopipe.perf.measured`),
+:func:`housekeeping`, params load with ``READS``, timing (:func:`oncopipe.core.perf.measured`),
 one-line errors.
 """
 
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from oncopipe import config, datasets, log, perf
-from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
-from oncopipe.errors import InputError, one_line_exit
+from oncopipe import datasets
+from oncopipe.core import config, log, perf
+from oncopipe.core.atomic import OUTPUT_ROOTS, sweep_orphans
+from oncopipe.core.errors import InputError, one_line_exit
 
 Body = Callable[[config.DatasetConfig, logging.Logger], None]
 Main = Callable[[list[str] | None], None]
@@ -55,7 +56,7 @@ def dataset_name(argv: list[str] | None) -> str:
 
 
 def housekeeping() -> None:
-    """Sweep what killed runs left (:func:`oncopipe.atomic.sweep_orphans`) and refuse to run
+    """Sweep what killed runs left (:func:`oncopipe.core.atomic.sweep_orphans`) and refuse to run
     on a damaged ``dvc.lock``, saying how to restore it (docs/pipeline.md)."""
     sweep_orphans(*OUTPUT_ROOTS)
     check_lock(LOCK_FILE)

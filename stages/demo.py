@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from oncopipe import config, datasets, perf
-from oncopipe.atomic import atomic_path
+from oncopipe import datasets
+from oncopipe.core import config, perf
+from oncopipe.core.atomic import atomic_path
 from stages import stage
 
 READS = ("demo",)

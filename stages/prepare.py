@@ -12,9 +12,10 @@ import logging
 import os
 from pathlib import Path
 
-from oncopipe import config, datasets, limits, perf
-from oncopipe.atomic import scratch_dir
-from oncopipe.errors import InputError
+from oncopipe import datasets
+from oncopipe.core import config, limits, perf
+from oncopipe.core.atomic import scratch_dir
+from oncopipe.core.errors import InputError
 from stages import stage
 
 READS = ("limits", "raw", "task", "prepare")

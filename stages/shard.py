@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from oncopipe import config, perf, provenance, shards
+from oncopipe.core import config, perf, provenance
+from oncopipe.shard import shards
 from stages import stage
 
 READS = ("seed", "raw", "shard")

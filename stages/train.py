@@ -14,9 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from oncopipe import config, perf, training
-from oncopipe.cards import ShardSummary
-from oncopipe.errors import InputError
+from oncopipe.core import config, perf
+from oncopipe.core.cards import ShardSummary
+from oncopipe.core.errors import InputError
+from oncopipe.train import training
 from stages import stage
 
 READS = ("seed", "task", "profile", "train")

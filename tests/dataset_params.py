@@ -10,7 +10,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
-from oncopipe import config, datasets
+from oncopipe import datasets
+from oncopipe.core import config
 from oncopipe.datasets.lidc import lesions
 from oncopipe.datasets.lidc.demo import write as write_lidc_demo
 from oncopipe.datasets.lidc.params import DemoParams, PrepareParams

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from synthetic_data import SMALL_TRAIN, config_for
 
-from oncopipe import log, models, training
+from oncopipe.core import log
+from oncopipe.learn import models
+from oncopipe.train import training
 
 EPOCHS = 4
 PATIENCE = 2

@@ -17,9 +17,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from oncopipe import config, datasets, evaluation, inference, models, provenance, training
-from oncopipe.cards import CodeVersion, ModelCard
-from oncopipe.shards import write_shards
+from oncopipe import datasets
+from oncopipe.core import config, provenance
+from oncopipe.core.cards import CodeVersion, ModelCard
+from oncopipe.evaluate import evaluation
+from oncopipe.learn import inference, models
+from oncopipe.shard.shards import write_shards
+from oncopipe.train import training
 
 ROOT = Path(__file__).resolve().parents[1]
 UNPACKED = 8 << 20  # limits.max_unpacked_bytes of the project: bombs need inflate only 8 MiB

@@ -1,19 +1,14 @@
 """The code each DVC stage runs: its import closure, computed from the source with ``ast``.
 
-Used by tests/test_stage_deps.py to check dvc.yaml, and to write dvc.yaml's code deps after
-a change of imports::
-
-    python tests/stage_closure.py          # print what would change
-    python tests/stage_closure.py --write  # rewrite the code deps in dvc.yaml
+Used by tests/test_stage_deps.py to check dvc.yaml's hand-written code deps (declared = used)
+and by tests/test_imports.py for the import rules.
 
 A stage's closure starts at its ``python -m`` module and follows every import (those inside
 functions too) within ``oncopipe/`` and ``stages/``, package ``__init__`` files included,
 plus, for the stage's dataset, what it reaches through the registry: the dataset's package
 (its ``SPEC`` declaration, which imports its ``params``) wherever the registry is imported, and
 the module of each processing part it calls as ``datasets.spec(name).<part>(...)`` (a spec
-used any other way counts as calling every part). Templated (``foreach``) stages get one
-list for all datasets, with the dataset's folder written as ``${item}``; a dataset whose
-closure needs a file the others do not have cannot be templated and is reported.
+used any other way counts as calling every part).
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's oncopipe
 
 from oncopipe import datasets  # noqa: E402
-from oncopipe.contract import LAZY_PARTS  # noqa: E402
+from oncopipe.core.contract import LAZY_PARTS  # noqa: E402
 
 CODE_ROOTS = ("oncopipe", "stages")
 REGISTRY = "oncopipe.datasets"
@@ -131,57 +126,3 @@ def stage_module(cmd: str) -> str:
 
 def is_code(dep: str) -> bool:
     return dep.split("/", 1)[0] in CODE_ROOTS
-
-
-def code_deps(module: str, datasets: list[str], templated: bool) -> list[str]:
-    """Sorted code deps for ``module`` run for ``datasets`` (one, or all for ``foreach``)."""
-    lists = []
-    for ds in datasets:
-        files = {f.relative_to(ROOT).as_posix() for f in closure(module, ds)}
-        if templated:
-            files = {f.replace(f"/datasets/{ds}/", "/datasets/${item}/") for f in files}
-        lists.append(files)
-    common = set.intersection(*lists)
-    odd = sorted(set.union(*lists) - common)
-    if odd:
-        raise ValueError(f"{module}: dataset-specific modules cannot be templated: {odd}")
-    return sorted(common)
-
-
-def rewrite(write: bool) -> int:
-    """Compare (or replace) every stage's code deps in dvc.yaml with its closure."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 100
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    path = ROOT / "dvc.yaml"
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-    changed = 0
-    for name, stage in doc["stages"].items():
-        body = stage.get("do", stage)
-        templated = "foreach" in stage
-        dsets = list(datasets.NAMES) if templated else [stage_dataset(name, datasets.NAMES)]
-        want = code_deps(stage_module(body["cmd"]), dsets, templated)
-        deps = body.get("deps", [])
-        have = [d for d in deps if isinstance(d, str) and is_code(d)]
-        if have != want:
-            changed += 1
-            print(f"{name}: -{sorted(set(have) - set(want))} +{sorted(set(want) - set(have))}")
-            others = [d for d in deps if not (isinstance(d, str) and is_code(d))]
-            # end-of-line comments belong to their item, not to its position: keep them
-            notes = {deps[i]: c for i, c in deps.ca.items.items() if i < len(deps)}
-            deps.clear()
-            deps.extend([*want, *others])
-            deps.ca.items.clear()
-            deps.ca.items.update({i: notes[d] for i, d in enumerate(deps) if d in notes})
-    if write and changed:
-        with path.open("w", encoding="utf-8") as fh:
-            yaml.dump(doc, fh)
-    print(f"{changed} stage(s) {'rewritten' if write else 'differ'}")
-    return changed
-
-
-if __name__ == "__main__":
-    sys.exit(1 if rewrite("--write" in sys.argv[1:]) and "--write" not in sys.argv[1:] else 0)

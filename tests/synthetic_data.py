@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.arrays import ArrayWriter
-from oncopipe.config import (
+from oncopipe.core.config import (
     AugmentParams,
     DatasetConfig,
     EvaluateParams,
     ShardParams,
     TrainParams,
 )
-from oncopipe.manifest import ManifestMeta, write_manifest
-from oncopipe.shards import write_shards
+from oncopipe.core.manifest import ManifestMeta, write_manifest
+from oncopipe.ingest.arrays import ArrayWriter
+from oncopipe.shard.shards import write_shards
 
 SMALL_TRAIN = TrainParams(model="cnn7", width=0.25, epochs=3, batch_size=16, lr=3.0e-3,
                           schedule="cosine", threads=1, patience=5,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from oncopipe.arrays import ArrayWriter
+from oncopipe.ingest.arrays import ArrayWriter
 
 
 def test_round_trip_and_memmap(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oncopipe.augment import augment_batch
-from oncopipe.config import AugmentParams
+from oncopipe.core.config import AugmentParams
+from oncopipe.train.augment import augment_batch
 
 
 def _affine_reference(x, p, gen):

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 from dataset_params import digest, load_cfg
 
-from oncopipe import config
+from oncopipe.core import config
+from oncopipe.core.manifest import check_arrays, read_manifest
 from oncopipe.datasets.breakhis import demo as breakhis_demo
 from oncopipe.datasets.breakhis import demo as demo_module
 from oncopipe.datasets.breakhis import prepare as breakhis_prepare
@@ -26,9 +27,8 @@ from oncopipe.datasets.breakhis.naming import (
     parse_folder_name,
 )
 from oncopipe.datasets.breakhis.tree import find_breast_root
-from oncopipe.images import ImageError
-from oncopipe.manifest import check_arrays, read_manifest
-from oncopipe.rawfiles import RawLayoutError
+from oncopipe.imagefiles.images import ImageError
+from oncopipe.ingest.rawfiles import RawLayoutError
 
 TINY_DEMO = {"seed": 7, "patients_per_subtype": 2, "images_per_magnification": [1, 2]}
 

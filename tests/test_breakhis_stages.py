@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from dvc_project import DvcProject
 
-from oncopipe.manifest import read_manifest
+from oncopipe.core.manifest import read_manifest
 
 
 @pytest.mark.slow

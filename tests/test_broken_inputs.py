@@ -6,7 +6,7 @@ Every case ends one of three ways, and the test says which:
   the expected reason, is not in the manifest, and kept + rejected = read;
 - ``Kept``: an odd but valid input is read (and whatever it needs is noted in the report);
 - ``Stops``: the raw layout itself is wrong; the stage stops with one line naming the file
-  and what to fix (a :class:`~oncopipe.rawfiles.RawLayoutError`; exit status 2 and no
+  and what to fix (a :class:`~oncopipe.ingest.rawfiles.RawLayoutError`; exit status 2 and no
   traceback from ``python -m stages.prepare``, checked once per dataset below).
 
 PCam, ISIC, BreakHis and MosMedData; the LIDC cases live with the DICOM corpus.
@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from oncopipe import datasets
-from oncopipe.manifest import read_manifest
-from oncopipe.rawfiles import RawLayoutError
+from oncopipe.core.manifest import read_manifest
+from oncopipe.ingest.rawfiles import RawLayoutError
 
 REPO = Path(__file__).resolve().parents[1]
 XLSX = Path(__file__).parent / "data" / "mosmed_registry.xlsx"  # written by openpyxl 3.1.5

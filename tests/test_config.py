@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oncopipe.config import (
+from oncopipe.core.config import (
     EvaluateParams,
     ParamsError,
     ShardParams,
@@ -18,8 +18,8 @@ from oncopipe.config import (
     TrainProfiles,
     UndeclaredParamError,
 )
+from oncopipe.core.settings import validate
 from oncopipe.datasets import load_config
-from oncopipe.settings import validate
 
 
 def test_profiles_build_with_nested_augmentation():

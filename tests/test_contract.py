@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from oncopipe import datasets
-from oncopipe.contract import LAZY_PARTS, DatasetSpec, Lazy, PredictInput
+from oncopipe.core.contract import LAZY_PARTS, DatasetSpec, Lazy, PredictInput
 from oncopipe.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ import yaml
 from ddp_worker import EPOCHS, PATIENCE
 from synthetic_data import make_prepared
 
-from oncopipe.config import ShardParams
-from oncopipe.shards import write_shards
+from oncopipe.core.config import ShardParams
+from oncopipe.shard.shards import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.process]

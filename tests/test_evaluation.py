@@ -9,10 +9,12 @@ import pytest
 import torch
 from synthetic_data import config_for, make_shards
 
-from oncopipe import evaluation, metrics, training
-from oncopipe.config import ShardParams
-from oncopipe.inference import Runtime, load_model, make_loader, predict
-from oncopipe.loader import ShardDataset
+from oncopipe.core.config import ShardParams
+from oncopipe.evaluate import evaluation
+from oncopipe.learn import metrics
+from oncopipe.learn.inference import Runtime, load_model, make_loader, predict
+from oncopipe.learn.loader import ShardDataset
+from oncopipe.train import training
 
 KEYS = {"accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision", "f1",
         "ece", "sensitivity_at_95_specificity", "operating_point", "n_test", "per_class",

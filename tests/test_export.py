@@ -16,11 +16,11 @@ from dataset_params import digest
 from synthetic_data import make_prepared
 
 from oncopipe import datasets
-from oncopipe.config import ExportParams, ShardParams
-from oncopipe.contract import Provenance
+from oncopipe.core.config import ExportParams, ShardParams
+from oncopipe.core.contract import Provenance
+from oncopipe.core.manifest import read_manifest
 from oncopipe.export import writer
-from oncopipe.manifest import read_manifest
-from oncopipe.shards import read_index, write_shards
+from oncopipe.shard.shards import read_index, write_shards
 
 SPLITS = ("train", "val", "test")
 PROVENANCE = Provenance(release="synthetic", page="https://example.org", licence="none",
@@ -41,7 +41,7 @@ def exported(request, tmp_path_factory):
     prepared = make_prepared(root / "prepared", patients_per_class=(6, 4), **kwargs)
     if kwargs.get("volume"):  # spacing as the volume datasets record it
         df, meta = read_manifest(prepared / "manifest.parquet")
-        from oncopipe.manifest import write_manifest
+        from oncopipe.core.manifest import write_manifest
         write_manifest(df.with_columns(pl.lit("8x2x2").alias("spacing_mm"),
                                        pl.lit("2x24x24").alias("source_shape")),
                        meta, prepared / "manifest.parquet")

@@ -189,7 +189,7 @@ def test_a_floor_on_the_interval_lower_bound(tmp_path, capsys):
 
 
 def test_raw_provenance_tells_the_demo_from_a_real_folder(tmp_path):
-    from oncopipe import provenance
+    from oncopipe.core import provenance
 
     manifest = tmp_path / "manifest.parquet"
     manifest.write_bytes(b"rows")

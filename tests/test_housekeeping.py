@@ -17,9 +17,10 @@ import pytest
 import torch
 import yaml
 
-from oncopipe import datasets, training
-from oncopipe.atomic import sweep_orphans, write_bytes
-from oncopipe.errors import DiskFullError
+from oncopipe import datasets
+from oncopipe.core.atomic import sweep_orphans, write_bytes
+from oncopipe.core.errors import DiskFullError
+from oncopipe.train import training
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

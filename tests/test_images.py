@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from oncopipe.images import ImageError, image_size, read_rgb, resize_chw
+from oncopipe.imagefiles.images import ImageError, image_size, read_rgb, resize_chw
 
 
 def _write(path, h, w):

@@ -25,8 +25,10 @@ from dataset_params import load_cfg
 from fastapi.testclient import TestClient
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
-from oncopipe import cli, input_warnings, predict, training
-from oncopipe.config import ShardParams
+from oncopipe import cli, predict
+from oncopipe.core.config import ShardParams
+from oncopipe.core.errors import LimitError, NotDatasetInputError
+from oncopipe.core.manifest import read_manifest
 from oncopipe.datasets.breakhis import prepare as breakhis_prepare
 from oncopipe.datasets.breakhis.naming import (
     BreakHisNameError,
@@ -37,12 +39,12 @@ from oncopipe.datasets.isic import demo as isic_demo
 from oncopipe.datasets.isic import prepare as isic_prepare
 from oncopipe.datasets.pcam import demo as pcam_demo
 from oncopipe.datasets.pcam import prepare as pcam_prepare
-from oncopipe.errors import LimitError, NotDatasetInputError
-from oncopipe.imagedump import Decode, load_image
-from oncopipe.images import HeaderError, ImageError, read_header, read_rgb
-from oncopipe.manifest import read_manifest
-from oncopipe.rawfiles import RawLayoutError
+from oncopipe.imagefiles.imagedump import Decode, load_image
+from oncopipe.imagefiles.images import HeaderError, ImageError, read_header, read_rgb
+from oncopipe.ingest import input_warnings
+from oncopipe.ingest.rawfiles import RawLayoutError
 from oncopipe.serve.app import Settings, create_app
+from oncopipe.train import training
 
 ROOT = Path(__file__).resolve().parents[1]
 ANY_SIZE = Decode(size=(32, 32))  # as ISIC's prepare: any size, reduced JPEG decode

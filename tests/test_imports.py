@@ -1,10 +1,11 @@
 """Import rules: which part of ``oncopipe`` may import which, checked on the source with ``ast``
 (imports inside functions included, transitively).
 
+- Layers: each package of ``oncopipe`` sits in one row of :data:`LAYERS` and imports only its
+  own row and rows below it (docs/architecture.md draws them).
 - Running a model is apart from training it: evaluation, prediction and the web app reach
-  nothing of the training loop or augmentation; :mod:`oncopipe.inference` (below) reaches
-  neither :mod:`oncopipe.distributed` nor training, and :mod:`oncopipe.distributed` not
-  training.
+  nothing of ``oncopipe.train`` (the loop, DDP, augmentation); :mod:`oncopipe.learn.inference`
+  reaches nothing of it either.
 - The settings layer and the dataset contract sit below the registry: ``config`` and
   ``contract`` reach nothing of ``oncopipe.datasets``.
 - Generic code knows no dataset: no module outside ``oncopipe/datasets/<ds>/`` imports a
@@ -62,17 +63,21 @@ def _dataset_of(module: str) -> str | None:
     return parts[2] if len(parts) > 2 and parts[:2] == ["oncopipe", "datasets"] else None
 
 
-# docs/architecture.md's rows, lowest first; registry and learn share a rank but not imports
+# docs/architecture.md's rows, lowest first: each package of oncopipe/ (a folder, or a module of
+# the apps row) in one row; a module may import its own row and the rows of lower rank only,
+# so rows of equal rank (train and evaluate, learn and export...) never import each other.
 LAYERS = {
-    "core": (0, {"oncopipe", "config", "contract", "errors", "limits", "manifest", "arrays",
-                 "report", "rawfiles", "images", "imagedump", "shards", "metrics", "atomic",
-                 "parallel", "contact_sheet", "log", "perf", "workers", "input_warnings",
-                 "intervals", "provenance", "datacard", "export", "settings", "cards"}),
-    "datasets": (1, set()),  # every oncopipe.datasets.<ds>...
-    "registry": (2, {"datasets"}),
-    "learn": (2, {"training", "distributed", "inference", "models", "loader", "augment",
-                  "evaluation", "saliency"}),
-    "apps": (3, {"predict", "serve", "cli", "gate", "results", "seeds"}),
+    "core": (0, {"oncopipe", "core"}),
+    "ingest": (1, {"ingest"}),
+    "shard": (1, {"shard"}),
+    "imagefiles": (2, {"imagefiles"}),
+    "learn": (2, {"learn"}),
+    "export": (2, {"export"}),
+    "datasets": (3, set()),  # every oncopipe.datasets.<ds>...
+    "train": (3, {"train"}),
+    "evaluate": (3, {"evaluate"}),
+    "registry": (4, {"datasets"}),
+    "apps": (5, {"predict", "serve", "cli", "gate", "results", "seeds"}),
 }
 
 
@@ -94,23 +99,33 @@ def test_imports_run_down_the_layers(module):
     assert not up, f"{module} ({mine}) imports {up}, not below it"
 
 
-RUNNING = ["oncopipe.evaluation", "oncopipe.predict", "oncopipe.inference",
+RUNNING = ["oncopipe.evaluate.evaluation", "oncopipe.predict", "oncopipe.learn.inference",
            *(m for m in MODULES if m.startswith("oncopipe.serve"))]
 
 
 @pytest.mark.parametrize("module", RUNNING)
 def test_running_a_model_reaches_nothing_of_training(module):
-    bad = reach(module) & {"oncopipe.training", "oncopipe.augment"}
+    bad = {m for m in reach(module) if m.startswith("oncopipe.train.")}
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
+def test_every_package_is_in_a_row():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    flat = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    rows = set().union(*(members for _, members in LAYERS.values()))
+    assert packages | flat | {"oncopipe"} == rows, "LAYERS and oncopipe/'s folders differ"
+    assert flat <= LAYERS["apps"][1], f"only apps are modules at the top: {sorted(flat)}"
+
+
 def test_inference_below_distributed_below_training():
-    assert not reach("oncopipe.inference") & {"oncopipe.distributed", "oncopipe.training"}
-    assert "oncopipe.training" not in reach("oncopipe.distributed")
-    assert {"oncopipe.inference", "oncopipe.distributed"} <= direct("oncopipe.training")
+    assert not reach("oncopipe.learn.inference") & {"oncopipe.train.distributed",
+                                                     "oncopipe.train.training"}
+    assert "oncopipe.train.training" not in reach("oncopipe.train.distributed")
+    assert {"oncopipe.learn.inference", "oncopipe.train.distributed"} <= direct(
+        "oncopipe.train.training")
 
 
-@pytest.mark.parametrize("module", ["oncopipe.config", "oncopipe.contract"])
+@pytest.mark.parametrize("module", ["oncopipe.core.config", "oncopipe.core.contract"])
 def test_settings_and_contract_sit_below_the_registry(module):
     bad = sorted(m for m in reach(module) if m.startswith("oncopipe.datasets"))
     assert not bad, f"{module} imports {bad}"
@@ -126,5 +141,5 @@ def test_no_generic_module_imports_a_dataset(module):
 def test_the_rules_see_every_dataset_and_an_import():
     assert {_dataset_of(m) for m in MODULES} - {None} == set(datasets.NAMES)
     assert "oncopipe.datasets.pcam.params" in direct("oncopipe.datasets.pcam")
-    assert "oncopipe.config" in reach("oncopipe.datasets.pcam.prepare")
-    assert {"oncopipe.augment", "oncopipe.loader"} <= reach("oncopipe.training")
+    assert "oncopipe.core.config" in reach("oncopipe.datasets.pcam.prepare")
+    assert {"oncopipe.train.augment", "oncopipe.learn.loader"} <= reach("oncopipe.train.training")

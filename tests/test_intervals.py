@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import coverage, harness
-from oncopipe import intervals
+from oncopipe.learn import intervals
 
 ROOT = Path(__file__).resolve().parents[1]
 

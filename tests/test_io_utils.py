@@ -6,9 +6,9 @@ import os
 import polars as pl
 import pytest
 
-from oncopipe.atomic import atomic_path, write_text
-from oncopipe.parallel import ordered_map
-from oncopipe.report import Report
+from oncopipe.core.atomic import atomic_path, write_text
+from oncopipe.ingest.parallel import ordered_map
+from oncopipe.ingest.report import Report
 
 
 def test_atomic_path_replaces_directory_only_on_success(tmp_path):
@@ -61,6 +61,6 @@ def test_ordered_map_keeps_order_with_workers():
 def test_ordered_map_logs_progress_when_not_a_terminal(caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="oncopipe.parallel"):
+    with caplog.at_level(logging.INFO, logger="oncopipe.ingest.parallel"):
         assert list(ordered_map(_square, [1, 2, 3], desc="squares")) == [1, 4, 9]
     assert "squares: 3 items" in caplog.text  # pytest's stderr is captured, not a terminal

@@ -12,15 +12,15 @@ import polars as pl
 import pytest
 from dataset_params import digest, load_cfg
 
-from oncopipe import config
-from oncopipe.config import ShardParams
+from oncopipe.core import config
+from oncopipe.core.config import ShardParams
+from oncopipe.core.manifest import check_arrays, read_manifest
 from oncopipe.datasets.isic import demo as isic_demo
 from oncopipe.datasets.isic import prepare as isic_prepare
 from oncopipe.datasets.isic.reader import read_duplicates, scan_test
-from oncopipe.imagedump import Decode, load_image
-from oncopipe.images import ImageError, image_size, read_rgb
-from oncopipe.manifest import check_arrays, read_manifest
-from oncopipe.shards import read_index, write_shards
+from oncopipe.imagefiles.imagedump import Decode, load_image
+from oncopipe.imagefiles.images import ImageError, image_size, read_rgb
+from oncopipe.shard.shards import read_index, write_shards
 
 TINY_DEMO = {"seed": 5, "n_patients": 8, "images_per_patient": [2, 4], "n_test": 2,
              "large_images": 1, "duplicates": 1, "malignant_fraction": 0.3}

@@ -1,6 +1,6 @@
 """kill -9 leaves nothing behind: pool workers die with their parent, stale scratch goes.
 
-Real processes and real signals: a parent running :func:`oncopipe.parallel.ordered_map` (and
+Real processes and real signals: a parent running :func:`oncopipe.ingest.parallel.ordered_map` (and
 the real ``prepare`` stage) is killed with SIGKILL, which runs no cleanup in it; its workers
 must be gone within 5 s, and the next run must give byte-identical outputs.
 """
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from oncopipe import datasets
-from oncopipe.atomic import remove_stale, scratch_dir, write_text
+from oncopipe.core.atomic import remove_stale, scratch_dir, write_text
 from tests.dataset_params import digest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ POOL_SCRIPT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from oncopipe import parallel
+from oncopipe.ingest import parallel
 
 def slow(x):
     Path(sys.argv[2], f"started-{x}").touch()

@@ -24,7 +24,7 @@ import pytest
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
+from oncopipe.core.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
 from oncopipe.datasets.lidc import lesions
 from oncopipe.datasets.lidc import prepare as lidc
 from oncopipe.datasets.lidc.demo import write as write_demo

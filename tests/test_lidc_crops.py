@@ -12,13 +12,13 @@ from dataset_params import LIDC_SMALL as SMALL
 from dataset_params import lidc_demo
 from scipy import ndimage
 
-from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
+from oncopipe.core.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
+from oncopipe.core.manifest import check_arrays, read_manifest
 from oncopipe.datasets.lidc import crops
 from oncopipe.datasets.lidc import prepare as lidc
 from oncopipe.datasets.lidc.params import CropParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StoredVolume
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesHeader, Slice
-from oncopipe.manifest import check_arrays, read_manifest
 
 OUTPUTS = ("manifest.parquet", "crops_2d.npy", "crops_3d.npy", "rejects.parquet", "report.json",
            "contact_sheet.png")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oncopipe import config, datasets
+from oncopipe import datasets
+from oncopipe.core import config
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 

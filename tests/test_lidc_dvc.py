@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 from dvc_project import DvcProject
 
-from oncopipe.manifest import check_arrays, read_manifest
+from oncopipe.core.manifest import check_arrays, read_manifest
 
 
 def test_lidc_stages_run_then_do_nothing_then_rerun_only_what_a_param_touches(tmp_path):

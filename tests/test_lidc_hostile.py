@@ -24,7 +24,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from fuzz import harness
 from fuzz.families import dicom as dicom_family
-from oncopipe import limits
+from oncopipe.core import limits
 from oncopipe.datasets.lidc import reader_xml
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams

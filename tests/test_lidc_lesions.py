@@ -22,7 +22,7 @@ from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, GroupingParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import parse
 from oncopipe.datasets.lidc.series import read_headers
-from oncopipe.rawfiles import walk
+from oncopipe.ingest.rawfiles import walk
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

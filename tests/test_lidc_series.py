@@ -18,7 +18,7 @@ from oncopipe.datasets.lidc.series import (
     read_headers,
     read_slice_hu,
 )
-from oncopipe.rawfiles import walk
+from oncopipe.ingest.rawfiles import walk
 
 SMALL = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
                    nodules=(1, 2), small_nodules=(1, 1), non_nodules=(1, 1))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oncopipe import limits
-from oncopipe.config import ParamsError
+from oncopipe.core import limits
+from oncopipe.core.config import ParamsError
 from oncopipe.datasets import load_config as load
 
 REPO = Path(__file__).resolve().parents[1]

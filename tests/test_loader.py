@@ -10,8 +10,8 @@ import torch
 from synthetic_data import make_shards
 from torch.utils.data import DataLoader
 
-from oncopipe.config import ShardParams
-from oncopipe.loader import ShardDataset, ShardSampler, collate, to_float
+from oncopipe.core.config import ShardParams
+from oncopipe.learn.loader import ShardDataset, ShardSampler, collate, to_float
 
 
 @pytest.fixture(scope="module")

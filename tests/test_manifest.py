@@ -4,14 +4,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from oncopipe.arrays import ArrayWriter
-from oncopipe.manifest import (
+from oncopipe.core.manifest import (
     ManifestError,
     ManifestMeta,
     check_arrays,
     read_manifest,
     write_manifest,
 )
+from oncopipe.ingest.arrays import ArrayWriter
 
 META = ManifestMeta(dataset="toy", task="binary", class_names=("neg", "pos"), layout="CHW",
                     normalisation={"kind": "uint8"}, params_hash="abc", patient_level=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oncopipe import metrics
+from oncopipe.learn import metrics
 
 NAMES2 = ["benign", "malignant"]
 

@@ -9,9 +9,9 @@ import torch
 import torchvision
 from serve_project import untrained_card
 
-from oncopipe import inference, models
-from oncopipe.config import TrainParams
-from oncopipe.errors import ModelError
+from oncopipe.core.config import TrainParams
+from oncopipe.core.errors import ModelError
+from oncopipe.learn import inference, models
 
 
 def _p(**kw) -> TrainParams:

@@ -15,21 +15,21 @@ import polars as pl
 import pytest
 import yaml
 
-from oncopipe.config import (
+from oncopipe.core.config import (
     DatasetConfig,
     EvaluateParams,
     ParamsError,
     ShardParams,
     TrainParams,
 )
+from oncopipe.core.manifest import check_arrays, read_manifest
+from oncopipe.core.settings import validate
 from oncopipe.datasets import load_config
 from oncopipe.datasets.mosmed import demo, volume
 from oncopipe.datasets.mosmed import prepare as mosmed_prepare
 from oncopipe.datasets.mosmed.params import DemoParams, PrepareParams
 from oncopipe.datasets.mosmed.registry import find_studies
-from oncopipe.manifest import check_arrays, read_manifest
-from oncopipe.report import Report
-from oncopipe.settings import validate
+from oncopipe.ingest.report import Report
 
 SMALL_DEMO = DemoParams(seed=7, studies=(4, 3, 2, 1, 1), masks=2, size=32, slices=(8, 10),
                              noise_hu=10.0)

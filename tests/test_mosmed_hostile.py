@@ -22,15 +22,17 @@ import pytest
 import yaml
 from serve_project import random_model
 
-from oncopipe import cli, datasets, input_warnings, limits
+from oncopipe import cli, datasets
+from oncopipe.core import limits
+from oncopipe.core.errors import DecodeError, LimitError, NotDatasetInputError, RejectError
 from oncopipe.datasets.mosmed import demo, plausible, xlsx
 from oncopipe.datasets.mosmed import prepare as mosmed_prepare
 from oncopipe.datasets.mosmed.params import DemoParams
 from oncopipe.datasets.mosmed.registry import find_studies
 from oncopipe.datasets.mosmed.volume import VolumeError, read_nifti
-from oncopipe.errors import DecodeError, LimitError, NotDatasetInputError, RejectError
-from oncopipe.rawfiles import RawLayoutError, read_csv
-from oncopipe.report import Report
+from oncopipe.ingest import input_warnings
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv
+from oncopipe.ingest.report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 XLSX = ROOT / "tests" / "data" / "mosmed_registry.xlsx"

@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from dataset_params import digest, load_cfg
 
-from oncopipe import config
+from oncopipe.core import config
+from oncopipe.core.manifest import check_arrays, read_manifest
 from oncopipe.datasets.pcam import demo as pcam_demo
 from oncopipe.datasets.pcam import prepare as pcam_prepare
-from oncopipe.images import ImageError
-from oncopipe.manifest import check_arrays, read_manifest
+from oncopipe.imagefiles.images import ImageError
 
 TINY_DEMO = {"seed": 3, "n_train": 30, "n_test": 3}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from dvc_project import DvcProject
 
-from oncopipe.manifest import read_manifest
+from oncopipe.core.manifest import read_manifest
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""oncopipe.perf: a decorated stage main writes metrics/<ds>/perf/<stage>.json on success only."""
+"""oncopipe.core.perf: a decorated stage main writes metrics/<ds>/perf/<stage>.json on success
+only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from oncopipe import perf
+from oncopipe.core import perf
 
 
 def test_success_writes_throughput_and_memory(tmp_path, monkeypatch) -> None:

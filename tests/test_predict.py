@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
-from oncopipe import cli, predict, training
-from oncopipe.config import ShardParams
+from oncopipe import cli, predict
+from oncopipe.core.config import ShardParams
+from oncopipe.train import training
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from oncopipe.datasets.mosmed import xlsx
-from oncopipe.imagedump import Decode, _decode_one, load_image
-from oncopipe.images import ImageError
-from oncopipe.parallel import ordered_map
-from oncopipe.rawfiles import RawLayoutError, read_csv, walk
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Decode, _decode_one, load_image
+from oncopipe.imagefiles.images import ImageError
+from oncopipe.ingest.parallel import ordered_map
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
+from oncopipe.ingest.report import Report
 
 XLSX = Path(__file__).parent / "data" / "mosmed_registry.xlsx"  # written by openpyxl 3.1.5
 

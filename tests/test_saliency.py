@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oncopipe import models, saliency
-from oncopipe.config import TrainParams
+from oncopipe.core.config import TrainParams
+from oncopipe.learn import models
+from oncopipe.serve import saliency
 
 
 @pytest.mark.parametrize(("name", "shape", "finetune", "layer"), [

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from synthetic_data import make_prepared
 
-from oncopipe import shards
-from oncopipe.config import ShardParams
-from oncopipe.manifest import ManifestError, read_manifest, write_manifest
-from oncopipe.shards import LeakageError, check_leakage, read_index, write_shards
+from oncopipe.core.config import ShardParams
+from oncopipe.core.manifest import ManifestError, read_manifest, write_manifest
+from oncopipe.shard import shards
+from oncopipe.shard.shards import LeakageError, check_leakage, read_index, write_shards
 
 
 def _shard(tmp_path, name="out", seed=1, **params):
@@ -121,7 +121,7 @@ def test_hdf5_layout_and_content(tmp_path, compression):
 def test_bad_label_is_reported_with_the_file(tmp_path):
     prepared = make_prepared(tmp_path / "prepared", (3, 3), 1)
     df = pl.read_parquet(prepared / "manifest.parquet")
-    from oncopipe.manifest import read_manifest, write_manifest
+    from oncopipe.core.manifest import read_manifest, write_manifest
 
     _, meta = read_manifest(prepared / "manifest.parquet")
     write_manifest(df.with_columns(pl.lit(7, pl.Int64).alias("label")), meta,

@@ -1,13 +1,15 @@
 """Declared = used: every stage's dvc.yaml deps cover exactly the code it runs, and its
 ``params:`` list names exactly the keys it reads.
 
-The code a stage runs is the import closure of its ``python -m`` module, computed from the
-source with ``ast`` (imports inside functions included), plus the dataset modules it reaches
-through the registry (the dataset's ``SPEC`` and the parts it calls as
-``datasets.spec(name).<part>``) for that stage's dataset. A stage
-whose closure reaches a module no dep covers would not rerun when that module changes; a code
-dep outside the closure would rerun it for nothing. The params side: each stage script's
-``READS`` (enforced at run time by :func:`oncopipe.config.load`) must be its ``params:`` list.
+dvc.yaml lists each stage's code by hand, as a few folders (oncopipe's layers) and files. The
+code a stage runs is the import closure of its ``python -m`` module, computed from the source
+with ``ast`` (imports inside functions included), plus the dataset modules it reaches through
+the registry (the dataset's ``SPEC`` and the parts it calls as ``datasets.spec(name).<part>``)
+for that stage's dataset (tests/stage_closure.py). Every file of the closure must lie in a
+declared folder or be a declared file (else an edit to it would not rerun the stage), and
+every declared folder or file must hold some of it (else an edit there would rerun the stage
+for nothing). The params side: each stage script's ``READS`` (enforced at run time by
+:func:`oncopipe.core.config.load`) must be its ``params:`` list.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from stage_closure import ROOT, closure, is_code, stage_dataset, stage_module
 
-from oncopipe import config, datasets
+from oncopipe import datasets
+from oncopipe.core import config
 
 
 @cache
@@ -66,6 +69,17 @@ def test_code_deps_are_the_import_closure(address):
     unused = sorted(str(d.relative_to(ROOT)) for d in deps
                     if not any(f == d or f.is_relative_to(d) for f in used))
     assert not unused, f"{address}: declares code deps it does not run: {unused}"
+    inside = sorted(str(d.relative_to(ROOT)) for d in deps
+                    if any(d != o and d.is_relative_to(o) for o in deps))
+    assert not inside, f"{address}: declares deps inside another declared folder: {inside}"
+
+
+@pytest.mark.parametrize("address", [a for a in _stage_ids() if not a.startswith("train@")])
+def test_an_edit_to_the_training_loop_reruns_only_train_stages(address):
+    stage = next(s for s in stages() if s.addressing == address)
+    loop = (ROOT / "oncopipe" / "train" / "training.py").resolve()
+    assert loop.is_file()
+    assert not any(loop.is_relative_to(d.resolve()) for d in _code_deps(stage)), address
 
 
 @pytest.mark.parametrize("address", _stage_ids())
@@ -80,7 +94,7 @@ def test_params_are_what_the_stage_reads(address):
 
 def test_closure_follows_registry_and_function_level_imports():
     files = {str(f.relative_to(ROOT)) for f in closure("stages.shard", "lidc")}
-    assert "oncopipe/config.py" in files and "oncopipe/datasets/__init__.py" in files
+    assert "oncopipe/core/config.py" in files and "oncopipe/datasets/__init__.py" in files
     assert "oncopipe/datasets/lidc/params.py" in files  # config.load -> registry -> params
     assert not any(f.startswith("oncopipe/datasets/lidc/") and f.endswith(("crops.py",
                                                                           "series.py"))

@@ -10,9 +10,10 @@ import pytest
 import torch
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
-from oncopipe import distributed, inference, training
-from oncopipe.augment import augment_batch
-from oncopipe.config import AugmentParams, ShardParams
+from oncopipe.core.config import AugmentParams, ShardParams
+from oncopipe.learn import inference
+from oncopipe.train import distributed, training
+from oncopipe.train.augment import augment_batch
 
 TRAIN_ONE_EPOCH = training.train_one_epoch
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from oncopipe.config import TrainParams
-from oncopipe.workers import AUTO, MAX_WORKERS, loader_options, resolve_workers
+from oncopipe.core.config import TrainParams
+from oncopipe.learn.workers import AUTO, MAX_WORKERS, loader_options, resolve_workers
 
 
 def test_default_is_auto_and_validated() -> None:

@@ -32,12 +32,12 @@ from pydicom.uid import (
 )
 
 from fuzz.harness import Family, mutate_bytes
+from oncopipe.core.errors import RejectError
 from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import read_headers
-from oncopipe.errors import RejectError
 
 _DEMO = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=16,
                    nodules=(1, 1), small_nodules=(0, 0), non_nodules=(0, 0))

@@ -1,7 +1,7 @@
 """Image decode (TIFF, JPEG, PNG) as the image-dump ``prepare`` stages decode their files.
 
 Seeds: one file of each format from the demo generators (a PCam TIFF patch, an ISIC JPEG
-photograph, a BreakHis PNG field). Target: :func:`oncopipe.imagedump.load_image` with the
+photograph, a BreakHis PNG field). Target: :func:`oncopipe.imagefiles.imagedump.load_image` with the
 ``Decode`` spec of the dataset whose release holds that format, and with ISIC's (any size,
 reduced JPEG decode), because ISIC's ``prepare`` decodes whatever content lies under a
 ``.jpg`` name. The structure-aware mutator rewrites the fields a decompression bomb or an
@@ -23,9 +23,10 @@ from pathlib import Path
 import yaml
 
 from fuzz.harness import Family, mutate_bytes
-from oncopipe import config, datasets
-from oncopipe.imagedump import Decode, load_image
-from oncopipe.images import image_format
+from oncopipe import datasets
+from oncopipe.core import config
+from oncopipe.imagefiles.imagedump import Decode, load_image
+from oncopipe.imagefiles.images import image_format
 
 _SIZES = (0, 1, 2, 95, 96, 97, 255, 256, 460, 700, 4095, 7071, 7072, 30000, 32767, 32768,
           65535, 65536, 2**24, 2**31 - 1, 2**31, 2**32 - 1)

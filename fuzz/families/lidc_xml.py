@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 from fuzz.harness import Family, mutate_bytes
+from oncopipe.core.errors import RejectError
 from oncopipe.datasets.lidc import reader_xml
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
-from oncopipe.errors import RejectError
 
 _DEMO = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=16,
                    nodules=(1, 1), small_nodules=(1, 1), non_nodules=(1, 1))

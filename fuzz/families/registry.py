@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fuzz.harness import Family
 from oncopipe.datasets.mosmed.registry import REGISTRY_FILE, REGISTRY_XLSX, find_studies
-from oncopipe.report import Report
+from oncopipe.ingest.report import Report
 
 XLSX = Path(__file__).resolve().parents[2] / "tests" / "data" / "mosmed_registry.xlsx"
 _REFS = ("ZZZZZZ1", "XFD1", "XFE1", "A1048576", "A1048577", "A0", "a1", "1A", "A-1", "A99999999",

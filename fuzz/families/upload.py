@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from fuzz.harness import Family, mutate_bytes
-from oncopipe import limits
+from oncopipe.core import limits
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.serve import uploads

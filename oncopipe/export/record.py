@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from oncopipe import provenance
+from oncopipe.core import provenance
 from oncopipe.export.source import SPLITS, Source
 
 

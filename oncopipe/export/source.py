@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe import provenance, shards
-from oncopipe.cards import ShardSummary
-from oncopipe.manifest import ManifestMeta, check_arrays, read_manifest
+from oncopipe.core import provenance
+from oncopipe.core.cards import ShardSummary
+from oncopipe.core.manifest import ManifestMeta, check_arrays, read_manifest
+from oncopipe.shard import shards
 
 SPLITS = ("train", "val", "test")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from oncopipe import datacard
-from oncopipe.atomic import atomic_path
-from oncopipe.cards import ShardSummary
-from oncopipe.config import ExportParams
-from oncopipe.contract import Provenance
-from oncopipe.export import hf, medmnist, monai, record, source, webdataset
+from oncopipe.core.atomic import atomic_path
+from oncopipe.core.cards import ShardSummary
+from oncopipe.core.config import ExportParams
+from oncopipe.core.contract import Provenance
+from oncopipe.export import datacard, hf, medmnist, monai, record, source, webdataset
 
 WRITERS = {"monai": monai.write, "medmnist": medmnist.write, "hf": hf.write,
            "webdataset": webdataset.write}

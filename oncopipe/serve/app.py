@@ -41,13 +41,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from oncopipe import datasets, input_warnings, predict, saliency
-from oncopipe.atomic import OUTPUT_ROOTS, sweep_orphans
-from oncopipe.cards import CONFIG_FILE, ModelCard
-from oncopipe.contract import DatasetSpec
-from oncopipe.errors import InputError, LimitError, ModelError
-from oncopipe.inference import MODEL_FILE
-from oncopipe.serve import pipeline, uploads, views
+from oncopipe import datasets, predict
+from oncopipe.core.atomic import OUTPUT_ROOTS, sweep_orphans
+from oncopipe.core.cards import CONFIG_FILE, ModelCard
+from oncopipe.core.contract import DatasetSpec
+from oncopipe.core.errors import InputError, LimitError, ModelError
+from oncopipe.ingest import input_warnings
+from oncopipe.learn.inference import MODEL_FILE
+from oncopipe.serve import pipeline, saliency, uploads, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
 log = logging.getLogger("oncopipe.serve")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.manifest import read_manifest
+from oncopipe.core.manifest import read_manifest
 
 MAX_REJECT_ROWS = 200
 

@@ -3,7 +3,7 @@
 Models load on first use (lazily) and stay loaded; each request compares the modification
 times of ``config.json`` and ``model.pt``, so a model the train stage rewrites is reloaded on
 the next request, and likewise the configs when ``params.yaml`` changes. The input limits
-are its ``limits:`` section (:mod:`oncopipe.limits`), made the process's on every (re)load.
+are its ``limits:`` section (:mod:`oncopipe.core.limits`), made the process's on every (re)load.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe import config, datasets, limits, predict
-from oncopipe.inference import CONFIG_FILE, MODEL_FILE
+from oncopipe import datasets, predict
+from oncopipe.core import config, limits
+from oncopipe.learn.inference import CONFIG_FILE, MODEL_FILE
 
 log = logging.getLogger("oncopipe.serve")
 MIB = 1 << 20

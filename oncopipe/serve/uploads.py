@@ -5,7 +5,7 @@ caller deletes after the answer. The names inside come from us, never from the c
 the suffix is kept, to tell the format); zip entries are checked before anything is written:
 no absolute paths, no ``..``, no links, a capped entry count, and caps on each entry's and the
 total uncompressed size, checked against what the headers declare and again while inflating
-(the sizes a zip or gzip header states can lie). The caps are :mod:`oncopipe.limits`'.
+(the sizes a zip or gzip header states can lie). The caps are :mod:`oncopipe.core.limits`'.
 :class:`Upload` is one request's upload, as the routes use it; error messages it passes on
 name the client's file, never a server path. Every copy loop checks a ``cancel`` event
 between chunks, so work for a client that went away stops (:class:`Abandoned`).
@@ -30,15 +30,15 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
-from oncopipe.atomic import remove_orphans
-from oncopipe.errors import InputError
-from oncopipe.images import ImageError, header_size
-from oncopipe.limits import Limits
+from oncopipe.core.atomic import remove_orphans
+from oncopipe.core.errors import InputError
+from oncopipe.core.limits import Limits
+from oncopipe.imagefiles.images import ImageError, header_size
 
 if TYPE_CHECKING:
     from fastapi import UploadFile
 
-    from oncopipe.contract import PredictInput
+    from oncopipe.core.contract import PredictInput
     from oncopipe.serve.state import Settings
 
 CHUNK = 1 << 20

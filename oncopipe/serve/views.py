@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from oncopipe.loader import to_float
+from oncopipe.learn.loader import to_float
 
 MIN_SIDE = 192  # small crops (64 px) are enlarged so a person can see them
 

@@ -6,7 +6,7 @@ The split unit is the slide id from the patient folder (``SOB_B_A_14-22549AB`` -
 patient. See docs/breakhis.md for the layout, the quirks and the reference models.
 """
 
-from oncopipe.contract import DatasetSpec
+from oncopipe.core.contract import DatasetSpec
 from oncopipe.datasets.breakhis import params
 
 SPEC = DatasetSpec.of_package(__name__, params)

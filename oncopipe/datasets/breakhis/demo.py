@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from oncopipe.atomic import write_bytes, write_text
-from oncopipe.config import DatasetConfig
+from oncopipe.core.atomic import write_bytes, write_text
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES
 
 HEIGHT, WIDTH = 460, 700  # the size of (nearly) every image of the release

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from oncopipe.core.errors import RejectError
 from oncopipe.datasets.breakhis.params import MAGNIFICATIONS, SUBTYPES, PatientUnit
-from oncopipe.errors import RejectError
 
 # Subtype code (as in the names) -> subtype folder; benign codes first, in the paper's order.
 CODES: dict[str, str] = dict(zip(("A", "F", "PT", "TA", "DC", "LC", "MC", "PC"), SUBTYPES,

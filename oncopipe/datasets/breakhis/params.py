@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput, Provenance
-from oncopipe.settings import SETTINGS, Int, NonNegInt
+from oncopipe.core.contract import PredictInput, Provenance
+from oncopipe.core.settings import SETTINGS, Int, NonNegInt
 
 # subtype folders, benign first, in the paper's order (naming.py maps the file-name codes)
 SUBTYPES: tuple[str, ...] = (

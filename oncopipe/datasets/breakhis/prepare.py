@@ -3,7 +3,7 @@
 Labels come from the folders and file names only after :mod:`.tree` has checked that both
 agree; files that fail there (or are outside the magnification filter) are rejected with the
 reason before any pixel is read. The rest go to the shared image-dump writer
-(:mod:`oncopipe.imagedump`), which decodes in worker processes with bounded memory and
+(:mod:`oncopipe.imagefiles.imagedump`), which decodes in worker processes with bounded memory and
 rejects unreadable files. An image that is not 700 x 460 (the release has a few) is resized
 like the others and counted in the report (``resized_from_other_size``) when each side is
 within 5% of the release's; farther off it is not a BreakHis field and is rejected (from its
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.breakhis.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root
-from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
-from oncopipe.rawfiles import walk
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
+from oncopipe.ingest.rawfiles import walk
+from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,6 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
                    point: tuple[float, float, float] | None = None) -> np.ndarray:
     """One BreakHis PNG as ``prepare`` stores it: ``(3, S, S)`` uint8 (no ``point``).
 
-    Raises :class:`oncopipe.images.ImageError` for a file ``prepare`` would reject.
+    Raises :class:`oncopipe.imagefiles.images.ImageError` for a file ``prepare`` would reject.
     """
     return load_input(path, decode_spec(cfg.prepare), PREDICT_INPUT, point)

@@ -4,7 +4,7 @@ Two layouts are in circulation: the original archive (``BreaKHis_v1/histology_sl
 and the Kaggle mirror, which nests one more ``BreaKHis_v1/`` level and adds ``Folds.csv``
 (image-level folds from the paper; this pipeline splits by patient, so it is not used). The
 raw path may point at the folder holding ``BreaKHis_v1``, at ``BreaKHis_v1`` itself, or at
-``breast``. Every file under the raw path is listed (:func:`oncopipe.rawfiles.walk`, sorted)
+``breast``. Every file under the raw path is listed (:func:`oncopipe.ingest.rawfiles.walk`, sorted)
 and ends up either as a :class:`TreeImage` or as a ``(path, reason)`` rejection; nothing is
 skipped silently.
 """
@@ -23,7 +23,7 @@ from oncopipe.datasets.breakhis.naming import (
     parse_file_name,
     parse_folder_name,
 )
-from oncopipe.rawfiles import RawLayoutError
+from oncopipe.ingest.rawfiles import RawLayoutError
 
 _BREAST = ("histology_slides", "breast")
 _MAX_NESTING = 3  # raw/, raw/BreaKHis_v1/, raw/BreaKHis_v1/BreaKHis_v1/ (Kaggle), one spare

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.isic.params import DemoParams
 
 TRAIN_COLUMNS = ("image_name", "patient_id", "sex", "age_approx",

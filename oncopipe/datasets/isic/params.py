@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput, Provenance
-from oncopipe.settings import SETTINGS, Bool, Float, Int, NonNegInt, Str
+from oncopipe.core.contract import PredictInput, Provenance
+from oncopipe.core.settings import SETTINGS, Bool, Float, Int, NonNegInt, Str
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.isic import reader
 from oncopipe.datasets.isic.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
-from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Decode, dump_meta, load_input, write_dump
+from oncopipe.ingest.report import Report
 
 
 def decode_spec(params: PrepareParams) -> Decode:

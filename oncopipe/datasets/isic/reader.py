@@ -1,11 +1,12 @@
 """Reading the SIIM-ISIC 2020 Kaggle tree: ``train.csv``, the JPEG folder, the duplicates list.
 
-Every raw item ends up either as a :class:`~oncopipe.imagedump.Candidate` or as a rejection
+Every raw item ends up either as a :class:`~oncopipe.imagefiles.imagedump.Candidate` or as a
+rejection
 with its reason: images without a CSV row, rows without an image, unknown or inconsistent
 labels (``target`` is 1 exactly when ``diagnosis`` is melanoma and ``benign_malignant`` is
 malignant), rows without a patient id, duplicate rows (an image listed twice with another
 label or patient is not used at all), the second image of each pair in the ISIC duplicates
-list. A header naming a column twice stops the stage (:func:`oncopipe.rawfiles.read_csv`):
+list. A header naming a column twice stops the stage (:func:`oncopipe.ingest.rawfiles.read_csv`):
 which of the two is meant cannot be known. Test images (no labels) are counted, not used.
 """
 
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from oncopipe.imagedump import Candidate
-from oncopipe.rawfiles import RawLayoutError, read_csv, walk
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Candidate
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
+from oncopipe.ingest.report import Report
 
 TRAIN_CSV = "train.csv"
 TEST_CSV = "test.csv"

@@ -6,7 +6,7 @@ generic prepare stage calling :mod:`.prepare`) crops every lesion of the table
 into 2D and 3D arrays and writes the common manifest. See docs/lidc.md.
 """
 
-from oncopipe.contract import DatasetSpec
+from oncopipe.core.contract import DatasetSpec
 from oncopipe.datasets.lidc import params
 
 SPEC = DatasetSpec.of_package(__name__, params, view="scan_view")

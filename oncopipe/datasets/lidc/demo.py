@@ -37,7 +37,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.lidc.params import DemoParams
 
 UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."

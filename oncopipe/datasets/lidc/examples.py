@@ -51,7 +51,7 @@ def table(points: pl.DataFrame, raw: str) -> str:
 def demo_points(params_file: Path = Path("params.yaml")) -> tuple[pl.DataFrame, str]:
     """The example points of the demo ``params_file`` describes (written to a temporary folder)
     and its ``raw`` folder: the demo is deterministic, so these are the workspace's points."""
-    from oncopipe import config
+    from oncopipe.core import config
     from oncopipe.datasets.lidc import SPEC, lesions
     from oncopipe.datasets.lidc.demo import write
 

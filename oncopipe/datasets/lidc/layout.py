@@ -39,8 +39,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from oncopipe import limits
-from oncopipe.errors import DecodeError, bad_bytes_reject
+from oncopipe.core import limits
+from oncopipe.core.errors import DecodeError, bad_bytes_reject
 
 LAYOUT_TAGS = ["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated",
                "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
@@ -99,7 +99,7 @@ class _Bounded(io.BufferedReader):
 @contextlib.contextmanager
 def open_dicom(path: Path) -> Iterator[tuple[BinaryIO, int]]:
     """``path`` opened for pydicom and its size, once the size is within
-    ``limits.max_dicom_bytes`` (else :class:`~oncopipe.errors.LimitError`)."""
+    ``limits.max_dicom_bytes`` (else :class:`~oncopipe.core.errors.LimitError`)."""
     size = os.stat(path).st_size
     limits.active().check("max_dicom_bytes", size, path)
     with _Bounded(io.FileIO(os.fspath(path), "rb"), size) as fp:
@@ -108,9 +108,9 @@ def open_dicom(path: Path) -> Iterator[tuple[BinaryIO, int]]:
 
 def read_dataset(fp: BinaryIO, path: Path, **kwargs: object) -> pydicom.Dataset:
     """``pydicom.dcmread(fp, **kwargs)`` with every element converted: whatever pydicom or
-    zlib raises on the bytes is a :class:`~oncopipe.errors.DecodeError` naming ``path``
+    zlib raises on the bytes is a :class:`~oncopipe.core.errors.DecodeError` naming ``path``
     (``unreadable DICOM: ...``), a deflated dataset inflating past ``max_dicom_bytes`` a
-    :class:`~oncopipe.errors.LimitError`."""
+    :class:`~oncopipe.core.errors.LimitError`."""
     with bad_bytes_reject(path, "unreadable DICOM: parsing"):
         try:
             _check_inflated(fp, path)
@@ -150,7 +150,7 @@ def _check_inflated(fp: BinaryIO, path: Path) -> None:
 def read_header(path: Path, tags: list[str]) -> tuple[pydicom.Dataset, PixelLayout]:
     """One file's header (``tags`` + :data:`LAYOUT_TAGS`, no pixels) and its pixel layout.
 
-    Raises :class:`~oncopipe.errors.RejectError` naming the file when it cannot be read.
+    Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
     with open_dicom(path) as (fp, size):
         ds = read_dataset(fp, path, stop_before_pixels=True,

@@ -39,8 +39,8 @@ from oncopipe.datasets.lidc.clustering import (
 )
 from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
 from oncopipe.datasets.lidc.series import SeriesHeader, read_headers
-from oncopipe.rawfiles import walk
-from oncopipe.report import Report
+from oncopipe.ingest.rawfiles import walk
+from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
 KIND_CODES = {"nodule": "N", "small_nodule": "S", "non_nodule": "X"}

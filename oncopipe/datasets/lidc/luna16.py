@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from oncopipe.atomic import atomic_path
+from oncopipe.core.atomic import atomic_path
 
 COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 

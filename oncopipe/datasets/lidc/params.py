@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput, Provenance
-from oncopipe.settings import (
+from oncopipe.core.contract import PredictInput, Provenance
+from oncopipe.core.settings import (
     SETTINGS,
     Bool,
     Float,

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc.layout import header_hash
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesError, SeriesHeader, read_slice_hu
-from oncopipe.errors import InputError
 
 
 class StaleSliceError(InputError):

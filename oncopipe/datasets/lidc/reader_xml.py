@@ -27,8 +27,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oncopipe import limits
-from oncopipe.errors import LimitError, RejectError
+from oncopipe.core import limits
+from oncopipe.core.errors import LimitError, RejectError
 
 RATINGS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin",
            "lobulation", "spiculation", "texture", "malignancy")

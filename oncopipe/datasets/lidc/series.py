@@ -35,7 +35,8 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from oncopipe import limits
+from oncopipe.core import limits
+from oncopipe.core.errors import DecodeError, LimitError, RejectError, bad_bytes_reject
 from oncopipe.datasets.lidc.layout import (
     PixelLayout,
     open_dicom,
@@ -43,8 +44,7 @@ from oncopipe.datasets.lidc.layout import (
     read_dataset,
     read_header,
 )
-from oncopipe.errors import DecodeError, LimitError, RejectError, bad_bytes_reject
-from oncopipe.parallel import ordered_map
+from oncopipe.ingest.parallel import ordered_map
 
 AIR_HU = -1000.0
 _HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc.layout import PixelLayout
 from oncopipe.datasets.lidc.series import SeriesHeader, Slice
-from oncopipe.errors import InputError
 
 SCHEMA = {
     "series_dir": pl.String, "series_uid": pl.String, "patient_id": pl.String,

@@ -5,7 +5,7 @@ See docs/mosmed.md. Modules: :mod:`.registry` (which studies exist, their catego
 prepare step), :mod:`.demo` (synthetic data in the release layout).
 """
 
-from oncopipe.contract import DatasetSpec
+from oncopipe.core.contract import DatasetSpec
 from oncopipe.datasets.mosmed import params
 
 SPEC = DatasetSpec.of_package(__name__, params)

@@ -28,7 +28,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from oncopipe.atomic import write_bytes
+from oncopipe.core.atomic import write_bytes
 from oncopipe.datasets.mosmed.params import ID_RANGES, DemoParams
 
 # fraction of lung volume involved, per category (the release's definition of CT-1..CT-4)

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput, Provenance
-from oncopipe.settings import SETTINGS, Float, Int, NonNegFloat, NonNegInt, Str
+from oncopipe.core.contract import PredictInput, Provenance
+from oncopipe.core.settings import SETTINGS, Float, Int, NonNegFloat, NonNegInt, Str
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
 

@@ -3,9 +3,9 @@
 Only ``predict``/``serve`` ask (the ``prepare`` stage keeps every readable study, as the
 release holds only CT): a model trained on MosMedData answers anything with a confident
 probability, so an all-zero volume, a normalised or rescaled one, a handful of slices or a
-thumbnail is refused with one sentence (:class:`~oncopipe.errors.NotDatasetInputError`).
+thumbnail is refused with one sentence (:class:`~oncopipe.core.errors.NotDatasetInputError`).
 A chest CT in HU that differs from the release only in its geometry is answered, with a
-warning in the answer (:mod:`oncopipe.input_warnings`).
+warning in the answer (:mod:`oncopipe.ingest.input_warnings`).
 
 What the release holds (COVID19_1110): int16 HU from -1024 (air) upwards, 512 x 512 pixels
 of 0.6-0.9 mm (a field of view of about 300-460 mm), slices 8 mm apart. The minimum size is
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oncopipe import input_warnings
+from oncopipe.core.errors import NotDatasetInputError
 from oncopipe.datasets.mosmed.volume import Volume
-from oncopipe.errors import NotDatasetInputError
+from oncopipe.ingest import input_warnings
 
 MIN_SLICES = 16
 MIN_SIDE_PX = 128

@@ -4,7 +4,7 @@ Labels come from params: ``prepare.normal`` and ``prepare.abnormal`` list the ca
 each class (default CT-0 vs CT-1..CT-4; the Keras example's subset is CT-0 vs CT-2/CT-3,
 i.e. ``abnormal: [CT-2, CT-3, CT-23]``). A study whose category is in neither list is
 rejected as ``excluded category``, so nothing disappears without a row in the report.
-Volumes are prepared in worker processes (:func:`oncopipe.parallel.ordered_map`: results in
+Volumes are prepared in worker processes (:func:`oncopipe.ingest.parallel.ordered_map`: results in
 input order, bounded in-flight memory) and appended one by one to the array file.
 """
 
@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.arrays import ArrayWriter
-from oncopipe.config import DatasetConfig
-from oncopipe.contact_sheet import write_contact_sheet
+from oncopipe.core.config import DatasetConfig
+from oncopipe.core.errors import InputError, RejectError
+from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.mosmed import plausible
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
 from oncopipe.datasets.mosmed.volume import CANONICAL, prepare_volume
-from oncopipe.errors import InputError, RejectError
-from oncopipe.manifest import ManifestMeta, write_manifest
-from oncopipe.parallel import default_workers, ordered_map
-from oncopipe.rawfiles import RawLayoutError
-from oncopipe.report import Report
+from oncopipe.ingest.arrays import ArrayWriter
+from oncopipe.ingest.contact_sheet import write_contact_sheet
+from oncopipe.ingest.parallel import default_workers, ordered_map
+from oncopipe.ingest.rawfiles import RawLayoutError
+from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from oncopipe.datasets.mosmed import xlsx
 from oncopipe.datasets.mosmed.params import CATEGORIES
-from oncopipe.rawfiles import RawLayoutError, read_csv, walk
-from oncopipe.report import Report
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
+from oncopipe.ingest.report import Report
 
 REGISTRY_FILE = "dataset_registry.csv"
 REGISTRY_XLSX = "dataset_registry.xlsx"

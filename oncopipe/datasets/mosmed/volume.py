@@ -7,7 +7,7 @@ soft tissue):
 1. read, header first (:func:`read_nifti`): the NIfTI-1/2 header is parsed from the first
    inflated bytes (ISA-L's ``igzip``, about 2x faster than zlib for the same bytes) with
    nibabel's field layout and every field checked against the file's size and
-   :mod:`oncopipe.limits` before the voxel buffer is allocated; the best affine is the
+   :mod:`oncopipe.core.limits` before the voxel buffer is allocated; the best affine is the
    sform, else the qform (the two must agree on the orientation);
 2. reorient from the affine: flips and axis permutations (numpy views, no copy) to the
    canonical voxel order ``(S, P, L)`` = numpy ``(z, y, x)`` of a DICOM LPS image: slice 0 is
@@ -42,8 +42,8 @@ from nibabel import orientations
 from nibabel.quaternions import quat2mat
 from nibabel.volumeutils import shape_zoom_affine
 
-from oncopipe import limits
-from oncopipe.errors import DecodeError, RejectError, bad_bytes_reject
+from oncopipe.core import limits
+from oncopipe.core.errors import DecodeError, RejectError, bad_bytes_reject
 
 CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -97,11 +97,11 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (file order, e.g. (x, y, z)) and affine of a ``.nii``/``.nii.gz`` file.
 
     Header first: every size, offset, code and number it declares is checked (against the
-    file's real size, :func:`oncopipe.limits.active` and what a CT volume can be) before
+    file's real size, :func:`oncopipe.core.limits.active` and what a CT volume can be) before
     the voxel buffer is allocated; a ``.nii.gz`` is inflated as a stream (every gzip member,
     never more than the header declares, up to ``max_inflated_bytes`` in all). The voxels
     are a view of that buffer unless ``scl_slope``/``scl_inter`` ask for scaling. Raises a
-    :class:`~oncopipe.errors.RejectError` (:class:`VolumeError`, ``LimitError`` or
+    :class:`~oncopipe.core.errors.RejectError` (:class:`VolumeError`, ``LimitError`` or
     ``DecodeError``) naming the file and the problem.
     """
     path = Path(path)

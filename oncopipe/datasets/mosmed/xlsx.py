@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from oncopipe import limits
-from oncopipe.errors import LimitError, RejectError, bad_bytes_reject
+from oncopipe.core import limits
+from oncopipe.core.errors import LimitError, RejectError, bad_bytes_reject
 
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -38,7 +38,7 @@ def read_first_sheet(path: str | Path) -> list[list[str]]:
     member's inflated size is checked against ``max_inflated_bytes`` and ``max_table_bytes``
     before it is read (and read no further than that), each cell's row and column against
     ``max_xlsx_row``/``max_xlsx_column`` and the sheet's cells, as the table returned here
-    spans them, against ``max_xlsx_cells`` (:mod:`oncopipe.limits`). Whatever the zip and
+    spans them, against ``max_xlsx_cells`` (:mod:`oncopipe.core.limits`). Whatever the zip and
     XML readers raise on bad bytes is an :class:`XlsxError` naming the file.
     """
     path = Path(path)

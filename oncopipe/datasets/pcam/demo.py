@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.pcam.params import DemoParams
 
 SIDE = 96

@@ -10,8 +10,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput, Provenance
-from oncopipe.settings import SETTINGS, Float, Int, NonNegInt
+from oncopipe.core.contract import PredictInput, Provenance
+from oncopipe.core.settings import SETTINGS, Float, Int, NonNegInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("negative", "positive")}
 

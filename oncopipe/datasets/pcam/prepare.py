@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from oncopipe.config import DatasetConfig
+from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.pcam import reader
 from oncopipe.datasets.pcam.params import CLASS_NAMES, PREDICT_INPUT
-from oncopipe.imagedump import Decode, dump_meta, load_input, write_dump
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Decode, dump_meta, load_input, write_dump
+from oncopipe.ingest.report import Report
 
 SIDE = 96
 DECODE = Decode(size=(SIDE, SIDE), expect=(SIDE, SIDE), reduced=False)

@@ -1,6 +1,7 @@
 """Reading the Kaggle histopathologic-cancer-detection tree: labels CSV and file listings.
 
-Every raw item ends up either as a :class:`~oncopipe.imagedump.Candidate` or as a rejection
+Every raw item ends up either as a :class:`~oncopipe.imagefiles.imagedump.Candidate` or as a
+rejection
 with its reason: files in ``train/`` without a CSV row, CSV rows without a file, rows with an
 unknown label, duplicate rows, stray files. An id listed twice with the same label keeps its
 first row (the second is rejected as a duplicate); listed with different labels, both rows
@@ -13,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncopipe.imagedump import Candidate
-from oncopipe.rawfiles import RawLayoutError, read_csv, walk
-from oncopipe.report import Report
+from oncopipe.imagefiles.imagedump import Candidate
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
+from oncopipe.ingest.report import Report
 
 LABELS_FILE = "train_labels.csv"
 SUBMISSION_FILE = "sample_submission.csv"

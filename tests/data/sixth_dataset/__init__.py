@@ -2,8 +2,9 @@
 ``malignant/``, named ``<patient>_<k>.png``. tests/test_sixth_dataset.py adds it to a copy of
 the project by following docs/architecture.md's "Adding a sixth dataset"."""
 
-from oncopipe.contract import DatasetSpec, Lazy
 from oncopipe.datasets.ddsm import params
+
+from oncopipe.core.contract import DatasetSpec, Lazy
 
 SPEC = DatasetSpec(
     name="ddsm",

@@ -8,8 +8,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from oncopipe.contract import PredictInput
-from oncopipe.settings import SETTINGS, Int, NonNegInt, PosInt
+from oncopipe.core.contract import PredictInput
+from oncopipe.core.settings import SETTINGS, Int, NonNegInt, PosInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 SIDE = 32  # pixels of a crop

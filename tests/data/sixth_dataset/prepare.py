@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from oncopipe.config import DatasetConfig
 from oncopipe.datasets.ddsm.params import CLASS_NAMES, PREDICT_INPUT, SIDE
-from oncopipe.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
-from oncopipe.rawfiles import RawLayoutError, walk
-from oncopipe.report import Report
+
+from oncopipe.core.config import DatasetConfig
+from oncopipe.imagefiles.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
+from oncopipe.ingest.rawfiles import RawLayoutError, walk
+from oncopipe.ingest.report import Report
 
 DECODE = Decode(size=(SIDE, SIDE), expect=(SIDE, SIDE), reduced=False)
 

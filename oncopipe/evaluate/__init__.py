@@ -1,0 +1,1 @@
+"""The evaluate stage's library: test-split metrics, plots, predictions."""

@@ -1,0 +1,2 @@
+"""The prepare stages' toolkit: the raw-file walker, kept/rejected accounting,
+the process pool, the array writer, contact sheets, input warnings."""
