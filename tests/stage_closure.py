@@ -130,7 +130,9 @@ def stage_module(cmd: str) -> str:
 
 
 def is_code(dep: str) -> bool:
-    return dep.split("/", 1)[0] in CODE_ROOTS
+    """A Python module of the project (a data file shipped inside the package, such as a
+    published scan list, is a dependency dvc.yaml names by hand)."""
+    return dep.split("/", 1)[0] in CODE_ROOTS and dep.endswith(".py")
 
 
 def code_deps(module: str, datasets: list[str], templated: bool) -> list[str]:
