@@ -92,12 +92,14 @@ def _break(a: str, b: str) -> float:
 
 
 def infer_readers(nodule_ids: Sequence[str], centres_mm: np.ndarray,
-                  diameters_mm: Sequence[float]) -> list[int]:
+                  diameters_mm: Sequence[float], max_readers: int = 4) -> list[int]:
     """Reader index (0, 1, ...) of each mark, marks in database (document) order.
 
-    The fewest contiguous runs in which no two marks would merge under
-    :func:`merge_by_radius`'s distance rule; among those, the cuts where the noduleIDs
-    break most (:func:`_break`), then the latest.
+    Contiguous runs, at most ``max_readers`` (LIDC had four readers per scan), chosen by, in
+    order: the fewest pairs inside one run that :func:`merge_by_radius`'s distance rule would
+    merge (a reader rarely marks one nodule twice; two touching nodules one reader marked
+    apart are such a pair), the fewest runs, the cuts where the noduleIDs break most
+    (:func:`_break`), then the latest cuts.
     """
     n = len(nodule_ids)
     if n == 0:
@@ -105,30 +107,31 @@ def infer_readers(nodule_ids: Sequence[str], centres_mm: np.ndarray,
     conflict = _would_merge(np.asarray(centres_mm, float).reshape(-1, 3),
                             np.asarray(diameters_mm, float))
     np.fill_diagonal(conflict, False)
-    # clean[s][e]: marks s..e-1 hold no conflicting pair
-    first_conflict = [n + 1] * n  # the smallest e such that s..e-1 has a conflict
-    for s in range(n - 1, -1, -1):
-        later = [j for j in range(s + 1, n) if conflict[s, j]]
-        own = later[0] + 1 if later else n + 1
-        first_conflict[s] = min(own, first_conflict[s + 1] if s + 1 < n else n + 1)
-    # best[e] = (runs, -score) of the best cut of marks 0..e-1; cut[e] its last run's start
-    best: list[tuple[int, float]] = [(0, 0.0)] + [(n + 1, 0.0)] * n
-    cut = [0] * (n + 1)
-    for e in range(1, n + 1):
-        for s in range(e):
-            if e >= first_conflict[s]:
-                continue
-            score = _break(nodule_ids[s - 1], nodule_ids[s]) if s else 0.0
-            cand = (best[s][0] + 1, best[s][1] - score)
-            if cand <= best[e]:
-                best[e], cut[e] = cand, s
+    # pairs[s, e]: conflicting pairs among marks s..e-1
+    pairs = np.zeros((n + 1, n + 1), int)
+    for s in range(n):
+        for e in range(s + 2, n + 1):
+            pairs[s, e] = pairs[s, e - 1] + int(conflict[s:e - 1, e - 1].sum())
+    inf = (n * n + 1, 0, 0.0)
+    # best[r][e]: (conflicts, runs, -score) of the best cut of marks 0..e-1 into r runs
+    best = [[inf] * (n + 1) for _ in range(max_readers + 1)]
+    start = [[0] * (n + 1) for _ in range(max_readers + 1)]
+    best[0][0] = (0, 0, 0.0)
+    for r in range(1, max_readers + 1):
+        for e in range(1, n + 1):
+            for s in range(e):
+                prev = best[r - 1][s]
+                if prev == inf:
+                    continue
+                score = _break(nodule_ids[s - 1], nodule_ids[s]) if s else 0.0
+                cand = (prev[0] + int(pairs[s, e]), r, prev[2] - score)
+                if cand <= best[r][e]:
+                    best[r][e], start[r][e] = cand, s
+    r = min(range(1, max_readers + 1), key=lambda q: best[q][n])
     readers = [0] * n
-    starts = []
     e = n
-    while e > 0:
-        starts.append(cut[e])
-        e = cut[e]
-    for r, s in enumerate(sorted(starts)):
-        for i in range(s, n):
-            readers[i] = r
+    while r > 0:
+        s = start[r][e]
+        readers[s:e] = [r - 1] * (e - s)
+        e, r = s, r - 1
     return readers
