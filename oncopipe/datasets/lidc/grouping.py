@@ -18,6 +18,7 @@ kind of id). docs/lidc.md states what this can and cannot recover.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -108,10 +109,14 @@ def infer_readers(nodule_ids: Sequence[str], centres_mm: np.ndarray,
                             np.asarray(diameters_mm, float))
     np.fill_diagonal(conflict, False)
     # pairs[s, e]: conflicting pairs among marks s..e-1
+    upper = np.triu(conflict, 1).astype(int)
+    # pairs (i, j), s <= i < j < e: 2D prefix sums over the upper triangle
+    cum = np.zeros((n + 1, n + 1), int)
+    cum[1:, 1:] = upper[::-1].cumsum(axis=0)[::-1].cumsum(axis=1)  # cum[s+1][e] = rows >= s
     pairs = np.zeros((n + 1, n + 1), int)
     for s in range(n):
-        for e in range(s + 2, n + 1):
-            pairs[s, e] = pairs[s, e - 1] + int(conflict[s:e - 1, e - 1].sum())
+        pairs[s, s + 1:] = cum[s + 1, s + 1:]
+    breaks = [0.0] + [_break(a, b) for a, b in itertools.pairwise(nodule_ids)]
     inf = (n * n + 1, 0, 0.0)
     # best[r][e]: (conflicts, runs, -score) of the best cut of marks 0..e-1 into r runs
     best = [[inf] * (n + 1) for _ in range(max_readers + 1)]
@@ -123,8 +128,7 @@ def infer_readers(nodule_ids: Sequence[str], centres_mm: np.ndarray,
                 prev = best[r - 1][s]
                 if prev == inf:
                     continue
-                score = _break(nodule_ids[s - 1], nodule_ids[s]) if s else 0.0
-                cand = (prev[0] + int(pairs[s, e]), r, prev[2] - score)
+                cand = (prev[0] + int(pairs[s, e]), r, prev[2] - breaks[s])
                 if cand <= best[r][e]:
                     best[r][e], start[r][e] = cand, s
     r = min(range(1, max_readers + 1), key=lambda q: best[q][n])

