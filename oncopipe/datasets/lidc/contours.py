@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.path import Path as MplPath
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import cdist, pdist
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import pdist
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def cluster(matrices: Sequence[np.ndarray], tol: float, factor: float = 0.9,
             # Bounding boxes further apart than tol: never adjacent (tol only shrinks).
             gap = np.maximum(0.0, np.maximum(lo[i] - hi[j], lo[j] - hi[i]))
             if np.sqrt((gap ** 2).sum()) <= tol:
-                distance[i, j] = distance[j, i] = cdist(matrices[i], matrices[j]).min()
+                distance[i, j] = distance[j, i] = _min_distance(matrices[i], matrices[j], tol)
     labels = _components(distance <= tol)
     while np.bincount(labels).max() > 4:
         tol *= factor
@@ -123,6 +124,13 @@ def cluster(matrices: Sequence[np.ndarray], tol: float, factor: float = 0.9,
     for i, label in enumerate(labels):
         groups.setdefault(int(label), []).append(i)
     return sorted(groups.values())
+
+
+def _min_distance(a: np.ndarray, b: np.ndarray, tol: float) -> float:
+    """The smallest distance between a point of ``a`` and one of ``b`` where it is <= ``tol``
+    (else inf: farther pairs never join, as tol only shrinks), without the (n, m) matrix."""
+    found, _ = cKDTree(b).query(a, k=1, distance_upper_bound=tol * (1 + 1e-9) + 1e-12)
+    return float(found.min())
 
 
 def _components(adjacency: np.ndarray) -> np.ndarray:

