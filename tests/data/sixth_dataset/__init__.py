@@ -2,9 +2,8 @@
 ``malignant/``, named ``<patient>_<k>.png``. tests/test_sixth_dataset.py adds it to a copy of
 the project by following docs/architecture.md's "Adding a sixth dataset"."""
 
-from oncopipe.datasets.ddsm import params
-
 from oncopipe.core.contract import DatasetSpec, Lazy
+from oncopipe.datasets.ddsm import params
 
 SPEC = DatasetSpec(
     name="ddsm",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from oncopipe.datasets.ddsm.params import CLASS_NAMES, SIDE
 
 from oncopipe.core.atomic import write_bytes
 from oncopipe.core.config import DatasetConfig
+from oncopipe.datasets.ddsm.params import CLASS_NAMES, SIDE
 
 
 def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:

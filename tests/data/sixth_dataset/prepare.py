@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from oncopipe.datasets.ddsm.params import CLASS_NAMES, PREDICT_INPUT, SIDE
 
 from oncopipe.core.config import DatasetConfig
+from oncopipe.datasets.ddsm.params import CLASS_NAMES, PREDICT_INPUT, SIDE
 from oncopipe.imagefiles.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
 from oncopipe.ingest.rawfiles import RawLayoutError, walk
 from oncopipe.ingest.report import Report
