@@ -207,10 +207,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return _refusal(exc, up)
 
     def kept(dataset: str, session: sessions.Session) -> Response:
-        """Keep ``session`` under a token, with its volume when the dataset has a view."""
+        """Keep ``session`` under a token once the dataset accepts it, with its volume when
+        the dataset has a view."""
         declared = _spec(dataset)
         try:
-            viewer.write_volume(session, declared, cache.config(dataset))
+            viewer.check_and_view(session, declared, cache.config(dataset))
         except BaseException:
             shutil.rmtree(session.folder, ignore_errors=True)
             raise

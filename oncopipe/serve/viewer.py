@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from oncopipe import input_warnings
 from oncopipe.config import DatasetConfig
 from oncopipe.contract import DatasetSpec
 from oncopipe.loader import to_float
@@ -32,9 +33,14 @@ CARDS = {"data": ("data/exports/{ds}/DATACARD.md",), "model": ("models/{ds}/MODE
 MAX_CARD_BYTES = 256 << 10
 
 
-def write_volume(session: Session, spec: DatasetSpec, cfg: DatasetConfig) -> None:
-    """The input's volume as raw int16 beside it, and what the page needs to slice it."""
+def check_and_view(session: Session, spec: DatasetSpec, cfg: DatasetConfig) -> None:
+    """Refuse a kept input now rather than at the first prediction: through the dataset's
+    view, whose volume is written beside it as raw int16 for the page to slice, or, for
+    inputs without one, through ``preprocess_one`` (an image: cheap)."""
     if spec.view is None:
+        if not spec.predict_input.point:
+            with input_warnings.collecting():
+                spec.preprocess_one(cfg, session.input)
         return
     volume, geometry = spec.view(cfg, session.input)
     volume = np.ascontiguousarray(volume, dtype="<i2")

@@ -272,6 +272,7 @@ class Viewer {
       ctx.stroke();
     }
     v.canvas.dataset.slice = String(s);
+    v.canvas.dataset.marker = this.marker ? this.marker.map((m) => m.toFixed(2)).join(",") : "";
     v.caption.textContent = this.caption(v, s);
   }
 
