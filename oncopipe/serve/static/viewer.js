@@ -226,11 +226,31 @@ class Viewer {
     const lut = this.lut;
     const data = this.data;
     const ov = this.overlay;
-    const a = this.opacity;
     const HW = this.H * this.W;
     const [base, rowStep, colStep] = v.name === "axial" ? [s * HW, this.W, 1]
       : v.name === "coronal" ? [(this.D - 1) * HW + s * this.W, -HW, 1]
         : [(this.D - 1) * HW + s, -HW, this.W];
+    if (this.C === 1 && !ov && lut) {  // the common case, a CT slice: one 32-bit write a pixel
+      const out = v.words || (v.words = new Uint32Array(px.buffer));
+      let i = 0;
+      for (let y = 0; y < rows; y++) {
+        let at = base + y * rowStep;
+        for (let x = 0; x < cols; x++, at += colStep, i++) {
+          const g = lut[data[at] + 32768];
+          out[i] = 0xff000000 | (g << 16) | (g << 8) | g;
+        }
+      }
+    } else {
+      this.blend(px, rows, cols, base, rowStep, colStep, plane);
+    }
+    this.present(v, s);
+  }
+
+  // the general case: grey or RGB input, with the heat map blended in at the chosen opacity
+  blend(px, rows, cols, base, rowStep, colStep, plane) {
+    const { lut, data } = this;
+    const ov = this.overlay;
+    const a = this.opacity;
     const second = this.C === 3 ? plane : 0;
     const third = this.C === 3 ? 2 * plane : 0;
     let o = 0;
@@ -250,6 +270,11 @@ class Viewer {
         px[o] = r0; px[o + 1] = g0; px[o + 2] = b0; px[o + 3] = 255;
       }
     }
+  }
+
+  // the slice on screen, then the lesions, the marker and the caption over it
+  present(v, s) {
+    const { rows, cols } = v;
     v.off.getContext("2d").putImageData(v.image, 0, 0);
     const ctx = v.canvas.getContext("2d");
     const sx = v.canvas.width / cols;
@@ -300,6 +325,7 @@ class Viewer {
   }
 
   caption(v, s) {
+    if (v.n === 1) return "";
     const base = `${v.name} ${s + 1} / ${v.n}`;
     const g = this.geometry;
     if (g && g.zs && v.name === "axial") return `${base}, z ${g.zs[s].toFixed(1)} mm`;
