@@ -86,7 +86,7 @@ def examples(root: Path, spec: DatasetSpec, cfg: DatasetConfig) -> list[dict]:
     point_cols = ("x_mm", "y_mm", "z_mm")
     takes_point = spec.predict_input.point and all(c in df.columns for c in point_cols)
     raw = cfg.raw if cfg.raw.is_absolute() else root / cfg.raw
-    out = []
+    out: list[dict] = []
     for label in sorted(df["label"].unique().to_list()):
         row = df.filter(pl.col("label") == label).sort("sample_id").row(0, named=True)
         source = raw / str(row["source"]).split(";", 1)[0]
