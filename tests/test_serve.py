@@ -155,6 +155,10 @@ def test_a_series_is_uploaded_once_kept_under_a_token_and_sliced_whole(project, 
         assert got.status_code == 200, got.text
         assert got.json()["probabilities"] == expected["probabilities"]
     assert got.json()["input"] == "series.zip"
+    outside = client.post("/api/predict/lidc", data={"token": token, "point": "9999 0 0"})
+    error = outside.json()["error"]
+    assert outside.status_code == 422 and "outside the scan" in error
+    assert str(private_tmp) not in error and "oncopipe-upload" not in error
     assert list(private_tmp.iterdir())  # kept until the page is done with it
     assert client.delete(f"/api/upload/lidc/{token}").status_code == 204
     assert list(private_tmp.iterdir()) == []
