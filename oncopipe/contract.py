@@ -81,7 +81,9 @@ class View(Protocol):
     """One raw input as a person looks through it: the whole volume in HU as int16 (D, H, W)
     with D increasing towards the head, H towards the back, W towards the patient's left, and
     its geometry: ``spacing_mm`` (D, H, W) and, for inputs that take a point, what maps a
-    voxel to patient mm (``origin_xy``, ``spacing_xy``, ``zs``, ``extent_mm``)."""
+    voxel to patient mm (``origin_xy``, ``spacing_xy``, ``zs``, ``extent_mm``);
+    ``model_input: "whole volume"`` where the model's input is this volume resampled, so its
+    Grad-CAM map is drawn over it."""
 
     def __call__(self, cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]: ...
 

@@ -231,6 +231,8 @@ def test_every_dataset_runs_its_example_in_one_click(demo_server, clean):
         assert re.fullmatch(rf"[<>]?\d+(\.\d)?% ({classes})", answer), (name, answer)
         if datasets.spec(name).view is not None:  # the series or study is on the viewer
             assert _slice(browser) >= 0
+        if name == "mosmed":  # its heat map covers the whole study: drawn over the scan too
+            assert browser.find_element(By.ID, "scan-opacity").is_displayed()
     # LIDC: the example's point is marked and the prepared table's lesions are listed
     if "lidc" in ready:
         web.run_example(browser, demo_server, "lidc")

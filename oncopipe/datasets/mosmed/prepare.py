@@ -168,8 +168,8 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
 
 def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
     """The study as a person looks through it: HU as int16 (D, H, W) in the canonical
-    orientation the model's input is resampled from (so its Grad-CAM map covers the same
-    extent), with the voxel spacing."""
+    orientation the model's input is resampled from, with the voxel spacing; the geometry says
+    so (``model_input``), and the page draws the model's Grad-CAM map over the whole study."""
     try:
         vol = canonical(path, *read_nifti(path))
     except RejectError as exc:
@@ -182,4 +182,4 @@ def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
     volume = np.empty(hu.shape, np.int16)
     for k in range(len(volume)):  # slice by slice: no whole float copy of a large study
         np.clip(np.rint(hu[k]), -32768, 32767, out=volume[k], casting="unsafe")
-    return volume, {"spacing_mm": [float(s) for s in vol.spacing]}
+    return volume, {"spacing_mm": [float(s) for s in vol.spacing], "model_input": "whole volume"}

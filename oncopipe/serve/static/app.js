@@ -119,6 +119,7 @@ function forget() {
   const held = state.held;
   state.held = null;
   state.viewer = null;
+  state.view = null;
   if (held) fetch(`/api/upload/${held.dataset}/${held.token}`, { method: "DELETE", keepalive: true }).catch(() => {});
 }
 
@@ -220,6 +221,7 @@ async function held(ds, answer) {
     spacing: g.spacing_mm, hu: true, geometry: g.zs ? g : null, lesions: view.lesions || [], label: "scan",
     onPoint: ds.point && g.zs ? (k, r, c) => setPointFromVoxel(k, r, c) : null });
   state.viewer = viewer;
+  state.view = view;
   const parts = [viewer.root];
   if ((view.lesions || []).length) {
     parts.push(el("div", { class: "row", id: "lesions" },
@@ -368,6 +370,29 @@ function renderResult(answer, ds) {
     el("h3", { text: "The input as the model saw it, with its heat map" }),
     el("p", { class: "note", id: "heatmap-help", text: `${HEATMAP_HELP} (${answer.saliency}.)` }),
     seen.root);
+  overlayOnScan(answer);
+}
+
+// where the dataset declares that the model's input covers the whole volume in the viewer's
+// orientation (MosMed), its heat map is drawn over the scan too, brought to the scan's grid
+function overlayOnScan(answer) {
+  const viewer = state.viewer;
+  const mv = answer.model_view;
+  if (!viewer || !state.view || state.view.geometry.model_input !== "whole volume" || mv.shape.length !== 4) return;
+  const [, d, h, w] = mv.shape;
+  const cam = decode(mv.cam);
+  const [D, H, W] = state.view.shape;
+  const near = (n, m) => Array.from({ length: n }, (_, i) => Math.min(m - 1, Math.floor(((i + 0.5) * m) / n)));
+  const [ks, rs, cs] = [near(D, d), near(H, h), near(W, w)];
+  const out = new Uint8Array(D * H * W);
+  let i = 0;
+  for (let k = 0; k < D; k++) {
+    for (let r = 0; r < H; r++) {
+      const row = (ks[k] * h + rs[r]) * w;
+      for (let c = 0; c < W; c++) out[i++] = cam[row + cs[c]];
+    }
+  }
+  viewer.setOverlay(out);
 }
 
 // ---------------------------------------------------------------------------------------------

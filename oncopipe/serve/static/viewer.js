@@ -99,16 +99,27 @@ class Viewer {
       parts.push(node("label", {}, "Window ", select), this.wlText,
         node("span", { class: "note", text: "drag on an image: left-right width, up-down level" }));
     }
-    if (this.overlay) {
-      const slider = node("input", { type: "range", min: 0, max: 100, value: Math.round(this.opacity * 100),
-        id: `${this.label}-opacity`, "aria-label": "heat map opacity" });
-      slider.addEventListener("input", () => {
-        this.opacity = Number(slider.value) / 100;
-        for (const v of this.views) this.schedule(v);
-      });
-      parts.push(node("label", {}, "Heat map opacity ", slider), colourBar("the heat map"));
-    }
-    return node("div", { class: "row viewer-controls" }, parts);
+    if (this.overlay) parts.push(...this.overlayControls());
+    this.controlsBox = node("div", { class: "row viewer-controls" }, parts);
+    return this.controlsBox;
+  }
+
+  overlayControls() {
+    const slider = node("input", { type: "range", min: 0, max: 100, value: Math.round(this.opacity * 100),
+      id: `${this.label}-opacity`, "aria-label": "heat map opacity" });
+    slider.addEventListener("input", () => {
+      this.opacity = Number(slider.value) / 100;
+      for (const v of this.views) this.schedule(v);
+    });
+    this.opacitySlider = slider;
+    return [node("label", {}, "Heat map opacity ", slider), colourBar("the heat map")];
+  }
+
+  // a heat map (uint8, the viewer's D x H x W grid) drawn over the images from now on
+  setOverlay(overlay) {
+    this.overlay = overlay;
+    if (!this.opacitySlider) this.controlsBox.append(...this.overlayControls());
+    for (const v of this.views) this.schedule(v);
   }
 
   // plane geometry: image rows/cols, their spacing, and how (index, row, col) maps to voxels
