@@ -273,3 +273,17 @@ def test_readable_and_keyboard_reachable_at_420_pixels(project, server, clean):
         assert {"example-0", "file", "tab-pcam"} <= reached
     finally:
         browser.set_window_size(1400, 1500)
+
+
+def test_the_viewer_benchmark_runs_and_reaches_every_slice(tmp_path):
+    """benchmarks/serve_viewer.py at a tiny size (its figures are not checked: speed is not
+    tested here), writing its table into a copy of docs/serve.md."""
+    from benchmarks import serve_viewer
+
+    doc = tmp_path / "serve.md"
+    doc.write_text((ROOT / "docs" / "serve.md").read_text(encoding="utf-8"), encoding="utf-8")
+    serve_viewer.main(["--slices", "20", "--rows", "64", "--write", str(doc)])
+    block = doc.read_text(encoding="utf-8").split(serve_viewer.MARK_BEGIN)[1]
+    block = block.split(serve_viewer.MARK_END)[0]
+    assert "| slices reachable (slider positions) | 20 of 20 |" in block
+    assert re.search(r"press to last slice shown \| [\d.]+ s, \d+ distinct slices drawn", block)
