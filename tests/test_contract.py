@@ -89,6 +89,8 @@ def _fields(**changes):
     ({"prepare": print}, "prepare must be a Lazy"),
     ({"class_names": {"binary": ("only",)}}, "class_names must be"),
     ({"demo_params": None}, "demo_params must be a settings class"),
+    ({"class_descriptions": {"negative": "no tumour"}}, r"missing: \['positive'\]"),
+    ({"class_descriptions": {"negative": "", "positive": "tumour"}}, "class_descriptions must"),
     ({"predict_input": PredictInput("series", (".dcm",), ("DICOM",), "a series", point=True)},
      "view must be a Lazy"),
 ])

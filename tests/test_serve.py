@@ -17,11 +17,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 from serve_project import UNPACKED, build
 
 from oncopipe import cli
+from oncopipe.serve import sessions, uploads, viewer
 from oncopipe.serve.app import Settings, create_app
 
 LIMIT = 256 << 10  # upload limit of the test app: 256 KiB
@@ -123,18 +125,155 @@ def test_explain_shows_the_input_as_seen_and_a_saliency_map(project, client):
         assert view["input"] != view["saliency"]
 
 
-def test_scan_gives_slices_and_the_geometry_to_click_a_point(project, client):
-    response = post(client, "/api/scan/lidc", "series.zip", project.lidc_zip.read_bytes())
+def test_a_series_is_uploaded_once_kept_under_a_token_and_sliced_whole(project, client, capsys,
+                                                                     private_tmp):
+    response = post(client, "/api/upload/lidc", "series.zip", project.lidc_zip.read_bytes())
     assert response.status_code == 200, response.text
     body = response.json()
-    geometry = body["geometry"]
-    assert len(body["slices"]) == len(geometry["zs"]) == 16
+    token, view = body["token"], body["view"]
+    assert body["name"] == "series.zip" and len(token) == 22
+    geometry = view["geometry"]
+    assert view["shape"] == [16, 64, 64] and len(geometry["zs"]) == 16  # every slice
     assert geometry["zs"] == sorted(geometry["zs"])
     (x0, x1), (y0, y1), (z0, z1) = geometry["extent_mm"]
     x, y, z = project.lidc_point
     assert x0 < x < x1 and y0 < y < y1 and z0 < z < z1
-    assert body["slices"][0]["image"].startswith("data:image/jpeg;base64,")
-    assert post(client, "/api/scan/pcam", "a.tif", png_bytes()).status_code == 400
+    # the volume: raw little-endian int16 HU, exactly the dataset's view of the series
+    raw = client.get(f"/api/upload/lidc/{token}/volume")
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/octet-stream"
+    cfg = __import__("oncopipe.datasets", fromlist=["x"]).load_config("lidc", project.params)
+    hu, _ = __import__("oncopipe.datasets", fromlist=["x"]).spec("lidc").view(
+        cfg, project.lidc_folder)
+    assert np.array_equal(np.frombuffer(raw.content, "<i2").reshape(16, 64, 64), hu)
+    assert hu.min() < -500 < 0 < hu.max()  # HU, so window/level presets apply
+    # predictions name the token: the same answer as the CLI, as often as asked
+    point = ", ".join(map(str, project.lidc_point))
+    expected = cli_json(project, capsys, "lidc", str(project.lidc_folder), "--point",
+                        *map(str, project.lidc_point))
+    for _ in range(2):
+        got = client.post("/api/predict/lidc", data={"token": token, "point": point})
+        assert got.status_code == 200, got.text
+        assert got.json()["probabilities"] == expected["probabilities"]
+    assert got.json()["input"] == "series.zip"
+    outside = client.post("/api/predict/lidc", data={"token": token, "point": "9999 0 0"})
+    error = outside.json()["error"]
+    assert outside.status_code == 422 and "outside the scan" in error
+    assert str(private_tmp) not in error and "oncopipe-upload" not in error
+    assert list(private_tmp.iterdir())  # kept until the page is done with it
+    assert client.delete(f"/api/upload/lidc/{token}").status_code == 204
+    assert list(private_tmp.iterdir()) == []
+    gone = client.post("/api/predict/lidc", data={"token": token, "point": point})
+    assert gone.status_code == 404 and "expired" in gone.json()["error"]
+    assert client.get(f"/api/upload/lidc/{token}/volume").status_code == 404
+
+
+def test_a_token_is_only_good_for_its_own_dataset_and_images_have_no_volume(project, client):
+    body = post(client, "/api/upload/pcam", "patch.tif", project.pcam_image.read_bytes()).json()
+    assert body["view"] is None
+    assert client.get(f"/api/upload/pcam/{body['token']}/volume").status_code == 404
+    for route, data in (("/api/predict/isic", {"token": body["token"]}),
+                        ("/api/predict/pcam", {"token": "../../etc/passwd"})):
+        response = client.post(route, data=data)
+        assert response.status_code == 404 and "expired or is unknown" in response.json()["error"]
+    assert client.post("/api/predict/pcam", data={"token": body["token"]}).status_code == 200
+    assert client.delete(f"/api/upload/pcam/{body['token']}").status_code == 204
+
+
+def test_an_upload_to_keep_gets_the_same_checks_and_leaves_nothing(client, private_tmp):
+    evil = zip_bytes({"../../escape.dcm": b"x"})
+    response = post(client, "/api/upload/lidc", "evil.zip", evil)
+    assert response.status_code == 400 and "outside" in response.json()["error"]
+    response = post(client, "/api/upload/mosmed", "scan.nii.gz", b"\x1f\x8b" + bytes(64))
+    assert response.status_code == 422 and "gzip" in response.json()["error"]
+    # unpacked fine, refused by the dataset's view: the kept folder is removed too
+    response = post(client, "/api/upload/mosmed", "scan.nii.gz", gzip.compress(bytes(4096)))
+    assert response.status_code == 422 and "scan.nii.gz" in response.json()["error"]
+    assert str(private_tmp) not in response.json()["error"]
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_kept_uploads_are_bounded_in_number_bytes_and_time(tmp_path):
+    def session(name: str, size: int = 10) -> sessions.Session:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "input").write_bytes(bytes(size))
+        return sessions.Session(token="", dataset="pcam", name=name, folder=folder,
+                                input=folder / "input")
+
+    store = sessions.Store(ttl_s=60, max_sessions=2, max_bytes=100)
+    a, b = store.add(session("a")), store.add(session("b"))
+    with store.use(a.token, "pcam"):  # in use: never evicted; b is then the oldest idle one
+        c = store.add(session("c"))
+        assert len(store) == 2 and not b.folder.exists() and a.folder.exists()
+    store.add(session("d", size=95))  # over the byte bound: the least recently used goes
+    assert not a.folder.exists() and not c.folder.exists() and len(store) == 1
+    with pytest.raises(uploads.UploadError, match="expired"):
+        store.get(a.token, "pcam")
+    short = sessions.Store(ttl_s=0)
+    e = short.add(session("e"))
+    short.expire()
+    assert not e.folder.exists() and len(short) == 0
+    store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_examples_come_from_the_prepared_data_and_run_like_an_upload(project, client, capsys):
+    examples = client.get("/api/examples/pcam").json()
+    assert [e["label"] for e in examples] == ["negative", "positive"]
+    for e in examples:
+        assert e["file"].startswith("data/demo/pcam/") and ".." not in e["file"]
+        assert (project.root / e["file"]).is_file()
+    opened = client.post("/api/examples/pcam/1").json()
+    got = client.post("/api/explain/pcam", data={"token": opened["token"]}).json()
+    expected = cli_json(project, capsys, "pcam", str(project.root / examples[1]["file"]))
+    assert got["result"]["probabilities"] == expected["probabilities"]
+    assert client.post("/api/examples/pcam/7").status_code == 404
+    assert client.get("/api/examples/lidc").json() == []  # not prepared in this project
+    assert client.delete(f"/api/upload/pcam/{opened['token']}").status_code == 204
+    assert (project.root / examples[1]["file"]).is_file()  # the demo file itself stays
+
+
+def test_an_example_outside_the_project_is_never_offered(project, tmp_path):
+    cfg = __import__("oncopipe.datasets", fromlist=["x"]).load_config("pcam", project.params)
+    inside = viewer.examples(project.root, datasets_spec("pcam"), cfg)
+    assert len(inside) == 2
+    assert viewer.examples(tmp_path, datasets_spec("pcam"), cfg) == []  # manifest elsewhere
+
+
+def datasets_spec(name):
+    return __import__("oncopipe.datasets", fromlist=["x"]).spec(name)
+
+
+def test_the_prepared_lesions_of_the_uploaded_series_are_found(tmp_path):
+    folder = tmp_path / "data" / "prepared" / "lidc"
+    folder.mkdir(parents=True)
+    pl.DataFrame({"lesion_id": ["L-N01", "L-N02"], "kind": ["nodule", "small_nodule"],
+                  "series_uid": ["1.2.3", "9.9"], "x_mm": [1.0, 0.0], "y_mm": [2.0, 0.0],
+                  "z_mm": [3.0, 0.0], "diameter_mm": [8.5, None]}
+                 ).write_parquet(folder / "lesions.parquet")
+    assert viewer.lesions(tmp_path, "lidc", {"series_uid": "1.2.3"}) == [
+        {"id": "L-N01", "kind": "nodule", "point": [1.0, 2.0, 3.0], "diameter_mm": 8.5}]
+    assert viewer.lesions(tmp_path, "lidc", {"series_uid": "4.5"}) == []
+    assert viewer.lesions(tmp_path, "mosmed", {}) == []
+
+
+def test_cards_are_shown_when_the_stages_wrote_them(project, client, tmp_path):
+    assert client.get("/api/pipeline/pcam/cards").json() == {"data": None, "model": None}
+    (tmp_path / "models" / "pcam").mkdir(parents=True)
+    (tmp_path / "models" / "pcam" / "MODELCARD.md").write_text("# Model card\n")
+    assert viewer.cards(tmp_path, "pcam") == {"data": None, "model": "# Model card\n"}
+
+
+def test_head_of_the_page_is_answered_without_a_body(client):
+    response = client.head("/")
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_each_class_is_explained_in_words(client):
+    listing = {d["name"]: d for d in client.get("/api/datasets").json()}
+    assert "centre 32 x 32" in listing["pcam"]["classes"]["positive"]
+    assert listing["lidc"]["viewer"] and listing["mosmed"]["viewer"]
+    assert not listing["pcam"]["viewer"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +415,7 @@ def test_logs_carry_no_upload_names_and_no_dicom_values(project, client, caplog)
         post(client, "/api/predict/pcam", f"{secret}.tif", b"junk")
         post(client, "/api/explain/lidc", f"{secret}.zip", project.lidc_zip.read_bytes(),
              "9999 0 0")
-        post(client, "/api/scan/lidc", f"{secret}.zip", project.lidc_zip.read_bytes())
+        post(client, "/api/upload/lidc", f"{secret}.zip", project.lidc_zip.read_bytes())
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "predict pcam: status 200" in text and "status 422" in text
     assert secret not in text and uid not in text and "LIDC-IDRI" not in text

@@ -279,29 +279,35 @@ def test_a_post_from_the_app_s_own_page_or_no_page_is_processed(server, baseline
         assert status == 200 and "probabilities" in answer, answer
 
 
-def test_a_zip_entry_declaring_1_5_gib_is_refused(server, baseline, project):
+ROUTES = ["predict", "upload"]  # a prediction's upload, and an upload kept for the viewer
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_zip_entry_declaring_1_5_gib_is_refused(server, baseline, project, route):
     bomb = zip_of_zeros({"series/1.dcm": 1536 << 20})
     assert len(bomb) < 4 << 20
     with zipfile.ZipFile(io.BytesIO(bomb)) as zf:
         assert zf.infolist()[0].file_size == 1536 << 20  # a well-formed zip
-    status, answer = server.upload("/api/predict/lidc", "series.zip", bomb, "0 0 0")
+    status, answer = server.upload(f"/api/{route}/lidc", "series.zip", bomb, "0 0 0")
     assert status == 413 and "per entry" in answer["error"]
     lying = zip_of_zeros({"series/1.dcm": 1536 << 20}, declared=1000)  # caught while inflating
-    status, answer = server.upload("/api/predict/lidc", "series.zip", lying, "0 0 0")
+    status, answer = server.upload(f"/api/{route}/lidc", "series.zip", lying, "0 0 0")
     assert status in (413, 422), answer
 
 
-def test_a_tiff_declaring_30000_by_30000_is_refused(server, baseline):
-    status, answer = server.upload("/api/predict/pcam", "patch.tif", huge_tiff())
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_tiff_declaring_30000_by_30000_is_refused(server, baseline, route):
+    status, answer = server.upload(f"/api/{route}/pcam", "patch.tif", huge_tiff())
     assert status in (413, 422), answer
 
 
-def test_a_nii_gz_inflating_to_2_gib_is_refused(server, baseline):
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_nii_gz_inflating_to_2_gib_is_refused(server, baseline, route):
     bomb = nifti_gz_bomb()
     assert len(bomb) < 4 << 20
     with gzip.open(io.BytesIO(bomb)) as fh:  # a well-formed gzip NIfTI
         assert nib.Nifti1Header.from_fileobj(fh).get_data_shape() == (1024, 1024, 1024)
-    status, answer = server.upload("/api/predict/mosmed", "study.nii.gz", bomb)
+    status, answer = server.upload(f"/api/{route}/mosmed", "study.nii.gz", bomb)
     assert status == 413 and "uncompressed" in answer["error"]
 
 

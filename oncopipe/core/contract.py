@@ -17,6 +17,7 @@ This module imports nothing of ``oncopipe`` at run time: settings and the regist
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,8 +78,12 @@ class PreprocessOne(Protocol):
 
 
 class View(Protocol):
-    """One raw input as a person looks at it to pick a point: slices in [0, 1] (D, H, W) and
-    the geometry that maps a pixel to patient mm."""
+    """One raw input as a person looks through it: the whole volume in HU as int16 (D, H, W)
+    with D increasing towards the head, H towards the back, W towards the patient's left, and
+    its geometry: ``spacing_mm`` (D, H, W) and, for inputs that take a point, what maps a
+    voxel to patient mm (``origin_xy``, ``spacing_xy``, ``zs``, ``extent_mm``);
+    ``model_input: "whole volume"`` where the model's input is this volume resampled, so its
+    Grad-CAM map is drawn over it."""
 
     def __call__(self, cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]: ...
 
@@ -111,7 +116,12 @@ class DatasetSpec:
       ``<ds>.prepare`` sections (``demo_params`` has ``seed: int``).
     - ``provenance``: the release, its licence and citation, as docs/data.md states them.
     - ``view``: optional; datasets whose input takes a point (``predict_input.point``) have
-      one, so ``oncopipe serve`` can show the input to pick the point on.
+      one, so ``oncopipe serve`` can show the input to pick the point on; volumes may have
+      one, to be looked through slice by slice.
+    - ``class_descriptions``: class name -> one sentence a clinician understands (what the
+      class means in this release, e.g. which region of the patch a label looks at); when
+      given, every class of every task has one. ``oncopipe serve`` shows them beside the
+      answer.
     """
 
     name: str
@@ -124,6 +134,7 @@ class DatasetSpec:
     preprocess_one: PreprocessOne
     view: View | None = None
     provenance: Provenance | None = None  # the data card's release, licence and citation
+    class_descriptions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def fail(field: str, wanted: str) -> None:
@@ -148,6 +159,15 @@ class DatasetSpec:
                 continue
             if not isinstance(value, Lazy):
                 fail(field, "a Lazy reference into the dataset's package")
+        described = self.class_descriptions
+        if not (isinstance(described, Mapping) and all(
+                isinstance(k, str) and isinstance(v, str) and v.strip()
+                for k, v in described.items())):
+            fail("class_descriptions", "a mapping of class name -> one sentence")
+        undescribed = sorted({c for names in self.class_names.values() for c in names}
+                             - set(described)) if described else []
+        if undescribed:
+            fail("class_descriptions", f"a sentence for every class (missing: {undescribed})")
         if self.predict_input.point and self.view is None:
             fail("view", "a Lazy reference (the input takes a point, picked on its view)")
 
@@ -155,10 +175,12 @@ class DatasetSpec:
     def of_package(cls, package: str, params: ModuleType, view: str | None = None
                    ) -> DatasetSpec:
         """The declaration every dataset package makes: ``params`` names the classes
-        (``CLASS_NAMES``), the input (``PREDICT_INPUT``), the settings (``DemoParams``,
-        ``PrepareParams``) and the release (``PROVENANCE``); the parts are ``demo.write_demo``,
-        ``prepare.prepare``, ``prepare.preprocess_one`` and, when named, ``prepare.<view>``."""
+        (``CLASS_NAMES``) and what they mean (``CLASS_DESCRIPTIONS``), the input
+        (``PREDICT_INPUT``), the settings (``DemoParams``, ``PrepareParams``) and the release
+        (``PROVENANCE``); the parts are ``demo.write_demo``, ``prepare.prepare``,
+        ``prepare.preprocess_one`` and, when named, ``prepare.<view>``."""
         return cls(name=package.rsplit(".", 1)[-1], class_names=params.CLASS_NAMES,
+                   class_descriptions=params.CLASS_DESCRIPTIONS,
                    predict_input=params.PREDICT_INPUT, demo_params=params.DemoParams,
                    prepare_params=params.PrepareParams, provenance=params.PROVENANCE,
                    write_demo=Lazy(f"{package}.demo", "write_demo"),

@@ -2,12 +2,14 @@
 
 Routes: ``GET /`` (the page), ``GET /api/datasets``, ``POST /api/predict/<ds>`` (exactly the
 JSON of ``oncopipe predict <ds> --json``), ``POST /api/explain/<ds>`` (the same result plus
-pictures: the input as the model saw it and a Grad-CAM map), ``POST /api/scan/<ds>`` (the
-slices of an uploaded CT series, to pick a point on), ``GET /api/pipeline/<ds>`` and its
-pictures. Every error is ``{"error": "<one line>"}`` with a 4xx status (5xx when the project,
-not the request, is at fault; any unexpected exception is a logged 500 whose body names only
-its type); nothing an upload contains (names, pixels, DICOM values, error messages quoting
-them) goes to the log.
+pictures: the input as the model saw it and a Grad-CAM map), ``POST /api/upload/<ds>`` (an input
+kept under a token for a few minutes, with its volume for the viewer; predict and explain then
+take ``token`` instead of ``file``, see :mod:`.sessions`), ``GET /api/examples/<ds>`` and ``POST
+/api/examples/<ds>/<n>`` (demo inputs from the project's prepared data), ``GET
+/api/pipeline/<ds>`` with its pictures and cards. Every error is ``{"error": "<one line>"}``
+with a 4xx status (5xx when the project, not the request, is at fault; any unexpected exception
+is a logged 500 whose body names only its type); nothing an upload contains (names, pixels,
+DICOM values, error messages quoting them) goes to the log.
 
 Safe to leave running while browsing other sites (:class:`_Guard`): a request whose ``Host``
 is not this machine's loopback name (or a name given with ``--host``/``--allow-host``) gets
@@ -26,6 +28,7 @@ import errno
 import logging
 import math
 import re
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,7 +51,7 @@ from oncopipe.core.contract import DatasetSpec
 from oncopipe.core.errors import InputError, LimitError, ModelError
 from oncopipe.ingest import input_warnings
 from oncopipe.learn.inference import MODEL_FILE
-from oncopipe.serve import pipeline, saliency, uploads, views
+from oncopipe.serve import pipeline, saliency, sessions, uploads, viewer, views
 from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
 
 log = logging.getLogger("oncopipe.serve")
@@ -88,6 +91,7 @@ def _point(text: str | None, needed: bool, dataset: str) -> tuple[float, float, 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     cache = Cache(settings)
+    store = sessions.Store()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -95,9 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if left:
             log.info("removed %d temporary folder(s) or file(s) of processes that were killed",
                      len(left))
+        store.start()
         try:
             yield
         finally:
+            store.close()
             uploads.sweep(own=True)
 
     app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None,
@@ -141,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     card = None
             out.append({"name": name, "kind": spec.kind, "accept": list(accept),
                         "expected": spec.expected, "point": spec.point,
+                        "viewer": _spec(name).view is not None,
+                        "classes": dict(_spec(name).class_descriptions),
                         "model": None if card is None else {
                             "model": card.architecture.model, "task": card.task,
                             "class_names": list(card.class_names),
@@ -148,12 +156,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             "best_epoch": card.best_epoch}})
         return out
 
-    def answer(dataset: str, file: UploadFile, point: str | None, explain: bool,
-               cancel: threading.Event) -> Response:
+    def source(dataset: str, file: UploadFile | None, token: str | None,
+               cancel: threading.Event) -> contextlib.AbstractContextManager:
+        """The request's input: a kept upload named by ``token``, else the uploaded file."""
+        if token:
+            return store.use(token, dataset)
+        if file is None:
+            raise uploads.UploadError("missing file (or token of a kept upload)")
+        return uploads.Upload(settings, _spec(dataset).predict_input, file,
+                              cache.config(dataset).limits, cancel)
+
+    def answer(dataset: str, file: UploadFile | None, token: str | None, point: str | None,
+               explain: bool, cancel: threading.Event) -> Response:
         """The prediction (and with ``explain`` the pictures), in a worker thread."""
         spec = _spec(dataset).predict_input
         cfg = cache.config(dataset)
-        with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
+        try:
+            held = source(dataset, file, token, cancel)
+        except uploads.UploadError as exc:
+            return _error(exc.status, str(exc))
+        with held as up:
             try:
                 p = _point(point, spec.point, dataset)
                 path = up.path()  # before the model loads: a bomb must not cost its memory
@@ -178,31 +200,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     note += ": empty, nothing in the input raised this class's score"
                 return JSONResponse({"result": result, "words": predict.in_words(result),
                                      "views": views.sample_views(sample, cam),
+                                     "model_view": viewer.model_view(sample, cam),
                                      "saliency": note})
             except NoModel as exc:
                 return _error(404, str(exc))
             except (InputError, OSError) as exc:
                 return _refusal(exc, up)
 
-    def scan(dataset: str, file: UploadFile, cancel: threading.Event) -> Response:
-        """The slices of an uploaded series and its geometry, in a worker thread."""
+    def kept(dataset: str, session: sessions.Session) -> Response:
+        """Keep ``session`` under a token once the dataset accepts it, with its volume when
+        the dataset has a view."""
         declared = _spec(dataset)
-        spec, view = declared.predict_input, declared.view
-        if view is None:
-            return _error(400, f"{dataset} takes a whole {spec.kind}; there is no point to "
-                               "pick")
+        try:
+            viewer.check_and_view(session, declared, cache.config(dataset))
+        except BaseException:
+            shutil.rmtree(session.folder, ignore_errors=True)
+            raise
+        session.dataset = dataset
+        store.add(session)
+        view = session.view
+        if view is not None:
+            view = {**view, "lesions": viewer.lesions(settings.root, dataset, view["geometry"])}
+        return JSONResponse({"token": session.token, "name": session.name, "view": view})
+
+    def upload(dataset: str, file: UploadFile, cancel: threading.Event) -> Response:
+        """Save, unpack and check an upload, then keep it (in a worker thread)."""
+        spec = _spec(dataset).predict_input
         cfg = cache.config(dataset)
         with uploads.Upload(settings, spec, file, cfg.limits, cancel) as up:
             try:
                 path = up.path()
                 uploads.check(cancel)
-                volume, geometry = view(cfg, path)
-                uploads.check(cancel)
-                slices = [{"index": k, "z": geometry["zs"][k], "image": url}
-                          for k, url in views.slice_images(volume)]
+                session = sessions.Session(token="", dataset=dataset, name=up.name,
+                                           folder=up.folder, input=path,
+                                           public_paths=up.keep())
+                return kept(dataset, session)
             except (InputError, OSError) as exc:
                 return _refusal(exc, up)
-            return JSONResponse({"geometry": geometry, "slices": slices})
+
+    def example(dataset: str, n: int, cancel: threading.Event) -> Response:
+        """Open demo input ``n`` of the dataset as a kept upload (in a worker thread)."""
+        cfg = cache.config(dataset)
+        found = viewer.examples(settings.root, _spec(dataset), cfg)
+        if not 0 <= n < len(found):
+            return _error(404, f"no example {n} for {dataset} (the prepared data has "
+                               f"{len(found)})")
+        uploads.check(cancel)
+        session = viewer.example_session(settings.root, found[n], sessions.new_folder())
+        try:
+            return kept(dataset, session)
+        except (InputError, OSError) as exc:
+            return _refusal(exc, session)
 
     async def handled(request: Request, what: str, dataset: str,
                       work: Callable[[threading.Event], Response]) -> Response:
@@ -240,21 +288,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      1000 * (time.perf_counter() - started))
 
     @app.post("/api/predict/{dataset}")
-    async def predict_route(request: Request, dataset: str, file: Annotated[UploadFile, File()],
+    async def predict_route(request: Request, dataset: str,
+                            file: Annotated[UploadFile | None, File()] = None,
+                            token: Annotated[str | None, Form()] = None,
                             point: Annotated[str | None, Form()] = None) -> Response:
         return await handled(request, "predict", dataset,
-                             lambda cancel: answer(dataset, file, point, False, cancel))
+                             lambda cancel: answer(dataset, file, token, point, False, cancel))
 
     @app.post("/api/explain/{dataset}")
-    async def explain_route(request: Request, dataset: str, file: Annotated[UploadFile, File()],
+    async def explain_route(request: Request, dataset: str,
+                            file: Annotated[UploadFile | None, File()] = None,
+                            token: Annotated[str | None, Form()] = None,
                             point: Annotated[str | None, Form()] = None) -> Response:
         return await handled(request, "explain", dataset,
-                             lambda cancel: answer(dataset, file, point, True, cancel))
+                             lambda cancel: answer(dataset, file, token, point, True, cancel))
 
-    @app.post("/api/scan/{dataset}")
-    async def scan_route(request: Request, dataset: str, file: Annotated[UploadFile, File()]
-                         ) -> Response:
-        return await handled(request, "scan", dataset, lambda cancel: scan(dataset, file, cancel))
+    @app.post("/api/upload/{dataset}")
+    async def upload_route(request: Request, dataset: str, file: Annotated[UploadFile, File()]
+                           ) -> Response:
+        return await handled(request, "upload", dataset,
+                             lambda cancel: upload(dataset, file, cancel))
+
+    @app.get("/api/upload/{dataset}/{token}/volume")
+    def volume_route(dataset: str, token: str) -> Response:
+        _spec(dataset)
+        try:
+            session = store.get(token, dataset)
+        except uploads.UploadError as exc:
+            return _error(exc.status, str(exc))
+        if session.view is None:
+            return _error(404, f"{dataset} inputs have no volume to view")
+        return FileResponse(session.volume_path, media_type="application/octet-stream")
+
+    @app.delete("/api/upload/{dataset}/{token}")
+    def discard_route(dataset: str, token: str) -> Response:
+        _spec(dataset)
+        return Response(status_code=204 if store.discard(token) else 404)
+
+    @app.get("/api/examples/{dataset}")
+    def examples_route(dataset: str) -> list[dict]:
+        return viewer.examples(settings.root, _spec(dataset), cache.config(dataset))
+
+    @app.post("/api/examples/{dataset}/{n}")
+    async def example_route(request: Request, dataset: str, n: int) -> Response:
+        return await handled(request, "example", dataset,
+                             lambda cancel: example(dataset, n, cancel))
+
+    @app.get("/api/pipeline/{dataset}/cards")
+    def cards_route(dataset: str) -> dict:
+        _spec(dataset)
+        return viewer.cards(settings.root, dataset)
 
     @app.get("/api/pipeline/{dataset}")
     def pipeline_route(dataset: str) -> dict:
@@ -281,7 +364,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _refusal(exc: InputError | OSError, up: uploads.Upload) -> JSONResponse:
+def _refusal(exc: InputError | OSError, up: uploads.Upload | sessions.Session) -> JSONResponse:
     """The answer to an upload that cannot be used: its one line, the client's names only.
 
     413 for a size over a limit, 422 for what does not belong or cannot be decoded, 500 (the

@@ -276,12 +276,21 @@ class Upload:
         self.name = client_name(upload.filename)
         self.folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         self.input: Path | None = None
+        self.kept = False
 
     def __enter__(self) -> Upload:
         return self
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not self.kept:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def keep(self) -> dict[str, str]:
+        """Hand the folder to the caller (a kept upload, :mod:`.sessions`): it is no longer
+        removed on exit. Returns what :meth:`public` replaces: private path -> client name."""
+        self.kept = True
+        private = [str(p) for p in (self.input, self.folder / "unpacked", self.folder) if p]
+        return dict.fromkeys(private, self.name) | {INTERNAL: self.name}
 
     def path(self) -> Path:
         """The input as ``preprocess_one`` takes it: a file, or a series folder."""

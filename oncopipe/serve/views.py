@@ -1,4 +1,4 @@
-"""Pictures for the page: the sample as the model saw it, the saliency over it, CT slices.
+"""Pictures for the page: the sample as the model saw it, the saliency over it.
 
 Everything is encoded server-side as PNG data URLs, so the page needs no plotting library
 and nothing from a network. Samples are in the manifest's layout: (C, H, W) images (3
@@ -25,13 +25,6 @@ def png_data_url(rgb: np.ndarray) -> str:
     if not ok:
         raise ValueError("PNG encoding failed")
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
-
-
-def jpeg_data_url(grey: np.ndarray, quality: int = 85) -> str:
-    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
 def _enlarge(img: np.ndarray) -> np.ndarray:
@@ -78,11 +71,3 @@ def sample_views(sample: np.ndarray, cam: np.ndarray) -> list[dict]:
         out.append({"title": title, "input": png_data_url(_enlarge(rgb)),
                     "saliency": png_data_url(_enlarge(overlay(rgb, heat)))})
     return out
-
-
-def slice_images(volume: np.ndarray, max_slices: int = 128) -> list[tuple[int, str]]:
-    """(index, JPEG data URL) of up to ``max_slices`` evenly spaced axial slices in [0, 1]."""
-    n = volume.shape[0]
-    picks = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
-    return [(int(k), jpeg_data_url(np.rint(np.clip(volume[k].astype(np.float32), 0, 1) * 255)
-                                   .astype(np.uint8))) for k in picks]

@@ -26,6 +26,19 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "subtype": SUBTYPES,
 }
 
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "benign": "The breast tissue in this microscope image comes from a benign tumour.",
+    "malignant": "The breast tissue in this microscope image comes from a breast cancer.",
+    "adenosis": "Benign: enlarged breast lobules with more glands than usual.",
+    "fibroadenoma": "Benign: a common, firm tumour of glandular and connective tissue.",
+    "phyllodes_tumor": "Benign here: a leaf-like tumour of the breast's connective tissue.",
+    "tubular_adenoma": "Benign: a tumour of tightly packed small tubules.",
+    "ductal_carcinoma": "Malignant: cancer that started in the milk ducts (the commonest kind).",
+    "lobular_carcinoma": "Malignant: cancer that started in the milk-producing lobules.",
+    "mucinous_carcinoma": "Malignant: cancer cells floating in pools of mucus.",
+    "papillary_carcinoma": "Malignant: cancer growing in finger-like projections.",
+}
+
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".png",), formats=("PNG",),
     expected="a PNG field of view as in BreaKHis_v1")

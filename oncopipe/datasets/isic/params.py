@@ -15,6 +15,12 @@ from oncopipe.core.settings import SETTINGS, Bool, Float, Int, NonNegInt, Str
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
 
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "benign": "The skin lesion in the photograph was benign (a naevus or another non-cancerous "
+              "lesion), by histopathology or follow-up.",
+    "malignant": "The skin lesion in the photograph was a melanoma, confirmed by histopathology.",
+}
+
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".jpg", ".jpeg"), formats=("JPEG",),
     expected="a JPEG photograph as in jpeg/train/",

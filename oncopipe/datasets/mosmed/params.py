@@ -16,6 +16,12 @@ from oncopipe.core.settings import SETTINGS, Float, Int, NonNegFloat, NonNegInt,
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("normal", "abnormal")}
 
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "normal": "Chest CT without signs of viral pneumonia (MosMed category CT-0).",
+    "abnormal": "Chest CT with lung changes of COVID-19 pneumonia, of any extent (MosMed "
+                "categories CT-1 to CT-4, from under 25% to over 75% of the lung involved).",
+}
+
 PREDICT_INPUT = PredictInput(
     kind="volume", suffixes=(".nii", ".nii.gz"), formats=("NIfTI",),
     expected="a NIfTI CT study (.nii or .nii.gz) as in studies/")

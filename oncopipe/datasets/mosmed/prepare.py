@@ -23,7 +23,13 @@ from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.mosmed import plausible
 from oncopipe.datasets.mosmed.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
 from oncopipe.datasets.mosmed.registry import Study, find_studies
-from oncopipe.datasets.mosmed.volume import CANONICAL, prepare_volume
+from oncopipe.datasets.mosmed.volume import (
+    CANONICAL,
+    VolumeError,
+    canonical,
+    prepare_volume,
+    read_nifti,
+)
 from oncopipe.ingest.arrays import ArrayWriter
 from oncopipe.ingest.contact_sheet import write_contact_sheet
 from oncopipe.ingest.parallel import default_workers, ordered_map
@@ -158,3 +164,22 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
         raise type(exc)(f"{exc}; expected {PREDICT_INPUT.expected}") from None
     plausible.check(path, vol, params.shape)
     return arr
+
+
+def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
+    """The study as a person looks through it: HU as int16 (D, H, W) in the canonical
+    orientation the model's input is resampled from, with the voxel spacing; the geometry says
+    so (``model_input``), and the page draws the model's Grad-CAM map over the whole study."""
+    try:
+        vol = canonical(path, *read_nifti(path))
+    except RejectError as exc:
+        raise type(exc)(f"{exc}; expected {PREDICT_INPUT.expected}") from None
+    hu = vol.hu
+    if not np.issubdtype(hu.dtype, np.number) or (hu.dtype.kind == "f"
+                                                   and not np.isfinite(hu).all()):
+        raise VolumeError(f"{path}: voxel values that are not finite numbers; expected "
+                          f"{PREDICT_INPUT.expected}")
+    volume = np.empty(hu.shape, np.int16)
+    for k in range(len(volume)):  # slice by slice: no whole float copy of a large study
+        np.clip(np.rint(hu[k]), -32768, 32767, out=volume[k], casting="unsafe")
+    return volume, {"spacing_mm": [float(s) for s in vol.spacing], "model_input": "whole volume"}

@@ -15,6 +15,13 @@ from oncopipe.core.settings import SETTINGS, Float, Int, NonNegInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("negative", "positive")}
 
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "negative": "No metastatic tumour tissue in the centre 32 x 32 pixel region of this lymph-node "
+                "patch (tumour elsewhere in the patch does not count).",
+    "positive": "Metastatic tumour tissue (breast cancer spread to the lymph node) in at least one "
+                "pixel of the centre 32 x 32 pixel region of the patch.",
+}
+
 PREDICT_INPUT = PredictInput(
     kind="image", suffixes=(".tif", ".tiff"), formats=("TIFF",),
     expected="a 96x96 TIFF patch as in train/")

@@ -8,6 +8,7 @@ from oncopipe.datasets.ddsm import params
 SPEC = DatasetSpec(
     name="ddsm",
     class_names=params.CLASS_NAMES,
+    class_descriptions=params.CLASS_DESCRIPTIONS,
     predict_input=params.PREDICT_INPUT,
     demo_params=params.DemoParams,
     prepare_params=params.PrepareParams,

@@ -12,6 +12,10 @@ from oncopipe.core.contract import PredictInput
 from oncopipe.core.settings import SETTINGS, Int, NonNegInt, PosInt
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": ("benign", "malignant")}
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "benign": "The mammogram crop shows a lesion that proved benign.",
+    "malignant": "The mammogram crop shows a lesion that proved to be breast cancer.",
+}
 SIDE = 32  # pixels of a crop
 
 PREDICT_INPUT = PredictInput(
