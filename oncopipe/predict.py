@@ -20,10 +20,11 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from oncopipe import config, datasets, input_warnings, limits
+from oncopipe import config, datasets, input_warnings, limits, saliency
 from oncopipe.errors import InputError, ModelError
 from oncopipe.inference import load_model
 from oncopipe.loader import to_float
+from oncopipe.models import logits_and_aux
 
 
 class _Answer(TypedDict):
@@ -42,16 +43,19 @@ class Prediction(_Answer, total=False):
 
 
 class Predictor:
-    """The model of ``model_dir``, loaded once, in eval mode, for many predictions.
+    """The model of ``model_dir``, loaded once, in eval mode with its weights frozen, for many
+    predictions.
 
-    Forward passes hold a lock: a saliency map puts hooks on the model for one pass, and
-    concurrent requests must not see them.
+    Forward passes hold a lock: a saliency map puts a hook on the model for one pass, and
+    concurrent requests must not see it.
     """
 
     def __init__(self, model_dir: str | Path):
         self.model_dir = Path(model_dir)
         self.model, self.card = load_model(self.model_dir)
+        self.model.requires_grad_(False)  # no autograd graph but the saliency map's head
         self.lock = threading.Lock()
+        self._layer: str | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -68,11 +72,35 @@ class Predictor:
     def probabilities(self, sample: np.ndarray) -> np.ndarray:
         x = self.tensor(sample)
         with self.lock, torch.no_grad():
-            return torch.softmax(self.model(x).float(), 1)[0].double().numpy()
+            logits, _ = logits_and_aux(self.model(x))
+        return _softmax(logits)
 
     def predict(self, sample: np.ndarray) -> Prediction:
         """Probabilities for one sample already in the manifest's array layout."""
-        prob = self.probabilities(sample)
+        return self._result(self.probabilities(sample))
+
+    @property
+    def feature_layer(self) -> str:
+        """The module Grad-CAM reads (:func:`oncopipe.saliency.feature_module`), found once
+        per model by a probe pass on zeros of the sample's shape."""
+        if self._layer is None:
+            probe = torch.zeros(1, *self.card.sample_shape)
+            with self.lock:
+                self._layer = saliency.feature_module(self.model, probe)
+        return self._layer
+
+    def explain(self, sample: np.ndarray) -> tuple[Prediction, np.ndarray, str]:
+        """:meth:`predict`'s answer (the same numbers) and the Grad-CAM map of the predicted
+        class over the sample's grid, from one forward pass and a backward pass through the
+        head; and the name of the layer the map comes from."""
+        x, layer = self.tensor(sample), self.feature_layer
+        with self.lock:
+            logits, cam_of = saliency.forward_with_cam(self.model, x, layer)
+            result = self._result(_softmax(logits))
+            cam = cam_of(self.class_names.index(result["predicted"]))
+        return result, cam, layer
+
+    def _result(self, prob: np.ndarray) -> Prediction:
         names = self.class_names
         order = np.argsort(-prob, kind="stable")
         return {
@@ -81,6 +109,10 @@ class Predictor:
             "predicted": names[int(order[0])],
             "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
         }
+
+
+def _softmax(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.float(), 1)[0].double().numpy()
 
 
 def predict_array(model_dir: Path, sample: np.ndarray) -> Prediction:
@@ -101,7 +133,14 @@ def answer(predictor: Predictor, sample: np.ndarray, input_name: str,
            warnings: Sequence[str] = ()) -> Prediction:
     """The result as ``oncopipe predict --json`` prints it (and the web API returns it);
     ``warnings``: what :func:`oncopipe.input_warnings.warn` said while preprocessing."""
-    result = predictor.predict(sample)
+    return about_input(predictor.predict(sample), input_name, point, warnings)
+
+
+def about_input(result: Prediction, input_name: str,
+                point: tuple[float, float, float] | None = None,
+                warnings: Sequence[str] = ()) -> Prediction:
+    """``result`` (of :meth:`Predictor.predict` or :meth:`Predictor.explain`) with what the
+    answer says of its input: the name, the point and the warnings."""
     result["input"] = input_name
     if point is not None:
         result["point"] = [float(v) for v in point]
