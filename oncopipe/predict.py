@@ -12,7 +12,6 @@ with :func:`answer`, so the JSON of the web API and of ``oncopipe predict --json
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
@@ -46,15 +45,15 @@ class Predictor:
     """The model of ``model_dir``, loaded once, in eval mode with its weights frozen, for many
     predictions.
 
-    Forward passes hold a lock: a saliency map puts a hook on the model for one pass, and
-    concurrent requests must not see it.
+    Safe to use from several threads at once: forward passes share nothing but the frozen
+    weights, and a saliency map's hook acts only in the thread that put it
+    (:mod:`oncopipe.saliency`), so concurrent requests neither wait for nor see each other.
     """
 
     def __init__(self, model_dir: str | Path):
         self.model_dir = Path(model_dir)
         self.model, self.card = load_model(self.model_dir)
         self.model.requires_grad_(False)  # no autograd graph but the saliency map's head
-        self.lock = threading.Lock()
         self._layer: str | None = None
 
     @property
@@ -71,7 +70,7 @@ class Predictor:
 
     def probabilities(self, sample: np.ndarray) -> np.ndarray:
         x = self.tensor(sample)
-        with self.lock, torch.no_grad():
+        with torch.no_grad():
             logits, _ = logits_and_aux(self.model(x))
         return _softmax(logits)
 
@@ -85,8 +84,7 @@ class Predictor:
         per model by a probe pass on zeros of the sample's shape."""
         if self._layer is None:
             probe = torch.zeros(1, *self.card.sample_shape)
-            with self.lock:
-                self._layer = saliency.feature_module(self.model, probe)
+            self._layer = saliency.feature_module(self.model, probe)
         return self._layer
 
     def explain(self, sample: np.ndarray) -> tuple[Prediction, np.ndarray, str]:
@@ -94,11 +92,9 @@ class Predictor:
         class over the sample's grid, from one forward pass and a backward pass through the
         head; and the name of the layer the map comes from."""
         x, layer = self.tensor(sample), self.feature_layer
-        with self.lock:
-            logits, cam_of = saliency.forward_with_cam(self.model, x, layer)
-            result = self._result(_softmax(logits))
-            cam = cam_of(self.class_names.index(result["predicted"]))
-        return result, cam, layer
+        logits, cam_of = saliency.forward_with_cam(self.model, x, layer)
+        result = self._result(_softmax(logits))
+        return result, cam_of(self.class_names.index(result["predicted"])), layer
 
     def _result(self, prob: np.ndarray) -> Prediction:
         names = self.class_names

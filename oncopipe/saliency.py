@@ -18,6 +18,7 @@ and for volumes folded into a 2D network's channels the 2D map holds for every s
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncopipe.models import Classifier, logits_and_aux
+
+
+def this_thread(hook: Callable) -> Callable:
+    """``hook`` acting only on forward passes in the calling thread: a model serving
+    concurrent requests runs other threads' passes untouched while one is explained."""
+    owner = threading.get_ident()
+
+    def guarded(module, inp, out):
+        return hook(module, inp, out) if threading.get_ident() == owner else None
+
+    return guarded
 
 
 def feature_module(model: Classifier, x: torch.Tensor) -> str:
@@ -38,7 +50,7 @@ def feature_module(model: Classifier, x: torch.Tensor) -> str:
                 seen.append((name, tuple(out.shape)))
         return hook
 
-    handles = [m.register_forward_hook(record(name))
+    handles = [m.register_forward_hook(this_thread(record(name)))
                for name, m in model.net.named_modules() if name]
     try:
         with torch.no_grad():
@@ -71,7 +83,7 @@ def forward_with_cam(model: Classifier, x: torch.Tensor, layer: str
         leaves.append(leaf)
         return leaf.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the leaf
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(this_thread(hook))
     try:
         with torch.no_grad():  # restores the grad mode the hook switched on
             logits, _ = logits_and_aux(model(x.detach()))

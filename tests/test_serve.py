@@ -384,17 +384,19 @@ def test_a_ct_study_never_holds_up_an_image_and_a_full_lane_answers_503(project)
     study = project.mosmed_study.read_bytes()
     with TestClient(app, base_url=BASE) as c:
         heavy, gate = app.state.lanes.heavy, threading.Event()
-        held = c.portal.start_task_soon(heavy.run, gate.wait)  # the one CT worker, busy
-        while heavy.held == 0:
+        held = [c.portal.start_task_soon(heavy.run, gate.wait)  # every CT worker busy
+                for _ in range(heavy.workers)]
+        while heavy.held < heavy.workers:
             time.sleep(0.01)
         busy = post(c, "/api/predict/mosmed", "study.nii.gz", study)
         assert busy.status_code == 503 and "busy" in busy.json()["error"]
         assert int(busy.headers["Retry-After"]) >= 1
         image = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert image.status_code == 200  # answered while the CT lane is still held
-        assert not held.done()
+        assert not any(h.done() for h in held)
         gate.set()
-        held.result(timeout=60)
+        for h in held:
+            h.result(timeout=60)
         assert post(c, "/api/predict/mosmed", "study.nii.gz", study).status_code == 200
 
 

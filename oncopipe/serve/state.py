@@ -49,7 +49,7 @@ class Settings:
     models: Path | None = None  # default root/models
     max_upload: int = 512 * MIB  # bytes in one upload (413 beyond)
     hosts: tuple[str, ...] = ()  # names answered besides LOOPBACK_HOSTS (the --host bound)
-    heavy_queue: int = 6  # volume / CT series requests waiting beyond the running one (503)
+    heavy_queue: int = 6  # volume / CT series requests waiting beyond the running ones (503)
     light_queue: int = 32  # image requests waiting beyond the running ones (503)
 
     @property
@@ -175,14 +175,21 @@ class Lane:
 
 
 class Lanes:
-    """The heavy lane (volumes and CT series: one at a time, torch on all cores but one) and
-    the light lane (2D images: one worker per core, one torch thread each: the models are
-    small and a second thread per request costs more than it saves)."""
+    """The heavy lane (volumes and CT series) and the light lane (2D images), each with its
+    own workers, so an image never waits for a CT study's worker.
+
+    Every worker runs torch single-threaded unless cores are left over: one request per core
+    uses the CPU better than one request spread over several (a batch of one leaves little
+    to parallelise, and on a busy machine each parallel region waits for its slowest thread).
+    On 2 cores: two CT workers and two image workers, one torch thread each.
+    """
 
     def __init__(self, settings: Settings):
         cores = len(os.sched_getaffinity(0))
-        self.heavy = Lane("CT volume", 1, max(1, cores - 1), settings.heavy_queue)
-        self.light = Lane("image", max(2, min(cores, 4)), 1, settings.light_queue)
+        light = max(2, min(cores, 4))
+        heavy = max(1, min(cores, 4))
+        self.heavy = Lane("CT", heavy, max(1, (cores - light) // heavy), settings.heavy_queue)
+        self.light = Lane("image", light, 1, settings.light_queue)
 
     def of(self, dataset: str) -> Lane:
         """The lane for a request about ``dataset`` (an unknown name: the light one, where
