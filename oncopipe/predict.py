@@ -18,6 +18,7 @@ from typing import TypedDict
 
 import numpy as np
 import torch
+from torch import nn
 
 from oncopipe import config, datasets, input_warnings, limits, saliency
 from oncopipe.errors import InputError, ModelError
@@ -54,6 +55,7 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.model, self.card = load_model(self.model_dir)
         self.model.requires_grad_(False)  # no autograd graph but the saliency map's head
+        _conv3d_on_onednn(self.model)
         self._layer: str | None = None
 
     @property
@@ -105,6 +107,34 @@ class Predictor:
             "predicted": names[int(order[0])],
             "probabilities": {names[i]: round(float(prob[i]), 6) for i in range(len(names))},
         }
+
+
+class _OneDNNConv3d(nn.Conv3d):
+    """A ``Conv3d`` that takes oneDNN on CPU for a batch of one too.
+
+    PyTorch picks its CPU convolution by a size rule made for 2D: for a batch of one it
+    counts N x C x D x H, not W, so a 64 x 128 x 128 CT volume goes to the reference kernel
+    (``slow_conv3d``), which takes about twice the CPU time of oneDNN; a batch of two (as in
+    training and evaluation) already gets oneDNN.
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        if (input.device.type != "cpu" or input.dtype != torch.float32 or input.dim() != 5
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+            return super()._conv_forward(input, weight, bias)
+        return torch.mkldnn_convolution(input.contiguous(), weight.contiguous(), bias,
+                                        self.padding, self.stride, self.dilation, self.groups)
+
+
+def _conv3d_on_onednn(model: nn.Module) -> None:
+    """Every plain ``Conv3d`` of ``model`` as :class:`_OneDNNConv3d` (same weights), where
+    this torch has oneDNN."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")):
+        return
+    for module in model.modules():
+        if type(module) is nn.Conv3d:
+            module.__class__ = _OneDNNConv3d
 
 
 def _softmax(logits: torch.Tensor) -> np.ndarray:
