@@ -117,7 +117,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(root)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "oncopipe.cli", "serve", "--port", str(self.port),
-             "--root", str(root)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "--root", str(root)], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + TIMEOUT_S
         while True:
