@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 import io
 import random
 import struct
@@ -70,7 +71,9 @@ def _seeds() -> tuple[bytes, ...]:
 @functools.cache
 def _mosmed() -> config.DatasetConfig:
     """MosMed's settings at the serve tests' small sizes: 8 x 32 x 32 model input, a demo of
-    one 32 x 32 study."""
+    one 32 x 32 study. Also imports MosMed's ``prepare`` here, in the parent, so that each
+    forked child inherits it instead of importing it again."""
+    importlib.import_module("oncopipe.datasets.mosmed.prepare")
     section = {"raw": "unused", "task": "binary",
                "demo": {"studies": [1, 0, 0, 0, 0], "masks": 0, "size": 32, "slices": [8, 10]},
                "prepare": {"shape": [8, 32, 32]}}
