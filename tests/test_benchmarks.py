@@ -1,7 +1,7 @@
 """`python -m benchmarks --quick` on tiny inputs: every module runs, every table is generated
-into the docs and every method's output agrees with ours; `benchmarks/serve_latency.py` serves
-every dataset (no timing assertions: speed is not tested here). Needs the `bench` extra, which
-CI installs."""
+into the docs and every method's output agrees with ours; `serve_latency` serves every dataset,
+one request at a time and to 8 clients at once (no timing assertions: speed is not tested
+here). Needs the `bench` extra, which CI installs."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ pytest.importorskip("torchio")
 pytest.importorskip("scipy")
 
 from benchmarks import __main__ as bench
-from benchmarks import harness, serve_latency, training_throughput
+from benchmarks import harness, training_throughput
 
 pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")
-RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling")
+RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_latency")
 
 
 def block(text: str, key: str) -> str:
@@ -34,6 +34,7 @@ def block(text: str, key: str) -> str:
 def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
     shutil.copy(ROOT / "docs" / "benchmarks.md", doc)
+    shutil.copy(ROOT / "docs" / "serve.md", tmp_path / "serve.md")  # the per-dataset table
     before = doc.read_text()
     assert bench.main(["--quick", "--doc", str(doc)]) == 0  # 1 = some output disagreed
     text = doc.read_text()
@@ -52,6 +53,12 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
     assert "identical bytes" in block(text, "shard_write")
     assert "crops, identical" in block(text, "lidc_read")
     assert block(text, "scaling").count("| identical |") == 6  # 2 stages x 3 ways to run
+    serve = block(text, "serve_latency")  # 8 clients x 2 requests, every one answered
+    assert re.search(r"\| all \| 16 \| 16 \| 0 \| [\d,]+ ms \| [\d,]+ ms \|", serve), serve
+    assert "| CT (MosMed volume, LIDC series) |" in serve and "per request" in serve
+    one_by_one = block((tmp_path / "serve.md").read_text(), "serve_latency")
+    assert [line.split(" | ")[0].strip("| ") for line in one_by_one.splitlines()
+            if line.endswith(" ms |")] == ["lidc", "mosmed", "pcam", "isic", "breakhis"]
     for line in text.splitlines():  # a "|" inside a generated cell is escaped
         if line.startswith("| ") and "d HU" in line:
             assert "\\|d HU\\|" in line
@@ -90,17 +97,3 @@ def test_gpu_readiness_script_runs_on_cpu(tmp_path: Path) -> None:
     table = block(doc.read_text(), "training-gpu")
     assert "ResNet-50" in table and "3D CNN" in table
     assert "(no GPU)" in table and "samples/s" in table
-
-
-def test_serve_latency_script_serves_every_dataset(tmp_path: Path) -> None:
-    pytest.importorskip("uvicorn")
-    doc = tmp_path / "serve.md"
-    shutil.copy(ROOT / "docs" / "serve.md", doc)
-    serve_latency.main(["--repeats", "1", "--write", str(doc)])
-    start, end = serve_latency.MARK_BEGIN, serve_latency.MARK_END
-    text = doc.read_text()
-    table = text[text.index(start) + len(start):text.index(end)]
-    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()
-            if line.startswith("| ") and " ms |" in line]
-    assert rows == ["lidc", "mosmed", "pcam", "isic", "breakhis"]
-    assert "--repeats 1`" in table

@@ -59,3 +59,31 @@ def test_cli_predicts_a_raw_image_through_the_dataset_module(model_dir, tmp_path
     assert "% class" in capsys.readouterr().out
     assert cli.main([*argv[:2], str(tmp_path / "missing.tif"), *argv[3:]]) == 2
     assert "missing.tif" in capsys.readouterr().err
+
+
+def test_a_3d_model_answers_what_the_plain_network_computes_and_explains_in_the_same_pass(
+        tmp_path):
+    """Predictor runs Conv3d on oneDNN for a batch of one; the logits stay the network's
+    (float32 rounding apart), and explain gives predict's answer to the bit."""
+    import torch
+    from serve_project import untrained_card
+
+    from oncopipe.core.config import TrainParams
+    from oncopipe.learn import inference, models
+
+    torch.manual_seed(0)
+    shape = (1, 16, 48, 48)
+    train = TrainParams(model="cnn3d", width=0.125)
+    net = models.build(train, shape, 2).eval()
+    torch.save(net.state_dict(), tmp_path / inference.MODEL_FILE)
+    card = untrained_card(net, train, ["normal", "abnormal"])
+    (tmp_path / inference.CONFIG_FILE).write_text(card.to_json())
+    sample = np.random.default_rng(0).random(shape, dtype=np.float32)
+    predictor = predict.Predictor(tmp_path)
+    assert any(type(m).__name__ == "_OneDNNConv3d" for m in predictor.model.modules())
+    with torch.no_grad():
+        plain = torch.softmax(net(torch.from_numpy(sample)[None]), 1)[0].double().numpy()
+    assert np.allclose(predictor.probabilities(sample), plain, rtol=0, atol=1e-6)
+    found, cam, layer = predictor.explain(sample)
+    assert found == predictor.predict(sample)
+    assert cam.shape == shape[1:] and layer.startswith("features.")

@@ -123,6 +123,10 @@ def test_explain_shows_the_input_as_seen_and_a_saliency_map(project, client):
             img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
             assert img is not None and min(img.shape[:2]) >= 192
         assert view["input"] != view["saliency"]
+    # the map comes from the prediction's own forward pass: the same answer as /api/predict
+    predicted = post(client, "/api/predict/mosmed", project.mosmed_study.name,
+                     project.mosmed_study.read_bytes()).json()
+    assert body["result"] == predicted
 
 
 def test_a_series_is_uploaded_once_kept_under_a_token_and_sliced_whole(project, client, capsys,
@@ -395,8 +399,25 @@ def test_zip_and_gzip_bombs_stop_at_the_inflation_limit(client, private_tmp):
     response = post(client, "/api/predict/lidc", "series.zip", bytes(lying), "0 0 0")
     assert response.status_code in (413, 422)
     for name in ("study.nii.gz", "study.nii"):  # gzip inside, whatever the name says
-        response = post(client, "/api/predict/mosmed", name, gz)
-        assert response.status_code == 413 and "uncompressed" in response.json()["error"]
+        response = post(client, "/api/predict/mosmed", name, gz)  # its header: zeros
+        assert response.status_code == 422 and "not a NIfTI file" in response.json()["error"]
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(("bomb", "status", "words"), [
+    ("nii-gz-declares-2-gib.bin", 413, "over the limit"),
+    ("nii-gz-declares-more-than-deflate-holds.bin", 422, "more than a 89-byte gzip file"),
+    ("nii-gz-inflates-past-its-header.bin", 422, "goes on past the 18,784 bytes"),
+])
+def test_a_nii_gz_is_read_header_first_and_no_further_than_it_declares(client, private_tmp,
+                                                                        bomb, status, words):
+    """The upload goes as it came to MosMed's reader, which checks the header before
+    inflating and stops after the voxels it declares (the last one is a valid study followed
+    by 16 MiB of zeros in its gzip stream)."""
+    data = (FUZZ_CORPUS / "upload" / bomb).read_bytes()
+    response = post(client, "/api/predict/mosmed", "study.nii.gz", data)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
     assert list(private_tmp.iterdir()) == []
 
 
@@ -492,6 +513,30 @@ def test_models_load_once_and_reload_when_the_train_stage_rewrites_them(project,
         assert post(fresh, "/api/predict/pcam", "p.tif", data).json() == answers[0]
         loads = [r for r in caplog.records if "loaded the pcam model" in r.getMessage()]
         assert len(loads) == 2
+
+
+def test_a_ct_study_never_holds_up_an_image_and_a_full_lane_answers_503(project):
+    import threading
+    import time
+
+    app = create_app(Settings(root=project.root, heavy_queue=0))
+    study = project.mosmed_study.read_bytes()
+    with TestClient(app, base_url=BASE) as c:
+        heavy, gate = app.state.lanes.heavy, threading.Event()
+        held = [c.portal.start_task_soon(heavy.run, gate.wait)  # every CT worker busy
+                for _ in range(heavy.workers)]
+        while heavy.held < heavy.workers:
+            time.sleep(0.01)
+        busy = post(c, "/api/predict/mosmed", "study.nii.gz", study)
+        assert busy.status_code == 503 and "busy" in busy.json()["error"]
+        assert int(busy.headers["Retry-After"]) >= 1
+        image = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
+        assert image.status_code == 200  # answered while the CT lane is still held
+        assert not any(h.done() for h in held)
+        gate.set()
+        for h in held:
+            h.result(timeout=60)
+        assert post(c, "/api/predict/mosmed", "study.nii.gz", study).status_code == 200
 
 
 def test_the_client_file_name_is_never_a_path(project, client, private_tmp):

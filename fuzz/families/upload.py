@@ -1,11 +1,14 @@
-"""``oncopipe serve``'s upload unpacking: a zipped DICOM series as a user uploads it.
+"""``oncopipe serve``'s upload handling: a zipped DICOM series or a NIfTI study as a user
+uploads it.
 
 Seeds are zips of one LIDC demo series folder as the web page asks for them (deflated and
-stored, with and without folder entries), plus one with an entry in a subfolder. The target
-is what ``serve`` does with a series upload: :func:`oncopipe.serve.uploads.unzip` under the
-active limits (per entry, members, in all), then
-:func:`~oncopipe.serve.uploads.series_folder`; a refusal is an ``UploadError`` (an
-``InputError``).
+stored, with and without folder entries), plus one with an entry in a subfolder, and a small
+MosMed demo study (``.nii.gz`` and ``.nii``). The target is what ``serve`` does with the
+upload, through its own :class:`oncopipe.serve.uploads.Upload`: a zip (anything that is not
+gzip or a NIfTI header) as LIDC's series upload, unpacked under the active limits (per entry,
+members, in all) down to its one series folder; a gzip or NIfTI file as MosMed's volume
+upload, kept as it came and handed to MosMed's ``preprocess_one``, whose reader reads the
+header first and inflates no more than it declares. A refusal is an ``InputError``.
 
 The structure-aware mutator edits the zip's own fields: in a local or central header the
 compression method, flags, sizes, CRC, name (``..``, absolute, very long, NUL) or external
@@ -15,16 +18,21 @@ attributes (a symbolic link); in the end record the entry counts and the directo
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib
 import io
 import random
-import shutil
 import struct
 import tempfile
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
 
 from fuzz.harness import Family, mutate_bytes
-from oncopipe.core import limits
+from oncopipe import datasets
+from oncopipe.core import config, limits
 from oncopipe.datasets.lidc.demo import write as write_demo
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.serve import uploads
@@ -55,17 +63,46 @@ def _seeds() -> tuple[bytes, ...]:
                 zf.write(f, f"upload/{series.name}/{f.name}")
             zf.writestr("upload/README.txt", "a note beside the series")
         seeds.append(buf.getvalue())
+        datasets.spec("mosmed").write_demo(_mosmed(), Path(tmp) / "mosmed")
+        study = sorted((Path(tmp) / "mosmed").rglob("*.nii.gz"))[0].read_bytes()
+        seeds += [study, gzip.decompress(study)]
     return tuple(seeds)
 
 
+@functools.cache
+def _mosmed() -> config.DatasetConfig:
+    """MosMed's settings at the serve tests' small sizes: 8 x 32 x 32 model input, a demo of
+    one 32 x 32 study. Also imports MosMed's ``prepare`` here, in the parent, so that each
+    forked child inherits it instead of importing it again."""
+    importlib.import_module("oncopipe.datasets.mosmed.prepare")
+    section = {"raw": "unused", "task": "binary",
+               "demo": {"studies": [1, 0, 0, 0, 0], "masks": 0, "size": 32, "slices": [8, 10]},
+               "prepare": {"shape": [8, 32, 32]}}
+    with tempfile.TemporaryDirectory(prefix="fuzz-upload-") as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump({"seed": 0, "datasets": ["mosmed"], "mosmed": section}))
+        return datasets.load_config("mosmed", path)
+
+
+def _is_volume(head: bytes) -> bool:
+    """Gzip, or a NIfTI-1/2 header (``sizeof_hdr`` 348 or 540, either byte order)."""
+    sizes = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
+    return head[:2] == b"\x1f\x8b" or bool(sizes & {348, 540})
+
+
 def target(path: Path) -> None:
-    """Unpack as ``serve`` does a series upload, then find the one series folder."""
-    dest = Path(tempfile.mkdtemp(prefix="fuzz-upload-", dir=path.parent))
-    try:
-        uploads.unzip(path, dest / "unpacked", limits.active())
-        uploads.series_folder(dest / "unpacked", (".dcm",))
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
+    """Handle the file as ``serve`` handles an upload for LIDC (a zip) or MosMed (a volume)."""
+    with open(path, "rb") as fh:
+        volume = _is_volume(fh.read(4))
+        fh.seek(0)
+        name = "mosmed" if volume else "lidc"
+        spec = datasets.spec(name).predict_input
+        client = SimpleNamespace(filename=f"upload{spec.suffixes[-1]}", file=fh)
+        settings = SimpleNamespace(max_upload=512 << 20)  # serve's default
+        with uploads.Upload(settings, spec, client, limits.active()) as up:  # type: ignore[arg-type]
+            found = up.path()
+            if volume:
+                datasets.spec(name).preprocess_one(_mosmed(), found)
 
 
 # (offset in the header, struct code) of the fields worth lying in

@@ -17,7 +17,9 @@ is not this machine's loopback name (or a name given with ``--host``/``--allow-h
 ``Origin`` (else ``Referer``, else ``Sec-Fetch-Site``) is another site gets 403, so a
 cross-origin form or ``fetch(mode: "no-cors")`` is never processed. Heavy work runs in a
 worker thread that stops between steps (and between chunks while unpacking) once the client
-disconnects.
+disconnects. Worker threads come from two bounded lanes (:class:`~oncopipe.serve.state.Lanes`):
+CT volumes and series in one, 2D images in the other, so a CT study never delays an image's
+answer; a full lane answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -51,8 +52,8 @@ from oncopipe.core.contract import DatasetSpec
 from oncopipe.core.errors import InputError, LimitError, ModelError
 from oncopipe.ingest import input_warnings
 from oncopipe.learn.inference import MODEL_FILE
-from oncopipe.serve import pipeline, saliency, sessions, uploads, viewer, views
-from oncopipe.serve.state import MIB, Cache, Misconfigured, NoModel, Settings
+from oncopipe.serve import pipeline, sessions, uploads, viewer, views
+from oncopipe.serve.state import MIB, Busy, Cache, Lanes, Misconfigured, NoModel, Settings
 
 log = logging.getLogger("oncopipe.serve")
 STATIC = Path(__file__).parent / "static"
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     cache = Cache(settings)
     store = sessions.Store()
+    lanes = Lanes(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -104,10 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             store.close()
+            lanes.close()
             uploads.sweep(own=True)
 
     app = FastAPI(title="oncopipe", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
+    app.state.lanes = lanes
     app.add_middleware(_Guard, limit=settings.max_upload + MIB,  # + multipart framing
                        hosts=settings.allowed_hosts)
 
@@ -180,21 +184,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 p = _point(point, spec.point, dataset)
                 path = up.path()  # before the model loads: a bomb must not cost its memory
                 uploads.check(cancel)
-                predictor, layer = cache.model(dataset)
+                predictor = cache.model(dataset)
                 with input_warnings.collecting() as warnings:
                     sample = predict.preprocess(cfg, path, p)
                 uploads.check(cancel)
-                result = predict.answer(predictor, sample, up.name, p,
-                                        [up.public(w) for w in warnings])
+                notes = [up.public(w) for w in warnings]
                 if not explain:
-                    return JSONResponse(result)
-                uploads.check(cancel)
-                x = predictor.tensor(sample)
-                with predictor.lock:
-                    layer = layer or saliency.feature_module(predictor.model, x)
-                    target = predictor.class_names.index(result["predicted"])
-                    cam = saliency.grad_cam(predictor.model, x, target, layer)
-                cache.remember_layer(dataset, layer)
+                    return JSONResponse(predict.about_input(predictor.predict(sample), up.name,
+                                                            p, notes))
+                found, cam, layer = predictor.explain(sample)  # one pass: answer and map
+                result = predict.about_input(found, up.name, p, notes)
                 note = f"Grad-CAM on {layer}"
                 if not cam.any():
                     note += ": empty, nothing in the input raised this class's score"
@@ -267,9 +266,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = asyncio.ensure_future(watch())
         status = 500
         try:
-            response = await run_in_threadpool(work, cancel)
+            response = await lanes.of(dataset).run(work, cancel)
             status = response.status_code
             return response
+        except Busy as exc:
+            status = 503
+            return JSONResponse({"error": str(exc)}, status_code=status,
+                                headers={"Retry-After": str(exc.retry_after)})
         except HTTPException as exc:
             status = exc.status_code
             raise

@@ -1,11 +1,14 @@
-"""Uploads into a private temporary folder, safely: size limits, zip and gzip without surprises.
+"""Uploads into a private temporary folder, safely: size limits, zips without surprises.
 
 Everything an upload becomes is written under one :func:`tempfile.mkdtemp` folder that the
 caller deletes after the answer. The names inside come from us, never from the client (only
 the suffix is kept, to tell the format); zip entries are checked before anything is written:
 no absolute paths, no ``..``, no links, a capped entry count, and caps on each entry's and the
 total uncompressed size, checked against what the headers declare and again while inflating
-(the sizes a zip or gzip header states can lie). The caps are :mod:`oncopipe.core.limits`'.
+(the sizes a zip header states can lie). The caps are :mod:`oncopipe.core.limits`'. A volume
+(``.nii`` or ``.nii.gz``) is kept as uploaded and handed to the dataset's reader, which reads
+the NIfTI header first and inflates no more than the voxels it declares, within the limits
+(:func:`oncopipe.datasets.mosmed.volume.read_nifti`): nothing is inflated here.
 :class:`Upload` is one request's upload, as the routes use it; error messages it passes on
 name the client's file, never a server path. Every copy loop checks a ``cancel`` event
 between chunks, so work for a client that went away stops (:class:`Abandoned`).
@@ -25,7 +28,6 @@ import stat
 import tempfile
 import threading
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
@@ -106,46 +108,6 @@ def check(cancel: threading.Event | None) -> None:
     """:class:`Abandoned` if the client has gone."""
     if cancel is not None and cancel.is_set():
         raise Abandoned
-
-
-def gunzip(src: Path, dest: Path, limit: int, cancel: threading.Event | None = None) -> None:
-    """Inflate a gzip file with a cap on the output (a small .gz can inflate to terabytes).
-
-    The trailer's size field (the last member's size modulo 4 GiB, so never more than the
-    real size of a valid stream) refuses an honest large file before inflating anything; a
-    lying one is stopped by the count while inflating.
-    """
-    with open(src, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() >= 18:  # header (10) + trailer (8)
-            fh.seek(-4, os.SEEK_END)
-            if int.from_bytes(fh.read(4), "little") > limit:
-                raise UploadError(f"gzip: uncompressed size exceeds the limit of {limit} "
-                                  "bytes", 413)
-    inflater = zlib.decompressobj(31)
-    used = 0
-    with open(src, "rb") as fh, open(dest, "wb") as out:
-        while chunk := fh.read(CHUNK):
-            while chunk:
-                check(cancel)
-                try:
-                    data = inflater.decompress(chunk, CHUNK)
-                except zlib.error as exc:
-                    raise UploadError(f"corrupt gzip stream ({exc})", 422) from None
-                used += len(data)
-                if used > limit:
-                    raise UploadError("gzip: uncompressed size exceeds the limit", 413)
-                out.write(data)
-                chunk = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-    if not inflater.eof:
-        raise UploadError("truncated gzip stream", 422)
-
-
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
 
 
 def check_pixels(path: Path, limit: int) -> None:
@@ -310,12 +272,6 @@ class Upload:
             suffix = ""
         path = self.folder / f"{INTERNAL}{suffix}"
         save(self.upload.file, path, s.max_upload, self.cancel)
-        if spec.kind == "volume" and is_gzip(path):  # whatever its name says
-            inflated = self.folder / f"{INTERNAL}-inflated.nii"
-            gunzip(path, inflated, min(limits.max_unpacked_bytes, limits.max_inflated_bytes),
-                   self.cancel)
-            path.unlink()
-            return inflated
         if spec.kind == "image":
             check_pixels(path, limits.max_image_pixels)
         return path

@@ -49,6 +49,7 @@ CANONICAL = ("S", "P", "L")  # nibabel axis codes of the prepared (D, H, W) axes
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20  # bytes read, and at most inflated, per step
 _DEFLATE_RATIO = 1032  # deflate's largest inflated / compressed ratio
+_TRAILING = _CHUNK  # bytes a .nii.gz may hold after its voxel data (none in a real study)
 _HEADERS = {348: (nib.Nifti1Header, b"n+1"), 540: (nib.Nifti2Header, b"n+2")}
 # NIfTI datatype codes of real-valued intensities (others: complex, RGB, float128, binary)
 _DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4",
@@ -131,7 +132,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if got < len(data):
             raise VolumeError(f"{path}: truncated voxel data "
                               f"({header.offset + got} of {header.end} bytes)")
-        src.finish()
+        src.finish(header.end)
     voxels = np.ndarray(header.shape, header.dtype, buffer=data, order="F")
     if (header.slope, header.inter) != (1.0, 0.0):
         with np.errstate(over="ignore"):  # a slope of 1e30: inf voxels, refused downstream
@@ -286,8 +287,9 @@ class _Source:
                 return
             n -= got
 
-    def finish(self) -> None:
-        """Whatever must still be read for the file to count as whole."""
+    def finish(self, end: int) -> None:
+        """Whatever must still be read for the file to count as whole; ``end``: the byte
+        the header says the voxel data ends at."""
 
 
 class _Plain(_Source):
@@ -311,7 +313,9 @@ class _Gunzip(_Source):
     """A gzip file inflated on demand: member after member (a file written in several
     members is one stream), at most :data:`_CHUNK` bytes per step, and never more than
     ``max_inflated_bytes`` in all. :meth:`finish` inflates (and drops) what is left, so a
-    corrupt end or a wrong CRC is still an error."""
+    corrupt end or a wrong CRC is still an error, but no more than :data:`_TRAILING` bytes
+    of it: a stream that goes on past the voxels its header declares is refused there, so a
+    bomb behind a small header costs the bytes it declares, not the bytes it inflates to."""
 
     def __init__(self, fh: BinaryIO, path: Path):
         self.path = path
@@ -333,9 +337,13 @@ class _Gunzip(_Source):
             self.rest, n = self.rest[k:], n + k
         return n
 
-    def finish(self) -> None:
-        for _ in self.pieces:
-            pass
+    def finish(self, end: int) -> None:
+        extra = len(self.rest)
+        for piece in self.pieces:
+            extra += len(piece)
+            if extra > _TRAILING:
+                raise VolumeError(f"{self.path}: the gzip stream goes on past the {end:,} bytes "
+                                  "its header declares (refused without inflating the rest)")
 
     def _inflate(self, fh: BinaryIO) -> Iterator[bytes]:
         member = isal_zlib.decompressobj(31)
