@@ -67,7 +67,8 @@ LAYERS = {
     "core": (0, {"oncopipe", "config", "contract", "errors", "limits", "manifest", "arrays",
                  "report", "rawfiles", "images", "imagedump", "shards", "metrics", "atomic",
                  "parallel", "contact_sheet", "log", "perf", "workers", "input_warnings",
-                 "intervals", "provenance", "datacard", "export", "settings", "cards"}),
+                 "intervals", "provenance", "datacard", "modelcard", "export", "settings",
+                 "cards"}),
     "datasets": (1, set()),  # every oncopipe.datasets.<ds>...
     "registry": (2, {"datasets"}),
     "learn": (2, {"training", "distributed", "inference", "models", "loader", "augment",
