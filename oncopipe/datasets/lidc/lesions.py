@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from oncopipe.datasets.lidc import agreement, slice_table
 from oncopipe.datasets.lidc import reader_xml as xml
-from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.clustering import (
     PlacedNodule,
     PlacedRoi,
@@ -60,9 +60,14 @@ class _Point:
     xyz: tuple[float, float, float]
 
 
-def build_tables(raw: Path, params: PrepareParams, params_hash: str
+def build_tables(raw: Path, params: PrepareParams, params_hash: str,
+                 ratings: list[pl.DataFrame] | None = None
                  ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
-    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report."""
+    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report.
+
+    ``ratings``, if given, receives the per-reader ratings of the table's lesions
+    (:func:`.agreement.ratings_frame`), which the table keeps as medians.
+    """
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
     dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
@@ -134,6 +139,8 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str
             else:
                 rows.append(row)
     table = _to_frame(rows)
+    if ratings is not None:
+        ratings.append(agreement.ratings_frame(rows))
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(series_found=len(series), series_in_cohort=n_kept_series,
                         lesions=len(table), lesions_by_kind=by_kind)
@@ -367,6 +374,7 @@ def _row(header: SeriesHeader, patient: str, kind: str, readers: list[int],
         "vox_k": k, "vox_i": row_i, "vox_j": col_j, "slices": slices,
         "slice_thickness": header.slice_thickness, "z_step": header.z_step,
         "pixel_spacing": header.spacing_xy[0], "rule": rule,
+        "_ratings": [r for r in ratings if r],  # per reader; not a column of the table
     }
 
 
