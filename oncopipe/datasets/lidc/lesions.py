@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.datasets.lidc import agreement, slice_table
 from oncopipe.datasets.lidc import reader_xml as xml
+from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.clustering import (
     PlacedNodule,
     PlacedRoi,
@@ -61,12 +61,13 @@ class _Point:
 
 
 def build_tables(raw: Path, params: PrepareParams, params_hash: str,
-                 ratings: list[pl.DataFrame] | None = None
+                 marks: list[dict] | None = None
                  ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
     """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report.
 
-    ``ratings``, if given, receives the per-reader ratings of the table's lesions
-    (:func:`.agreement.ratings_frame`), which the table keeps as medians.
+    ``marks``, if given, receives the table's rows with what the table does not keep of
+    each reader's mark: ``_ratings`` (its ratings; the table keeps their medians) and
+    ``_contours`` (per mark, its rois as (k, inclusion, points)).
     """
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
@@ -139,8 +140,8 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
             else:
                 rows.append(row)
     table = _to_frame(rows)
-    if ratings is not None:
-        ratings.append(agreement.ratings_frame(rows))
+    if marks is not None:
+        marks.extend(rows)
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(series_found=len(series), series_in_cohort=n_kept_series,
                         lesions=len(table), lesions_by_kind=by_kind)
@@ -341,6 +342,8 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
                             slices, [m.mark.characteristics for m in members], rule))
         lesions[-1]["volume_mm3"] = float(np.mean(
             [m.volume(ps, header.z_step) for m in members]))
+        lesions[-1]["_contours"] = [[(r.k, r.inclusion, r.points) for r in m.rois]
+                                    for m in members]
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):
@@ -375,6 +378,7 @@ def _row(header: SeriesHeader, patient: str, kind: str, readers: list[int],
         "slice_thickness": header.slice_thickness, "z_step": header.z_step,
         "pixel_spacing": header.spacing_xy[0], "rule": rule,
         "_ratings": [r for r in ratings if r],  # per reader; not a column of the table
+        "_contours": [],  # per reader, of a nodule (set by the caller); not a column either
     }
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from oncopipe.datasets.lidc import agreement, contours, lesions
+from oncopipe.datasets.lidc import contours, lesions
 from oncopipe.datasets.lidc.params import CohortParams, PrepareParams
 from oncopipe.datasets.lidc.reader_xml import RATINGS
 from oncopipe.datasets.lidc.series import SeriesHeader, Slice
@@ -192,15 +192,18 @@ def scan_lesions(scan: DatabaseSeries, tol: float | None, max_z_mismatch_mm: flo
                            float(np.median(diameters)) if diameters else None, slices,
                            [a.ratings for a, _, _ in members], rule)
         row.update(source=SOURCE, annotation_ids=[a.id for a, _, _ in members],
-                   members=[(a.outlines, ks) for a, ks, _ in members])
+                   members=[(a.outlines, ks) for a, ks, _ in members],
+                   _contours=[[(int(k), o.inclusion, o.points)
+                               for o, k in zip(a.outlines, ks, strict=True)]
+                              for a, ks, _ in members])
         rows.append(row)
     return lesions._number(rows, scan.patient_id, scan.series_uid)
 
 
 def build(params: PrepareParams, params_hash: str, db: Path | None = None,
-          ratings: list[pl.DataFrame] | None = None) -> tuple[pl.DataFrame, Report]:
+          marks: list[dict] | None = None) -> tuple[pl.DataFrame, Report]:
     """The lesion table of the whole collection (sorted by ``lesion_id``) and its report;
-    ``ratings`` as :func:`.lesions.build_tables`'."""
+    ``marks`` as :func:`.lesions.build_tables`'."""
     db = db or database_path()
     scans = read_database(db)
     report = Report("lidc_lesions")
@@ -219,8 +222,8 @@ def build(params: PrepareParams, params_hash: str, db: Path | None = None,
             contours.volume(outlines, ks, row["pixel_spacing"], steps[row["series_uid"]])
             for outlines, ks in row.pop("members")]))
     table = pl.DataFrame(rows, schema=lesions.SCHEMA).sort("lesion_id")
-    if ratings is not None:
-        ratings.append(agreement.ratings_frame(rows))
+    if marks is not None:
+        marks.extend(rows)
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(
         series_found=len(scans), series_in_cohort=n_kept_series, lesions=len(table),
