@@ -9,7 +9,8 @@ choices, ``Field`` ranges, ``extra="forbid"``; a section's ``__post_init__`` che
 involves several fields. Dataset-specific sections (``demo`` and ``prepare``) are declared by
 each dataset's contract (:class:`oncopipe.contract.DatasetSpec`), which the caller hands in (the
 registry's :func:`oncopipe.datasets.load_config` does), so this module imports nothing of the
-datasets; the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
+datasets; the generic sections (``shard``, ``train``, ``evaluate``, ``export``,
+``nnunet``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
