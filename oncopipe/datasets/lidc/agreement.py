@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -35,15 +36,17 @@ def ratings_path(lesion_table: Path) -> Path:
 def ratings_frame(rows: list[dict]) -> pl.DataFrame:
     """One row per lesion: its id and, per characteristic, every reader's rating (in the
     order of the lesion's marks; only the marks that rate it)."""
-    schema = {"lesion_id": pl.String, **dict.fromkeys(RATINGS, pl.List(pl.Int64))}
+    schema: dict[str, Any] = {"lesion_id": pl.String,
+                              **dict.fromkeys(RATINGS, pl.List(pl.Int64))}
     out = [{"lesion_id": r["lesion_id"],
             **{n: [int(m[n]) for m in r["_ratings"] if n in m] for n in RATINGS}}
            for r in rows]
     return pl.DataFrame(out, schema=schema).sort("lesion_id")
 
 
-CONTOURS_SCHEMA = {"lesion_id": pl.String, "mark": pl.Int64, "k": pl.Int64, "inclusion": pl.Boolean,
-          "xs": pl.List(pl.Int64), "ys": pl.List(pl.Int64)}
+CONTOURS_SCHEMA: dict[str, Any] = {"lesion_id": pl.String, "mark": pl.Int64, "k": pl.Int64,
+                                   "inclusion": pl.Boolean, "xs": pl.List(pl.Int64),
+                                   "ys": pl.List(pl.Int64)}
 
 
 def contours_path(lesion_table: Path) -> Path:
