@@ -155,3 +155,9 @@ def test_the_pipeline_s_model_cards_match_its_metrics(name):
                                            .read_text()),
                           json.loads((model_dir / CONFIG_FILE).read_text()))
     check_markdown((model_dir / "MODELCARD.md").read_text(), card)
+    data_card = ROOT / "data" / "exports" / name / "datacard.json"
+    if data_card.is_file():  # the data card it links to describes the data it was trained on
+        assert card["training_data"]["data_card"] == f"data/exports/{name}/DATACARD.md"
+        data = json.loads(data_card.read_text())
+        assert data["manifest_sha256"] == card["training_data"]["manifest_sha256"]
+        assert data["demo"] == card["demo"]
