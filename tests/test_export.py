@@ -26,6 +26,8 @@ SPLITS = ("train", "val", "test")
 PROVENANCE = Provenance(release="synthetic", page="https://example.org", licence="none",
                         citation="none", not_for=("anything",))
 REPORT = {"read": 0, "kept": 0, "rejected": 2, "rejected_by_reason": {"corrupt": 2}}
+SECTION = {"title": "Readers", "lines": ["| readers | lesions |", "| --- | --- |", "| 2 | 7 |"],
+           "figures": {"readers": {"2": 7}}}
 CASES = {  # name: (make_prepared kwargs, balance)
     "rgb": ({"channels": 3, "size": 32, "dtype": "uint8"}, "undersample"),
     "gray": ({"channels": 1, "size": 20, "dtype": "float16"}, "oversample"),
@@ -47,6 +49,8 @@ def exported(request, tmp_path_factory):
                        meta, prepared / "manifest.parquet")
     n = len(read_manifest(prepared / "manifest.parquet")[0])
     report = {**REPORT, "read": n + 2, "kept": n}
+    if request.param == "gray":  # a dataset's own section (LIDC: the readers' agreement)
+        (prepared / "datacard_sections.json").write_text(json.dumps({"sections": [SECTION]}))
     (prepared / "report.json").write_text(json.dumps(report))
     write_shards(prepared, root / "shards", ShardParams(balance=balance, shard_size=8), 3, "h",
                  {"source": "demo", "path": "data/demo/synthetic", "manifest_sha256": "-"})
@@ -218,6 +222,11 @@ def test_data_card_figures_match_manifest_shards_and_report(exported):
                    card["splits"]["test"]["samples"]):
         assert str(figure) in md
     assert "research use only" in md and "synthetic demo" in md
+    if case == "gray":
+        assert card["sections"] == [SECTION]
+        assert "## Readers\n\n| readers | lesions |\n| --- | --- |\n| 2 | 7 |\n" in md
+    else:
+        assert "sections" not in card
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)

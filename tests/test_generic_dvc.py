@@ -52,6 +52,8 @@ def test_repro_sweep_and_gate(project):
     metrics = json.loads((project.root / "metrics" / DS / "metrics.json").read_text())
     assert {"accuracy", "auc", "ci", "per_class"} <= set(metrics)
     assert (project.root / "models" / DS / "model.pt").is_file()
+    card = json.loads((project.root / "models" / DS / "modelcard.json").read_text())
+    assert card["test"]["accuracy"]["value"] == metrics["accuracy"]  # evaluate's, beside it
     assert (project.root / "metrics" / DS / "train" / "metrics.json").is_file()
 
     for lr in ("2.0e-3", "4.0e-3"):

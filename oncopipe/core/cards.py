@@ -1,5 +1,6 @@
-"""What the shard and train stages record beside their outputs, typed: ``summary.json`` of the
-shards and ``config.json`` of a model (the model card).
+"""What the shard, train and evaluate stages record beside their outputs, typed:
+``summary.json`` of the shards, ``config.json`` of a model (the model card's training record)
+and ``modelcard.json`` (that record with the evaluation, written by evaluate).
 
 Readers get attributes checked when the file is read, not string keys that fail later; a file
 that does not match (written by another version, edited by hand) is refused with the key path
@@ -23,6 +24,8 @@ from oncopipe.core.settings import one_line
 
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+MODEL_CARD_JSON = "modelcard.json"
+MODEL_CARD_MD = "MODELCARD.md"
 
 R = TypeVar("R", bound="_Record")
 
@@ -165,3 +168,65 @@ class ModelCard(_Record):
     @classmethod
     def read(cls, model_dir: Path) -> ModelCard:
         return cls._read(Path(model_dir) / CONFIG_FILE, ModelError, "train")
+
+
+class Figure(_Record):
+    """One test figure of metrics.json with its interval (``ci.<name>``) and its n."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int
+    n_patients: int
+    n_eff: float | None
+    small_n: bool
+
+
+class KeptEpoch(_Record):
+    epoch: int  # 1-based, of epochs_run
+    epochs_run: int
+    chosen_on: Literal["val"]
+    metric: str  # the early-stopping metric (val_balanced_accuracy...)
+    value: float
+
+
+class TrainingData(_Record):
+    data_card: str  # the data card of the prepared data, relative to the project
+    data_source: str | None  # the raw folder the shards record (None: unknown)
+    manifest_sha256: str | None  # the manifest the shards were made from
+    shards_params_hash: str
+    train_samples: int  # in the training shards, oversampled copies included
+    val_samples: int
+    test_samples: int
+
+
+class EvaluatedModelCard(_Record):
+    """``models/<dataset>/modelcard.json``: the :class:`ModelCard` of ``config.json`` (what
+    was trained, how, on what) with the test figures, calibration and operating point of
+    ``metrics/<dataset>/metrics.json`` and what the model may and may not be used for.
+
+    Every figure is a copy of metrics.json's (``metrics`` names the file), never recomputed.
+    """
+
+    title: str
+    demo: bool  # trained on the synthetic demo (or on data of unknown source): not a real model
+    weights_origin: str
+    training_data: TrainingData
+    kept_epoch: KeptEpoch
+    metrics: str  # the metrics.json the figures come from, relative to the project
+    ci_level: float
+    ci_method: str
+    n_test: int
+    n_test_patients: int
+    test: dict[str, Figure]
+    calibration: Figure  # the expected calibration error on the test split
+    calibration_bins: int
+    operating_point: dict[str, Any] | None  # metrics.json's, chosen on val
+    intended_use: str
+    not_for: tuple[str, ...]
+    limitations: tuple[str, ...]
+    model: ModelCard  # config.json, as the train stage wrote it
+
+    @classmethod
+    def read(cls, model_dir: Path) -> EvaluatedModelCard:
+        return cls._read(Path(model_dir) / MODEL_CARD_JSON, ModelError, "evaluate")

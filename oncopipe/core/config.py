@@ -10,7 +10,8 @@ involves several fields. Dataset-specific sections (``demo`` and ``prepare``) ar
 each dataset's contract (:class:`oncopipe.core.contract.DatasetSpec`), which the caller hands
 in (the
 registry's :func:`oncopipe.datasets.load_config` does), so this module imports nothing of the
-datasets; the generic sections (``shard``, ``train``, ``evaluate``, ``export``) are declared here.
+datasets; the generic sections (``shard``, ``train``, ``evaluate``, ``export``,
+``nnunet``) are declared here.
 
 A stage names the keys it reads (``load(name, reads=...)``), the same keys its ``params:``
 list in dvc.yaml declares (tests/test_stage_deps.py checks the two agree). Any other key of
@@ -60,7 +61,7 @@ PARAMS_FILE = Path("params.yaml")
 # whatever the number of worker processes or threads.
 EXECUTION_KEYS = frozenset({"workers", "threads", "num_workers"})
 SECTION_KEYS = ("raw", "task", "profile", "demo", "prepare", "shard", "train", "evaluate",
-                "export")
+                "export", "nnunet")
 DEFAULT_PROFILE = "demo"  # the train recipe of a dataset without ``profile``
 # Keys at the top of params.yaml shared by every dataset; a stage lists them in ``reads`` as is
 TOP_KEYS = ("seed", "limits")
@@ -172,6 +173,14 @@ class ExportParams:
 
 
 @dataclass(frozen=True, config=SETTINGS)
+class NnunetParams:
+    """The nnU-Net raw dataset of a dataset whose labels are several readers' contours."""
+
+    # a voxel is in the label when at least this share of the lesion's readers include it
+    consensus: Annotated[Float, Field(gt=0, le=1)] = 0.5
+
+
+@dataclass(frozen=True, config=SETTINGS)
 class TrainProfiles:
     """``demo`` is sized for the synthetic data on 2 CPU cores; ``reference`` is the paper's."""
 
@@ -239,6 +248,7 @@ class DatasetConfig:
     train: TrainParams  # the active profile
     evaluate: EvaluateParams
     export: ExportParams = field(default_factory=ExportParams)
+    nnunet: NnunetParams = field(default_factory=NnunetParams)
     limits: input_limits.Limits = input_limits.DEFAULT  # the top-level ``limits:`` section
     reads: tuple[str, ...] | None = None  # the declared keys; None: all (predict, tools)
 
@@ -318,6 +328,7 @@ def load(spec: DatasetSpec, known: Collection[str], path: Path = PARAMS_FILE,
         "train": getattr(section.train, section.profile),
         "evaluate": section.evaluate,
         "export": section.export,
+        "nnunet": section.nnunet,
         "limits": limits,
     }
     if reads is not None:
@@ -352,7 +363,7 @@ def _section_class(name: str, tasks: tuple[str, ...], demo: type, prepare: type)
         *((name, Annotated[cls, Section], field(default_factory=cls)) for name, cls in (
             ("demo", demo), ("prepare", prepare),
             ("shard", ShardParams), ("train", TrainProfiles), ("evaluate", EvaluateParams),
-            ("export", ExportParams))),
+            ("export", ExportParams), ("nnunet", NnunetParams))),
     ]
     return dataclass(dataclasses.make_dataclass(f"{name}Section", fields, frozen=True),
                      frozen=True, config=SETTINGS)

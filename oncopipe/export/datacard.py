@@ -3,7 +3,9 @@
 Every figure comes from the pipeline's own records (the prepare report, the manifest, the
 shards' summary and the exported samples), and the provenance from the dataset's ``card``
 module (the release, its licence and citation as docs/data.md states them), so the card
-cannot drift from the data it describes.
+cannot drift from the data it describes. A dataset adds what only it knows (LIDC: the
+readers' agreement) as sections in ``datacard_sections.json`` of its prepared folder, written
+by its own stages: ``{"sections": [{"title", "lines" (Markdown), "figures"}]}``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from oncopipe.export.source import SPLITS, Source
 PERCENTILES = (0.5, 50.0, 99.5)
 MAX_VALUES = 2_000_000  # intensity percentiles from at most this many values, evenly strided
 ALWAYS_NOT_FOR = ("clinical diagnosis or treatment decisions: research use only",)
+SECTIONS_FILE = "datacard_sections.json"
 
 
 def fingerprint(source: Source) -> dict:
@@ -50,7 +53,7 @@ def build(source: Source, report: dict, summary: dict, release: Provenance | Non
         counts = np.bincount(part["label"].to_numpy(), minlength=len(names))
         splits[split] = {"samples": len(part), "patients": part["patient_id"].n_unique(),
                          "class_counts": {n: int(c) for n, c in zip(names, counts, strict=True)}}
-    return {
+    card = {
         "dataset": source.meta.dataset,
         "task": source.meta.task,
         "class_names": names,
@@ -73,6 +76,10 @@ def build(source: Source, report: dict, summary: dict, release: Provenance | Non
         "manifest_sha256": source.manifest_sha256,
         "not_for": [*ALWAYS_NOT_FOR, *(release.not_for if release else ())],
     }
+    sections = source.prepared / SECTIONS_FILE
+    if sections.is_file():
+        card["sections"] = json.loads(sections.read_text(encoding="utf-8"))["sections"]
+    return card
 
 
 def render(card: dict) -> str:
@@ -122,6 +129,10 @@ def render(card: dict) -> str:
         "- Intensity percentiles (as stored): "
         + ", ".join(f"{k} {v}" for k, v in f["intensity_percentiles"].items()),
         f"- Normalisation: `{json.dumps(f['normalisation'], sort_keys=True)}`", "",
+    ]
+    for section in card.get("sections", []):
+        lines += [f"## {section['title']}", "", *section["lines"], ""]
+    lines += [
         "## Must not be used for", "",
         *[f"- {n}" for n in card["not_for"]], "",
         f"Manifest SHA-256: `{card['manifest_sha256']}`", "",

@@ -62,12 +62,15 @@ class _Point:
 
 
 def build_tables(raw: Path, params: PrepareParams, params_hash: str,
-                 excluded: list[dict] | None = None
+                 excluded: list[dict] | None = None, marks: list[dict] | None = None
                  ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
     """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report.
 
     ``excluded``, when given, receives the rows of the cohort's series that the cohort's
-    lesion rules leave out (for ``annotations_excluded.csv``).
+    lesion rules leave out (for ``annotations_excluded.csv``). ``marks``, if given, receives
+    the table's rows with what the table does not keep of each reader's mark: ``_ratings``
+    (its ratings; the table keeps their medians) and ``_contours`` (per mark, its rois as
+    (k, inclusion, points)).
     """
     report = Report("lidc_lesions")
     files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
@@ -142,6 +145,8 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
             else:
                 rows.append(row)
     table = _to_frame(rows)
+    if marks is not None:
+        marks.extend(rows)
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(series_found=len(series), series_in_cohort=n_kept_series,
                         lesions=len(table), lesions_by_kind=by_kind)
@@ -357,6 +362,8 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
                             centre, float(np.median(widest)) if widest else None,
                             slices, [m.mark.characteristics for m in members], rule))
         lesions[-1]["volume_mm3"] = float(np.mean([volumes[i] for i in group]))
+        lesions[-1]["_contours"] = [[(r.k, r.inclusion, r.points) for r in m.rois]
+                                    for m in members]
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):
@@ -390,6 +397,8 @@ def _row(header: SeriesHeader, patient: str, kind: str, readers: list[int],
         "vox_k": k, "vox_i": row_i, "vox_j": col_j, "slices": slices,
         "slice_thickness": header.slice_thickness, "z_step": header.z_step,
         "pixel_spacing": header.spacing_xy[0], "rule": rule,
+        "_ratings": [r for r in ratings if r],  # per reader; not a column of the table
+        "_contours": [],  # per reader, of a nodule (set by the caller); not a column either
     }
 
 

@@ -266,17 +266,22 @@ def scan_lesions(scan: DatabaseSeries, placed: list[PlacedAnnotation], method: s
                            centre, float(np.median(widest)) if widest else None, slices,
                            [p.ann.ratings for p in members], rule)
         row.update(source=SOURCE, annotation_ids=[p.ann.id for p in members],
-                   volume_mm3=float(np.mean([p.volume_mm3 for p in members])))
+                   volume_mm3=float(np.mean([p.volume_mm3 for p in members])),
+                   _contours=[[(int(k), o.inclusion, o.points)
+                               for o, k in zip(p.ann.outlines, p.ks, strict=True)]
+                              for p in members])
         rows.append(row)
     return lesions._number(rows, scan.patient_id, scan.series_uid)
 
 
 def build(params: PrepareParams, params_hash: str, db: Path | None = None,
-          excluded: list[dict] | None = None) -> tuple[pl.DataFrame, Report]:
+          excluded: list[dict] | None = None, marks: list[dict] | None = None
+          ) -> tuple[pl.DataFrame, Report]:
     """The lesion table of the whole collection (sorted by ``lesion_id``) and its report.
 
     ``excluded``, when given, receives the rows of the cohort's scans that the cohort's
-    lesion rules leave out (for ``annotations_excluded.csv``).
+    lesion rules leave out (for ``annotations_excluded.csv``); ``marks`` as
+    :func:`.lesions.build_tables`'.
     """
     db = db or database_path()
     scans = read_database(db)
@@ -298,6 +303,8 @@ def build(params: PrepareParams, params_hash: str, db: Path | None = None,
                          ).sort("lesion_id")
     if excluded is not None:
         excluded[:] = [_table_row(r) for r in excluded]
+    if marks is not None:
+        marks.extend(rows)
     by_kind = dict(sorted(Counter(table["kind"].to_list()).items()))
     report.extra.update(
         series_found=len(scans), series_in_cohort=n_kept_series, lesions=len(table),
