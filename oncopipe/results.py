@@ -29,11 +29,28 @@ split (`val` column: the validation figures of the kept epoch).
 
 Each cell: the test figure, its 95% interval (exact, clustered by patient; see
 docs/intervals.md) and its n as samples/patients. `†` marks a figure whose n is too small
-to mean much (fewer than 20 independent cases): on the demo's few test patients most are, so
-these figures show that the pipeline runs and learns, not how well; the intervals say how
-little a perfect demo score proves. The operating point (sensitivity at 95% specificity,
-chosen on validation) is a range where the validation split has too few negatives to
-resolve the target.
+to mean much (fewer than 20 independent cases). The operating point (sensitivity at 95%
+specificity, chosen on validation) is a range where the validation split has too few
+negatives to resolve the target.
+
+## What the demo can show, and what it cannot
+
+- **It can show that the pipeline works end to end**: raw files in the real layouts become
+  a manifest, patient-level splits, a model and test figures, and the model picks up the
+  signal the generators put in. Each demo test split holds at least 20 patients (PCam's
+  release has no patient ids, so each of its test images is its own unit), which is what
+  makes a figure's interval informative: 20 patients all right give an exact lower bound
+  of 0.83, and a broken stage (a label mix-up, a wrong orientation) shows up as a figure
+  far below the floors of `metrics/thresholds.yaml` rather than as one unlucky patient.
+- **It cannot say how well a method works on real scans.** The data are synthetic, with
+  classes drawn apart on purpose (nodules by kind, ground glass by category, tumour nuclei,
+  the ABCD cues of melanoma); a figure near 1.000 is the expected outcome, not a result.
+  Only the real releases with the `reference` profile say that (docs/data.md).
+- **Nor can it separate two recipes by a few points.** At 20 patients an interval is about
+  0.17 wide at a perfect score and 0.3 at 0.9; figures over part of the
+  patients (sensitivity when few test patients hold positive samples, ISIC's melanomas)
+  stay flagged `†`. Compare recipes on validation figures, several seeds
+  (`oncopipe results --seeds`), and real data.
 """
 
 

@@ -172,11 +172,13 @@ def test_lidc_example_points_are_the_demos_and_lie_in_a_nodule(tmp_path) -> None
     table, _, _ = lesions.build_tables(tmp_path / "raw", cfg.prepare, "examples")
     points = examples.example_points(table)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())["lidc"]["raw"]
-    assert len(points) == table["series_dir"].n_unique() == 21
+    assert len(points) == table["series_dir"].n_unique() == cfg.demo.n_patients + 1  # 2 has two
     doc = (ROOT / "docs" / "lidc.md").read_text()
     assert examples.replace_block(doc, examples.table(points, raw)) == doc, (
         "docs/lidc.md's example points are not the demo's: run "
         "`python -m oncopipe.datasets.lidc.examples docs/lidc.md`")
+    points = examples.documented(points)
+    assert len(points) == examples.DOC_PATIENTS + 1
     for row in points.iter_rows(named=True):
         crop = prepare.preprocess_one(cfg, tmp_path / "raw" / row["series_dir"],
                                       (row["x_mm"], row["y_mm"], row["z_mm"]))

@@ -38,3 +38,17 @@ def test_table_carries_test_figures_intervals_and_validation(tmp_path):
     out.write_text("edited by hand\n")
     assert main(["results", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out),
                  "--check"]) == 1
+
+
+def test_every_committed_demo_test_split_holds_enough_patients_for_an_interval():
+    """The demo sizes (params.yaml ``<ds>.demo``) keep each test split at MIN_N_EFF patients or
+    more (PCam: images, each its own unit), so a perfect demo score has an informative
+    interval; shrinking a demo below that fails here, not silently in docs/results.md."""
+    from oncopipe.intervals import MIN_N_EFF
+
+    found = sorted((ROOT / "metrics").glob("*/metrics.json"))
+    assert found
+    for path in found:
+        m = json.loads(path.read_text(encoding="utf-8"))
+        assert m["n_test_patients"] >= MIN_N_EFF, (path.parent.name, m["n_test_patients"])
+        assert m["ci"]["accuracy"]["n_patients"] == m["n_test_patients"]

@@ -114,7 +114,7 @@ class TrainParams:
         "resnet18", "resnet50", "resnet101", "vgg16", "inception_v3", "lenet5", "cnn7", "cnn3d"
     ] = "resnet50"
     width: PosFloat = 1.0  # channel multiplier for the small CNNs (lenet5, cnn7, cnn3d)
-    input_size: NonNegInt = 0  # resize 2D inputs to this side before the model; 0 = as stored
+    input_size: NonNegInt = 0  # resize inputs (in-plane for volumes) to this side; 0 = as stored
     weights: Str = "none"  # none | torchvision weights name (e.g. IMAGENET1K_V2) | path to .pth
     # input normalisation in the model's adapter; auto = ImageNet mean/std for pretrained weights
     normalize: Literal["auto", "imagenet", "none"] = "auto"

@@ -4,7 +4,8 @@
 A point picked by hand goes stale when the demo changes (and one outside every scan is refused),
 so the examples are computed from the lesion table: for each series, the centre of its largest
 nodule >= 3 mm (or, without one, of its largest lesion), in patient mm (LPS), to 0.1 mm.
-docs/lidc.md holds them as a table between markers; tests/test_docs_points.py regenerates the
+docs/lidc.md holds those of the first :data:`DOC_PATIENTS` patients (the demo's raw-layout
+quirks, every layout among them) as a table between markers; tests/test_docs.py regenerates the
 demo and checks that table, the README's example and that each point's crop is centred on
 lesion tissue. Rewrite the table after a change of the demo with::
 
@@ -23,6 +24,9 @@ import yaml
 
 MARK_BEGIN, MARK_END = "<!-- lidc-example-points:begin -->", "<!-- lidc-example-points:end -->"
 KIND_ORDER = {"nodule": 0, "non_nodule": 1, "small_nodule": 2}
+# patients whose series the docs list: the demo's quirk patients (lidc/demo.py), so every raw
+# layout appears, however many patients the demo has
+DOC_PATIENTS = 8
 
 
 def example_points(lesions: pl.DataFrame) -> pl.DataFrame:
@@ -39,12 +43,19 @@ def example_points(lesions: pl.DataFrame) -> pl.DataFrame:
                     *(pl.col(c).round(1) for c in ("x_mm", "y_mm", "z_mm"))))
 
 
+def documented(points: pl.DataFrame) -> pl.DataFrame:
+    """The rows of :func:`example_points` the docs list: the first :data:`DOC_PATIENTS`
+    patients' series."""
+    first = sorted(points["patient_id"].unique().to_list())[:DOC_PATIENTS]
+    return points.filter(pl.col("patient_id").is_in(first))
+
+
 def table(points: pl.DataFrame, raw: str) -> str:
-    """The Markdown table of :func:`example_points`, series folders under ``raw``."""
+    """The Markdown table of :func:`documented` points, series folders under ``raw``."""
     rows = ["| series folder | lesion | --point (x y z, mm) |", "| --- | --- | --- |"]
     rows += [f"| `{raw}/{r['series_dir']}` | {r['lesion_id']} | "
              f"`{r['x_mm']:.1f} {r['y_mm']:.1f} {r['z_mm']:.1f}` |"
-             for r in points.iter_rows(named=True)]
+             for r in documented(points).iter_rows(named=True)]
     return "\n".join(rows)
 
 
