@@ -44,7 +44,7 @@ def test_every_committed_demo_test_split_holds_enough_patients_for_an_interval()
     """The demo sizes (params.yaml ``<ds>.demo``) keep each test split at MIN_N_EFF patients or
     more (PCam: images, each its own unit), so a perfect demo score has an informative
     interval; shrinking a demo below that fails here, not silently in docs/results.md."""
-    from oncopipe.intervals import MIN_N_EFF
+    from oncopipe.learn.intervals import MIN_N_EFF
 
     found = sorted((ROOT / "metrics").glob("*/metrics.json"))
     assert found
