@@ -30,14 +30,16 @@ from benchmarks import harness
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
 # LIDC series load / crop path / memory, lidc_lesions memory by file count, shard writes and
-# rotate90, local vs Dask fan-out (a module's ``REPEATS``, when set, overrides --repeats)
-RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling")
+# rotate90, local vs Dask fan-out, the loader's samples/s per recipe (a module's ``REPEATS``,
+# when set, overrides --repeats)
+RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling", "loader_feed")
 # their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
 # stage process per run: one timed round)
 QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
                "lidc_memory": {"files": (200, 400)},
                "shard_write": {"samples": 48, "shape": (3, 16, 16)},
-               "scaling": {"scale": 1, "repeats": 1}}
+               "scaling": {"scale": 1, "repeats": 1},
+               "loader_feed": {"budget": 2**20, "scale": 8}}
 
 
 def main(argv: list[str] | None = None) -> int:

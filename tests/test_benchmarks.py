@@ -19,9 +19,10 @@ from benchmarks import __main__ as bench
 from benchmarks import harness, serve_latency, training_throughput
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
+KEYS = ("decode-pcam", "decode-isic-480x640", "decode-isic-768x1024", "decode-isic-1053x1872",
+        "decode-isic-2448x3264", "decode-isic-4000x6000", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")
-RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling")
+RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling", "loader_feed")
 
 
 def block(text: str, key: str) -> str:
@@ -50,6 +51,13 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
     assert "identical bytes" in block(text, "shard_write")
     assert "crops, identical" in block(text, "lidc_read")
     assert block(text, "scaling").count("| identical |") == 6  # 2 stages x 3 ways to run
+    feed = block(text, "loader_feed")
+    for dataset in ("lidc", "pcam", "isic", "breakhis", "mosmed"):
+        assert f"| {dataset} |" in feed
+    for key in KEYS[:7]:  # every decode table: ours, OpenCV, PIL; the JPEG-only peers for ISIC
+        rows = block(text, key)
+        assert "oncopipe (`imagedump.decode_batch`" in rows and "OpenCV `imread`" in rows
+        assert ("simplejpeg" in rows and "PyTurboJPEG" in rows) == ("isic" in key)
     for line in text.splitlines():  # a "|" inside a generated cell is escaped
         if line.startswith("| ") and "d HU" in line:
             assert "\\|d HU\\|" in line
