@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -240,8 +240,9 @@ def _tiff_header(path: Path, buf: bytes | mmap.mmap) -> Header:
                                 f"file ({size} bytes)")
     found: dict[str, list[int]] = {}
     others: dict[int, tuple[int, int, bytes]] = {}  # tags read only for the raw pixel path
-    for i in range(count):
-        tag, kind, n, value = struct.unpack_from(order + "HHI4s", buf, ifd + 2 + 12 * i)
+    entries = struct.unpack_from(order + "HHI4s" * count, buf, ifd + 2)
+    for i in range(0, 4 * count, 4):
+        tag, kind, n, value = entries[i:i + 4]
         name = _TIFF_TAGS.get(tag)
         if name is None:
             others[tag] = (kind, n, value)
@@ -278,7 +279,8 @@ def _tiff_header(path: Path, buf: bytes | mmap.mmap) -> Header:
             raise HeaderError(path, f"uncompressed TIFF declares {need:,} bytes of pixels but "
                                     f"the file holds {size:,}")
         if samples == 3 and bits == [8, 8, 8]:
-            return replace(header, raw_offset=_tiff_raw_offset(buf, order, others, need))
+            return Header("TIFF", header.height, header.width,
+                          _tiff_raw_offset(buf, order, others, need))
     return header
 
 
@@ -295,31 +297,38 @@ def _tiff_raw_offset(buf: bytes | mmap.mmap, order: str,
     if any(tag not in tags for tag in _TIFF_STRIPS):
         return None
     offsets, counts = (_tiff_values(buf, order, *tags[tag]) for tag in _TIFF_STRIPS)
-    if not offsets or offsets is None or counts is None or len(offsets) != len(counts):
+    if not offsets or not counts or len(offsets) != len(counts):
         return None
-    ends = np.cumsum(np.asarray([offsets[0], *counts], dtype=np.int64))
-    if ends[-1] - offsets[0] != need or ends[-1] > len(buf) \
-            or not np.array_equal(ends[:-1], offsets):
+    end = offsets[0]
+    for offset, count in zip(offsets, counts, strict=True):
+        if offset != end:
+            return None
+        end += count
+    if end - offsets[0] != need or end > len(buf):
         return None
     return offsets[0]
+
+
+_TIFF_MAX_STRIPS = 65536  # more strips than this: left to OpenCV (one per row at 65536 rows)
 
 
 def _tiff_values(buf: bytes | mmap.mmap, order: str, kind: int, n: int, value: bytes,
                  limit: int | None = None) -> list[int] | None:
     """The integer values of one TIFF directory entry (at most ``limit``), or ``None`` when
-    they are not integers or lie outside the file."""
+    they are not integers, too many, or lie outside the file."""
     code = _TIFF_INT.get(kind)
     if code is None or n == 0:
         return None
     width = struct.calcsize(code)
     n_read = n if limit is None else min(n, limit)
+    if n_read > _TIFF_MAX_STRIPS:
+        return None
     if n * width <= 4:
         return list(struct.unpack_from(f"{order}{n_read}{code}", value))
     (offset,) = struct.unpack(order + "I", value)
     if offset + n * width > len(buf):
         return None
-    dtype = np.dtype(code).newbyteorder(order)
-    return np.frombuffer(buf, dtype, n_read, offset).tolist()
+    return list(struct.unpack_from(f"{order}{n_read}{code}", buf, offset))
 
 
 def jpeg_complete(path: str | Path) -> bool:
@@ -421,7 +430,9 @@ def decode(path: Path, buf: bytes | mmap.mmap, header: Header, min_side: int | N
     if header.raw_offset is not None:
         view = np.frombuffer(buf, np.uint8, header.pixels * 3, header.raw_offset)
         try:
-            return view.reshape(header.height, header.width, 3).copy(), False, []
+            img = view.reshape(header.height, header.width, 3)
+            # bytes stay alive with the array; a mapped file is closed after: copy from it
+            return (img if isinstance(buf, bytes) else img.copy()), False, []
         finally:
             del view  # a mapped file can only be closed once no array views it
     flag = cv2.IMREAD_COLOR
@@ -464,15 +475,6 @@ def resize_hwc(img: np.ndarray, height: int, width: int) -> np.ndarray:
         return img
     interp = cv2.INTER_AREA if h >= height and w >= width else cv2.INTER_LINEAR
     return cv2.resize(img, (width, height), interpolation=interp)
-
-
-def resize_chw(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a (C, H, W) uint8 image; area interpolation when shrinking, linear otherwise."""
-    c, h, w = img.shape
-    if (h, w) == (height, width):
-        return img
-    hwc = resize_hwc(np.ascontiguousarray(img.transpose(1, 2, 0)), height, width)
-    return np.ascontiguousarray(hwc.reshape(height, width, c).transpose(2, 0, 1))
 
 
 class CodecMessages:

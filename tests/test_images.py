@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from oncopipe.images import ImageError, image_size, read_header, read_rgb, resize_chw
+from oncopipe.images import ImageError, image_size, read_header, read_rgb, resize_hwc
 
 
 def _write(path, h, w):
@@ -25,7 +25,8 @@ def test_reduced_jpeg_decode_matches_full_decode(tmp_path):
     _write(tmp_path / "big.jpg", 1600, 2400)
     reduced = read_rgb(tmp_path / "big.jpg", min_side=200)
     assert reduced.shape == (3, 200, 300)  # decoded at 1/8 scale, never below min_side
-    full = resize_chw(read_rgb(tmp_path / "big.jpg"), 200, 300)
+    full = resize_hwc(read_rgb(tmp_path / "big.jpg").transpose(1, 2, 0).copy(), 200, 300)
+    full = full.transpose(2, 0, 1)
     assert np.abs(reduced.astype(int) - full.astype(int)).mean() < 3.0
 
 
