@@ -17,6 +17,7 @@ RGB copy at the end. The codec libraries' messages are captured per batch of fil
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
@@ -77,6 +78,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_TAGS = {256: "width", 257: "height", 258: "bits", 259: "compression",
               277: "samples", 322: "tile_width", 323: "tile_height"}
 _TIFF_INT = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG
+_TIFF_WIDTH = {"B": 1, "H": 2, "I": 4}
 _TIFF_BITS = (1, 2, 4, 8, 16)  # what the releases and OpenCV's 8-bit colour output use
 _TIFF_MAX_SAMPLES = 4  # grey, grey + alpha, RGB, RGBA
 # tags that decide whether the pixels can be taken as they lie in the file, with the value
@@ -240,9 +242,8 @@ def _tiff_header(path: Path, buf: bytes | mmap.mmap) -> Header:
                                 f"file ({size} bytes)")
     found: dict[str, list[int]] = {}
     others: dict[int, tuple[int, int, bytes]] = {}  # tags read only for the raw pixel path
-    entries = struct.unpack_from(order + "HHI4s" * count, buf, ifd + 2)
-    for i in range(0, 4 * count, 4):
-        tag, kind, n, value = entries[i:i + 4]
+    entries = _unpacker(order, 1, "HHI4s").iter_unpack(buf[ifd + 2:ifd + 2 + 12 * count])
+    for tag, kind, n, value in entries:
         name = _TIFF_TAGS.get(tag)
         if name is None:
             others[tag] = (kind, n, value)
@@ -251,16 +252,14 @@ def _tiff_header(path: Path, buf: bytes | mmap.mmap) -> Header:
         if code is None or n == 0:
             raise HeaderError(path, f"TIFF tag {tag} has type {kind} and {n} values, "
                                     "not an integer")
-        width_bytes = struct.calcsize(code)
         n_read = min(n, _TIFF_MAX_SAMPLES + 1)  # enough to tell that there are too many
-        if n * width_bytes <= 4:
-            data = value
-        else:
-            (offset,) = struct.unpack(order + "I", value)
-            if offset + n * width_bytes > size:
-                raise HeaderError(path, f"TIFF tag {tag} points past the end of the file")
-            data = buf[offset:offset + n_read * width_bytes]
-        found[name] = list(struct.unpack_from(f"{order}{n_read}{code}", data))
+        if n * _TIFF_WIDTH[code] <= 4:
+            found[name] = list(_unpacker(order, n_read, code).unpack_from(value))
+            continue
+        (offset,) = _unpacker(order, 1, "I").unpack(value)
+        if offset + n * _TIFF_WIDTH[code] > size:
+            raise HeaderError(path, f"TIFF tag {tag} points past the end of the file")
+        found[name] = list(_unpacker(order, n_read, code).unpack_from(buf, offset))
     if "width" not in found or "height" not in found:
         raise HeaderError(path, "TIFF without ImageWidth and ImageLength")
     header = _checked(path, "TIFF", found["height"][0], found["width"][0])
@@ -319,16 +318,21 @@ def _tiff_values(buf: bytes | mmap.mmap, order: str, kind: int, n: int, value: b
     code = _TIFF_INT.get(kind)
     if code is None or n == 0:
         return None
-    width = struct.calcsize(code)
     n_read = n if limit is None else min(n, limit)
     if n_read > _TIFF_MAX_STRIPS:
         return None
-    if n * width <= 4:
-        return list(struct.unpack_from(f"{order}{n_read}{code}", value))
-    (offset,) = struct.unpack(order + "I", value)
-    if offset + n * width > len(buf):
+    if n * _TIFF_WIDTH[code] <= 4:
+        return list(_unpacker(order, n_read, code).unpack_from(value))
+    (offset,) = _unpacker(order, 1, "I").unpack(value)
+    if offset + n * _TIFF_WIDTH[code] > len(buf):
         return None
-    return list(struct.unpack_from(f"{order}{n_read}{code}", buf, offset))
+    return list(_unpacker(order, n_read, code).unpack_from(buf, offset))
+
+
+@functools.lru_cache(maxsize=1024)
+def _unpacker(order: str, n: int, code: str) -> struct.Struct:
+    """A compiled ``struct`` format of ``n`` values (a TIFF header is parsed per file)."""
+    return struct.Struct(f"{order}{n}{code}" if n > 1 else order + code)
 
 
 def jpeg_complete(path: str | Path) -> bool:
