@@ -27,6 +27,7 @@ decoders' scaled IDCTs and resampling filters cannot agree exactly).
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,10 +220,23 @@ def comparison(key: str, title: str, spec: Decode, files: list[Path]) -> Compari
                             "they are for JPEG only.")
     if missing:
         note = " ".join([note, "No row for: " + "; ".join(missing) + "."]).strip()
+    if jpeg:
+        note = " ".join([note, f"Versions: {_versions()}."]).strip()
     mean_kb = np.mean([p.stat().st_size for p in files]) / 1024
     height, width = spec.size
     return Comparison(key, f"{title}, mean file {mean_kb:,.0f} KB -> {height}x{width} "
                            f"({spec.fit})", "image", len(files), methods, note)
+
+
+def _versions() -> str:
+    """The JPEG peers' versions (the page's environment line lists the others)."""
+    found = []
+    for name in ("simplejpeg", "PyTurboJPEG"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
 
 
 def _config(name: str, work: Path, demo: dict):

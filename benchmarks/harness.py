@@ -283,7 +283,8 @@ def faster(result: Result) -> list[str]:
 
 
 VERSIONED = ("numpy", "torch", "torchvision", "h5py", "pydicom", "SimpleITK", "nibabel", "isal",
-             "opencv-python-headless", "pillow", "scipy", "monai", "torchio", "dvc")
+             "opencv-python-headless", "pillow", "simplejpeg", "PyTurboJPEG", "scipy", "monai",
+             "torchio", "dvc")
 
 
 def environment() -> str:
