@@ -174,8 +174,9 @@ def ours(files: list[Path], spec: Decode) -> Callable[[], np.ndarray]:
 
 # why each peer can come out faster than ours (printed under a table where it does)
 SAME_DECODER = ("the same OpenCV decode as ours without the checks every file gets in "
-                "`prepare` (header, size limits, JPEG end marker, codec messages); a ratio "
-                "this close to 1 is within the rounds' spread.")
+                "`prepare` (header, size limits, JPEG end marker, codec messages: tens of "
+                "microseconds a file); a larger gap is the load moving between rounds "
+                "(compare the median and best columns).")
 TURBO_API = ("the same libjpeg-turbo decode as ours, at the same scale here with identical "
              "pixels, called through the TurboJPEG API (the whole image in one call, RGB "
              "out); OpenCV's JPEG reader, which ours uses, costs more per image. Ours keeps "
