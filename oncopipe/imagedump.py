@@ -331,8 +331,8 @@ def write_dump(
     n_workers = workers or default_workers()
     with ArrayWriter(out_dir / ARRAY_FILE, (3, height, width), np.uint8) as writer:
         results = itertools.chain.from_iterable(ordered_map(
-            decode_batch, jobs, workers=n_workers,
-            desc=f"decode {meta.dataset} (batches of {size})"))
+            decode_batch, jobs, workers=n_workers, desc=f"decode {meta.dataset}",
+            weigh=len, total=len(paths)))
         for cand, (img, reason, other_size) in zip(ordered, results, strict=True):
             if img is None:
                 report.reject(cand.source, reason)
