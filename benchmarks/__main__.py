@@ -30,9 +30,10 @@ from benchmarks import harness
 MODULES = ("decode", "shard_read", "mosmed_prepare", "training_throughput")
 # modules with their own interleaving that return records (``run(repeats) -> list[dict]``):
 # LIDC series load / crop path / memory, lidc_lesions memory by file count, shard writes and
-# rotate90, local vs Dask fan-out, serve's latency one at a time and under 8 clients (a
-# module's ``REPEATS``, when set, overrides --repeats)
-RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_latency")
+# rotate90, local vs Dask fan-out, serve's latency one at a time and under 8 clients, the
+# loader's samples/s per recipe (a module's ``REPEATS``, when set, overrides --repeats)
+RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_latency",
+                  "loader_feed")
 # their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
 # stage process per run: one timed round; serve_latency: one request per dataset and
 # endpoint, then 8 clients x 2)
@@ -41,7 +42,8 @@ QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
                "shard_write": {"samples": 48, "shape": (3, 16, 16)},
                "scaling": {"scale": 1, "repeats": 1},
                "serve_latency": {"repeats": 1, "clients": 8, "per_client": 2,
-                                 "mosmed_size": 128}}
+                                 "mosmed_size": 128},
+               "loader_feed": {"budget": 2**20, "scale": 8}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,9 @@ class Method:
     name: str
     run: Callable[[], Any]
     check: Check | None = None
+    #: why this alternative can be faster than ours, in words: printed under the table when
+    #: it is (a faster alternative without a reason is printed as such)
+    why: str = ""
 
 
 @dataclass
@@ -262,14 +265,26 @@ def section(result: Result) -> str:
     head = (f"{result.comparison.title}. {result.comparison.items} {result.comparison.unit}(s) "
             f"per call; median and best of {result.repeats} interleaved rounds after a warm-up; "
             f"load average {b[0]:.2f} before, {a[0]:.2f} after.")
-    parts = [head, "", table(result)]
+    blocks = [head, table(result)]
     if result.comparison.note:
-        parts += ["", result.comparison.note]
-    return "\n".join(parts)
+        blocks.append(result.comparison.note)
+    blocks += [f"Faster than ours here: {line}" for line in faster(result)]
+    return "\n\n".join(blocks)
+
+
+def faster(result: Result) -> list[str]:
+    """One line per alternative whose median beat ours: its name, ratio and reason."""
+    ours = result.rows[0].median
+    methods = {m.name: m for m in result.comparison.methods}
+    return [f"{row.name} ({row.median / ours:.2f}x): "
+            f"{methods[row.name].why or 'no reason known.'}"
+            for row in result.rows[1:]
+            if row.agreement is not None and row.median < ours]
 
 
 VERSIONED = ("numpy", "torch", "torchvision", "h5py", "pydicom", "SimpleITK", "nibabel", "isal",
-             "opencv-python-headless", "pillow", "scipy", "monai", "torchio", "dvc")
+             "opencv-python-headless", "pillow", "simplejpeg", "PyTurboJPEG", "scipy", "monai",
+             "torchio", "dvc")
 
 
 def environment() -> str:

@@ -21,9 +21,11 @@ from benchmarks import harness, training_throughput
 pytestmark = pytest.mark.process  # minutes: not in the default run, .ci/run runs it
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("decode-pcam", "decode-isic", "decode-isic-500", "decode-breakhis", "shard-epoch",
+KEYS = ("decode-pcam", "decode-isic-480x640", "decode-isic-768x1024", "decode-isic-1053x1872",
+        "decode-isic-2448x3264", "decode-isic-4000x6000", "decode-breakhis", "shard-epoch",
         "shard-random", "mosmed-noise0", "mosmed-noise15", "train-step-2d", "train-step-3d")
-RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_latency")
+RECORD_KEYS = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_latency",
+               "loader_feed")
 
 
 def block(text: str, key: str) -> str:
@@ -59,6 +61,16 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
     one_by_one = block((tmp_path / "serve.md").read_text(), "serve_latency")
     assert [line.split(" | ")[0].strip("| ") for line in one_by_one.splitlines()
             if line.endswith(" ms |")] == ["lidc", "mosmed", "pcam", "isic", "breakhis"]
+    feed = block(text, "loader_feed")
+    for dataset in ("lidc", "pcam", "isic", "breakhis", "mosmed"):
+        assert f"| {dataset} |" in feed
+    for key in KEYS[:7]:  # every decode table: ours, OpenCV, PIL; the JPEG-only peers for ISIC
+        rows = block(text, key)
+        assert "oncopipe (`imagedump.decode_batch`" in rows and "OpenCV `imread`" in rows
+        if "isic" in key:  # a row, or the note saying why there is none
+            assert "simplejpeg" in rows and "PyTurboJPEG" in rows
+        else:
+            assert "| simplejpeg" not in rows and "| PyTurboJPEG" not in rows
     for line in text.splitlines():  # a "|" inside a generated cell is escaped
         if line.startswith("| ") and "d HU" in line:
             assert "\\|d HU\\|" in line

@@ -43,6 +43,23 @@ def test_batched_read_equals_single_reads(shards):
 
 
 @pytest.mark.parametrize("compression", ["none", "lzf"])
+def test_a_batch_is_read_once_into_place_and_collated_without_a_copy(tmp_path, compression):
+    root = make_shards(tmp_path, ShardParams(shard_size=10, compression=compression),
+                       patients_per_class=(6, 4), samples_per_patient=2)
+    ds = ShardDataset(root, "train")
+    positions = [5, 1, 11, 2, 2, 0, len(ds) - 1]  # across shards, unsorted, a repeat
+    batch = ds.__getitems__(positions)
+    x, y = collate(batch)
+    np.testing.assert_array_equal(x.numpy(), np.stack([ds[p][0] for p in positions]))
+    assert y.tolist() == [ds[p][1] for p in positions]
+    assert np.shares_memory(x.numpy(), batch[0][0])  # the batch array itself, not a copy
+    reordered = collate(batch[::-1])[0]  # rows out of order: stacked, still right
+    np.testing.assert_array_equal(reordered.numpy(), x.numpy()[::-1])
+    assert not np.shares_memory(reordered.numpy(), batch[0][0])
+    ds.close()
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf"])
 def test_contiguous_and_compressed_shards_read_alike(tmp_path, compression):
     root = make_shards(tmp_path, ShardParams(shard_size=10, compression=compression),
                        patients_per_class=(6, 4), samples_per_patient=2)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from oncopipe.datasets.mosmed import xlsx
-from oncopipe.imagefiles.imagedump import Decode, _decode_one, load_image
+from oncopipe.imagefiles.imagedump import Decode, decode_batch, load_image
 from oncopipe.imagefiles.images import ImageError
 from oncopipe.ingest.parallel import ordered_map
 from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
@@ -159,9 +159,14 @@ def test_corrupt_jpeg_is_rejected_with_its_name_and_nothing_on_stderr(corrupt_jp
 
 
 def test_corrupt_jpeg_is_rejected_in_worker_processes_too(corrupt_jpeg, capfd):
+    """Batches of files share one capture: each file gets only the messages its own decode
+    printed, so a good file after a corrupt one in the same batch is kept."""
+    good = corrupt_jpeg.with_name("good.jpg")
+    cv2.imwrite(str(good), np.full((100, 100, 3), 128, np.uint8))
     capfd.readouterr()
-    jobs = [(str(corrupt_jpeg), Decode(size=(32, 32)))] * 3
-    results = list(ordered_map(_decode_one, jobs, workers=2))
-    assert [r[0] is None for r in results] == [True, True, True]
-    assert {r[1].split(":")[0] for r in results} == {"corrupt"}
+    batch = [str(corrupt_jpeg), str(good), str(corrupt_jpeg), str(good)]
+    jobs = [(batch, Decode(size=(32, 32)))] * 3
+    results = [r for rs in ordered_map(decode_batch, jobs, workers=2) for r in rs]
+    assert [r[0] is None for r in results] == [True, False, True, False] * 3
+    assert {r[1].split(":")[0] for r in results if r[0] is None} == {"corrupt"}
     assert "Corrupt JPEG" not in capfd.readouterr().err

@@ -16,6 +16,7 @@ processed exactly as in training. Its interface is shared by several datasets: k
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,15 +30,20 @@ from oncopipe.core import limits
 from oncopipe.core.errors import InputError, LimitError, NotDatasetInputError, RejectError
 from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.imagefiles.images import (
+    Buffer,
+    CodecMessages,
     CorruptImageError,
     Header,
     HeaderError,
     ImageError,
-    image_format,
-    jpeg_complete,
-    read_header,
-    read_rgb,
-    resize_chw,
+    decode,
+    file_bytes,
+    format_of,
+    header_of,
+    jpeg_complete_bytes,
+    log_warnings,
+    resize_hwc,
+    to_chw,
 )
 from oncopipe.ingest import input_warnings
 from oncopipe.ingest.arrays import ArrayWriter
@@ -101,12 +107,24 @@ def load_image(path: str | Path, decode: Decode) -> np.ndarray:
     size", "too large") followed by a colon, so that the report can count rejections by
     reason.
     """
-    return _load(Path(path), decode)[0]
+    return _load_one(Path(path), decode)[0]
 
 
-def _header(path: Path) -> Header | None:
+def _load_one(path: Path, decode: Decode, buf: Buffer | None = None) -> tuple[np.ndarray, str]:
+    """:func:`_load` of one file (its bytes ``buf`` if already read), its codec messages
+    captured for it alone."""
+    with CodecMessages() as codec:
+        if buf is None:
+            img, other_size, warnings = _load(path, decode, codec)
+        else:
+            img, other_size, warnings = _load_bytes(path, buf, decode, codec)
+    log_warnings(path, warnings)
+    return img, other_size
+
+
+def _header(path: Path, buf: Buffer) -> Header | None:
     try:
-        return read_header(path)
+        return header_of(path, buf)
     except HeaderError as exc:
         raise ImageError(f"unreadable: {path.name}: {exc.detail}") from None
 
@@ -123,22 +141,32 @@ def _size_problem(h: int, w: int, decode: Decode) -> str | None:
     return f"expected {eh}x{ew}{within}"
 
 
-def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
-    """:func:`load_image`, plus ``"HxW"`` when an image of another size was resized.
+def _load(path: Path, spec: Decode, codec: CodecMessages) -> tuple[np.ndarray, str, list[str]]:
+    """:func:`load_image`, plus ``"HxW"`` when an image of another size was resized, and the
+    codec's warnings (logged by the caller once ``codec``'s capture is over).
 
-    Everything the header declares is checked before a pixel is decoded: the size against
-    ``limits.max_image_pixels`` and against the release's size; a JPEG must reach its end
-    marker. The decoded size is checked again (a decoder may disagree with the header).
+    The file is read once; everything its header declares is checked before a pixel is
+    decoded: the size against ``limits.max_image_pixels`` and against the release's size; a
+    JPEG must reach its end marker. The decoded size is checked again (a decoder may disagree
+    with the header). The image stays (H, W, 3) through crop and resize; the channel-first
+    RGB copy is made once, at the output size.
     """
+    with file_bytes(path) as buf:
+        return _load_bytes(path, buf, spec, codec)
+
+
+def _load_bytes(path: Path, buf: Buffer, spec: Decode, codec: CodecMessages
+                ) -> tuple[np.ndarray, str, list[str]]:
+    """:func:`_load` of the file's bytes ``buf``."""
     # a cut download, JPEG content or an empty file under a JPEG name, is "truncated"
-    is_jpeg = image_format(path) == "JPEG" or (
-        path.suffix.lower() in _JPEG_SUFFIXES and path.stat().st_size == 0)
+    is_jpeg = format_of(buf) == "JPEG" or (
+        path.suffix.lower() in _JPEG_SUFFIXES and len(buf) == 0)
     try:
-        if is_jpeg and not jpeg_complete(path):
+        if is_jpeg and not jpeg_complete_bytes(path, buf):
             raise ImageError(f"truncated: {path.name} has no JPEG end-of-image marker")
     except HeaderError as exc:
         raise ImageError(f"unreadable: {path.name}: {exc.detail}") from None
-    header = _header(path)
+    header = _header(path, buf)
     if header is None:
         raise ImageError(f"unreadable: {path.name} is not a decodable image")
     try:
@@ -146,31 +174,31 @@ def _load(path: Path, decode: Decode) -> tuple[np.ndarray, str]:
                               f"{path.name} ({header.height}x{header.width})")
     except LimitError as exc:
         raise LimitError(f"too large: {exc}") from None
-    problem = _size_problem(header.height, header.width, decode)
+    problem = _size_problem(header.height, header.width, spec)
     if problem:
         raise WrongSizeError(f"wrong size: {path.name} is {header.height}x{header.width}, "
                              f"{problem}")
     min_side = None
-    if decode.reduced and decode.expect is None:
-        min_side = max(decode.size)
+    if spec.reduced and spec.expect is None:
+        min_side = max(spec.size)
     try:
-        img = read_rgb(path, min_side=min_side)
+        img, bgr, warnings = decode(path, buf, header, min_side, codec)
     except CorruptImageError as exc:
         raise ImageError(f"corrupt: {path.name}: {exc.detail}") from None
     except ImageError:
         raise ImageError(f"unreadable: {path.name} is not a decodable image") from None
-    h, w = img.shape[1:]
+    h, w = img.shape[:2]
     other_size = ""
-    if decode.expect is not None and (h, w) != tuple(decode.expect):
-        problem = _size_problem(h, w, decode)
+    if spec.expect is not None and (h, w) != tuple(spec.expect):
+        problem = _size_problem(h, w, spec)
         if problem:
             raise WrongSizeError(f"wrong size: {path.name} is {h}x{w}, {problem}")
         other_size = f"{h}x{w}"
-    if decode.fit == "center_crop":
+    if spec.fit == "center_crop":
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        img = img[:, top:top + side, left:left + side]
-    return resize_chw(img, *decode.size), other_size
+        img = img[top:top + side, left:left + side]
+    return to_chw(resize_hwc(img, *spec.size), bgr), other_size, warnings
 
 
 def load_input(path: str | Path, decode: Decode, spec: PredictInput,
@@ -193,19 +221,20 @@ def load_input(path: str | Path, decode: Decode, spec: PredictInput,
     path = Path(path)
     wanted = spec.expected
     try:
-        found = image_format(path)
-        if found not in spec.formats:
-            if found is None:
-                raise ImageError(f"unreadable: {path.name} is not an image of a known "
-                                 f"format, expected {wanted}")
-            raise NotDatasetInputError(f"wrong format: {path.name} is a {found} image, "
-                                       f"expected {wanted}")
-        header = _header(path)
-        if header is not None and min(header.height, header.width) < spec.min_side:
-            raise NotDatasetInputError(
-                f"too small: {path.name} is {header.height}x{header.width} pixels, expected "
-                f"{wanted} (at least {spec.min_side} pixels on the shorter side)")
-        img, other_size = _load(path, decode)
+        with file_bytes(path) as buf:
+            found = format_of(buf)
+            if found not in spec.formats:
+                if found is None:
+                    raise ImageError(f"unreadable: {path.name} is not an image of a known "
+                                     f"format, expected {wanted}")
+                raise NotDatasetInputError(f"wrong format: {path.name} is a {found} image, "
+                                           f"expected {wanted}")
+            header = _header(path, buf)
+            if header is not None and min(header.height, header.width) < spec.min_side:
+                raise NotDatasetInputError(
+                    f"too small: {path.name} is {header.height}x{header.width} pixels, "
+                    f"expected {wanted} (at least {spec.min_side} pixels on the shorter side)")
+            img, other_size = _load_one(path, decode, buf)
         if other_size and decode.expect is not None:  # a size differs only from an expected one
             eh, ew = decode.expect
             input_warnings.warn(f"{path.name} is {other_size}, not the release's {eh}x{ew}; "
@@ -241,16 +270,38 @@ def dump_meta(cfg: DatasetConfig, class_names: Sequence[str], source: str,
                         params_hash=cfg.params_hash, patient_level=patient_level)
 
 
-def _decode_one(job: tuple[str, Decode]) -> tuple[np.ndarray | None, str, str]:
-    """Worker: (array, "", native size if resized from another size) or (None, reason, "")."""
-    path, decode = job
-    try:
-        img, other_size = _load(Path(path), decode)
-        return img, "", other_size
-    except RejectError as exc:
-        return None, str(exc), ""
-    except OSError as exc:
-        return None, f"unreadable: {exc}", ""
+Decoded = tuple[np.ndarray | None, str, str]
+# a worker decodes this many bytes of output per batch (at least one image, at most 64)
+BATCH_BYTES = 4 * 2**20
+
+
+def batch_size(decode: Decode) -> int:
+    """Files per worker batch: enough to pay the per-batch set-up once for many small images,
+    few enough that the results in flight stay a few MB per worker."""
+    height, width = decode.size
+    return max(1, min(64, BATCH_BYTES // (3 * height * width)))
+
+
+def decode_batch(job: tuple[Sequence[str], Decode]) -> list[Decoded]:
+    """Worker: for each path, (array, "", native size if resized from another size) or
+    (None, reason, ""); the codec's messages are captured once for the whole batch."""
+    paths, spec = job
+    results: list[Decoded] = []
+    warned: list[tuple[str, list[str]]] = []
+    with CodecMessages() as codec:
+        for path in paths:
+            try:
+                img, other_size, warnings = _load(Path(path), spec, codec)
+                results.append((img, "", other_size))
+                if warnings:
+                    warned.append((path, warnings))
+            except RejectError as exc:
+                results.append((None, str(exc), ""))
+            except OSError as exc:
+                results.append((None, f"unreadable: {exc}", ""))
+    for path, warnings in warned:
+        log_warnings(path, warnings)
+    return results
 
 
 def write_dump(
@@ -273,13 +324,17 @@ def write_dump(
     out_dir = Path(out_dir)
     ordered = sorted(candidates, key=lambda c: c.sample_id)
     height, width = decode.size
-    jobs = [(str(c.path), decode) for c in ordered]
+    paths = [str(c.path) for c in ordered]
+    size = batch_size(decode)
+    jobs = [(paths[i:i + size], decode) for i in range(0, len(paths), size)]
     rows: list[dict[str, Any]] = []
     examples: dict[str, list[np.ndarray]] = {name: [] for name in meta.class_names}
     other_sizes: dict[str, str] = {}  # source -> native size, of images resized from it
     n_workers = workers or default_workers()
     with ArrayWriter(out_dir / ARRAY_FILE, (3, height, width), np.uint8) as writer:
-        results = ordered_map(_decode_one, jobs, workers=n_workers, desc=f"decode {meta.dataset}")
+        batches = ordered_map(decode_batch, jobs, workers=n_workers,
+                              desc=f"decode {meta.dataset}", weigh=len, total=len(paths))
+        results = itertools.chain.from_iterable(batches)
         for cand, (img, reason, other_size) in zip(ordered, results, strict=True):
             if img is None:
                 report.reject(cand.source, reason)

@@ -2,13 +2,22 @@
 
 OpenCV decodes all three formats; for JPEG it can decode at 1/2, 1/4 or 1/8 scale directly
 from the DCT coefficients (``IMREAD_REDUCED_*``), 3-4x faster than a full decode followed by
-a resize, which matters for the multi-thousand-pixel ISIC photographs. :func:`read_rgb`
+a resize, which matters for the multi-thousand-pixel ISIC photographs. :func:`decode`
 picks the largest reduction that still leaves the image at least ``min_side`` pixels on its
 shorter side, so the final resize only ever shrinks.
+
+Per file, the bytes are read once (:func:`file_bytes`) and every check (format, header,
+JPEG end marker) and the decode itself work on those bytes. An uncompressed 8-bit RGB TIFF
+(PCam's patches) whose pixels lie in one run is not decoded at all: its pixels are those
+bytes (:attr:`Header.raw_offset`), exactly what OpenCV would return. Images stay in the
+decoder's (H, W, 3) layout through any resize; :func:`to_chw` makes the one channel-first
+RGB copy at the end. The codec libraries' messages are captured per batch of files
+(:class:`CodecMessages`), not per file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
@@ -17,6 +26,8 @@ import struct
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -67,8 +78,16 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_TAGS = {256: "width", 257: "height", 258: "bits", 259: "compression",
               277: "samples", 322: "tile_width", 323: "tile_height"}
 _TIFF_INT = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG
+_TIFF_WIDTH = {"B": 1, "H": 2, "I": 4}
 _TIFF_BITS = (1, 2, 4, 8, 16)  # what the releases and OpenCV's 8-bit colour output use
 _TIFF_MAX_SAMPLES = 4  # grey, grey + alpha, RGB, RGBA
+# tags that decide whether the pixels can be taken as they lie in the file, with the value
+# that allows it (absent: the TIFF default, which allows it); any other value, or any of
+# _TIFF_NOT_RAW present, sends the file to OpenCV
+_TIFF_RAW_TAGS = {262: 2, 266: 1, 274: 1, 284: 1, 317: 1, 339: 1}  # RGB, fill order,
+# orientation, chunky planes, no predictor, unsigned integers
+_TIFF_NOT_RAW = frozenset({320, 322, 323, 338})  # palette, tiles, extra (alpha) samples
+_TIFF_STRIPS = (273, 279)  # StripOffsets, StripByteCounts
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,9 @@ class Header:
     format: str  # "JPEG", "PNG" or "TIFF"
     height: int
     width: int
+    #: TIFF only: where its pixels start when they are one run of 8-bit RGB samples in file
+    #: order (uncompressed, chunky, no orientation or predictor), so no decoder is needed
+    raw_offset: int | None = None
 
     @property
     def pixels(self) -> int:
@@ -98,26 +120,54 @@ def read_header(path: str | Path) -> Header | None:
 
     Every offset and length the file declares is checked against the file's size before it
     is followed, so a hostile header cannot send the reader out of the file or round in a
-    loop; raises :class:`HeaderError` saying what is wrong. The file is mapped, not read:
-    a JPEG's marker walk touches only the pages it looks at.
+    loop; raises :class:`HeaderError` saying what is wrong.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < 8:
-            head = fh.read(8)
-            if head.startswith(b"\xff\xd8"):
-                raise HeaderError(path, "JPEG without a readable frame header")
-            return None
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            head = buf[:8]
-            if head == _PNG_SIGNATURE:
-                return _png_header(path, buf)
-            if head[:2] == b"\xff\xd8":
-                return _jpeg_header(path, buf)
-            if head[:4] in (b"II*\x00", b"MM\x00*"):
-                return _tiff_header(path, buf)
+    with file_bytes(path) as buf:
+        return header_of(path, buf)
+
+
+def header_of(path: Path, buf: bytes | mmap.mmap) -> Header | None:
+    """:func:`read_header` of the file's bytes ``buf`` (``path`` names it in errors)."""
+    if len(buf) < 8:
+        if buf[:2] == b"\xff\xd8":
+            raise HeaderError(path, "JPEG without a readable frame header")
+        return None
+    head = buf[:8]
+    if head == _PNG_SIGNATURE:
+        return _png_header(path, buf)
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_header(path, buf)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_header(path, buf)
     return None
+
+
+# files up to this size are read into memory; larger ones (no release has any) are mapped
+_READ_WHOLE = 64 * 2**20
+Buffer = bytes | mmap.mmap  # a file's bytes: read whole, or mapped when large
+
+
+@contextmanager
+def file_bytes(path: str | Path) -> Iterator[Buffer]:
+    """The whole file, read once: every check and the decode see the same bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size > _READ_WHOLE:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
+                yield buf
+            return
+        parts, got = [], 0
+        while got < size:  # a read may return less than asked (and the file may shrink)
+            part = os.read(fd, size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _checked(path: Path, fmt: str, height: int, width: int) -> Header:
@@ -126,7 +176,7 @@ def _checked(path: Path, fmt: str, height: int, width: int) -> Header:
     return Header(fmt, height, width)
 
 
-def _png_header(path: Path, buf: mmap.mmap) -> Header:
+def _png_header(path: Path, buf: bytes | mmap.mmap) -> Header:
     if len(buf) < 33 or buf[8:16] != b"\x00\x00\x00\x0dIHDR":
         raise HeaderError(path, "PNG without an IHDR chunk first")
     width, height = struct.unpack_from(">II", buf, 16)
@@ -137,7 +187,7 @@ class _CutShort(HeaderError):
     """The file ends inside the JPEG's marker segments, before its first scan."""
 
 
-def _jpeg_walk(path: Path, buf: mmap.mmap) -> tuple[Header, int]:
+def _jpeg_walk(path: Path, buf: bytes | mmap.mmap) -> tuple[Header, int]:
     """The frame size (SOF) and the offset where the first scan's data starts.
 
     Walks the marker segments from SOI by their declared lengths, as a decoder does: an
@@ -176,11 +226,11 @@ def _jpeg_walk(path: Path, buf: mmap.mmap) -> tuple[Header, int]:
     raise HeaderError(path, "JPEG without a readable frame header")
 
 
-def _jpeg_header(path: Path, buf: mmap.mmap) -> Header:
+def _jpeg_header(path: Path, buf: bytes | mmap.mmap) -> Header:
     return _jpeg_walk(path, buf)[0]
 
 
-def _tiff_header(path: Path, buf: mmap.mmap) -> Header:
+def _tiff_header(path: Path, buf: bytes | mmap.mmap) -> Header:
     """The first image directory of a classic TIFF, every offset checked against the file."""
     order = "<" if buf[:2] == b"II" else ">"
     size = len(buf)
@@ -192,25 +242,25 @@ def _tiff_header(path: Path, buf: mmap.mmap) -> Header:
         raise HeaderError(path, f"TIFF directory of {count} entries runs past the end of the "
                                 f"file ({size} bytes)")
     found: dict[str, list[int]] = {}
-    for i in range(count):
-        tag, kind, n, value = struct.unpack_from(order + "HHI4s", buf, ifd + 2 + 12 * i)
+    others: dict[int, tuple[int, int, bytes]] = {}  # tags read only for the raw pixel path
+    entries = _unpacker(order, 1, "HHI4s").iter_unpack(buf[ifd + 2:ifd + 2 + 12 * count])
+    for tag, kind, n, value in entries:
         name = _TIFF_TAGS.get(tag)
         if name is None:
+            others[tag] = (kind, n, value)
             continue
         code = _TIFF_INT.get(kind)
         if code is None or n == 0:
             raise HeaderError(path, f"TIFF tag {tag} has type {kind} and {n} values, "
                                     "not an integer")
-        width_bytes = struct.calcsize(code)
         n_read = min(n, _TIFF_MAX_SAMPLES + 1)  # enough to tell that there are too many
-        if n * width_bytes <= 4:
-            data = value
-        else:
-            (offset,) = struct.unpack(order + "I", value)
-            if offset + n * width_bytes > size:
-                raise HeaderError(path, f"TIFF tag {tag} points past the end of the file")
-            data = buf[offset:offset + n_read * width_bytes]
-        found[name] = list(struct.unpack_from(f"{order}{n_read}{code}", data))
+        if n * _TIFF_WIDTH[code] <= 4:
+            found[name] = list(_unpacker(order, n_read, code).unpack_from(value))
+            continue
+        (offset,) = _unpacker(order, 1, "I").unpack(value)
+        if offset + n * _TIFF_WIDTH[code] > size:
+            raise HeaderError(path, f"TIFF tag {tag} points past the end of the file")
+        found[name] = list(_unpacker(order, n_read, code).unpack_from(buf, offset))
     if "width" not in found or "height" not in found:
         raise HeaderError(path, "TIFF without ImageWidth and ImageLength")
     header = _checked(path, "TIFF", found["height"][0], found["width"][0])
@@ -228,11 +278,74 @@ def _tiff_header(path: Path, buf: mmap.mmap) -> Header:
         if need > size:
             raise HeaderError(path, f"uncompressed TIFF declares {need:,} bytes of pixels but "
                                     f"the file holds {size:,}")
+        if samples == 3 and bits == [8, 8, 8]:
+            return Header("TIFF", header.height, header.width,
+                          _tiff_raw_offset(buf, order, others, need))
     return header
 
 
+def _tiff_raw_offset(buf: bytes | mmap.mmap, order: str,
+                     tags: dict[int, tuple[int, int, bytes]], need: int) -> int | None:
+    """Where the pixels of an uncompressed 8-bit RGB TIFF start, if they are ``need`` bytes
+    in one run of strips, in file order, with nothing for a decoder to undo; else ``None``.
+    Lenient: a tag this path does not understand only sends the file to OpenCV."""
+    if _TIFF_NOT_RAW & tags.keys():
+        return None
+    for tag, allowed in _TIFF_RAW_TAGS.items():  # one value, or one per sample (339)
+        if tag in tags and set(_tiff_values(buf, order, *tags[tag], limit=4) or ()) != {allowed}:
+            return None
+    if any(tag not in tags for tag in _TIFF_STRIPS):
+        return None
+    offsets, counts = (_tiff_values(buf, order, *tags[tag]) for tag in _TIFF_STRIPS)
+    if not offsets or not counts or len(offsets) != len(counts):
+        return None
+    end = offsets[0]
+    for offset, count in zip(offsets, counts, strict=True):
+        if offset != end:
+            return None
+        end += count
+    if end - offsets[0] != need or end > len(buf):
+        return None
+    return offsets[0]
+
+
+_TIFF_MAX_STRIPS = 65536  # more strips than this: left to OpenCV (one per row at 65536 rows)
+
+
+def _tiff_values(buf: bytes | mmap.mmap, order: str, kind: int, n: int, value: bytes,
+                 limit: int | None = None) -> list[int] | None:
+    """The integer values of one TIFF directory entry (at most ``limit``), or ``None`` when
+    they are not integers, too many, or lie outside the file."""
+    code = _TIFF_INT.get(kind)
+    if code is None or n == 0:
+        return None
+    n_read = n if limit is None else min(n, limit)
+    if n_read > _TIFF_MAX_STRIPS:
+        return None
+    if n * _TIFF_WIDTH[code] <= 4:
+        return list(_unpacker(order, n_read, code).unpack_from(value))
+    (offset,) = _unpacker(order, 1, "I").unpack(value)
+    if offset + n * _TIFF_WIDTH[code] > len(buf):
+        return None
+    return list(_unpacker(order, n_read, code).unpack_from(buf, offset))
+
+
+@functools.lru_cache(maxsize=1024)
+def _unpacker(order: str, n: int, code: str) -> struct.Struct:
+    """A compiled ``struct`` format of ``n`` values (a TIFF header is parsed per file)."""
+    return struct.Struct(f"{order}{n}{code}" if n > 1 else order + code)
+
+
 def jpeg_complete(path: str | Path) -> bool:
-    """Whether a JPEG (or an empty file) reaches its end-of-image marker.
+    """Whether a JPEG (or an empty file) reaches its end-of-image marker
+    (:func:`jpeg_complete_bytes` of the file's bytes)."""
+    path = Path(path)
+    with file_bytes(path) as buf:
+        return jpeg_complete_bytes(path, buf)
+
+
+def jpeg_complete_bytes(path: Path, buf: bytes | mmap.mmap) -> bool:
+    """Whether the JPEG ``buf`` reaches its end-of-image marker.
 
     A JPEG whose download was cut short lacks it; OpenCV would decode it anyway, filling
     the missing rows with grey, so this is checked before decoding. The marker is looked for
@@ -241,18 +354,17 @@ def jpeg_complete(path: str | Path) -> bool:
     or a restart code, so the first 0xFF 0xD9 there is the end. Bytes after it (camera and
     editor trailers, of any length) are legal and ignored by decoders. A file that ends
     before its first scan is not complete; one whose segments are malformed raises
-    :class:`HeaderError`.
+    :class:`HeaderError`. Most files end with the marker, which answers without a search.
     """
-    path = Path(path)
-    with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size < 4:
-            return False
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            try:
-                _, data = _jpeg_walk(path, buf)
-            except _CutShort:
-                return False
-            return buf.find(b"\xff\xd9", data) >= 0
+    if len(buf) < 4:
+        return False
+    try:
+        _, data = _jpeg_walk(path, buf)
+    except _CutShort:
+        return False
+    if len(buf) - 2 >= data and buf[-2:] == b"\xff\xd9":
+        return True
+    return buf.find(b"\xff\xd9", data) >= 0
 
 
 def header_size(path: str | Path) -> tuple[int, int] | None:
@@ -280,8 +392,12 @@ def image_format(path: str | Path) -> str | None:
     and OpenCV would decode it without complaint.
     """
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+        return format_of(fh.read(8))
+
+
+def format_of(head: bytes | mmap.mmap) -> str | None:
+    """:func:`image_format` of a file's bytes."""
+    return next((name for magic, name in _MAGIC if head[:len(magic)] == magic), None)
 
 
 def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
@@ -295,67 +411,127 @@ def read_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     try:
-        header = read_header(path)
+        with file_bytes(path) as buf, CodecMessages() as codec:
+            header = header_of(path, buf)
+            if header is None:
+                raise ImageError(f"{path}: not a JPEG, PNG or TIFF image")
+            limits.active().check("max_image_pixels", header.pixels, path)
+            img, bgr, warnings = decode(path, buf, header, min_side, codec)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if header is None:
-        raise ImageError(f"{path}: not a JPEG, PNG or TIFF image")
-    limits.active().check("max_image_pixels", header.pixels, path)
+    log_warnings(path, warnings)
+    return to_chw(img, bgr)
+
+
+def decode(path: Path, buf: bytes | mmap.mmap, header: Header, min_side: int | None,
+           codec: CodecMessages) -> tuple[np.ndarray, bool, list[str]]:
+    """Decode the image file ``buf`` (its ``header`` already checked against the limits) to
+    (H, W, 3) uint8: (image, whether its channels are BGR, the codec's warnings).
+
+    With ``min_side``, a JPEG is decoded at the coarsest 1/2^k scale whose shorter side is
+    still >= ``min_side``. Damaged data the codec reported raises :class:`CorruptImageError`;
+    its other messages come back for the caller to log once the capture is over.
+    """
+    if header.raw_offset is not None:
+        view = np.frombuffer(buf, np.uint8, header.pixels * 3, header.raw_offset)
+        try:
+            img = view.reshape(header.height, header.width, 3)
+            # bytes stay alive with the array; a mapped file is closed after: copy from it
+            return (img if isinstance(buf, bytes) else img.copy()), False, []
+        finally:
+            del view  # a mapped file can only be closed once no array views it
     flag = cv2.IMREAD_COLOR
     if min_side and header.format == "JPEG":
         for factor in (8, 4, 2):
             if min(header.height, header.width) // factor >= min_side:
                 flag = _REDUCED[factor]
                 break
-    with bad_bytes_reject(path, "image decoding", ImageError):
-        img, messages = _imread(path, flag)
+    data = np.frombuffer(buf, np.uint8)
+    try:
+        with bad_bytes_reject(path, "image decoding", ImageError):
+            img = cv2.imdecode(data, flag)
+    finally:
+        del data
+    messages = codec.take()
     if img is None:
         raise ImageError(f"{path}: not a readable image")
     corrupt = [m for m in messages if _CORRUPT.search(m)]
     if corrupt:
         raise CorruptImageError(path, "; ".join(corrupt))
-    for message in messages:  # e.g. a libpng or libtiff warning: said once, with the file name
+    return img, True, messages
+
+
+def log_warnings(path: str | Path, warnings: list[str]) -> None:
+    """Log the codec's warnings about ``path`` (e.g. a libpng or libtiff warning), once each,
+    with the file's name: after :class:`CodecMessages` has given standard error back."""
+    for message in warnings:
         log.warning("%s: decoder warning: %s", path, message)
-    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
 
 
-def resize_chw(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a (C, H, W) uint8 image; area interpolation when shrinking, linear otherwise."""
-    c, h, w = img.shape
+def to_chw(img: np.ndarray, bgr: bool = True) -> np.ndarray:
+    """(H, W, 3) (BGR if ``bgr``) -> a contiguous (3, H, W) RGB array: the one copy."""
+    return np.ascontiguousarray((img[:, :, ::-1] if bgr else img).transpose(2, 0, 1))
+
+
+def resize_hwc(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image; area interpolation when shrinking, linear otherwise."""
+    h, w = img.shape[:2]
     if (h, w) == (height, width):
         return img
     interp = cv2.INTER_AREA if h >= height and w >= width else cv2.INTER_LINEAR
-    hwc = cv2.resize(np.ascontiguousarray(img.transpose(1, 2, 0)), (width, height),
-                     interpolation=interp)
-    return np.ascontiguousarray(hwc.reshape(height, width, c).transpose(2, 0, 1))
+    return cv2.resize(img, (width, height), interpolation=interp)
 
 
-def _imread(path: Path, flag: int) -> tuple[np.ndarray | None, list[str]]:
-    """``cv2.imread`` and the lines its codec libraries printed on stderr meanwhile.
+class CodecMessages:
+    """Standard error pointed at a temporary file while a batch of files is decoded.
 
     libjpeg, libpng and libtiff report damaged data only as text on file descriptor 2, with
-    no file name and no flag in OpenCV's result; so descriptor 2 is pointed at a temporary
-    file for the duration of the call (a lock keeps threads of one process apart) and the
-    messages come back to the caller, which rejects the file or logs them with its name.
+    no file name and no flag in OpenCV's result; so, for the ``with`` block, descriptor 2
+    writes to a temporary file (one per process; a lock keeps threads of one process apart),
+    and :meth:`take` after each decode returns the lines written since the previous call,
+    for the caller to reject the file or to log them with its name once the block is over.
+    Redirecting costs a few system calls; doing it once per batch, not per file, is what
+    keeps it off PCam's 96 x 96 patches (a size check per file is one ``fstat``).
     """
-    global _sink
-    with _capture_lock:
-        if _sink is None or _sink[0] != os.getpid():  # a forked worker needs its own file
-            _sink = (os.getpid(), tempfile.TemporaryFile())  # noqa: SIM115 (kept open)
-        sink = _sink[1]
-        sink.seek(0)
-        sink.truncate()
-        sys.stderr.flush()
+
+    def __enter__(self) -> CodecMessages:
+        global _sink
+        _capture_lock.acquire()
         try:
-            saved = os.dup(2)
-        except OSError:  # no descriptor 2 (a daemon): nothing would be printed anyway
-            return cv2.imread(str(path), flag), []
+            if _sink is None or _sink[0] != os.getpid():  # a forked worker needs its own file
+                _sink = (os.getpid(), tempfile.TemporaryFile())
+            self._fd = _sink[1].fileno()
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)  # the offset descriptor 2 will share
+            self._pos = 0
+            sys.stderr.flush()
+            try:
+                self._saved: int | None = os.dup(2)
+            except OSError:  # no descriptor 2 (a daemon): nothing would be printed anyway
+                self._saved = None
+            if self._saved is not None:
+                os.dup2(self._fd, 2)
+        except BaseException:
+            _capture_lock.release()
+            raise
+        return self
+
+    def take(self) -> list[str]:
+        """The non-empty lines written to standard error since the last call."""
+        if self._saved is None:
+            return []
+        end = os.fstat(self._fd).st_size
+        if end <= self._pos:
+            return []
+        text = os.pread(self._fd, end - self._pos, self._pos).decode("utf-8", "replace")
+        self._pos = end
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def __exit__(self, *exc: object) -> None:
         try:
-            os.dup2(sink.fileno(), 2)
-            img = cv2.imread(str(path), flag)
+            if self._saved is not None:
+                sys.stderr.flush()
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        text = sink.read().decode("utf-8", "replace")
-    return img, [line.strip() for line in text.splitlines() if line.strip()]
+            _capture_lock.release()

@@ -59,26 +59,31 @@ def default_workers() -> int:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Sequence[T] | Iterable[T], workers: int = 0, desc: str = ""
+    fn: Callable[[T], R], items: Sequence[T] | Iterable[T], workers: int = 0, desc: str = "",
+    weigh: Callable[[R], int] | None = None, total: int | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for each item, in order; ``workers <= 1`` runs in this process.
 
     ``fn`` must be a module-level function (it is pickled to the workers). Exceptions in a
     worker propagate to the caller; ``fn`` should turn expected bad input into a value (e.g. a
-    rejection reason) rather than raise.
+    rejection reason) rather than raise. When an item is a batch, ``weigh(result)`` says how
+    many units its result counts for in the progress (and ``total`` how many there are).
     """
-    total = len(items) if isinstance(items, Sequence) else None
+    if total is None:
+        total = len(items) if isinstance(items, Sequence) else None
     desc = desc or getattr(fn, "__name__", "items")
     address = os.environ.get(SCHEDULER_ENV, "").strip()
     if address:
-        yield from _dask_map(fn, items, address, _progress(desc, total))
+        yield from _dask_map(fn, items, address, _progress(desc, total), weigh)
         return
     bar = _progress(desc, total)
+    bar_update = (lambda r: bar.update(weigh(r))) if weigh else (lambda r: bar.update())
     try:
         if workers <= 1:
             for item in items:
-                yield fn(item)
-                bar.update()
+                result = fn(item)
+                yield result
+                bar_update(result)
             return
         window: deque[Future] = deque()
         with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
@@ -86,17 +91,20 @@ def ordered_map(
             for item in items:
                 window.append(pool.submit(fn, item))
                 if len(window) >= workers * 4:
-                    yield window.popleft().result()
-                    bar.update()
+                    result = window.popleft().result()
+                    yield result
+                    bar_update(result)
             while window:
-                yield window.popleft().result()
-                bar.update()
+                result = window.popleft().result()
+                yield result
+                bar_update(result)
     finally:
         bar.close()
 
 
 def _dask_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], address: str,
-              bar: tqdm | _LogProgress) -> Iterator[R]:
+              bar: tqdm | _LogProgress, weigh: Callable[[R], int] | None = None
+              ) -> Iterator[R]:
     """:func:`ordered_map` on the Dask cluster at ``address``, results in input order.
 
     Items travel in chunks (up to :data:`DASK_CHUNK` items, fewer when there are few items
@@ -128,9 +136,9 @@ def _dask_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], address: s
         for chunk in _chunks(items, size):
             window.append(client.submit(_run_chunk, fn, env, os.getcwd(), chunk, pure=False))
             if len(window) >= threads * 2:
-                yield from _take(window, bar)
+                yield from _take(window, bar, weigh)
         while window:
-            yield from _take(window, bar)
+            yield from _take(window, bar, weigh)
     finally:
         client.close()
         bar.close()
@@ -150,7 +158,8 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _take(window: deque, bar: tqdm | _LogProgress) -> Iterator:
+def _take(window: deque, bar: tqdm | _LogProgress,
+          weigh: Callable[[Any], int] | None = None) -> Iterator:
     future = window.popleft()
     try:
         results = future.result()
@@ -158,7 +167,7 @@ def _take(window: deque, bar: tqdm | _LogProgress) -> Iterator:
         future.release()
     for result in results:
         yield result
-        bar.update()
+        bar.update(weigh(result) if weigh else 1)
 
 
 def _run_chunk(fn: Callable[[T], R], env: dict[str, str], cwd: str,
@@ -221,8 +230,8 @@ class _LogProgress:
         self.n = 0
         self.start = self.last = time.monotonic()
 
-    def update(self) -> None:
-        self.n += 1
+    def update(self, n: int = 1) -> None:
+        self.n += n
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now

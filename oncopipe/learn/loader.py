@@ -95,17 +95,28 @@ class ShardDataset(Dataset):
             int(self.labels[i])
 
     def __getitems__(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
-        """The samples at ``positions``, in that order, with one read per shard touched."""
+        """The samples at ``positions``, in that order, with one read per shard touched.
+
+        The samples are the rows of one new batch array, in order, each copied once into
+        place (from a memory map, straight from the page cache; from HDF5, one selection
+        per shard); :func:`collate` hands that array on instead of stacking a copy.
+        """
         pos = np.asarray(positions, dtype=np.int64)
         shard, row = self.shard_of[pos], self.row_of[pos]
         order = np.lexsort((row, shard))  # by shard, then row: the HDF5 read order
-        samples: list[np.ndarray | None] = [None] * len(pos)
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
+        out: np.ndarray | None = None
         for group in np.split(order, cuts):
-            block = read_rows(self._samples(int(shard[group[0]])), row[group])
-            for k, i in enumerate(group):
-                samples[i] = block[k]
-        return [(x, int(y)) for x, y in zip(samples, self.labels[pos], strict=True)]
+            x = self._samples(int(shard[group[0]]))
+            if out is None:
+                out = np.empty((len(pos), *x.shape[1:]), dtype=x.dtype)
+            if isinstance(x, np.ndarray):
+                for i, r in zip(group.tolist(), row[group].tolist(), strict=True):
+                    out[i] = x[r]
+            else:
+                out[group] = read_rows(x, row[group])
+        assert out is not None  # at least one position, so at least one group
+        return list(zip(out, self.labels[pos].tolist(), strict=True))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -135,10 +146,28 @@ def read_rows(x: np.ndarray | h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 
 def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack numpy samples into one tensor without per-sample tensor creation."""
-    x = np.stack([b[0] for b in batch])
+    """Stack numpy samples into one tensor without per-sample tensor creation; samples that
+    are already the rows of one batch array, in order (:meth:`ShardDataset.__getitems__`),
+    are that array, not copied again."""
+    xs = [b[0] for b in batch]
+    x = _rows_of(xs)
+    if x is None:
+        x = np.stack(xs)
     y = np.fromiter((b[1] for b in batch), dtype=np.int64, count=len(batch))
     return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _rows_of(xs: list[np.ndarray]) -> np.ndarray | None:
+    """The C-contiguous array whose rows ``xs`` are, exactly and in order, else ``None``."""
+    base = xs[0].base
+    if not isinstance(base, np.ndarray) or base.shape[0] != len(xs) \
+            or not base.flags.c_contiguous or base.shape[1:] != xs[0].shape:
+        return None
+    start, step = base.__array_interface__["data"][0], base.strides[0]
+    for i, x in enumerate(xs):
+        if x.base is not base or x.__array_interface__["data"][0] != start + i * step:
+            return None
+    return base
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
