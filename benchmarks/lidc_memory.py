@@ -113,8 +113,9 @@ def write_tree(root: Path, n_files: int) -> Path:
 
 # ru_maxrss survives fork + exec (a child starts with its parent's peak): read VmHWM instead.
 _CHILD = """
-import json, re, sys, time
+import json, re, sys, tempfile, time
 from pathlib import Path
+import pyarrow.parquet as pq
 from oncopipe.datasets.lidc import lesions
 from oncopipe.datasets.lidc.params import PrepareParams
 def peak():
@@ -123,7 +124,11 @@ def peak():
 base = peak()
 start = time.perf_counter()
 table, slices, report = lesions.build_tables(Path(sys.argv[1]), PrepareParams(workers=0), "h")
-print(json.dumps([base, peak(), time.perf_counter() - start, len(table), len(slices)]))
+with tempfile.TemporaryDirectory() as tmp:  # the slice table, written as the stage does
+    slices.write(Path(tmp) / "lesions_slices.parquet")
+    n_slices = pq.read_metadata(Path(tmp) / "lesions_slices.parquet").num_rows
+slices.close()
+print(json.dumps([base, peak(), time.perf_counter() - start, len(table), n_slices]))
 """
 
 

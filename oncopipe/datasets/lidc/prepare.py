@@ -23,7 +23,7 @@ from oncopipe.contact_sheet import write_contact_sheet
 from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
 from oncopipe.datasets.lidc.pixels import read_series
-from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, read_headers
+from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeader, read_headers
 from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
@@ -103,7 +103,7 @@ def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
     """
     files = [p for p in walk(folder, what="DICOM series").files
              if p.parent == folder and p.suffix.lower() == ".dcm"]
-    series, rejects = read_headers(files)
+    series, rejects = read_headers(files, cache=HEADER_CACHE)
     for path, reason in rejects:
         if not reason.startswith(("not CT", "duplicate z")):
             raise SeriesError(f"{path}: {reason}")
