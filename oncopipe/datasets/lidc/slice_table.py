@@ -107,7 +107,7 @@ def _header(rows: list[dict], raw: Path) -> SeriesHeader:
         slice_thickness=first["slice_thickness"])
 
 
-ROW_GROUP = 8192  # slices per Parquet row group when the table is written by parts
+ROW_GROUP = 4096  # slices per Parquet row group when the table is written by parts
 _ARROW_SCHEMA = pl.DataFrame(schema=SCHEMA).to_arrow().schema  # as to_frame(...).to_arrow()
 
 
