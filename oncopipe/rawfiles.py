@@ -78,22 +78,25 @@ def walk(root: str | Path, report: Report | None = None, what: str = "raw data",
     return tree
 
 
-def walk_folders(root: str | Path, report: Report, what: str = "raw data"
+def walk_folders(root: str | Path, report: Report | None = None, what: str = "raw data"
                  ) -> Iterator[tuple[Path, list[Path]]]:
     """:func:`walk` one folder at a time, for trees too large to list at once: yields each
     folder and its regular files (sorted by name), folders depth-first in name order, so the
-    caller holds one folder's list. Each folder's files are counted as read, and its problems
-    as read and rejected, as it is yielded.
+    caller holds one folder's list (or stops after the first, ``root`` itself). With
+    ``report``, each folder's files are counted as read, and its problems as read and
+    rejected, as it is yielded.
     """
     root = Path(root)
     _check_root(root, what)
     tree = RawTree(root, root)
     for folder, files in _walk_dir(tree, root, _top(root)):
-        report.read(len(files))
-        tree.record(report)
+        if report is not None:
+            report.read(len(files))
+            tree.record(report)
         tree.problems.clear()
         yield folder, files
-    tree.record(report)
+    if report is not None:
+        tree.record(report)
 
 
 def _check_root(root: Path, what: str) -> None:

@@ -48,7 +48,8 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
         assert "DIFFER" not in table
         assert len([line for line in table.splitlines() if line.startswith("| ")]) >= 4
     assert "identical bytes" in block(text, "shard_write")
-    assert "crops, identical" in block(text, "lidc_read")
+    assert "2D crops identical" in block(text, "lidc_read")
+    assert "same crops as a new series" in block(text, "lidc_read")
     assert block(text, "scaling").count("| identical |") == 6  # 2 stages x 3 ways to run
     for line in text.splitlines():  # a "|" inside a generated cell is escaped
         if line.startswith("| ") and "d HU" in line:

@@ -28,7 +28,7 @@ from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeade
 from oncopipe.errors import InputError
 from oncopipe.manifest import ManifestMeta, write_manifest
 from oncopipe.parallel import ordered_map
-from oncopipe.rawfiles import walk
+from oncopipe.rawfiles import walk_folders
 from oncopipe.report import Report
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,8 @@ def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
     also sets aside without harm, non-CT objects and a second copy of a z position, is skipped
     (and logged).
     """
-    files = [p for p in walk(folder, what="DICOM series").files
-             if p.parent == folder and p.suffix.lower() == ".dcm"]
+    _, found = next(walk_folders(folder, what="DICOM series"))  # the folder's own files
+    files = [p for p in found if p.suffix.lower() == ".dcm"]
     series, rejects = read_headers(files, cache=HEADER_CACHE)
     for path, reason in rejects:
         if not reason.startswith(("not CT", "duplicate z")):

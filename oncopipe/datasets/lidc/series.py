@@ -245,6 +245,9 @@ class HeaderCache:
         self._entries: OrderedDict[tuple, _Header] = OrderedDict()
         self.hits = self.misses = 0
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def read(self, path: Path) -> tuple[Path, _Header | None, str]:
         """What :func:`_read_header` gives for ``path``, parsed only on a miss."""
         key, head = self._probe(path)
@@ -510,9 +513,11 @@ def _same_spacing(a: _Header, b: _Header) -> bool:
 
 def _build(folder: Path, uid: str, members: list[tuple[Path, _Header]]) -> SeriesHeader:
     first = members[0][1]
-    for path, h in members:
-        iop = np.array(h.orientation if h.orientation is not None else _AXIAL)
-        if not np.allclose(iop, _AXIAL, atol=1e-3):
+    iops = np.array([h.orientation if h.orientation is not None else _AXIAL
+                     for _, h in members], np.float64)
+    tilted = ~(np.abs(iops - _AXIAL) <= 1e-3 + 1e-5 * np.abs(_AXIAL)).all(axis=1)  # allclose
+    for (path, h), iop, off_axis in zip(members, iops, tilted, strict=True):
+        if off_axis:
             raise SeriesError(f"{path}: non-axial ImageOrientationPatient {iop.tolist()}")
         same = (h.rows == first.rows and h.columns == first.columns
                 and _same_spacing(h, first))
