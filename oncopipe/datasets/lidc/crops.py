@@ -20,9 +20,10 @@ the whole volume was converted first.
 The arithmetic is SimpleITK's (``Resample`` with a linear interpolator, ``DiscreteGaussian``
 with its kernel and zero-flux boundaries), done with numpy on the few voxels a crop reads:
 separable linear interpolation (along x, then y, then z, as ITK's interpolator lerps) and a
-separable Gaussian in float64 on the crop's region. SimpleITK's filters cost more than the
-pixel reads they follow (image copies, a thread pool per call); the outputs agree with them
-to float rounding (docs/benchmarks.md states the measured difference).
+separable Gaussian (ITK's kernel and pass order) on the crop's region. SimpleITK's filters
+cost more than the pixel reads they follow (image copies, a thread pool per call); the
+outputs are SimpleITK's, to float rounding (docs/benchmarks.md states the measured
+difference).
 """
 
 from __future__ import annotations
@@ -242,24 +243,25 @@ def crop_3d(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, 
 
 def smooth(image: np.ndarray, variances_px: list[float]) -> np.ndarray:
     """``sitk.DiscreteGaussian(image, variances, 32, 0.01, True)`` of a float32 (z, y, x)
-    array, ``variances_px`` in voxels squared, (x, y, z): separable passes along x, then y,
-    then z in float64 with zero-flux (edge-replicating) boundaries, as ITK's filter; float32."""
-    out = image.astype(np.float64)
-    for i, variance in enumerate(variances_px):
-        axis = image.ndim - 1 - i
+    array, ``variances_px`` in voxels squared, (x, y, z), bit for bit: separable passes along
+    z, then y, then x, each summed in float64 over the kernel taps in order and stored as
+    float32, with zero-flux (edge-replicating) boundaries, as ITK's filter does them."""
+    out = np.asarray(image, np.float32)
+    for axis in range(image.ndim):  # z first: ITK's last dimension
+        variance = variances_px[image.ndim - 1 - axis]
+        n = out.shape[axis]
+        if variance <= 0 or n == 0:  # the kernel is (0, 1, 0): no change
+            continue
         kernel = gaussian_kernel(variance)
         r = len(kernel) // 2
-        if variance <= 0 or out.shape[axis] == 0:  # the kernel is (0, 1, 0): no change
-            continue
         pad = [(0, 0)] * out.ndim
         pad[axis] = (r, r)
-        padded = np.pad(out, pad, mode="edge")
-        n = out.shape[axis]
-        acc = np.zeros_like(out)
+        padded = np.pad(out, pad, mode="edge").astype(np.float64)
+        acc = np.zeros(out.shape, np.float64)
         for t, c in enumerate(kernel):
             acc += c * np.take(padded, np.arange(t, t + n), axis=axis)
-        out = acc
-    return out.astype(np.float32)
+        out = acc.astype(np.float32)
+    return out
 
 
 @functools.cache
