@@ -258,8 +258,11 @@ def smooth(image: np.ndarray, variances_px: list[float]) -> np.ndarray:
         pad[axis] = (r, r)
         padded = np.pad(out, pad, mode="edge").astype(np.float64)
         acc = np.zeros(out.shape, np.float64)
+        term = np.empty(out.shape, np.float64)
         for t, c in enumerate(kernel):
-            acc += c * np.take(padded, np.arange(t, t + n), axis=axis)
+            window = padded[(slice(None),) * axis + (slice(t, t + n),)]
+            np.multiply(window, c, out=term)
+            acc += term
         out = acc.astype(np.float32)
     return out
 
