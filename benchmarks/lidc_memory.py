@@ -200,7 +200,7 @@ def projection(rows: list[dict]) -> str:
 def table(rows: list[dict]) -> str:
     text = harness.grouped_tables(rows, lambda _: COLUMNS, size_in_caption=True)
     line = projection(rows)
-    return f"{text}\n\n{line}" if line else text
+    return f"{text.rstrip()}\n\n{line}" if line else text
 
 
 def main() -> None:
