@@ -37,7 +37,8 @@ RECORD_MODULES = ("lidc_read", "lidc_memory", "shard_write", "scaling", "serve_l
 # their sizes under --quick: tiny, enough to check that they run and agree (scaling starts a
 # stage process per run: one timed round; serve_latency: one request per dataset and
 # endpoint, then 8 clients x 2)
-QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2},
+QUICK_SIZES = {"lidc_read": {"slices": 12, "memory_slices": 12, "n_lesions": 2,
+                             "input_slices": 12},
                "lidc_memory": {"files": (200, 400)},
                "shard_write": {"samples": 48, "shape": (3, 16, 16)},
                "scaling": {"scale": 1, "repeats": 1},

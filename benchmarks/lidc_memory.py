@@ -1,13 +1,15 @@
 """``lidc_lesions`` peak memory against the number of DICOM files.
 
-The lesion table is built from headers only, so its memory should not grow with the number of
-files beyond the slice table it writes (one row per kept slice). This benchmark writes LIDC-like
+The lesion table is built from headers only, and each series' slices wait on disk until the
+slice table is written by row groups, so its memory should not grow with the number of files.
+This benchmark writes LIDC-like
 raw trees of tiny CT slices (8 x 8 pixels, 100 slices per series, one reader XML with one
 nodule per series; every file kept), from one template file whose UIDs, position and instance
 number are patched per copy (so 100,000 files take seconds to write), and runs
 ``lesions.build_tables`` on each tree in a fresh process (headers read in that process,
-``workers: 0``), reporting the process's peak resident memory (VmHWM), the part taken by the
-imports, and the growth per file against the smallest tree.
+``workers: 0``) and writes its slice table as the stage does, reporting the process's peak
+resident memory (VmHWM), the part taken by the imports, the growth per file against the
+smallest tree, and the peak projected for the whole collection.
 
     python -m benchmarks --only lidc_memory        # table into docs/benchmarks.md
     python benchmarks/lidc_memory.py --files 1000 100000
@@ -113,8 +115,9 @@ def write_tree(root: Path, n_files: int) -> Path:
 
 # ru_maxrss survives fork + exec (a child starts with its parent's peak): read VmHWM instead.
 _CHILD = """
-import json, re, sys, time
+import json, re, sys, tempfile, time
 from pathlib import Path
+import pyarrow.parquet as pq
 from oncopipe.datasets.lidc import lesions
 from oncopipe.datasets.lidc.params import PrepareParams
 def peak():
@@ -123,7 +126,11 @@ def peak():
 base = peak()
 start = time.perf_counter()
 table, slices, report = lesions.build_tables(Path(sys.argv[1]), PrepareParams(workers=0), "h")
-print(json.dumps([base, peak(), time.perf_counter() - start, len(table), len(slices)]))
+with tempfile.TemporaryDirectory() as tmp:  # the slice table, written as the stage does
+    slices.write(Path(tmp) / "lesions_slices.parquet")
+    n_slices = pq.read_metadata(Path(tmp) / "lesions_slices.parquet").num_rows
+slices.close()
+print(json.dumps([base, peak(), time.perf_counter() - start, len(table), n_slices]))
 """
 
 
@@ -174,8 +181,26 @@ COLUMNS = [harness.Column("files", "{files:,}"), harness.Column("series", "{seri
            harness.Column("time (s)", "{seconds}")]
 
 
+COLLECTION_FILES = 244_527  # DICOM files in LIDC-IDRI (TCIA's collection page)
+
+
+def projection(rows: list[dict]) -> str:
+    """Peak memory for the whole collection, extrapolated linearly from the smallest and the
+    largest tree."""
+    first, last = rows[0], rows[-1]
+    if last["files"] == first["files"]:
+        return ""
+    per_file = (last["peak_rss_mb"] - first["peak_rss_mb"]) / (last["files"] - first["files"])
+    at = first["peak_rss_mb"] + per_file * (COLLECTION_FILES - first["files"])
+    return (f"Projected for the whole collection ({COLLECTION_FILES:,} DICOM files), "
+            f"linearly from the {first['files']:,}- and {last['files']:,}-file runs: "
+            f"{at:,.0f} MB ({at / first['peak_rss_mb']:.2f}x the {first['files']:,}-file run).")
+
+
 def table(rows: list[dict]) -> str:
-    return harness.grouped_tables(rows, lambda _: COLUMNS, size_in_caption=True)
+    text = harness.grouped_tables(rows, lambda _: COLUMNS, size_in_caption=True)
+    line = projection(rows)
+    return f"{text.rstrip()}\n\n{line}" if line else text
 
 
 def main() -> None:

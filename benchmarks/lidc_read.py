@@ -35,9 +35,11 @@ Usage (figures in docs/benchmarks.md)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -54,10 +56,20 @@ sys.path.insert(0, str(ROOT))  # run as a script: the harness
 from lidc_reference import crop_series, read_volume, write_series  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from oncopipe.datasets.lidc import prepare  # noqa: E402
-from oncopipe.datasets.lidc.params import CropParams  # noqa: E402
+from oncopipe.core.config import (  # noqa: E402
+    DatasetConfig,
+    EvaluateParams,
+    ShardParams,
+    TrainParams,
+)
+from oncopipe.datasets.lidc import crops, prepare  # noqa: E402
+from oncopipe.datasets.lidc.params import CropParams, DemoParams, PrepareParams  # noqa: E402
 from oncopipe.datasets.lidc.pixels import read_series  # noqa: E402
-from oncopipe.datasets.lidc.series import SeriesHeader, read_headers  # noqa: E402
+from oncopipe.datasets.lidc.series import (  # noqa: E402
+    HEADER_CACHE,
+    SeriesHeader,
+    read_headers,
+)
 
 STEP_MM = 1.25
 
@@ -167,24 +179,94 @@ def load_rows(header: SeriesHeader, repeats: int) -> list[dict]:
     return harness.timing_records("LIDC series load", size, times, "oncopipe", checks)
 
 
+def _needed_floor(header: SeriesHeader, ks: np.ndarray) -> list[np.ndarray]:
+    """The floor of a step that needs slices ``ks``: their file bytes + ``np.frombuffer``."""
+    out = []
+    for k in ks:
+        s = header.slices[k]
+        with open(s.path, "rb") as fp:
+            data = fp.read()
+        out.append(np.frombuffer(data, "<i2", header.shape_yx[0] * header.shape_yx[1],
+                                 s.layout.header_bytes))
+    return out
+
+
 def crop_rows(header: SeriesHeader, n_lesions: int, repeats: int) -> list[dict]:
     p = CropParams(max_slices=5)
     marks = lesions(header, n_lesions)
     job = prepare._Job(header, marks, p)
     new = prepare._crop_series(job)
     old_2d, old_3d = crop_series(header.folder, header.series_uid, marks, p)
-    same = (all(np.array_equal(a[2], b) for a, b in zip(new.crops_2d, old_2d, strict=True))
-            and all(np.array_equal(a[1], b) for a, b in zip(new.crops_3d, old_3d, strict=True)))
+    same_2d = all(np.array_equal(a[2], b) for a, b in zip(new.crops_2d, old_2d, strict=True))
+    diff_3d = max(float(np.abs(a[1].astype(np.float32) - b.astype(np.float32)).max())
+                  for a, b in zip(new.crops_3d, old_3d, strict=True))
+    needed = np.unique(np.concatenate([
+        np.union1d(prepare.central(m["slices"], p.max_slices), crops.slices_3d(
+            header, (m["x_mm"], m["y_mm"], m["z_mm"]), p)) for m in marks]))
     n2d = len(old_2d)
     times = harness.interleaved({
+        f"floor (bytes of the {len(needed)} slices the crops need + np.frombuffer)":
+            lambda: _needed_floor(header, needed),
         "before (pydicom, whole volume float32 + SimpleITK)":
             lambda: crop_series(header.folder, header.series_uid, marks, p),
         "oncopipe": lambda: prepare._crop_series(job),
     }, repeats)
-    check = f"{n2d} 2D + {len(old_3d)} 3D crops, " + ("identical" if same else "DIFFERENT")
+    check = (f"{n2d} 2D crops {'identical' if same_2d else 'DIFFERENT'}, {len(old_3d)} 3D "
+             f"crops max |d| {diff_3d:.2g} (window units; float16 step 2^-11)")
+    if diff_3d > 2 ** -11:
+        check += " DIFFERENT"
     size = f"{len(header.slices)} x 512 x 512, {n_lesions} lesions"
     return harness.timing_records("LIDC crop path, one series", size, times, "oncopipe",
                                   {"oncopipe": check})
+
+
+def _config(input_kind: str) -> DatasetConfig:
+    prepare_params = PrepareParams(crops=dataclasses.replace(CropParams(), input=input_kind))
+    return DatasetConfig(name="lidc", seed=0, raw=Path("."), task="nodule_type",
+                         profile="demo", demo=DemoParams(), prepare=prepare_params,
+                         shard=ShardParams(), train=TrainParams(), evaluate=EvaluateParams())
+
+
+def input_rows(header: SeriesHeader, repeats: int) -> list[dict]:
+    """``preprocess_one`` (what predict and serve run per request) on one series, 2D and 3D:
+    the same series sent again (as serve gets it: unpacked into another folder each time, so
+    the two copies alternate) against a new series (every header parsed) and the floor."""
+    copy = header.folder.with_name(header.folder.name + "-copy")
+    if not (copy / ".complete").exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(header.folder, copy)
+    folders = [header.folder, copy]
+    point = header.voxel_to_mm(len(header.slices) / 2, 250, 180)
+    k = int(np.abs(header.zs - point[2]).argmin())
+    cfg_2d, cfg_3d = _config("2d"), _config("3d")
+    turn = [0]
+
+    def again(cfg: DatasetConfig) -> np.ndarray:
+        turn[0] += 1
+        return prepare.preprocess_one(cfg, folders[turn[0] % 2], point)
+
+    def new(cfg: DatasetConfig) -> np.ndarray:
+        HEADER_CACHE.clear()
+        return prepare.preprocess_one(cfg, header.folder, point)
+
+    same = (np.array_equal(again(cfg_2d), new(cfg_2d))
+            and np.array_equal(again(cfg_3d), new(cfg_3d)))
+    mb = sum(s.layout.size for s in header.slices) / 2**20
+    times = harness.interleaved({
+        f"floor (the input's {mb:.0f} MB: every file read + np.frombuffer)":
+            lambda: _needed_floor(header, np.arange(len(header.slices))),
+        "oncopipe 2D, same series again (headers cached)": lambda: again(cfg_2d),
+        "oncopipe 3D, same series again (headers cached)": lambda: again(cfg_3d),
+        "oncopipe 2D, new series (every header parsed)": lambda: new(cfg_2d),
+        "oncopipe 3D, new series (every header parsed)": lambda: new(cfg_3d),
+    }, repeats)
+    check = ("same crops as a new series" if same else "DIFFERENT from a new series") + (
+        f"; reads slice {k} (2D) or {len(crops.slices_3d(header, point, cfg_3d.prepare.crops))}"
+        " slices (3D)")
+    size = f"{len(header.slices)} x 512 x 512 ({mb:.0f} MB)"
+    return harness.timing_records("LIDC per-input path (preprocess_one)", size, times,
+                                  "oncopipe 2D, same series again (headers cached)",
+                                  {"oncopipe 2D, same series again (headers cached)": check})
 
 
 # ru_maxrss survives fork + exec (a child starts with its parent's peak): read VmHWM instead.
@@ -225,12 +307,15 @@ def memory_rows(workdir: Path, n_slices: int, n_lesions: int) -> list[dict]:
 
 
 def run(repeats: int = 5, slices: int = 260, memory_slices: int = 764, n_lesions: int = 6,
-        workdir: Path | None = None) -> list[dict]:
-    """All rows: series load, crop path and peak memory (see the module docstring)."""
+        workdir: Path | None = None, input_slices: int = 133) -> list[dict]:
+    """All rows: series load, crop path, per-input path and peak memory (see the module
+    docstring)."""
     workdir = Path(workdir or os.environ.get("ONCOPIPE_BENCH_DIR", "/tmp/oncopipe-bench-lidc"))
     header = series(workdir, slices)
+    one = series(workdir, input_slices)
     return harness.load_stamped(
         lambda: load_rows(header, repeats) + crop_rows(header, n_lesions, repeats)
+        + input_rows(one, repeats)
         + (memory_rows(workdir, memory_slices, n_lesions) if memory_slices else []))
 
 
@@ -256,11 +341,14 @@ def main() -> None:
                     help="slices of the series for the peak-memory run (default 764: "
                          "LIDC's longest); 0 skips it")
     ap.add_argument("--lesions", type=int, default=6, help="lesions to crop (default 6)")
+    ap.add_argument("--input-slices", type=int, default=133,
+                    help="slices of the per-input series (default 133)")
     ap.add_argument("--dir", type=Path, default=None,
                     help="where the series are written once and reused (default "
                          "$ONCOPIPE_BENCH_DIR or /tmp/oncopipe-bench-lidc)")
     args = ap.parse_args()
-    rows = run(args.repeats, args.slices, args.memory_slices, args.lesions, args.dir)
+    rows = run(args.repeats, args.slices, args.memory_slices, args.lesions, args.dir,
+               args.input_slices)
     print(table(rows))
 
 

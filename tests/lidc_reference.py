@@ -2,8 +2,9 @@
 
 :func:`crop_series` is the path the raw reads replaced (every header parsed again from the
 folder, every slice decoded by pydicom into float32 HU, the whole volume copied into
-SimpleITK, then cropped; :func:`read_volume` is its whole-volume read); its output is what the
-new path must match bit for bit.
+SimpleITK, then cropped with SimpleITK's ``Resample`` and ``DiscreteGaussian``;
+:func:`read_volume` is its whole-volume read); the new path's 2D crops match it bit for bit,
+its 3D crops within one float16 step of the windowed values.
 :func:`write_series` writes a CT series at real size (512 x 512, LIDC's tags) in the pixel
 encodings the fast path has to get right. Used by tests/test_lidc_pixels.py and
 benchmarks/lidc_read.py.
@@ -54,6 +55,27 @@ def volume_image(volume: np.ndarray, header: SeriesHeader) -> sitk.Image:
     return image
 
 
+def resample(image: sitk.Image, centre: tuple[float, ...], spacing: float,
+             size: int) -> np.ndarray:
+    """SimpleITK ``Resample`` (linear, air outside) onto ``size`` samples per axis centred on
+    ``centre``: what the crops were made with before numpy did the same arithmetic."""
+    dim = image.GetDimension()
+    origin = [c - (size - 1) / 2 * spacing for c in centre]
+    out = sitk.Resample(image, [size] * dim, sitk.Transform(), sitk.sitkLinear, origin,
+                        [spacing] * dim, np.eye(dim).ravel().tolist(), AIR_HU,
+                        sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def crop_2d(slice_hu: np.ndarray, header: SeriesHeader, x_mm: float, y_mm: float,
+            p: CropParams) -> np.ndarray:
+    """The 2D crop with SimpleITK over the whole slice."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(slice_hu, np.float32))
+    image.SetSpacing(header.spacing_xy)
+    image.SetOrigin(header.origin_xy)
+    return resample(image, (x_mm, y_mm), p.mm_per_px, p.size_2d)
+
+
 def crop_3d(image: sitk.Image, centre_mm: tuple[float, float, float],
             p: CropParams) -> np.ndarray:
     spacing = p.fov_3d_mm / p.size_3d
@@ -63,7 +85,7 @@ def crop_3d(image: sitk.Image, centre_mm: tuple[float, float, float],
     variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in region.GetSpacing()]
     if max(variances) > 0.01:
         region = sitk.DiscreteGaussian(region, variances, 32, 0.01, True)
-    return crops._resample(region, centre_mm, spacing, p.size_3d)
+    return resample(region, centre_mm, spacing, p.size_3d)
 
 
 def _around(image: sitk.Image, centre_mm: tuple[float, ...], half_mm: float) -> sitk.Image | None:
@@ -88,7 +110,7 @@ def crop_series(folder: Path, series_uid: str, lesions: list[dict], p: CropParam
     out_2d, out_3d = [], []
     for lesion in lesions:
         for k in central(lesion["slices"], p.max_slices):
-            hu = crops.crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
+            hu = crop_2d(volume[k], header, lesion["x_mm"], lesion["y_mm"], p)
             out_2d.append(crops.window(hu, p.hu_window)[None])
         hu = crop_3d(image, (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"]), p)
         out_3d.append(crops.window(hu, p.hu_window)[None])

@@ -53,7 +53,8 @@ def test_quick_run_writes_every_table_and_all_outputs_agree(tmp_path: Path) -> N
         assert "DIFFER" not in table
         assert len([line for line in table.splitlines() if line.startswith("| ")]) >= 4
     assert "identical bytes" in block(text, "shard_write")
-    assert "crops, identical" in block(text, "lidc_read")
+    assert "2D crops identical" in block(text, "lidc_read")
+    assert "same crops as a new series" in block(text, "lidc_read")
     assert block(text, "scaling").count("| identical |") == 6  # 2 stages x 3 ways to run
     serve = block(text, "serve_latency")  # 8 clients x 2 requests, every one answered
     assert re.search(r"\| all \| 16 \| 16 \| 0 \| [\d,]+ ms \| [\d,]+ ms \|", serve), serve

@@ -170,3 +170,34 @@ def test_preprocess_one_needs_a_point(demo):
     root, _ = demo
     with pytest.raises(ValueError, match="needs a point"):
         lidc.preprocess_one(_cfg(root), root / "raw", None)
+
+
+def test_smoothing_is_simpleitks_discrete_gaussian_bit_for_bit():
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    image = (rng.normal(size=(9, 30, 25)) * 300 - 500).astype(np.float32)
+    spacing = (0.62, 0.7, 2.5)  # x, y, z
+    for variances in ([0.15, 0.13, 0.0], [1.5, 0.8, 2.0]):  # mm^2, x y z
+        sitk_image = sitk.GetImageFromArray(image)
+        sitk_image.SetSpacing(spacing)
+        reference = sitk.GetArrayFromImage(sitk.DiscreteGaussian(sitk_image, variances, 32,
+                                                                 0.01, True))
+        ours = crops.smooth(image, [v / s ** 2 for v, s in zip(variances, spacing, strict=True)])
+        assert ours.dtype == np.float32 and ours.tobytes() == reference.tobytes()
+
+
+def test_2d_crop_reads_only_the_pixels_it_needs():
+    h = _header(np.arange(12) * 2.0)
+    vol = _blob_volume(h, 5, 40, 60)
+    x, y, _ = h.voxel_to_mm(5, 40, 60)
+    asked = []
+
+    def part(ys: slice, xs: slice) -> np.ndarray:
+        asked.append((ys, xs))
+        return vol[5][ys, xs]
+
+    crop = crops.crop_2d(part, h, x, y, CropParams())
+    assert np.array_equal(crop, crops.crop_2d(vol[5], h, x, y, CropParams()))
+    (ys, xs), = asked
+    assert ys.stop - ys.start < h.shape_yx[0] and xs.stop - xs.start < h.shape_yx[1]

@@ -39,6 +39,13 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
+def _agrees(a: np.ndarray, b: np.ndarray) -> bool:
+    """Within one float16 step of the windowed value: numpy's smoothing rounds where
+    SimpleITK's DiscreteGaussian rounded differently (up to a few 1e-5 HU)."""
+    return (a.shape == b.shape and a.dtype == b.dtype
+            and float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max()) <= 2 ** -11)
+
+
 @pytest.fixture(scope="module")
 def series_512(tmp_path_factory):
     root = tmp_path_factory.mktemp("ct512")
@@ -86,7 +93,7 @@ def test_crops_match_the_old_path_on_a_512_series(series_512, case):
         hu = crops.crop_2d(volume.hu(mark["slices"][0]), header, mark["x_mm"], mark["y_mm"], p)
         assert _same(crops.window(hu, p.hu_window)[None], o2)
         hu = crops.crop_3d(volume, header, (mark["x_mm"], mark["y_mm"], mark["z_mm"]), p)
-        assert _same(crops.window(hu, p.hu_window)[None], o3)
+        assert _agrees(crops.window(hu, p.hu_window)[None], o3)
     assert len({o.tobytes() for o in old_3d}) == len(old_3d)  # distinct crops compared
     assert (old_3d[-1] == 0).all()  # the corner: air, padded
 
@@ -118,7 +125,7 @@ def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):
         old_2d += c2
         old_3d += c3
     assert _same(np.load(tmp_path / "crops_2d.npy"), np.stack(old_2d))
-    assert _same(np.load(tmp_path / "crops_3d.npy"), np.stack(old_3d))
+    assert _agrees(np.load(tmp_path / "crops_3d.npy"), np.stack(old_3d))
     assert len(by_series) >= 6 and len(old_3d) == len(table)
 
 

@@ -14,6 +14,7 @@ from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import (
     AIR_HU,
+    HeaderCache,
     SeriesHeader,
     read_headers,
     read_slice_hu,
@@ -131,3 +132,28 @@ def test_unreadable_and_non_axial_files_are_rejected_with_a_reason(tmp_path, hea
     series, rejects = read_headers(sorted(p for p in folder.iterdir() if p.name != "broken.dcm"))
     assert series == [] and len(rejects) == 4
     assert all("non-axial" in r for _, r in rejects)
+
+
+def test_header_cache_knows_a_series_by_its_bytes_wherever_it_lies(tmp_path, headers):
+    """predict and serve parse a series' headers once: the same files in another folder (serve
+    unpacks each upload anew) are found by content; a changed header is parsed again."""
+    (h,) = headers[0]["LIDC-IDRI-0001"]
+    first, second = tmp_path / "one", tmp_path / "two"
+    for folder in (first, second):
+        folder.mkdir()
+        for s in h.slices:
+            shutil.copy(s.path, folder / s.path.name)
+    cache = HeaderCache()
+    (a,), _ = read_headers(sorted(first.iterdir()), cache=cache)
+    assert (cache.hits, cache.misses) == (0, len(h.slices))
+    (b,), _ = read_headers(sorted(second.iterdir()), cache=cache)
+    assert (cache.hits, cache.misses) == (len(h.slices), len(h.slices))
+    assert [s.path.parent for s in b.slices] == [second] * len(h.slices)
+    assert [(s.z, s.sop_uid, s.layout) for s in b.slices] == [
+        (s.z, s.sop_uid, s.layout) for s in a.slices]
+    moved = pydicom.dcmread(second / h.slices[0].path.name)
+    moved.ImagePositionPatient = [*moved.ImagePositionPatient[:2], -500.0]
+    moved.save_as(second / h.slices[0].path.name)
+    (c,), _ = read_headers(sorted(second.iterdir()), cache=cache)
+    assert cache.misses == len(h.slices) + 1  # the changed file only
+    assert c.slices[0].z == -500.0 and c.slices[0].path.name == h.slices[0].path.name

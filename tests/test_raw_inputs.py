@@ -16,7 +16,7 @@ from oncopipe.datasets.mosmed import xlsx
 from oncopipe.imagefiles.imagedump import Decode, decode_batch, load_image
 from oncopipe.imagefiles.images import ImageError
 from oncopipe.ingest.parallel import ordered_map
-from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk
+from oncopipe.ingest.rawfiles import RawLayoutError, read_csv, walk, walk_folders
 from oncopipe.ingest.report import Report
 
 XLSX = Path(__file__).parent / "data" / "mosmed_registry.xlsx"  # written by openpyxl 3.1.5
@@ -49,6 +49,22 @@ def test_walker_lists_files_in_path_order_and_records_what_it_cannot_follow(tmp_
         "symlink loop: links back to the raw root"
     assert report.n_read == 10 and report.n_kept == 0 and len(report.rejects) == 4
     assert {p for p, _ in report.rejects} == {"a/up", "b/gone.txt", "b/self", "fifo"}
+
+
+def test_walking_folder_by_folder_lists_and_counts_what_the_whole_walk_does(tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("a/z/1.txt", "a.txt", "b/10.txt", "b/2.txt"):
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_text("x")
+    (raw / "b" / "gone.txt").symlink_to(raw / "nowhere")
+    whole, by_folder = Report("whole"), Report("by folder")
+    tree = walk(raw, whole)
+    folders = list(walk_folders(raw, by_folder))
+    assert [f for f, _ in folders] == [raw, raw / "a", raw / "a" / "z", raw / "b"]
+    assert sorted(p for _, files in folders for p in files) == sorted(tree.files)
+    assert [p.name for p in folders[3][1]] == ["10.txt", "2.txt"]  # by name, in a folder
+    assert (by_folder.n_read, sorted(by_folder.rejects)) == (whole.n_read, sorted(whole.rejects))
+    assert next(walk_folders(raw / "b"))[1] == [raw / "b" / "10.txt", raw / "b" / "2.txt"]
 
 
 def test_walker_names_paths_from_the_raw_root_and_refuses_a_missing_folder(tmp_path):

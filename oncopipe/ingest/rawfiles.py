@@ -23,6 +23,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,12 +66,10 @@ def walk(root: str | Path, report: Report | None = None, what: str = "raw data",
     :class:`RawLayoutError` when ``root`` is not a folder (``what`` names it in the message).
     """
     root = Path(root)
-    if not root.is_dir():
-        state = "is not a folder" if root.exists() else "not found"
-        raise RawLayoutError(f"{root}: {what} folder {state}")
+    _check_root(root, what)
     tree = RawTree(root, Path(base) if base is not None else root)
-    top = root.stat()
-    _walk_dir(tree, root, {(top.st_dev, top.st_ino): root})
+    for _, files in _walk_dir(tree, root, _top(root)):
+        tree.files.extend(files)
     tree.files.sort(key=lambda p: p.relative_to(root).parts)
     tree.problems.sort(key=lambda item: item[0].relative_to(root).parts)
     if report is not None:
@@ -79,14 +78,50 @@ def walk(root: str | Path, report: Report | None = None, what: str = "raw data",
     return tree
 
 
-def _walk_dir(tree: RawTree, folder: Path, ancestors: dict[tuple[int, int], Path]) -> None:
-    """Walk ``folder``; ``ancestors`` maps (device, inode) of each folder above to its path."""
+def walk_folders(root: str | Path, report: Report | None = None, what: str = "raw data"
+                 ) -> Iterator[tuple[Path, list[Path]]]:
+    """:func:`walk` one folder at a time, for trees too large to list at once: yields each
+    folder and its regular files (sorted by name), folders depth-first in name order, so the
+    caller holds one folder's list (or stops after the first, ``root`` itself). With
+    ``report``, each folder's files are counted as read, and its problems as read and
+    rejected, as it is yielded.
+    """
+    root = Path(root)
+    _check_root(root, what)
+    tree = RawTree(root, root)
+    for folder, files in _walk_dir(tree, root, _top(root)):
+        if report is not None:
+            report.read(len(files))
+            tree.record(report)
+        tree.problems.clear()
+        yield folder, files
+    if report is not None:
+        tree.record(report)
+
+
+def _check_root(root: Path, what: str) -> None:
+    if not root.is_dir():
+        state = "is not a folder" if root.exists() else "not found"
+        raise RawLayoutError(f"{root}: {what} folder {state}")
+
+
+def _top(root: Path) -> dict[tuple[int, int], Path]:
+    top = root.stat()
+    return {(top.st_dev, top.st_ino): root}
+
+
+def _walk_dir(tree: RawTree, folder: Path, ancestors: dict[tuple[int, int], Path]
+              ) -> Iterator[tuple[Path, list[Path]]]:
+    """Yield ``folder``'s regular files, then each subfolder's; problems go to ``tree``.
+    ``ancestors`` maps (device, inode) of each folder above to its path."""
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         tree.problems.append((folder, f"unreadable folder: {exc.strerror or exc}"))
         return
+    files: list[Path] = []
+    subfolders: list[tuple[Path, tuple[int, int]]] = []
     for entry in entries:
         path = Path(entry.path)
         try:
@@ -101,11 +136,14 @@ def _walk_dir(tree: RawTree, folder: Path, ancestors: dict[tuple[int, int], Path
                 where = "the raw root" if where == "." else where
                 tree.problems.append((path, f"symlink loop: links back to {where}"))
                 continue
-            _walk_dir(tree, path, {**ancestors, key: path})
+            subfolders.append((path, key))
         elif stat.S_ISREG(st.st_mode):
-            tree.files.append(path)
+            files.append(path)
         else:
             tree.problems.append((path, "not a regular file: a FIFO, socket or device"))
+    yield folder, files
+    for path, key in subfolders:
+        yield from _walk_dir(tree, path, {**ancestors, key: path})
 
 
 def _stat_problem(path: Path, exc: OSError) -> str:

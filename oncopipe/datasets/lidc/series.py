@@ -25,7 +25,8 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +40,7 @@ from oncopipe.core import limits
 from oncopipe.core.errors import DecodeError, LimitError, RejectError, bad_bytes_reject
 from oncopipe.datasets.lidc.layout import (
     PixelLayout,
+    header_hash,
     open_dicom,
     padding_range,
     read_dataset,
@@ -174,25 +176,123 @@ class SeriesHeader:
                 (x - self.origin_xy[0]) / self.spacing_xy[0])
 
 
-def read_headers(files: list[Path], workers: int = 0
+def read_headers(files: list[Path], workers: int = 0, cache: HeaderCache | None = None
                  ) -> tuple[list[SeriesHeader], list[tuple[Path, str]]]:
     """Group DICOM ``files`` into CT series by folder and SeriesInstanceUID.
 
-    Returns the series and the rejected files with reasons (unreadable, not CT, duplicate z,
-    inconsistent geometry). Every input file ends up in exactly one of the two. Headers are
-    read in ``workers`` processes (0 or 1: this one), with a progress bar.
+    Returns the series (sorted by folder and UID) and the rejected files with reasons
+    (unreadable, not CT, duplicate z, inconsistent geometry). Every input file ends up in
+    exactly one of the two. Headers are read in ``workers`` processes (0 or 1: this one), with
+    a progress bar; with ``cache``, in this process, each file's header parsed only when the
+    cache has not seen its header bytes.
     """
+    series: list[SeriesHeader] = []
     rejects: list[tuple[Path, str]] = []
-    groups: dict[tuple[Path, str], list[tuple[Path, _Header]]] = defaultdict(list)
-    # the caller's path objects are kept (a worker's answer holds an unpickled copy)
-    for path, (_, header, error) in zip(files, ordered_map(_read_header, files, workers,
-                                                            desc="DICOM headers"), strict=True):
+    by_folder = sorted(files, key=lambda p: p.parent)  # stable: each folder's files together
+    results = (map(cache.read, by_folder) if cache is not None else
+               ordered_map(_read_header, by_folder, workers, desc="DICOM headers"))
+    for found, rejected in _by_folder(results):
+        series.extend(found)
+        rejects.extend(rejected)
+    series.sort(key=lambda h: (h.folder, h.series_uid))
+    return series, rejects
+
+
+def iter_series(files: Iterable[Path], workers: int = 0
+                ) -> Iterator[tuple[list[SeriesHeader], list[tuple[Path, str]]]]:
+    """:func:`read_headers` for ``files`` that come folder by folder (each folder's files
+    together, as :func:`oncopipe.ingest.rawfiles.walk_folders` yields them): one (series, rejects)
+    pair per folder, yielded once its last file is read, so only one folder's header values
+    are held at a time whatever the number of files.
+    """
+    return _by_folder(ordered_map(_read_header, files, workers, desc="DICOM headers"))
+
+
+def _by_folder(results: Iterable[tuple[Path, _Header | None, str]]
+               ) -> Iterator[tuple[list[SeriesHeader], list[tuple[Path, str]]]]:
+    folder: Path | None = None
+    groups: dict[str, list[tuple[Path, _Header]]] = defaultdict(list)
+    rejects: list[tuple[Path, str]] = []
+    for path, header, error in results:
+        if path.parent != folder:
+            if folder is not None:
+                yield _folder_series(folder, groups, rejects)
+            folder, groups, rejects = path.parent, defaultdict(list), []
         if header is None:
             rejects.append((path, error))
         else:
-            groups[(path.parent, header.series_uid)].append((path, header))
+            groups[header.series_uid].append((path, header))
+    if folder is not None:
+        yield _folder_series(folder, groups, rejects)
+
+
+class HeaderCache:
+    """Header values of plain files (:mod:`.layout`) already parsed, found again by content.
+
+    ``predict`` and ``serve`` get one series per request, often the same one again (and
+    ``serve`` unpacks every upload into a new folder), so a file is known by its bytes, not
+    its path: its size and the first :data:`_KEY_BYTES` bytes (the preamble and file meta
+    header, with the file's SOP Instance UID) find an entry, which is used only when the hash
+    of every byte before its pixel values equals the one the parse recorded
+    (``PixelLayout.header_hash``) and the size is the same. Those bytes and the size are all
+    the header pass reads of a plain file, so a hit gives what parsing it again would. Files
+    that need a decoder are parsed every time (the header pass decodes them). At most
+    ``max_files`` entries, least recently used first out.
+    """
+
+    def __init__(self, max_files: int = 20_000):
+        self.max_files = max_files
+        self._entries: OrderedDict[tuple, _Header] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def read(self, path: Path) -> tuple[Path, _Header | None, str]:
+        """What :func:`_read_header` gives for ``path``, parsed only on a miss."""
+        key, head = self._probe(path)
+        entry = self._entries.get(key) if key is not None else None
+        if entry is not None and head is not None:
+            n = entry.layout.header_bytes
+            if n > len(head):
+                with open_dicom(path) as (fp, _):
+                    head = fp.read(n)
+            if len(head) >= n and header_hash(head[:n]) == entry.layout.header_hash:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return path, entry, ""
+        self.misses += 1
+        result = _read_header(path)
+        header = result[1]
+        if key is not None and header is not None and header.layout.plain:
+            self._entries[key] = header
+            while len(self._entries) > self.max_files:
+                self._entries.popitem(last=False)
+        return result
+
+    @staticmethod
+    def _probe(path: Path) -> tuple[tuple | None, bytes | None]:
+        """The cache key of ``path`` and its first bytes (None, None: unreadable or too
+        large; the parse says why)."""
+        try:
+            with open_dicom(path) as (fp, size):
+                head = fp.read(_PROBE_BYTES)
+        except (OSError, RejectError):
+            return None, None
+        return (size, header_hash(head[:_KEY_BYTES]), limits.active()), head
+
+
+_KEY_BYTES = 1024
+_PROBE_BYTES = 8192  # most CT headers end before this: one read finds the key and checks it
+HEADER_CACHE = HeaderCache()  # predict's and serve's, per process
+
+
+def _folder_series(folder: Path, groups: dict[str, list[tuple[Path, _Header]]],
+                   rejects: list[tuple[Path, str]]
+                   ) -> tuple[list[SeriesHeader], list[tuple[Path, str]]]:
+    """The series of one folder's header values (by UID), and every rejected file."""
     series = []
-    for (folder, uid), members in sorted(groups.items()):
+    for uid, members in sorted(groups.items()):
         try:
             members, odd = _split_representation(folder, members)
             rejects.extend(odd)
@@ -413,9 +513,11 @@ def _same_spacing(a: _Header, b: _Header) -> bool:
 
 def _build(folder: Path, uid: str, members: list[tuple[Path, _Header]]) -> SeriesHeader:
     first = members[0][1]
-    for path, h in members:
-        iop = np.array(h.orientation if h.orientation is not None else _AXIAL)
-        if not np.allclose(iop, _AXIAL, atol=1e-3):
+    iops = np.array([h.orientation if h.orientation is not None else _AXIAL
+                     for _, h in members], np.float64)
+    tilted = ~(np.abs(iops - _AXIAL) <= 1e-3 + 1e-5 * np.abs(_AXIAL)).all(axis=1)  # allclose
+    for (path, h), iop, off_axis in zip(members, iops, tilted, strict=True):
+        if off_axis:
             raise SeriesError(f"{path}: non-axial ImageOrientationPatient {iop.tolist()}")
         same = (h.rows == first.rows and h.columns == first.columns
                 and _same_spacing(h, first))

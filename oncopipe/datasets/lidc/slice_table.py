@@ -12,9 +12,13 @@ it, so a table older than the raw files fails with the file's name.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc.layout import PixelLayout
@@ -44,6 +48,11 @@ def empty() -> pl.DataFrame:
 
 def to_frame(headers: list[SeriesHeader], raw: Path) -> pl.DataFrame:
     """Built column by column: one dict per slice would cost ~1.5 KB each at the peak."""
+    return pl.DataFrame(_columns(headers, raw), schema=SCHEMA).sort("series_dir", "series_uid",
+                                                                    "k")
+
+
+def _columns(headers: list[SeriesHeader], raw: Path) -> dict[str, list]:
     columns: dict[str, list] = {name: [] for name in SCHEMA}
     for h in headers:
         series = {"series_dir": h.folder.relative_to(raw).as_posix(), "series_uid": h.series_uid,
@@ -63,7 +72,7 @@ def to_frame(headers: list[SeriesHeader], raw: Path) -> pl.DataFrame:
                 columns[name].append(value)
             for name in _LAYOUT_COLUMNS:
                 columns[name].append(getattr(lay, name))
-    return pl.DataFrame(columns, schema=SCHEMA).sort("series_dir", "series_uid", "k")
+    return columns
 
 
 def read(path: Path, raw: Path) -> dict[tuple[str, str], SeriesHeader]:
@@ -79,15 +88,140 @@ def read(path: Path, raw: Path) -> dict[tuple[str, str], SeriesHeader]:
         rows = part.to_dicts()
         if [r["k"] for r in rows] != list(range(len(rows))):
             raise InputError(f"{path}: series {series_dir} has gaps in its slice numbers")
-        slices = [Slice(raw / r["file"], r["sop_uid"], r["z"], r["instance"],
-                        PixelLayout(**{name: r[name] for name in _LAYOUT_COLUMNS}))
-                  for r in rows]
-        first = rows[0]
-        out[(series_dir, uid)] = SeriesHeader(
-            patient_id=first["patient_id"], study_uid=first["study_uid"], series_uid=uid,
-            folder=raw / series_dir, slices=slices,
-            origin_xy=(first["origin_x"], first["origin_y"]),
-            spacing_xy=(first["spacing_x"], first["spacing_y"]),
-            shape_yx=(first["rows"], first["columns"]),
-            slice_thickness=first["slice_thickness"])
+        out[(series_dir, uid)] = _header(rows, raw)
     return out
+
+
+def _header(rows: list[dict], raw: Path) -> SeriesHeader:
+    """One series' header from its rows (in slice order)."""
+    slices = [Slice(raw / r["file"], r["sop_uid"], r["z"], r["instance"],
+                    PixelLayout(**{name: r[name] for name in _LAYOUT_COLUMNS}))
+              for r in rows]
+    first = rows[0]
+    return SeriesHeader(
+        patient_id=first["patient_id"], study_uid=first["study_uid"],
+        series_uid=first["series_uid"], folder=raw / first["series_dir"], slices=slices,
+        origin_xy=(first["origin_x"], first["origin_y"]),
+        spacing_xy=(first["spacing_x"], first["spacing_y"]),
+        shape_yx=(first["rows"], first["columns"]),
+        slice_thickness=first["slice_thickness"])
+
+
+ROW_GROUP = 4096  # slices per Parquet row group when the table is written by parts
+_ARROW_SCHEMA = pl.DataFrame(schema=SCHEMA).to_arrow().schema  # as to_frame(...).to_arrow()
+
+
+@dataclasses.dataclass(frozen=True)
+class Spilled:
+    """A series whose slices wait on disk (:class:`Store`): what the lesion table's global
+    steps (copies, XML matching) need, and the duplicate-z files its header had."""
+
+    batch: int  # its record batch in the store's file
+    series_uid: str
+    folder: Path
+    n_slices: int
+    rejects: tuple[tuple[Path, str], ...]  # duplicate-z files
+    sop_to_index: tuple[tuple[str, int], ...]  # the duplicates' SOP UIDs -> their kept slice
+
+
+class Store:
+    """The slices of every series found, one Arrow record batch per series in a temporary
+    file, so building the lesion table of the whole collection holds a few values per series,
+    not per file, and the slice table is written by parts.
+
+    :meth:`add` a series as the header pass finds it, :meth:`header` to have it back whole,
+    :meth:`table` for the slice table of some of them. :meth:`close` removes the file.
+    """
+
+    def __init__(self, raw: Path):
+        self.raw = raw
+        self._dir = tempfile.TemporaryDirectory(prefix="oncopipe-lidc-slices-")
+        self._path = Path(self._dir.name) / "slices.arrow"
+        self._writer: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
+            str(self._path), _ARROW_SCHEMA)
+        self._reader: pa.ipc.RecordBatchFileReader | None = None
+        self._n = 0
+
+    def add(self, header: SeriesHeader) -> Spilled:
+        if self._writer is None:
+            raise RuntimeError("slice store: add after reading")
+        batch = pa.RecordBatch.from_pydict(_columns([header], self.raw), schema=_ARROW_SCHEMA)
+        self._writer.write_batch(batch)
+        kept = {s.sop_uid for s in header.slices}
+        self._n += 1
+        return Spilled(self._n - 1, header.series_uid, header.folder, len(header.slices),
+                       tuple(header.rejects),
+                       tuple((sop, k) for sop, k in header.sop_to_index.items()
+                             if sop not in kept))
+
+    def _batch(self, index: int) -> pa.RecordBatch:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._reader is None:
+            self._reader = pa.ipc.open_file(pa.OSFile(str(self._path)))
+        return self._reader.get_batch(index)
+
+    def header(self, spilled: Spilled) -> SeriesHeader:
+        """The series as the header pass built it (slices, duplicates, SOP UID index)."""
+        header = _header(self._batch(spilled.batch).to_pylist(), self.raw)
+        header.rejects = list(spilled.rejects)
+        header.sop_to_index = {s.sop_uid: k for k, s in enumerate(header.slices)}
+        header.sop_to_index.update(spilled.sop_to_index)
+        return header
+
+    def table(self, series: Iterable[tuple[Spilled, str]]) -> SliceTable:
+        """The slice table of ``series`` (each with the patient id to write)."""
+        return SliceTable(self, sorted(series, key=lambda item: (
+            item[0].folder.relative_to(self.raw).as_posix(), item[0].series_uid)))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._reader = None
+        self._dir.cleanup()
+
+
+class SliceTable:
+    """The slice table of some stored series, in the table's order (series folder, UID,
+    slice), read from the store one series at a time."""
+
+    def __init__(self, store: Store, series: list[tuple[Spilled, str]]):
+        self._store, self._series = store, series
+
+    def __len__(self) -> int:
+        return sum(s.n_slices for s, _ in self._series)
+
+    def close(self) -> None:
+        """Remove the store's file (the table cannot be read after)."""
+        self._store.close()
+
+    def _batches(self) -> Iterable[pa.RecordBatch]:
+        for spilled, patient in self._series:
+            batch = self._store._batch(spilled.batch)
+            at = batch.schema.get_field_index("patient_id")
+            yield batch.set_column(at, "patient_id", pa.array([patient] * batch.num_rows,
+                                                              batch.schema.field(at).type))
+
+    def to_arrow(self) -> pa.Table:
+        """The whole table in memory (as ``to_frame(...).to_arrow()``): for small trees."""
+        return pa.Table.from_batches(list(self._batches()), _ARROW_SCHEMA).combine_chunks()
+
+    def write(self, path: Path) -> None:
+        """Parquet (zstd) at ``path``, :data:`ROW_GROUP` slices at a time: the same bytes as
+        ``pq.write_table(self.to_arrow(), path, compression="zstd")`` up to that size."""
+        if not self._series:
+            pq.write_table(empty().to_arrow(), path, compression="zstd")
+            return
+        with pq.ParquetWriter(path, _ARROW_SCHEMA, compression="zstd") as writer:
+            part: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in self._batches():
+                part.append(batch)
+                rows += batch.num_rows
+                if rows >= ROW_GROUP:
+                    writer.write_table(pa.Table.from_batches(part).combine_chunks())
+                    part, rows = [], 0
+            if part:
+                writer.write_table(pa.Table.from_batches(part).combine_chunks())
