@@ -12,6 +12,7 @@ it, so a table older than the raw files fails with the file's name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,7 +109,12 @@ def _header(rows: list[dict], raw: Path) -> SeriesHeader:
 
 
 ROW_GROUP = 4096  # slices per Parquet row group when the table is written by parts
-_ARROW_SCHEMA = pl.DataFrame(schema=SCHEMA).to_arrow().schema  # as to_frame(...).to_arrow()
+@functools.cache
+def _arrow_schema() -> pa.Schema:
+    """The Arrow schema of ``to_frame(...).to_arrow()``, made on first use: polars work at
+    import would start its thread pool in every process that imports this module, and a
+    process forked from one (the fuzz harness's children) would then wait on it for ever."""
+    return pl.DataFrame(schema=SCHEMA).to_arrow().schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,14 +144,14 @@ class Store:
         self._dir = tempfile.TemporaryDirectory(prefix="oncopipe-lidc-slices-")
         self._path = Path(self._dir.name) / "slices.arrow"
         self._writer: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
-            str(self._path), _ARROW_SCHEMA)
+            str(self._path), _arrow_schema())
         self._reader: pa.ipc.RecordBatchFileReader | None = None
         self._n = 0
 
     def add(self, header: SeriesHeader) -> Spilled:
         if self._writer is None:
             raise RuntimeError("slice store: add after reading")
-        batch = pa.RecordBatch.from_pydict(_columns([header], self.raw), schema=_ARROW_SCHEMA)
+        batch = pa.RecordBatch.from_pydict(_columns([header], self.raw), schema=_arrow_schema())
         self._writer.write_batch(batch)
         kept = {s.sop_uid for s in header.slices}
         self._n += 1
@@ -206,7 +212,7 @@ class SliceTable:
 
     def to_arrow(self) -> pa.Table:
         """The whole table in memory (as ``to_frame(...).to_arrow()``): for small trees."""
-        return pa.Table.from_batches(list(self._batches()), _ARROW_SCHEMA).combine_chunks()
+        return pa.Table.from_batches(list(self._batches()), _arrow_schema()).combine_chunks()
 
     def write(self, path: Path) -> None:
         """Parquet (zstd) at ``path``, :data:`ROW_GROUP` slices at a time: the same bytes as
@@ -214,7 +220,7 @@ class SliceTable:
         if not self._series:
             pq.write_table(empty().to_arrow(), path, compression="zstd")
             return
-        with pq.ParquetWriter(path, _ARROW_SCHEMA, compression="zstd") as writer:
+        with pq.ParquetWriter(path, _arrow_schema(), compression="zstd") as writer:
             part: list[pa.RecordBatch] = []
             rows = 0
             for batch in self._batches():
