@@ -214,7 +214,7 @@ def test_reader_agreement_from_every_reader_s_ratings(raw, tmp_path):
     from oncopipe.datasets.lidc import agreement
 
     marks: list = []
-    df, _, _ = lesions.build_tables(raw, PrepareParams(), "hash", marks)
+    df, _, _ = lesions.build_tables(raw, PrepareParams(), "hash", marks=marks)
     got = agreement.ratings_frame(marks)
     assert got["lesion_id"].to_list() == df["lesion_id"].to_list()
     for row, rated in zip(df.iter_rows(named=True), got.iter_rows(named=True), strict=True):

@@ -126,7 +126,7 @@ def lidc(tmp_path_factory):
     root = tmp_path_factory.mktemp("lidc")
     write_lidc_demo(LIDC_SMALL, root / "raw")
     marks: list = []
-    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "h", marks)
+    table, slices, _ = lesions.build_tables(root / "raw", PrepareParams(), "h", marks=marks)
     pq.write_table(slices.to_arrow(), root / "lesions_slices.parquet")
     headers = slice_table.read(root / "lesions_slices.parquet", root / "raw")
     patients = sorted(set(table["patient_id"]))
