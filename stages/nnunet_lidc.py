@@ -9,13 +9,12 @@ out. Point ``nnUNet_raw`` at data/exports/nnUNet_raw to use it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import polars as pl
 
-from oncopipe.core import config, limits, perf, provenance
+from oncopipe.core import config, limits, perf
 from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc import agreement, consensus, slice_table
 from oncopipe.datasets.lidc.params import PROVENANCE, is_pylidc_raw
@@ -49,13 +48,7 @@ def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
              "release": PROVENANCE.release}
     counts = nnunet.write(consensus.cases(table, outlines, headers, split_of, level, rejects),
                           out, "CT", consensus.LABELS, about)
-    record = {"dataset": "lidc", "cases": counts, "consensus": level,
-              "rejected": [list(r) for r in rejects],
-              "manifest_sha256": src.manifest_sha256, "params_hash": cfg.params_hash,
-              "shards_params_hash": src.shards_params_hash,
-              "oncopipe_version": provenance.code_version()["version"]}
-    (out / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
-                                     encoding="utf-8")
+    nnunet.write_record(out, "lidc", counts, rejects, src, cfg.params_hash, consensus=level)
     logger.info("wrote %s: %s cases, %d nodule(s) left out", out, counts, len(rejects))
     perf.items(sum(counts.values()), "cases")
 

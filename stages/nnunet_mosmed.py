@@ -8,11 +8,10 @@ Point ``nnUNet_raw`` at data/exports/nnUNet_raw to use it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from oncopipe.core import config, limits, perf, provenance
+from oncopipe.core import config, limits, perf
 from oncopipe.datasets.mosmed import nnunet as mosmed_nnunet
 from oncopipe.datasets.mosmed.params import PROVENANCE
 from oncopipe.export import nnunet, source
@@ -35,12 +34,7 @@ def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
              "licence": PROVENANCE.licence, "release": PROVENANCE.release}
     counts = nnunet.write(mosmed_nnunet.cases(cfg.raw, src, rejects), out, "CT",
                           mosmed_nnunet.LABELS, about)
-    record = {"dataset": "mosmed", "cases": counts, "rejected": [list(r) for r in rejects],
-              "manifest_sha256": src.manifest_sha256, "params_hash": cfg.params_hash,
-              "shards_params_hash": src.shards_params_hash,
-              "oncopipe_version": provenance.code_version()["version"]}
-    (out / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
-                                     encoding="utf-8")
+    nnunet.write_record(out, "mosmed", counts, rejects, src, cfg.params_hash)
     logger.info("wrote %s: %s cases, %d rejected", out, counts, len(rejects))
     perf.items(sum(counts.values()), "cases")
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from oncopipe.core import provenance
 from oncopipe.core.atomic import atomic_path
-from oncopipe.export.source import SPLITS
+from oncopipe.export.source import SPLITS, Source
 
 FILE_ENDING = ".nii.gz"
 
@@ -105,3 +106,15 @@ def write(cases: Iterable[Case], out: Path, channel: str, labels: dict[str, int]
 
 def _json(path: Path, value: object) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_record(out: Path, dataset: str, counts: dict[str, int], rejects: list[tuple[str, str]],
+                 src: Source, params_hash: str, **extra: object) -> None:
+    """``export.json``: what made the raw dataset (the manifest, shards and params it came
+    from) and every case left out with its reason, so a downstream user can check both."""
+    record = {"dataset": dataset, "cases": counts, "rejected": [list(r) for r in rejects],
+              "manifest_sha256": src.manifest_sha256, "params_hash": params_hash,
+              "shards_params_hash": src.shards_params_hash,
+              "oncopipe_version": provenance.code_version()["version"], **extra}
+    (out / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
+                                     encoding="utf-8")
