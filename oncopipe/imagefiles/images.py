@@ -336,15 +336,7 @@ def _unpacker(order: str, n: int, code: str) -> struct.Struct:
     return struct.Struct(f"{order}{n}{code}" if n > 1 else order + code)
 
 
-def jpeg_complete(path: str | Path) -> bool:
-    """Whether a JPEG (or an empty file) reaches its end-of-image marker
-    (:func:`jpeg_complete_bytes` of the file's bytes)."""
-    path = Path(path)
-    with file_bytes(path) as buf:
-        return jpeg_complete_bytes(path, buf)
-
-
-def jpeg_complete_bytes(path: Path, buf: bytes | mmap.mmap) -> bool:
+def jpeg_complete_bytes(path: Path, buf: Buffer) -> bool:
     """Whether the JPEG ``buf`` reaches its end-of-image marker.
 
     A JPEG whose download was cut short lacks it; OpenCV would decode it anyway, filling
