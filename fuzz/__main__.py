@@ -16,6 +16,7 @@ regression test. The exit status is 1 when any input crashed, hung or ran out of
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -28,21 +29,27 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "fuzz.md"
 BEGIN, END = "<!-- fuzz-table:begin -->", "<!-- fuzz-table:end -->"
 
 
-HEADER = ("| family | inputs | " + " | ".join(harness.OUTCOMES) + " | seconds | run on | code |",
+HEADER = ("| family | inputs | " + " | ".join(harness.OUTCOMES)
+          + " | seconds | run on | code committed |",
           "| --- | ---: | " + " | ".join("---:" for _ in harness.OUTCOMES)
           + " | ---: | --- | --- |")
 
 
 def code_commit() -> str:
-    """The commit the readers were fuzzed at, ``-dirty`` when the package or fuzz/ differ."""
+    """When the fuzzed code was committed (UTC), ``-dirty`` when the package or fuzz/ differ.
+
+    The commit time rather than its hash: docs name no commit (a hash is meaningless once
+    history is rewritten), and ``git log --until=<time>`` still finds the code.
+    """
     root = DOC.parent.parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=False).stdout.strip()
+                              check=False, env={**os.environ, "TZ": "UTC"}).stdout.strip()
 
-    head = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--", "oncopipe", "fuzz") else "")
+    when = git("log", "-1", "--date=format-local:%Y-%m-%d %H:%M", "--format=%cd") or "unknown"
+    when = when + " UTC" if when != "unknown" else when
+    return when + ("-dirty" if git("status", "--porcelain", "--", "oncopipe", "fuzz") else "")
 
 
 def row(tally: harness.Tally, commit: str) -> str:
