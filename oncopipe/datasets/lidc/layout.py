@@ -2,7 +2,8 @@
 
 Nearly every LIDC-IDRI slice is uncompressed little-endian 16-bit data: decoding it is reading
 ``Rows x Columns`` words at a fixed offset. :func:`read_header` reads a file's header once (no
-pixels) and returns, beside it, a :class:`PixelLayout`: that offset, the stored dtype, the
+pixels) and returns its values as plain keyword -> value pairs (every check then reads those,
+not pydicom's dataset) and, beside them, a :class:`PixelLayout`: that offset, the stored dtype, the
 rescale and padding values, and what identifies the file as it was (its size and a hash of
 every byte before the pixel values). :mod:`.pixels` then reads the pixels without parsing the
 file again. Files that are not plain (compressed or deflated transfer syntaxes, big-endian,
@@ -20,19 +21,22 @@ values lazily, on first access, and raises there).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -46,6 +50,7 @@ LAYOUT_TAGS = ["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllo
                "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
                "RescaleIntercept", "PixelPaddingValue", "PixelPaddingRangeLimit",
                "ModalityLUTSequence"]
+Values = Mapping[str, Any]  # a header's element values by keyword: see :func:`header_values`
 _PLAIN_SYNTAXES = {ExplicitVRLittleEndian: False, ImplicitVRLittleEndian: True}  # -> implicit
 _PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 _MAX_HASHED = 1 << 20  # no pixel value found: hash at most the first MB
@@ -147,23 +152,51 @@ def _check_inflated(fp: BinaryIO, path: Path) -> None:
     fp.seek(0)
 
 
-def read_header(path: Path, tags: list[str]) -> tuple[pydicom.Dataset, PixelLayout]:
-    """One file's header (``tags`` + :data:`LAYOUT_TAGS`, no pixels) and its pixel layout.
+def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelLayout]:
+    """One file's header values (``tags`` + :data:`LAYOUT_TAGS`, no pixels; see
+    :func:`header_values`) and its pixel layout.
 
     Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
+    wanted = keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
     with open_dicom(path) as (fp, size):
-        ds = read_dataset(fp, path, stop_before_pixels=True,
-                          specific_tags=list(dict.fromkeys(tags + LAYOUT_TAGS)))
+        ds = read_dataset(fp, path, stop_before_pixels=True, specific_tags=list(wanted))
+        values = header_values(ds, wanted)
         at = fp.tell()  # pydicom rewinds to the start of the Pixel Data element
         element = fp.read(12)
-        meta = getattr(ds, "file_meta", None)
-        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        syntax = values["TransferSyntaxUID"]
         value_at, length = _pixel_value(element, at, _PLAIN_SYNTAXES.get(syntax))
         hashed = value_at if value_at is not None else min(at, _MAX_HASHED)
         fp.seek(0)
         digest = header_hash(fp.read(hashed))
-    return ds, _layout(ds, size, hashed, digest, value_at, length)
+    return values, _layout(values, size, hashed, digest, value_at, length)
+
+
+@functools.cache
+def keyword_tags(keywords: tuple[str, ...]) -> dict[BaseTag, str]:
+    """Tag -> keyword of DICOM ``keywords``, looked up once rather than on every access."""
+    tags = {}
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"{keyword} is not a DICOM keyword")
+        tags[BaseTag(tag)] = keyword
+    return tags
+
+
+def header_values(ds: pydicom.Dataset, tags: Mapping[BaseTag, str]) -> dict[str, Any]:
+    """The values of ``ds``'s top-level elements among ``tags`` (from :func:`keyword_tags`) by
+    keyword, and the file meta's ``TransferSyntaxUID`` (None when absent).
+
+    For those keywords ``name in values``, ``values[name]`` and ``values.get(name, default)``
+    are what ``name in ds``, ``ds[name].value`` and ``ds.get(name, default)`` give (the same
+    objects), without pydicom's keyword lookup on every access. ``ds`` comes from
+    :func:`read_dataset`, which has converted every element.
+    """
+    values = {tags[elem.tag]: elem.value for elem in ds.values() if elem.tag in tags}
+    meta = getattr(ds, "file_meta", None)
+    values["TransferSyntaxUID"] = meta.get("TransferSyntaxUID") if meta is not None else None
+    return values
 
 
 def _pixel_value(element: bytes, at: int, implicit: bool | None) -> tuple[int | None, int]:
@@ -177,7 +210,7 @@ def _pixel_value(element: bytes, at: int, implicit: bool | None) -> tuple[int | 
     return at + 12, struct.unpack("<I", element[8:12])[0]
 
 
-def padding_range(ds: pydicom.Dataset) -> tuple[int, int] | None:
+def padding_range(values: Values) -> tuple[int, int] | None:
     """The padding range ``(lo, hi)`` as the pixels store it (None: no PixelPaddingValue).
 
     The one definition of padding both pixel paths use (:mod:`.pixels` through
@@ -186,39 +219,39 @@ def padding_range(ds: pydicom.Dataset) -> tuple[int, int] | None:
     signed range is read as its two's complement. With PixelPaddingRangeLimit the range runs
     between the two values, whichever is larger.
     """
-    pad = ds.get("PixelPaddingValue")
+    pad = values.get("PixelPaddingValue")
     if pad is None:
         return None
-    bits = int(ds.get("BitsStored", 16))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    bits = int(values.get("BitsStored", 16))
+    signed = int(values.get("PixelRepresentation", 0)) == 1
 
     def stored(value: int) -> int:
         return value - 2 ** bits if signed and value >= 2 ** (bits - 1) else value
 
-    limit = ds.get("PixelPaddingRangeLimit")
+    limit = values.get("PixelPaddingRangeLimit")
     lo = hi = stored(int(pad))
     if limit is not None:
         lo, hi = sorted((lo, stored(int(limit))))
     return lo, hi
 
 
-def _layout(ds: pydicom.Dataset, size: int, hashed: int, digest: str, value_at: int | None,
+def _layout(values: Values, size: int, hashed: int, digest: str, value_at: int | None,
             length: int) -> PixelLayout:
     try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-        bits = int(ds.get("BitsStored", 16))
-        signed = int(ds.get("PixelRepresentation", 0))
-        pad_lo, pad_hi = padding_range(ds) or (None, None)
+        slope = float(values.get("RescaleSlope", 1) or 1)
+        intercept = float(values.get("RescaleIntercept", 0) or 0)
+        rows, cols = int(values.get("Rows", 0)), int(values.get("Columns", 0))
+        bits = int(values.get("BitsStored", 16))
+        signed = int(values.get("PixelRepresentation", 0))
+        pad_lo, pad_hi = padding_range(values) or (None, None)
         plain = (value_at is not None and value_at + length <= size
-                 and length == rows * cols * 2 > 0 and int(ds.get("BitsAllocated", 0)) == 16
+                 and length == rows * cols * 2 > 0 and int(values.get("BitsAllocated", 0)) == 16
                  and 1 <= bits <= 16 and signed in (0, 1)
-                 and int(ds.get("SamplesPerPixel", 1)) == 1
-                 and int(ds.get("NumberOfFrames", 1) or 1) == 1
-                 and str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+                 and int(values.get("SamplesPerPixel", 1)) == 1
+                 and int(values.get("NumberOfFrames", 1) or 1) == 1
+                 and str(values.get("PhotometricInterpretation", "MONOCHROME2")).strip()
                  in ("MONOCHROME1", "MONOCHROME2")
-                 and "ModalityLUTSequence" not in ds)
+                 and "ModalityLUTSequence" not in values)
     except (TypeError, ValueError, OverflowError):  # odd values: the pydicom path reports them
         return PixelLayout(size, hashed, digest, "", 16, 1.0, 0.0, None, None)
     dtype = ("<i2" if signed else "<u2") if plain else ""

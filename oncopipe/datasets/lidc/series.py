@@ -39,8 +39,12 @@ from pydicom.uid import UID
 from oncopipe.core import limits
 from oncopipe.core.errors import DecodeError, LimitError, RejectError, bad_bytes_reject
 from oncopipe.datasets.lidc.layout import (
+    LAYOUT_TAGS,
     PixelLayout,
+    Values,
     header_hash,
+    header_values,
+    keyword_tags,
     open_dicom,
     padding_range,
     read_dataset,
@@ -72,6 +76,7 @@ _SINGLE_VALUED = ("SeriesInstanceUID", "InstanceNumber", "SliceThickness", "Rows
 _INTEGER_TAGS = ("BitsAllocated", "BitsStored", "PixelRepresentation", "PixelPaddingValue",
                  "PixelPaddingRangeLimit")
 _IS_LIMIT = 2 ** 31  # an IS value lies in [-2**31, 2**31 - 1] (PS3.5 6.2)
+_CHECKED = keyword_tags(tuple(dict.fromkeys(_HEADER_TAGS + LAYOUT_TAGS)))  # every one a check uses
 
 
 class SeriesError(RejectError):
@@ -111,17 +116,19 @@ class _Header(NamedTuple):
     layout: PixelLayout
 
     @classmethod
-    def of(cls, ds: pydicom.Dataset, layout: PixelLayout) -> _Header:
-        iop = ds.get("ImageOrientationPatient")
+    def of(cls, values: Values, layout: PixelLayout) -> _Header:
+        iop = values.get("ImageOrientationPatient")
         intern = sys.intern  # one copy of the strings every slice of a series repeats
-        return cls(intern(str(ds.SeriesInstanceUID)), str(ds.get("SOPInstanceUID", "")),
-                   intern(str(ds.get("PatientID", ""))),
-                   intern(str(ds.get("StudyInstanceUID", ""))),
-                   tuple(float(v) for v in ds.ImagePositionPatient),
+        return cls(intern(str(values["SeriesInstanceUID"])),
+                   str(values.get("SOPInstanceUID", "")),
+                   intern(str(values.get("PatientID", ""))),
+                   intern(str(values.get("StudyInstanceUID", ""))),
+                   tuple(float(v) for v in values["ImagePositionPatient"]),
                    None if iop is None else tuple(float(v) for v in iop),
-                   tuple(float(v) for v in ds.PixelSpacing), int(ds.Rows), int(ds.Columns),
-                   float(ds.get("SliceThickness") or 0.0), _instance(ds),
-                   int(ds.get("PixelRepresentation", 0)), layout)
+                   tuple(float(v) for v in values["PixelSpacing"]), int(values["Rows"]),
+                   int(values["Columns"]),
+                   float(values.get("SliceThickness") or 0.0), _instance(values),
+                   int(values.get("PixelRepresentation", 0)), layout)
 
 
 @dataclass
@@ -313,17 +320,17 @@ def _read_header(path: Path) -> tuple[Path, _Header | None, str]:
     only the slices this pass kept) cannot lose a whole series to it later.
     """
     try:
-        ds, layout = read_header(path, _HEADER_TAGS)
+        values, layout = read_header(path, _HEADER_TAGS)
     except LimitError as exc:
         return path, None, f"too large: {_unnamed(exc, path)}"
     except RejectError as exc:
         return path, None, _unnamed(exc, path)
     except OSError as exc:
         return path, None, f"unreadable DICOM: {exc}"
-    modality = str(ds.get("Modality", ""))
+    modality = str(values.get("Modality", ""))
     if modality != "CT":
         return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
-    problem = header_problem(ds)
+    problem = header_problem(values)
     if problem:
         return path, None, f"bad header: {problem}"
     if not layout.plain:
@@ -331,7 +338,7 @@ def _read_header(path: Path) -> tuple[Path, _Header | None, str]:
             read_slice_hu(path)
         except RejectError as exc:
             return path, None, f"bad pixel data: {_unnamed(exc, path)}"
-    return path, _Header.of(ds, layout), ""
+    return path, _Header.of(values, layout), ""
 
 
 def _unnamed(exc: Exception, path: Path) -> str:
@@ -339,103 +346,105 @@ def _unnamed(exc: Exception, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def header_problem(ds: pydicom.Dataset) -> str:
+def header_problem(values: Values) -> str:
     """Why a CT header cannot place its slice ('' when it can): every value the geometry and
     the HU conversion use must be present, numeric and finite, and the pixel data decodable
     (:func:`pixel_problem`).
     """
     for tag in ("SeriesInstanceUID", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
-        if tag not in ds or ds[tag].value in (None, ""):
+        if tag not in values or values[tag] in (None, ""):
             return f"{tag} missing"
-    problem = _multi_valued(ds)
+    problem = _multi_valued(values)
     if problem:
         return problem
     checks = (("ImagePositionPatient", 3, False), ("PixelSpacing", 2, True),
               ("ImageOrientationPatient", 6, False))
     for tag, n, positive in checks:
-        if tag not in ds:
+        if tag not in values:
             continue  # only IOP may be absent: LIDC's axial default
-        values = _numbers(ds[tag].value)
-        if values is None or len(values) != n or (positive and min(values) <= 0):
-            return f"{tag} {_shown(ds[tag].value)} is not {n} finite numbers" + (
+        numbers = _numbers(values[tag])
+        if numbers is None or len(numbers) != n or (positive and min(numbers) <= 0):
+            return f"{tag} {_shown(values[tag])} is not {n} finite numbers" + (
                 " > 0" if positive else "")
     for tag in ("Rows", "Columns"):
-        if not isinstance(ds[tag].value, int) or ds[tag].value < 1:
-            return f"{tag} {_shown(ds[tag].value)} is not a positive integer"
+        if not isinstance(values[tag], int) or values[tag] < 1:
+            return f"{tag} {_shown(values[tag])} is not a positive integer"
     for tag in ("InstanceNumber", "SliceThickness"):
-        if ds.get(tag) not in (None, "") and _numbers(ds[tag].value) is None:
-            return f"{tag} {_shown(ds[tag].value)} is not a finite number"
-    if ds.get("InstanceNumber") not in (None, ""):
-        number = float(ds.InstanceNumber)
+        if values.get(tag) not in (None, "") and _numbers(values[tag]) is None:
+            return f"{tag} {_shown(values[tag])} is not a finite number"
+    instance = values.get("InstanceNumber")
+    if instance not in (None, ""):
+        number = float(instance)
         if not number.is_integer():
-            return f"InstanceNumber {_shown(ds.InstanceNumber)} is not an integer"
+            return f"InstanceNumber {_shown(instance)} is not an integer"
         if not -_IS_LIMIT <= number < _IS_LIMIT:
-            return (f"InstanceNumber {_shown(ds.InstanceNumber)} is outside the range of an "
+            return (f"InstanceNumber {_shown(instance)} is outside the range of an "
                     "integer string (IS)")
-    return pixel_problem(ds)
+    return pixel_problem(values)
 
 
-def _multi_valued(ds: pydicom.Dataset) -> str:
+def _multi_valued(values: Values) -> str:
     """Why a tag that holds one value holds several ('' when none does)."""
     for tag in _SINGLE_VALUED:
-        value = ds[tag].value if tag in ds else None
+        value = values.get(tag)
         if isinstance(value, list | tuple | pydicom.multival.MultiValue):
             return f"{tag} {_shown(value)} has {len(value)} values, expected one"
     return ""
 
 
-def pixel_problem(ds: pydicom.Dataset) -> str:
+def pixel_problem(values: Values) -> str:
     """Why the file's pixels cannot become one HU slice ('' when they can).
 
     Every value the decode and the HU conversion use is one value of the right type, and
     Rows x Columns is within ``limits.max_image_pixels``: checked before anything decodes
     or allocates.
     """
-    problem = _multi_valued(ds)
+    problem = _multi_valued(values)
     if problem:
         return problem
     for tag in ("RescaleSlope", "RescaleIntercept"):  # present and empty: no default HU
-        if tag in ds and _numbers(ds[tag].value) is None:
-            shown = "(empty)" if ds[tag].value in (None, "") else _shown(ds[tag].value)
+        if tag in values and _numbers(values[tag]) is None:
+            shown = "(empty)" if values[tag] in (None, "") else _shown(values[tag])
             return f"{tag} {shown} is not a finite number"
-    if ("RescaleSlope" in ds) != ("RescaleIntercept" in ds):
+    if ("RescaleSlope" in values) != ("RescaleIntercept" in values):
         return "RescaleSlope and RescaleIntercept must come together"
-    if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
+    if "RescaleSlope" in values and float(values["RescaleSlope"]) == 0:
         return "RescaleSlope is 0"
     try:
-        samples, frames = int(ds.get("SamplesPerPixel") or 1), int(ds.get("NumberOfFrames") or 1)
+        samples = int(values.get("SamplesPerPixel") or 1)
+        frames = int(values.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
-        return f"NumberOfFrames {_shown(ds.get('NumberOfFrames'))} is not an integer"
+        return f"NumberOfFrames {_shown(values.get('NumberOfFrames'))} is not an integer"
     if samples != 1 or frames != 1:
         return (f"not a single-frame greyscale slice (SamplesPerPixel {samples}, "
                 f"NumberOfFrames {frames})")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    photometric = str(values.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return f"PhotometricInterpretation {photometric} is not greyscale"
-    problem = _decoder_problem(ds)
+    problem = _decoder_problem(values)
     if problem:
         return problem
     for tag in ("Rows", "Columns"):  # absent: the decoder says so
-        value = ds.get(tag)
+        value = values.get(tag)
         if value is not None and (not isinstance(value, int) or value < 1):
             return f"{tag} {_shown(value)} is not a positive integer"
     for tag in _INTEGER_TAGS:  # present means one integer: empty is not "absent"
-        value = ds[tag].value if tag in ds else 0
+        value = values.get(tag, 0)
         if not isinstance(value, int) or not -_IS_LIMIT <= value < 2 * _IS_LIMIT:
             return f"{tag} {'(empty)' if value is None else _shown(value)} is not an integer"
-    if int(ds.get("PixelRepresentation", 0)) not in (0, 1):
-        return f"PixelRepresentation {ds.PixelRepresentation} is neither 0 nor 1"
+    if int(values.get("PixelRepresentation", 0)) not in (0, 1):
+        return f"PixelRepresentation {values['PixelRepresentation']} is neither 0 nor 1"
     try:
-        limits.active().check("max_image_pixels", ds.get("Rows", 1) * ds.get("Columns", 1),
-                              "Rows x Columns")
+        limits.active().check("max_image_pixels",
+                              values.get("Rows", 1) * values.get("Columns", 1), "Rows x Columns")
     except LimitError as exc:
         return str(exc)
     return ""
 
 
-def _decoder_problem(ds: pydicom.Dataset) -> str:
+def _decoder_problem(values: Values) -> str:
     """'' when a pixel-data decoder for the file's transfer syntax is installed."""
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    tsyntax = values.get("TransferSyntaxUID")  # from the file meta (see .layout.header_values)
     if not tsyntax:
         return "no TransferSyntaxUID in the file meta header"
     return _syntax_problem(str(tsyntax))
@@ -567,8 +576,8 @@ def _build(folder: Path, uid: str, members: list[tuple[Path, _Header]]) -> Serie
     )
 
 
-def _instance(ds: pydicom.Dataset) -> int:
-    value = ds.get("InstanceNumber")
+def _instance(values: Values) -> int:
+    value = values.get("InstanceNumber")
     return 0 if value in (None, "") else int(float(value))
 
 
@@ -607,7 +616,8 @@ def read_slice_hu(path: Path) -> np.ndarray:
         raise SeriesError(f"{path}: unreadable DICOM: {exc}") from None
     except DecodeError as exc:
         raise UndecodableSliceError(str(exc)) from exc
-    problem = ("" if "PixelData" in ds else "no PixelData") or pixel_problem(ds)
+    values = header_values(ds, _CHECKED)
+    problem = ("" if "PixelData" in ds else "no PixelData") or pixel_problem(values)
     if problem:
         raise SeriesError(f"{path}: {problem}")
     raw = _decode(path, ds)
@@ -615,7 +625,7 @@ def read_slice_hu(path: Path) -> np.ndarray:
         raise SeriesError(f"{path}: pixel data {raw.shape} != Rows/Columns "
                           f"{(ds.Rows, ds.Columns)}")
     with bad_bytes_reject(path, "Modality LUT", error=UndecodableSliceError):
-        pad = padding_range(ds)
+        pad = padding_range(values)
         hu = np.asarray(apply_modality_lut(raw, ds), np.float32)
     if pad is not None:
         hu[(raw >= pad[0]) & (raw <= pad[1])] = AIR_HU
