@@ -44,7 +44,7 @@ from pydicom.uid import (
 )
 
 from oncopipe.core import limits
-from oncopipe.core.errors import DecodeError, bad_bytes_reject
+from oncopipe.core.errors import DecodeError, RejectError, bad_bytes_reject
 
 LAYOUT_TAGS = ["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated",
                "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
@@ -156,19 +156,61 @@ def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelL
     """One file's header values (``tags`` + :data:`LAYOUT_TAGS`, no pixels; see
     :func:`header_values`) and its pixel layout.
 
+    pydicom parses the file's first :data:`_HEAD_BYTES`, read at once, from memory: a file's
+    many small reads and position queries are then no system calls. That parse is kept when it
+    never asked for a byte past them (or they are the whole file), so it read exactly what
+    parsing the file reads; otherwise the file itself is parsed.
+
     Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
     wanted = keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
     with open_dicom(path) as (fp, size):
-        ds = read_dataset(fp, path, stop_before_pixels=True, specific_tags=list(wanted))
-        values = header_values(ds, wanted)
-        at = fp.tell()  # pydicom rewinds to the start of the Pixel Data element
-        element = fp.read(12)
-        syntax = values["TransferSyntaxUID"]
-        value_at, length = _pixel_value(element, at, _PLAIN_SYNTAXES.get(syntax))
-        hashed = value_at if value_at is not None else min(at, _MAX_HASHED)
+        try:
+            head = _Head(fp.read(_HEAD_BYTES))
+        except OSError:  # reported as parsing the file reports it
+            head = None
+        if head is not None:
+            whole = len(head.getbuffer()) == size
+            try:
+                found = _header_from(head, path, wanted, size)
+            except RejectError:
+                if whole or not head.short:
+                    raise
+            else:
+                if whole or not head.short:
+                    return found
         fp.seek(0)
-        digest = header_hash(fp.read(hashed))
+        return _header_from(fp, path, wanted, size)
+
+
+_HEAD_BYTES = 1 << 16  # LIDC's headers end within a few KB; a larger one costs a second parse
+
+
+class _Head(io.BytesIO):
+    """A file's first bytes; ``short`` once a read has been given fewer bytes than it asked
+    for (or asked for all that is left), i.e. once the parse may have wanted bytes past them."""
+
+    short = False
+
+    def read(self, n: int | None = -1, /) -> bytes:
+        data = super().read(n)
+        if len(data) != n:
+            self.short = True
+        return data
+
+
+def _header_from(fp: BinaryIO, path: Path, wanted: dict[BaseTag, str], size: int
+                 ) -> tuple[dict[str, Any], PixelLayout]:
+    """:func:`read_header` of the bytes ``fp`` reads (the file, or its first bytes)."""
+    ds = read_dataset(fp, path, stop_before_pixels=True, specific_tags=list(wanted))
+    values = header_values(ds, wanted)
+    at = fp.tell()  # pydicom rewinds to the start of the Pixel Data element
+    element = fp.read(12)
+    syntax = values["TransferSyntaxUID"]
+    value_at, length = _pixel_value(element, at, _PLAIN_SYNTAXES.get(syntax))
+    hashed = value_at if value_at is not None else min(at, _MAX_HASHED)
+    fp.seek(0)
+    digest = header_hash(fp.read(hashed))
     return values, _layout(values, size, hashed, digest, value_at, length)
 
 
