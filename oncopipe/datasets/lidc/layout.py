@@ -111,14 +111,17 @@ def open_dicom(path: Path) -> Iterator[tuple[BinaryIO, int]]:
         yield fp, size
 
 
-def read_dataset(fp: BinaryIO, path: Path, **kwargs: object) -> pydicom.Dataset:
+def read_dataset(fp: BinaryIO, path: Path, *, deflated: bool = True,
+                 **kwargs: object) -> pydicom.Dataset:
     """``pydicom.dcmread(fp, **kwargs)`` with every element converted: whatever pydicom or
     zlib raises on the bytes is a :class:`~oncopipe.core.errors.DecodeError` naming ``path``
     (``unreadable DICOM: ...``), a deflated dataset inflating past ``max_dicom_bytes`` a
-    :class:`~oncopipe.core.errors.LimitError`."""
+    :class:`~oncopipe.core.errors.LimitError`. ``deflated=False``: the caller knows the bytes
+    cannot declare the deflated transfer syntax, and its inflated size is not checked."""
     with bad_bytes_reject(path, "unreadable DICOM: parsing"):
         try:
-            _check_inflated(fp, path)
+            if deflated:
+                _check_inflated(fp, path)
             ds = pydicom.dcmread(fp, **kwargs)
             for _ in ds.iterall():  # pydicom converts values lazily and raises there
                 pass
@@ -158,8 +161,11 @@ def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelL
 
     pydicom parses the file's first :data:`_HEAD_BYTES`, read at once, from memory: a file's
     many small reads and position queries are then no system calls. That parse is kept when it
-    never asked for a byte past them (or they are the whole file), so it read exactly what
-    parsing the file reads; otherwise the file itself is parsed.
+    succeeds and never asked for a byte past them (or they are the whole file), so it read
+    exactly what parsing the file reads; otherwise (a reject included, so that its message is
+    the file's) the file itself is parsed. Bytes without the deflated transfer syntax's UID
+    cannot declare it: their parse skips the inflated-size check and its second read of the
+    file meta (pydicom reads it again).
 
     Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
@@ -170,14 +176,14 @@ def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelL
         except OSError:  # reported as parsing the file reports it
             head = None
         if head is not None:
-            whole = len(head.getbuffer()) == size
+            data = head.getvalue()
             try:
-                found = _header_from(head, path, wanted, size)
+                found = _header_from(head, path, wanted, size,
+                                     deflated=DeflatedExplicitVRLittleEndian.encode() in data)
             except RejectError:
-                if whole or not head.short:
-                    raise
+                pass
             else:
-                if whole or not head.short:
+                if len(data) == size or not head.short:
                     return found
         fp.seek(0)
         return _header_from(fp, path, wanted, size)
@@ -199,10 +205,11 @@ class _Head(io.BytesIO):
         return data
 
 
-def _header_from(fp: BinaryIO, path: Path, wanted: dict[BaseTag, str], size: int
-                 ) -> tuple[dict[str, Any], PixelLayout]:
+def _header_from(fp: BinaryIO, path: Path, wanted: dict[BaseTag, str], size: int,
+                 deflated: bool = True) -> tuple[dict[str, Any], PixelLayout]:
     """:func:`read_header` of the bytes ``fp`` reads (the file, or its first bytes)."""
-    ds = read_dataset(fp, path, stop_before_pixels=True, specific_tags=list(wanted))
+    ds = read_dataset(fp, path, deflated=deflated, stop_before_pixels=True,
+                      specific_tags=list(wanted))
     values = header_values(ds, wanted)
     at = fp.tell()  # pydicom rewinds to the start of the Pixel Data element
     element = fp.read(12)
