@@ -76,6 +76,7 @@ _SINGLE_VALUED = ("SeriesInstanceUID", "InstanceNumber", "SliceThickness", "Rows
 _INTEGER_TAGS = ("BitsAllocated", "BitsStored", "PixelRepresentation", "PixelPaddingValue",
                  "PixelPaddingRangeLimit")
 _IS_LIMIT = 2 ** 31  # an IS value lies in [-2**31, 2**31 - 1] (PS3.5 6.2)
+_SEVERAL = (list, tuple, pydicom.multival.MultiValue)  # how pydicom gives several values
 _CHECKED = keyword_tags(tuple(dict.fromkeys(_HEADER_TAGS + LAYOUT_TAGS)))  # every one a check uses
 
 
@@ -380,14 +381,14 @@ def header_problem(values: Values) -> str:
         if not -_IS_LIMIT <= number < _IS_LIMIT:
             return (f"InstanceNumber {_shown(instance)} is outside the range of an "
                     "integer string (IS)")
-    return pixel_problem(values)
+    return _pixel_problem(values)
 
 
 def _multi_valued(values: Values) -> str:
     """Why a tag that holds one value holds several ('' when none does)."""
     for tag in _SINGLE_VALUED:
         value = values.get(tag)
-        if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        if isinstance(value, _SEVERAL):
             return f"{tag} {_shown(value)} has {len(value)} values, expected one"
     return ""
 
@@ -399,9 +400,11 @@ def pixel_problem(values: Values) -> str:
     Rows x Columns is within ``limits.max_image_pixels``: checked before anything decodes
     or allocates.
     """
-    problem = _multi_valued(values)
-    if problem:
-        return problem
+    return _multi_valued(values) or _pixel_problem(values)
+
+
+def _pixel_problem(values: Values) -> str:
+    """:func:`pixel_problem` once :func:`_multi_valued` has found nothing."""
     for tag in ("RescaleSlope", "RescaleIntercept"):  # present and empty: no default HU
         if tag in values and _numbers(values[tag]) is None:
             shown = "(empty)" if values[tag] in (None, "") else _shown(values[tag])
@@ -465,8 +468,7 @@ def _syntax_problem(uid: str) -> str:
 
 def _numbers(value: object) -> list[float] | None:
     """The value as finite floats (one or many), or None when any is not a number."""
-    items = list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [
-        value]
+    items = list(value) if isinstance(value, _SEVERAL) else [value]
     try:
         out = [float(v) for v in items]
     except (TypeError, ValueError):
