@@ -10,6 +10,7 @@ range, too many reading sessions or rois, a DTD, a file over the size limit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -27,7 +28,9 @@ from fuzz.families import dicom as dicom_family
 from oncopipe.core import limits
 from oncopipe.datasets.lidc import reader_xml
 from oncopipe.datasets.lidc.demo import write as write_demo
+from oncopipe.datasets.lidc.layout import header_hash, read_header
 from oncopipe.datasets.lidc.params import DemoParams
+from oncopipe.datasets.lidc.pixels import read_series
 from oncopipe.datasets.lidc.series import read_headers, read_slice_hu
 
 DEMO = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=16,
@@ -180,6 +183,32 @@ def test_deflated_dataset_inflating_past_the_limit(series, small_limits):
     small_limits(max_dicom_bytes=4000)
     reason = _reject(f)
     assert "(inflated dataset)" in reason and "max_dicom_bytes" in reason
+
+
+@pytest.mark.parametrize("pixel_at", [65536 - 64, 65536 - 12, 65536 - 8, 65536, 70000])
+def test_a_header_past_the_first_64_kib_reads_like_a_short_one(series, pixel_at):
+    """The header pass parses a file's first 64 KiB from memory, and the file itself when the
+    parse wants more: a header whose Pixel Data element ends before, at or past that point
+    gives the same values, layout and pixels (a private element pushes it there)."""
+    f = series[5]
+    values, layout = read_header(f, ["SOPInstanceUID", "ImagePositionPatient"])
+    (short,), _ = read_headers([f])
+    hu = read_series(short).hu(slice(None))
+    ds = pydicom.dcmread(f)
+    ds.add_new(0x00090010, "LO", "PAD")
+    ds.add_new(0x00091000, "OB", b"")
+    ds.save_as(f)
+    ds[0x00091000].value = bytes(pixel_at - f.read_bytes().index(b"\xe0\x7f\x10\x00"))
+    ds.save_as(f)
+    assert f.read_bytes().index(b"\xe0\x7f\x10\x00") == pixel_at
+    long_values, long_layout = read_header(f, ["SOPInstanceUID", "ImagePositionPatient"])
+    assert long_values == values
+    assert long_layout == dataclasses.replace(
+        layout, size=f.stat().st_size, header_bytes=pixel_at + 12,
+        header_hash=header_hash(f.read_bytes()[:pixel_at + 12]))
+    (long,), rejects = read_headers([f])
+    assert not rejects
+    np.testing.assert_array_equal(read_series(long).hu(slice(None)), hu)
 
 
 def test_a_decoder_panic_is_caught_and_the_next_plugin_tried():
