@@ -2,8 +2,8 @@
 
 Nearly every LIDC-IDRI slice is uncompressed little-endian 16-bit data: decoding it is reading
 ``Rows x Columns`` words at a fixed offset. :func:`read_header` reads a file's header once (no
-pixels) and returns its values as plain keyword -> value pairs (every check then reads those,
-not pydicom's dataset) and, beside them, a :class:`PixelLayout`: that offset, the stored dtype, the
+pixels) and returns its values as plain keyword -> value pairs (every check reads those, not
+pydicom's dataset) and, beside them, a :class:`PixelLayout`: that offset, the stored dtype, the
 rescale and padding values, and what identifies the file as it was (its size and a hash of
 every byte before the pixel values). :mod:`.pixels` then reads the pixels without parsing the
 file again. Files that are not plain (compressed or deflated transfer syntaxes, big-endian,
@@ -12,7 +12,8 @@ length other than Rows x Columns x 2) get an empty ``dtype``: pydicom decodes th
 
 Every file is hostile until read: :func:`open_dicom` checks its size against
 ``limits.max_dicom_bytes`` before pydicom sees it and clamps every read to what the file holds
-(a corrupt 4 GiB length field must not become a 4 GiB buffer), a deflated dataset is inflated
+(a corrupt 4 GiB length field must not become a 4 GiB buffer; the header pass's parse of a
+file's first bytes in memory cannot read past them either), a deflated dataset is inflated
 once into nothing to check its size before pydicom inflates it whole, and
 :func:`read_dataset` converts every element inside the reject boundary (pydicom converts
 values lazily, on first access, and raises there).
@@ -189,7 +190,7 @@ def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelL
         return _header_from(fp, path, wanted, size)
 
 
-_HEAD_BYTES = 1 << 16  # LIDC's headers end within a few KB; a larger one costs a second parse
+_HEAD_BYTES = 1 << 16  # CT headers mostly end within 8 KB; a longer one costs a second parse
 
 
 class _Head(io.BytesIO):
