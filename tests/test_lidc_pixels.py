@@ -75,6 +75,16 @@ def test_raw_reads_give_the_pydicom_hu_bit_for_bit(series_512, case):
     assert _same(part.hu(np.array([1, 4]), slice(9, 99)), reference[[1, 4], 9:99])
     with pytest.raises(IndexError, match="not read"):
         part.hu(2)
+    band = read_series(header, [4, 1], rows=slice(100, 300))  # only these rows' bytes
+    assert band.stored.shape[1] == 200
+    assert _same(band.hu(np.array([1, 4]), slice(120, 300), slice(7, 500)),
+                 reference[[1, 4], 120:300, 7:500])
+    with pytest.raises(IndexError, match="rows 0:512:1 of the slices were not read"):
+        band.hu(1)
+    inner = read_series(header, [1, 3], reuse=band, rows=slice(150, 160))  # 1 from the band
+    outer = read_series(header, [1, 3], reuse=band, rows=slice(50, 160))  # band too short
+    assert _same(inner.hu(np.array([1, 3]), slice(150, 160)), reference[[1, 3], 150:160])
+    assert _same(outer.hu(np.array([1, 3]), slice(50, 160)), reference[[1, 3], 50:160])
     if CASES[case].get("pad", 63536) is not None:
         assert (reference == -1000).mean() > 0.3  # the padding mask was exercised
 

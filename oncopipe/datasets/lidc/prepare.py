@@ -67,9 +67,10 @@ class _Result:
 def _crop_series(job: _Job) -> _Result:
     """Read one series and crop all its lesions (module-level: runs in worker processes).
 
-    Lesions are visited in z order and only the slices each one's crops need are read (kept
-    as stored, int16; slices shared with the previous lesion are reused), so memory per
-    worker is a few dozen slices whatever the series length. Only each crop's region becomes
+    Lesions are visited in z order and only the slices each one's crops need are read, and of
+    each only the band of rows the crops read (kept as stored, int16; slices shared with the
+    previous lesion are reused), so memory per worker is a few dozen part-slices whatever
+    the series length. Only each crop's region becomes
     HU. Results keep the table's order.
     """
     header, p = job.header, job.crop
@@ -82,7 +83,7 @@ def _crop_series(job: _Job) -> _Result:
             centre = (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"])
             ks = central(lesion["slices"], p.max_slices)
             volume = read_series(header, np.union1d(ks, crops.slices_3d(header, centre, p)),
-                                 reuse=volume)
+                                 reuse=volume, rows=crops.rows_needed(header, centre, p))
             crops_2d[i] = [(lesion, k, crops.window(crops.crop_2d(
                 _slice_hu(volume, k), header, lesion["x_mm"], lesion["y_mm"], p),
                 p.hu_window)[None]) for k in ks]
@@ -247,11 +248,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
         raise InputError(f"{path}: point ({x:g}, {y:g}, {z:g}) mm is outside the scan, which "
                          f"spans {describe_extent(extent)}")
     p = cfg.prepare.crops
+    rows = crops.rows_needed(header, (x, y, z), p)
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(_slice_hu(read_series(header, [k]), k), header, x, y, p)
+        hu = crops.crop_2d(_slice_hu(read_series(header, [k], rows=rows), k), header, x, y, p)
     else:
-        volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
+        volume = read_series(header, crops.slices_3d(header, (x, y, z), p), rows=rows)
         hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]
 
