@@ -106,8 +106,7 @@ def demo(tmp_path_factory):
 
 
 def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> DatasetConfig:
-    prepare = PrepareParams(lesion_table=str(root / "lesions.parquet"), workers=workers,
-                            crops=dataclasses.replace(CropParams(), **crop))
+    prepare = PrepareParams(workers=workers, crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task=task, profile="demo",
                          demo=SMALL, prepare=prepare, shard=ShardParams(), train=TrainParams(),
                          evaluate=EvaluateParams())
@@ -116,7 +115,7 @@ def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> Dat
 def test_prepare_2d_manifest_and_crops(demo, tmp_path):
     root, table = demo
     cfg = _cfg(root)
-    lidc.prepare(cfg, tmp_path)
+    lidc.prepare(cfg, tmp_path, root / "lesions.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(OUTPUTS)
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
@@ -143,15 +142,15 @@ def test_prepare_2d_manifest_and_crops(demo, tmp_path):
 
 def test_prepare_is_byte_identical_whatever_the_worker_count(demo, tmp_path):
     root, _ = demo
-    lidc.prepare(_cfg(root, workers=1), tmp_path / "a")
-    lidc.prepare(_cfg(root, workers=2), tmp_path / "b")
+    lidc.prepare(_cfg(root, workers=1), tmp_path / "a", root / "lesions.parquet")
+    lidc.prepare(_cfg(root, workers=2), tmp_path / "b", root / "lesions.parquet")
     for name in OUTPUTS:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_prepare_malignancy_leaves_out_indeterminate_and_records_it(demo, tmp_path):
     root, table = demo
-    lidc.prepare(_cfg(root, task="malignancy", input="3d"), tmp_path)
+    lidc.prepare(_cfg(root, task="malignancy", input="3d"), tmp_path, root / "lesions.parquet")
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
     assert meta.layout == "CDHW" and meta.class_names == ("benign", "malignant")
