@@ -78,20 +78,6 @@ def test_border_lesion_is_padded_with_air_not_dropped():
     assert np.all(far == AIR_HU)
 
 
-def test_uneven_slice_step_is_interpolated_onto_a_regular_grid():
-    zs = np.array([0.0, 2.0, 4.0, 8.0, 10.0])  # one slice missing
-    h = _header(zs, shape=(8, 8))
-    vol = np.repeat(zs.astype(np.float32)[:, None, None], 64, axis=1).reshape(5, 8, 8)
-    image = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 100.0)
-    assert image.GetSize() == (8, 8, 6) and image.GetSpacing()[2] == 2.0
-    got = np.array([image.GetPixel(3, 3, kk) for kk in range(6)])
-    assert np.allclose(got, [0, 2, 4, 6, 8, 10])
-    part = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 1.0)
-    assert part.GetSize()[2] < 6  # only the rows around the centre are converted
-    corner = image.TransformPhysicalPointToIndex(part.GetOrigin())
-    assert corner[2] == 1 and part.GetPixel(0, 0, 0) == image.GetPixel(*corner)
-
-
 def test_window():
     out = crops.window(np.array([-2000.0, -1000.0, -300.0, 400.0, 3000.0]), (-1000.0, 400.0))
     assert out.dtype == np.float16
