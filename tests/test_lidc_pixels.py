@@ -115,8 +115,7 @@ def demo(tmp_path_factory):
 
 
 def _cfg(root: Path, **crop) -> DatasetConfig:
-    prepare = PrepareParams(lesion_table=str(root / "lesions.parquet"), workers=1,
-                            crops=dataclasses.replace(CropParams(), **crop))
+    prepare = PrepareParams(workers=1, crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task="nodule_type",
                          profile="demo", demo=SMALL, prepare=prepare, shard=ShardParams(),
                          train=TrainParams(), evaluate=EvaluateParams())
@@ -125,7 +124,7 @@ def _cfg(root: Path, **crop) -> DatasetConfig:
 def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):
     root, table, _ = demo
     p = CropParams(max_slices=0)
-    lidc.prepare(_cfg(root, max_slices=0), tmp_path)
+    lidc.prepare(_cfg(root, max_slices=0), tmp_path, root / "lesions.parquet")
     old_2d, old_3d = [], []
     by_series: dict[tuple[str, str], list[dict]] = {}
     for row in table.sort("lesion_id").iter_rows(named=True):
@@ -173,8 +172,5 @@ def test_prepare_needs_the_slice_table(demo, tmp_path):
     lone = tmp_path / "t"
     lone.mkdir()
     (lone / "lesions.parquet").write_bytes((root / "lesions.parquet").read_bytes())
-    cfg = _cfg(root)
-    cfg = dataclasses.replace(cfg, prepare=dataclasses.replace(
-        cfg.prepare, lesion_table=str(lone / "lesions.parquet")))
     with pytest.raises(InputError, match="lesions_slices.parquet: slice table not found"):
-        lidc.prepare(cfg, tmp_path / "out")
+        lidc.prepare(_cfg(root), tmp_path / "out", lone / "lesions.parquet")

