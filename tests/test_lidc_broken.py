@@ -62,8 +62,7 @@ class Run:
 
 
 def _run(raw: Path, work: Path, cohort: CohortParams | None = None) -> Run:
-    params = PrepareParams(lesion_table=str(work / "lesions.parquet"), workers=1,
-                           **({"cohort": cohort} if cohort else {}))
+    params = PrepareParams(workers=1, **({"cohort": cohort} if cohort else {}))
     table, slices, report = lesions.build_tables(raw, params, "h")
     assert report.n_kept + len(report.rejects) == report.n_read
     paths = [p for p, _ in report.rejects]
@@ -76,7 +75,7 @@ def _run(raw: Path, work: Path, cohort: CohortParams | None = None) -> Run:
                         evaluate=EvaluateParams())
     out = work / "prepared"
     out.mkdir()
-    lidc.prepare(cfg, out)
+    lidc.prepare(cfg, out, work / "lesions.parquet")
     prep_report = json.loads((out / "report.json").read_text())
     assert prep_report["read"] == prep_report["kept"] + prep_report["rejected"] == len(table)
     return Run(table, report, pq.read_table(out / "manifest.parquet").to_pylist(), prep_report,

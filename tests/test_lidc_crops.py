@@ -78,20 +78,6 @@ def test_border_lesion_is_padded_with_air_not_dropped():
     assert np.all(far == AIR_HU)
 
 
-def test_uneven_slice_step_is_interpolated_onto_a_regular_grid():
-    zs = np.array([0.0, 2.0, 4.0, 8.0, 10.0])  # one slice missing
-    h = _header(zs, shape=(8, 8))
-    vol = np.repeat(zs.astype(np.float32)[:, None, None], 64, axis=1).reshape(5, 8, 8)
-    image = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 100.0)
-    assert image.GetSize() == (8, 8, 6) and image.GetSpacing()[2] == 2.0
-    got = np.array([image.GetPixel(3, 3, kk) for kk in range(6)])
-    assert np.allclose(got, [0, 2, 4, 6, 8, 10])
-    part = crops.region_image(StoredVolume.from_hu(vol), h, h.voxel_to_mm(2.5, 3, 3), 1.0)
-    assert part.GetSize()[2] < 6  # only the rows around the centre are converted
-    corner = image.TransformPhysicalPointToIndex(part.GetOrigin())
-    assert corner[2] == 1 and part.GetPixel(0, 0, 0) == image.GetPixel(*corner)
-
-
 def test_window():
     out = crops.window(np.array([-2000.0, -1000.0, -300.0, 400.0, 3000.0]), (-1000.0, 400.0))
     assert out.dtype == np.float16
@@ -106,8 +92,7 @@ def demo(tmp_path_factory):
 
 
 def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> DatasetConfig:
-    prepare = PrepareParams(lesion_table=str(root / "lesions.parquet"), workers=workers,
-                            crops=dataclasses.replace(CropParams(), **crop))
+    prepare = PrepareParams(workers=workers, crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task=task, profile="demo",
                          demo=SMALL, prepare=prepare, shard=ShardParams(), train=TrainParams(),
                          evaluate=EvaluateParams())
@@ -116,7 +101,7 @@ def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> Dat
 def test_prepare_2d_manifest_and_crops(demo, tmp_path):
     root, table = demo
     cfg = _cfg(root)
-    lidc.prepare(cfg, tmp_path)
+    lidc.prepare(cfg, tmp_path, root / "lesions.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(OUTPUTS)
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
@@ -143,15 +128,15 @@ def test_prepare_2d_manifest_and_crops(demo, tmp_path):
 
 def test_prepare_is_byte_identical_whatever_the_worker_count(demo, tmp_path):
     root, _ = demo
-    lidc.prepare(_cfg(root, workers=1), tmp_path / "a")
-    lidc.prepare(_cfg(root, workers=2), tmp_path / "b")
+    lidc.prepare(_cfg(root, workers=1), tmp_path / "a", root / "lesions.parquet")
+    lidc.prepare(_cfg(root, workers=2), tmp_path / "b", root / "lesions.parquet")
     for name in OUTPUTS:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_prepare_malignancy_leaves_out_indeterminate_and_records_it(demo, tmp_path):
     root, table = demo
-    lidc.prepare(_cfg(root, task="malignancy", input="3d"), tmp_path)
+    lidc.prepare(_cfg(root, task="malignancy", input="3d"), tmp_path, root / "lesions.parquet")
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
     assert meta.layout == "CDHW" and meta.class_names == ("benign", "malignant")

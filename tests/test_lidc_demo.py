@@ -39,6 +39,9 @@ def test_repo_params_are_valid():
     (("prepare", "cohort", "kinds"), ["nodule", "mass"],
      "lidc.prepare.cohort.kinds[1]: 'mass' is not one of"),
     (("demo", "n_patients"), 3, "lidc.demo: n_patients must be >= 8"),
+    # an older params.yaml: the lesion table's path is fixed now, like its siblings'
+    (("prepare", "lesion_table"), "data/prepared/lidc/lesions.parquet",
+     "lidc.prepare.lesion_table: unknown key (allowed: cohort, crops, grouping, workers)"),
 ])
 def test_bad_params_name_the_key(tmp_path, path, value, message):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

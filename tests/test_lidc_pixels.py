@@ -75,6 +75,16 @@ def test_raw_reads_give_the_pydicom_hu_bit_for_bit(series_512, case):
     assert _same(part.hu(np.array([1, 4]), slice(9, 99)), reference[[1, 4], 9:99])
     with pytest.raises(IndexError, match="not read"):
         part.hu(2)
+    band = read_series(header, [4, 1], rows=slice(100, 300))  # only these rows' bytes
+    assert band.stored.shape[1] == 200
+    assert _same(band.hu(np.array([1, 4]), slice(120, 300), slice(7, 500)),
+                 reference[[1, 4], 120:300, 7:500])
+    with pytest.raises(IndexError, match="rows 0:512:1 of the slices were not read"):
+        band.hu(1)
+    inner = read_series(header, [1, 3], reuse=band, rows=slice(150, 160))  # 1 from the band
+    outer = read_series(header, [1, 3], reuse=band, rows=slice(50, 160))  # band too short
+    assert _same(inner.hu(np.array([1, 3]), slice(150, 160)), reference[[1, 3], 150:160])
+    assert _same(outer.hu(np.array([1, 3]), slice(50, 160)), reference[[1, 3], 50:160])
     if CASES[case].get("pad", 63536) is not None:
         assert (reference == -1000).mean() > 0.3  # the padding mask was exercised
 
@@ -105,8 +115,7 @@ def demo(tmp_path_factory):
 
 
 def _cfg(root: Path, **crop) -> DatasetConfig:
-    prepare = PrepareParams(lesion_table=str(root / "lesions.parquet"), workers=1,
-                            crops=dataclasses.replace(CropParams(), **crop))
+    prepare = PrepareParams(workers=1, crops=dataclasses.replace(CropParams(), **crop))
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task="nodule_type",
                          profile="demo", demo=SMALL, prepare=prepare, shard=ShardParams(),
                          train=TrainParams(), evaluate=EvaluateParams())
@@ -115,7 +124,7 @@ def _cfg(root: Path, **crop) -> DatasetConfig:
 def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):
     root, table, _ = demo
     p = CropParams(max_slices=0)
-    lidc.prepare(_cfg(root, max_slices=0), tmp_path)
+    lidc.prepare(_cfg(root, max_slices=0), tmp_path, root / "lesions.parquet")
     old_2d, old_3d = [], []
     by_series: dict[tuple[str, str], list[dict]] = {}
     for row in table.sort("lesion_id").iter_rows(named=True):
@@ -163,8 +172,5 @@ def test_prepare_needs_the_slice_table(demo, tmp_path):
     lone = tmp_path / "t"
     lone.mkdir()
     (lone / "lesions.parquet").write_bytes((root / "lesions.parquet").read_bytes())
-    cfg = _cfg(root)
-    cfg = dataclasses.replace(cfg, prepare=dataclasses.replace(
-        cfg.prepare, lesion_table=str(lone / "lesions.parquet")))
     with pytest.raises(InputError, match="lesions_slices.parquet: slice table not found"):
-        lidc.prepare(cfg, tmp_path / "out")
+        lidc.prepare(_cfg(root), tmp_path / "out", lone / "lesions.parquet")

@@ -176,6 +176,26 @@ def test_pretrained_weights_bring_imagenet_normalisation_and_inception_its_trans
         models.build(_p(model="lenet5", normalize="imagenet"), (1, 32, 32), 2)
 
 
+@pytest.mark.parametrize(("cut", "problem"), [
+    (0, "(EOFError: the file ends early)"),
+    (0.5, "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding "
+          "central directory)"),
+    (None, "(UnpicklingError: Unsupported operand 123)"),  # other bytes under its name
+])
+def test_an_unreadable_model_checkpoint_is_a_model_error_naming_it(tmp_path, cut, problem):
+    model = models.build(_p(model="lenet5"), (1, 32, 32), 2)
+    weights = tmp_path / inference.MODEL_FILE
+    torch.save(model.state_dict(), weights)
+    data = weights.read_bytes()
+    weights.write_bytes(b"{not a checkpoint" if cut is None else data[:int(len(data) * cut)])
+    (tmp_path / inference.CONFIG_FILE).write_text(
+        untrained_card(model, _p(model="lenet5"), ["a", "b"]).to_json())
+    with pytest.raises(ModelError) as caught:
+        inference.load_model(tmp_path)  # as evaluate, predict and serve load it
+    assert str(caught.value) == (f"{weights}: not a readable model checkpoint: truncated, or "
+                                 f"not written by torch.save {problem}")
+
+
 def test_a_model_card_without_architecture_is_refused(tmp_path):
     model = models.build(_p(model="lenet5"), (1, 32, 32), 2)
     torch.save(model.state_dict(), tmp_path / inference.MODEL_FILE)

@@ -558,17 +558,37 @@ def test_a_broken_params_file_is_the_server_s_error_not_the_upload_s(project, tm
 def test_an_unexpected_error_is_a_logged_500_without_a_traceback(project, tmp_path, caplog):
     import shutil
 
+    import torch
+
     shutil.copytree(project.root / "models", tmp_path / "models")
-    (tmp_path / "models/pcam/model.pt").write_bytes(b"{not a checkpoint")  # a bug's stand-in
+    # weights of no network: train writes model.pt with config.json, so a bug's stand-in
+    torch.save({}, tmp_path / "models/pcam/model.pt")
     (tmp_path / "params.yaml").write_text((project.root / "params.yaml").read_text())
     with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as c, \
             caplog.at_level(logging.ERROR, logger="oncopipe.serve"):
         response = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
         assert response.status_code == 500
-        assert response.json() == {"error": "internal error (UnpicklingError)"}
-        assert "predict on pcam: UnpicklingError" in caplog.text
+        assert response.json() == {"error": "internal error (RuntimeError)"}
+        assert "predict on pcam: RuntimeError" in caplog.text
         ok = post(c, "/api/predict/isic", "p.jpg", png_bytes((300, 400), ext=".jpg"))
         assert ok.status_code == 200  # and the server keeps serving
+
+
+def test_a_damaged_checkpoint_is_a_500_naming_the_model_file(project, tmp_path, caplog):
+    import shutil
+
+    shutil.copytree(project.root / "models", tmp_path / "models")
+    weights = tmp_path / "models/pcam/model.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    (tmp_path / "params.yaml").write_text((project.root / "params.yaml").read_text())
+    with TestClient(create_app(Settings(root=tmp_path)), base_url=BASE) as c, \
+            caplog.at_level(logging.ERROR, logger="oncopipe.serve"):
+        response = post(c, "/api/predict/pcam", "p.tif", project.pcam_image.read_bytes())
+        assert response.status_code == 500
+        assert response.json()["error"].startswith(
+            f"{weights}: not a readable model checkpoint: truncated, or not written by "
+            "torch.save (")
+        assert "model: ModelError" in caplog.text
 
 
 def test_the_command_binds_this_machine_only_by_default():

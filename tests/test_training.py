@@ -3,19 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from synthetic_data import SMALL_TRAIN, config_for, make_shards
 
 from oncopipe.core.config import AugmentParams, ShardParams
+from oncopipe.core.errors import ModelError
 from oncopipe.learn import inference
 from oncopipe.train import distributed, training
 from oncopipe.train.augment import augment_batch
 
 TRAIN_ONE_EPOCH = training.train_one_epoch
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _checkpoint_bytes(obj: object) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+# What a resume checkpoint can hold instead of one, and what the refusal says of it
+CKPT = _checkpoint_bytes({"model": {"w": torch.zeros(64, 64)}, "run": "x", "state": "{}"})
+BAD_CHECKPOINTS = {
+    "empty": (b"", "EOFError: the file ends early"),
+    # torch's zip reader raises RuntimeError or OSError, by where the cut falls
+    "truncated": (CKPT[:len(CKPT) // 2], "not a readable training checkpoint: truncated, or "
+                                         "not written by torch.save ("),
+    "garbage": (b"{not a checkpoint", "UnpicklingError: Unsupported operand 123"),
+    "not a mapping": (_checkpoint_bytes([torch.zeros(2)]), "holds a list, not a mapping"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +122,44 @@ def test_checkpoint_of_other_params_is_not_resumed(shards, tmp_path, monkeypatch
     card, _ = _train(shards, tmp_path / "x", lr=2.0e-3, epochs=1)
     # resuming the lr 1e-3 checkpoint (one epoch done) would run no epoch at all
     assert len(calls) == 1 and card.epochs_run == 1 and card.train.lr == 2.0e-3
+
+
+@pytest.mark.parametrize("case", BAD_CHECKPOINTS)
+def test_an_unreadable_resume_checkpoint_stops_training_and_says_to_delete_it(shards, tmp_path,
+                                                                              case):
+    data, problem = BAD_CHECKPOINTS[case]
+    last = tmp_path / "model" / training.LAST_FILE
+    last.parent.mkdir()
+    last.write_bytes(data)
+    with pytest.raises(ModelError) as caught:
+        _train(shards, tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{last}: ") and problem in message, message
+    assert message.endswith("delete it to start this training run over from its first epoch")
+    assert last.read_bytes() == data  # the run's state is the user's to discard, not ours
+    assert not (tmp_path / "model" / inference.MODEL_FILE).exists()
+
+
+def test_the_train_stage_refuses_a_truncated_checkpoint_in_one_line(tmp_path):
+    project = tmp_path / "project"
+    make_shards(tmp_path / "synthetic", ShardParams(shard_size=16), patients_per_class=(6, 6),
+                samples_per_patient=2)
+    (project / "data" / "shards").mkdir(parents=True)
+    shutil.move(tmp_path / "synthetic" / "shards", project / "data" / "shards" / "pcam")
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")
+    last = project / "models" / "pcam" / training.LAST_FILE
+    last.parent.mkdir(parents=True)
+    last.write_bytes(CKPT[:len(CKPT) // 2])
+    done = subprocess.run([sys.executable, "-m", "stages.train", "pcam"], cwd=project,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert re.fullmatch(r"train: models/pcam/last\.pt: not a readable training checkpoint: "
+                        r"truncated, or not written by torch\.save \(\w+: .*\); delete it to "
+                        r"start this training run over from its first epoch", lines[-1]), \
+        done.stderr
+    assert "Traceback" not in done.stderr and last.is_file()
 
 
 def test_early_stopping_when_the_metric_does_not_improve(shards, tmp_path):

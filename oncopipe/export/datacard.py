@@ -30,8 +30,8 @@ def fingerprint(source: Source) -> dict:
     first = source.array(rows[0])
     step = max(1, (first.size * len(rows)) // MAX_VALUES)
     values = np.concatenate([source.array(r).astype(np.float32).ravel()[::step] for r in rows])
-    spacings = [source.spacing(r, first.shape[1:]) for r in rows] if source.volumetric else []
-    spacings = [s for s in spacings if s is not None]
+    known = [source.spacing(r, first.shape[1:]) for r in rows] if source.volumetric else []
+    spacings = [s for s in known if s is not None]
     return {
         "sample_shape": list(first.shape),
         "dtype": str(first.dtype),

@@ -37,8 +37,8 @@ def encode(array: np.ndarray, volumetric: bool, spacing: tuple[float, ...] | Non
     buf = io.BytesIO()
     if suffix(array, volumetric) == ".png":
         hwc = np.transpose(array, (1, 2, 0))
-        img = Image.fromarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc)
-        img.save(buf, format="PNG", compress_level=1)
+        png = Image.fromarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc)
+        png.save(buf, format="PNG", compress_level=1)
     else:
         np.save(buf, array, allow_pickle=False)
     return buf.getvalue()

@@ -198,7 +198,9 @@ def _jpeg_walk(path: Path, buf: bytes | mmap.mmap) -> tuple[Header, int]:
     pos, size, header = 2, len(buf), None
     for _ in range(_JPEG_MAX_SEGMENTS):
         if pos + 1 < size and buf[pos] == 0xFF and buf[pos + 1] == 0xFF:
-            pos = _FILL.match(buf, pos).end() - 1
+            fill = _FILL.match(buf, pos)
+            assert fill is not None  # buf[pos] is 0xFF: the pattern matches there
+            pos = fill.end() - 1
         if pos + 4 > size:
             raise _CutShort(path, "JPEG cut short before its first scan")
         if buf[pos] != 0xFF:
@@ -218,7 +220,7 @@ def _jpeg_walk(path: Path, buf: bytes | mmap.mmap) -> tuple[Header, int]:
             height, width = struct.unpack_from(">HH", buf, pos + 5)
             header = _checked(path, "JPEG", height, width)
         pos += 2 + length
-        if code == _SOS:
+        if code == _SOS and header is not None:  # an SOS before any frame header broke above
             return header, pos
     else:
         raise HeaderError(path, f"JPEG with more than {_JPEG_MAX_SEGMENTS} segments before "
@@ -427,9 +429,9 @@ def decode(path: Path, buf: bytes | mmap.mmap, header: Header, min_side: int | N
     if header.raw_offset is not None:
         view = np.frombuffer(buf, np.uint8, header.pixels * 3, header.raw_offset)
         try:
-            img = view.reshape(header.height, header.width, 3)
+            raw = view.reshape(header.height, header.width, 3)
             # bytes stay alive with the array; a mapped file is closed after: copy from it
-            return (img if isinstance(buf, bytes) else img.copy()), False, []
+            return (raw if isinstance(buf, bytes) else raw.copy()), False, []
         finally:
             del view  # a mapped file can only be closed once no array views it
     flag = cv2.IMREAD_COLOR

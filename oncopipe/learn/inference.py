@@ -103,6 +103,6 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
             raise ModelError(f"{path}: not found (did the train stage run?)")
     card = ModelCard.read(model_dir)
     model = models.assemble(card.architecture)  # the trained weights follow: never download
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = models.load_checkpoint(weights_path, "model checkpoint")
     model.load_state_dict(state)
     return model.to(device).eval(), card

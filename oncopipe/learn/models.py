@@ -251,6 +251,35 @@ def architecture(p: TrainParams, sample_shape: tuple[int, ...], n_classes: int
         aux_logits=inception and p.finetune == "whole")
 
 
+def load_checkpoint(path: Path, what: str) -> Any:
+    """``torch.load`` of ``path`` (``weights_only=True``: tensors and plain containers only).
+
+    A file that cannot be read or whose bytes are not such a checkpoint (truncated by a full
+    disk or a killed copy, another file saved under its name) is a :class:`ModelError` naming
+    the file, ``what`` it should hold and the problem, not torch's multi-line advice.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.filename:  # opening the file failed, not its bytes
+            raise ModelError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+        raise ModelError(f"{path}: not a readable {what}: truncated, or not written by "
+                         f"torch.save ({_load_problem(exc)})") from None
+
+
+def _load_problem(exc: Exception) -> str:
+    """One short line for what ``torch.load`` raised: the exception's type and the part of
+    its message that says what is wrong with the bytes."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if "WeightsUnpickler error:" in text:  # weights_only's refusal: the operand or type
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(". ", 1)[0][:200] if lines else ""
+    if not first and isinstance(exc, EOFError):
+        first = "the file ends early"
+    return f"{type(exc).__name__}{': ' + first if first else ''}"
+
+
 def _torchvision(arch: Architecture, weights: str) -> nn.Module:
     """A torchvision network with its ImageNet classifier, weights as requested."""
     name = arch.model
@@ -265,10 +294,7 @@ def _torchvision(arch: Architecture, weights: str) -> nn.Module:
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"{path}: weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(f"{path}: cannot load a state dict ({exc})") from None
+        state = load_checkpoint(path, "state dict")
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "AuxLogits" not in k]:
             raise ModelError(f"{path}: not a {name} state dict (missing {missing[:3]}, "

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -80,7 +81,7 @@ def summary(root: Path, dataset: str) -> dict:
     """Everything the page shows for ``dataset``; ``missing`` lists outputs not there yet."""
     out = Outputs(root, dataset)
     shards = read_json(out.shards / "summary.json")
-    result = {
+    result: dict[str, Any] = {
         "dataset": dataset,
         "manifest": _manifest(out),
         "rejects": _rejects(out),
@@ -102,7 +103,7 @@ def summary(root: Path, dataset: str) -> dict:
 
 def _curves(out: Outputs) -> dict[str, list[tuple[float, float]]]:
     """dvclive's per-epoch TSVs: ``train/loss`` -> [(step, value), ...]."""
-    series = {}
+    series: dict[str, list[tuple[float, float]]] = {}
     if not out.curves.is_dir():
         return series
     for tsv in sorted(out.curves.rglob("*.tsv")):

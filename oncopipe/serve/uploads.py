@@ -30,7 +30,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from oncopipe.core.atomic import remove_orphans
 from oncopipe.core.errors import InputError
@@ -90,7 +90,7 @@ def save(stream: BinaryIO, dest: Path, limit: int, cancel: threading.Event | Non
                             f"upload larger than the limit of {limit} bytes", cancel)
 
 
-def _copy_capped(src: BinaryIO, out: BinaryIO, budget: int, message: str,
+def _copy_capped(src: IO[bytes], out: IO[bytes], budget: int, message: str,
                  cancel: threading.Event | None = None) -> int:
     """Copy in chunks; :class:`UploadError` (413) with ``message`` past ``budget`` bytes,
     :class:`Abandoned` once ``cancel`` is set."""

@@ -24,6 +24,8 @@ with evaluation and prediction; the collectives of several processes are
   states) is written atomically after every epoch and removed when training ends; a run that
   finds one made with the same params continues from it (the DVC output is ``persist``-ed so
   an interrupted ``dvc repro`` keeps it). One made with other params is ignored and replaced.
+  One that cannot be read (truncated, garbage) stops the run with a :class:`ModelError` saying
+  to delete it: starting over in silence would throw away the interrupted run's epochs.
   Nothing draws from numpy's or Python's global RNGs (the sampler and augmentation use
   generators seeded from seed, epoch and rank), so there is no state of theirs to keep.
 - ``config.json`` records the resolved :class:`oncopipe.core.cards.Architecture`;
@@ -43,6 +45,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,6 +56,7 @@ from oncopipe.core import provenance
 from oncopipe.core.atomic import atomic_path, write_text
 from oncopipe.core.cards import CodeVersion, ModelCard, ShardSummary
 from oncopipe.core.config import DatasetConfig, TrainParams
+from oncopipe.core.errors import ModelError
 from oncopipe.learn import metrics, models
 from oncopipe.learn.inference import (
     CONFIG_FILE,
@@ -135,7 +139,7 @@ def make_schedule(p: TrainParams, opt: torch.optim.Optimizer, steps_per_epoch: i
         total = max(1, p.epochs * steps_per_epoch)
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
     if p.schedule == "plateau":
-        mode = "max" if MAXIMISE[p.early_stopping_metric] else "min"
+        mode: Literal["min", "max"] = "max" if MAXIMISE[p.early_stopping_metric] else "min"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode=mode, factor=p.plateau_factor, patience=p.plateau_patience), False
     return None, False
@@ -285,8 +289,9 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     if rt.cuda and len(shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, rt)
-    weight = summary.class_weights
-    weight = torch.tensor(weight, dtype=torch.float32, device=rt.device) if weight else None
+    class_weights = summary.class_weights
+    weight = torch.tensor(class_weights, dtype=torch.float32, device=rt.device) \
+        if class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     opt = make_optimizer(p, model.parameters(), rt.world)
     sched, per_step = make_schedule(p, opt, len(train_loader))
@@ -297,11 +302,11 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
 
     key = run_hash(p, cfg.seed, summary.params_hash)
     maximise = MAXIMISE[p.early_stopping_metric]
-    state = {"epoch": -1, "best": -math.inf if maximise else math.inf, "best_epoch": -1,
-             "bad": 0, "history": []}
+    state: dict[str, Any] = {"epoch": -1, "best": -math.inf if maximise else math.inf,
+                             "best_epoch": -1, "bad": 0, "history": []}
     last = model_dir / LAST_FILE
     if last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        ckpt = read_last(last)
         if ckpt.get("run") == key:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -382,7 +387,7 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
         architecture=model.architecture, raw=summary.raw,
         code=CodeVersion(**provenance.code_version()),
     )
-    if rt.main:
+    if live is not None:  # rank 0
         write_text(model_dir / CONFIG_FILE, card.to_json())
         last.unlink(missing_ok=True)
         live.summary["best_epoch"] = card.best_epoch
@@ -400,6 +405,20 @@ def train(cfg: DatasetConfig, shard_dir: Path, model_dir: Path, live_dir: Path) 
     train_ds.close()
     val_ds.close()
     return card
+
+
+def read_last(path: Path) -> dict[str, Any]:
+    """The resume checkpoint ``path``; a :class:`ModelError` saying to delete it when it cannot
+    be read (a run killed while the disk was full, a file copied in by hand)."""
+    fix = "; delete it to start this training run over from its first epoch"
+    try:
+        ckpt = models.load_checkpoint(path, "training checkpoint")
+    except ModelError as exc:
+        raise ModelError(f"{exc}{fix}") from None
+    if not isinstance(ckpt, dict):
+        raise ModelError(f"{path}: not a training checkpoint (holds a "
+                         f"{type(ckpt).__name__}, not a mapping){fix}")
+    return ckpt
 
 
 def _log_epoch(live, row: dict) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from oncopipe.core.config import DatasetConfig
-from oncopipe.datasets.breakhis.params import CLASS_NAMES, PREDICT_INPUT, PrepareParams
+from oncopipe.datasets.breakhis.params import CLASS_NAMES, PREDICT_INPUT, PatientUnit, PrepareParams
 from oncopipe.datasets.breakhis.tree import TreeImage, classify, find_breast_root
 from oncopipe.imagefiles.imagedump import Candidate, Decode, dump_meta, load_input, write_dump
 from oncopipe.ingest.rawfiles import walk
@@ -80,7 +80,8 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
     log.info("kept %d images of %d patients", len(df), df["patient_id"].n_unique())
 
 
-def _candidate(img: TreeImage, task: str, class_names: tuple[str, ...], unit: str) -> Candidate:
+def _candidate(img: TreeImage, task: str, class_names: tuple[str, ...],
+               unit: PatientUnit) -> Candidate:
     name = img.name
     label = name.tumor_class if task == "binary" else name.subtype
     return Candidate(

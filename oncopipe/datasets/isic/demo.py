@@ -59,7 +59,7 @@ def write_demo(cfg: DatasetConfig, out_dir: Path) -> None:
                          "target": int(malignant)})
     rows[0]["anatom_site_general_challenge"] = ""  # at least one missing site
     large = set(rng.choice(len(rows), size=min(p.large_images, len(rows)), replace=False).tolist())
-    images = {}
+    images: dict[str, np.ndarray] = {}
     for i, row in enumerate(rows):
         size = LARGE_SIZES[len(images) % len(LARGE_SIZES)] if i in large else \
             SIZES[int(rng.integers(len(SIZES)))]

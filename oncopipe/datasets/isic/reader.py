@@ -23,8 +23,9 @@ from oncopipe.ingest.report import Report
 TRAIN_CSV = "train.csv"
 TEST_CSV = "test.csv"
 REQUIRED = ("image_name", "patient_id", "target")
-EXTRA_SCHEMA = {"sex": pl.String, "age_approx": pl.Float64,
-                "anatom_site_general_challenge": pl.String, "diagnosis": pl.String}
+EXTRA_SCHEMA: dict[str, pl.DataType] = {
+    "sex": pl.String(), "age_approx": pl.Float64(),
+    "anatom_site_general_challenge": pl.String(), "diagnosis": pl.String()}
 SUFFIXES = (".jpg", ".jpeg")
 TARGETS = {"0": 0, "1": 1}
 BENIGN_MALIGNANT = {"benign": 0, "malignant": 1}
@@ -32,7 +33,8 @@ BENIGN_MALIGNANT = {"benign": 0, "malignant": 1}
 _IDENTITY = ("patient_id", "target", "benign_malignant", "diagnosis")
 
 
-def _read_table(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _read_table(path: Path,
+                required: tuple[str, ...]) -> list[tuple[int, dict[str, str | None]]]:
     """(line number, row) pairs of a CSV whose header must hold ``required``."""
     if not path.is_file():
         raise RawLayoutError(f"{path}: not found; expected the Kaggle layout (train.csv, test.csv, "
@@ -107,7 +109,7 @@ def read_duplicates(path: Path) -> list[tuple[str, str]]:
 
 def scan_train(root: Path, image_dir: str, duplicates: str, report: Report) -> list[Candidate]:
     """Match the images in ``image_dir`` against ``train.csv``; reject what does not match."""
-    rows: dict[str, tuple[int, dict]] = {}
+    rows: dict[str, tuple[int, dict[str, str | None]]] = {}
     disputed: dict[str, str] = {}  # image_name -> why its rows disagree
     for line, row in _read_table(root / TRAIN_CSV, REQUIRED):
         name = (row["image_name"] or "").strip()

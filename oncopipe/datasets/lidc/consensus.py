@@ -105,8 +105,8 @@ def cases(table: pl.DataFrame, contours: pl.DataFrame,
             continue
         box = lesion_box(rois, header)
         try:
-            ks = np.arange(box[0], box[1])
-            hu = read_series(header, ks).hu(ks, slice(box[2], box[3]), slice(box[4], box[5]))
+            ks, rows = np.arange(box[0], box[1]), slice(box[2], box[3])
+            hu = read_series(header, ks, rows=rows).hu(ks, rows, slice(box[4], box[5]))
         except RejectError as exc:
             rejects.append((lesion, f"pixels not read: {exc}"))
             continue

@@ -167,10 +167,7 @@ class _Region:
 def _region(header: SeriesHeader, centre_mm: tuple[float, ...], half_mm: float
             ) -> _Region | None:
     """The grid box within ``half_mm`` of ``centre_mm`` plus an interpolation margin, or None."""
-    grid = ZGrid.of(header)
-    whole = sitk.Image([1, 1, 1], sitk.sitkFloat32)
-    whole.SetSpacing((*header.spacing_xy, grid.step))
-    whole.SetOrigin((*header.origin_xy, grid.z0))
+    grid, whole = _geometry(header)
     size = np.array([header.shape_yx[1], header.shape_yx[0], grid.n])
     lo = np.array(whole.TransformPhysicalPointToContinuousIndex(
         [c - half_mm for c in centre_mm]))
@@ -181,6 +178,21 @@ def _region(header: SeriesHeader, centre_mm: tuple[float, ...], half_mm: float
     if np.any(stop - start < 1):
         return None
     return _Region(grid, whole, start, stop)
+
+
+_last_geometry: list = [None, None]  # [header, (grid, image)] of the last series asked for
+
+
+def _geometry(header: SeriesHeader) -> tuple[ZGrid, sitk.Image]:
+    """The series' z grid and a 1-voxel image with the whole grid's geometry (SimpleITK's
+    index <-> mm arithmetic), built once per series: a series' lesions are cropped in turn."""
+    if _last_geometry[0] is not header:
+        grid = ZGrid.of(header)
+        whole = sitk.Image([1, 1, 1], sitk.sitkFloat32)
+        whole.SetSpacing((*header.spacing_xy, grid.step))
+        whole.SetOrigin((*header.origin_xy, grid.z0))
+        _last_geometry[:] = [header, (grid, whole)]
+    return _last_geometry[1]
 
 
 def _half_3d(p: CropParams) -> float:
@@ -199,22 +211,19 @@ def slices_3d(header: SeriesHeader, centre_mm: tuple[float, float, float],
     return np.union1d(region.grid.upper[rows] - 1, region.grid.upper[rows])
 
 
-def region_image(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, ...],
-                 half_mm: float) -> sitk.Image | None:
-    """HU within ``half_mm`` of ``centre_mm`` (plus a margin for interpolation), or None.
-
-    A part of the series on its regular z grid (:class:`ZGrid`), with the origin and spacing
-    SimpleITK gives that part of the whole-grid image (``RegionOfInterest``'s geometry).
-    """
-    region = _region(header, centre_mm, half_mm)
-    if region is None:
-        return None
-    (x0, y0, z0), (x1, y1, z1) = region.start, region.stop
-    hu = region.grid.hu(volume, slice(z0, z1), slice(y0, y1), slice(x0, x1))
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing(region.whole.GetSpacing())
-    image.SetOrigin(region.whole.TransformIndexToPhysicalPoint(region.start.tolist()))
-    return image
+def rows_needed(header: SeriesHeader, centre_mm: tuple[float, float, float],
+                p: CropParams) -> slice:
+    """The rows of a slice that the 2D crop (:func:`crop_2d`) and the 3D crop
+    (:func:`crop_3d`) centred on ``centre_mm`` read: the band ``read_series`` reads."""
+    (rows, _), sy, oy = header.shape_yx, header.spacing_xy[1], header.origin_xy[1]
+    lo, hi, _, inside = _axis(rows, oy, sy, centre_mm[1], p.mm_per_px, p.size_2d)
+    bands = [(int(lo[inside].min()), int(hi[inside].max()) + 1)] if inside.any() else []
+    region = _region(header, centre_mm, _half_3d(p))
+    if region is not None:
+        bands.append((int(region.start[1]), int(region.stop[1])))
+    if not bands:
+        return slice(0, 0)
+    return slice(min(b[0] for b in bands), max(b[1] for b in bands))
 
 
 def crop_3d(volume: StoredVolume, header: SeriesHeader, centre_mm: tuple[float, float, float],
@@ -256,13 +265,14 @@ def smooth(image: np.ndarray, variances_px: list[float]) -> np.ndarray:
         r = len(kernel) // 2
         pad = [(0, 0)] * out.ndim
         pad[axis] = (r, r)
-        padded = np.pad(out, pad, mode="edge").astype(np.float64)
-        acc = np.zeros(out.shape, np.float64)
+        padded = np.pad(out.astype(np.float64), pad, mode="edge")
+        acc = np.empty(out.shape, np.float64)
         term = np.empty(out.shape, np.float64)
-        for t, c in enumerate(kernel):
+        for t, c in enumerate(kernel):  # 0 + the first term is the first term: start there
             window = padded[(slice(None),) * axis + (slice(t, t + n),)]
-            np.multiply(window, c, out=term)
-            acc += term
+            np.multiply(window, c, out=term if t else acc)
+            if t:
+                acc += term
         out = acc.astype(np.float32)
     return out
 

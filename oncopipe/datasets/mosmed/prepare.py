@@ -91,6 +91,7 @@ def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
                 report.reject(study.path, reason)
                 continue
             label = params.label(study.category)
+            assert label is not None  # studies of an excluded category were never jobs
             index = writer.append(arr)
             report.keep()
             rows.append({

@@ -32,11 +32,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import cv2
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from isal import isal_zlib
 from nibabel import orientations
 from nibabel.quaternions import quat2mat
@@ -151,7 +152,7 @@ def parse_header(path: str | Path, raw: bytes) -> Header:
     """
     if len(raw) < 348:
         raise VolumeError(f"{path}: too short for a NIfTI header ({len(raw)} bytes)")
-    endian = "<"
+    endian: Literal["<", ">"] = "<"
     sizeof_hdr = int.from_bytes(raw[:4], "little")
     if sizeof_hdr not in _HEADERS:
         endian, sizeof_hdr = ">", int.from_bytes(raw[:4], "big")
@@ -188,7 +189,7 @@ def _shape(path: str | Path, dim: list[int]) -> tuple[int, int, int]:
     shape = full[:3] if len(full) == 4 and full[3] == 1 else full
     if len(shape) != 3:
         raise VolumeError(f"{path}: expected a 3D volume, got shape {full}")
-    return shape  # type: ignore[return-value]
+    return shape[0], shape[1], shape[2]
 
 
 def _dtype(path: str | Path, code: int) -> np.dtype:
@@ -206,11 +207,11 @@ def _whole(path: str | Path, name: str, value: float) -> int:
     return int(value)
 
 
-def _finite(path: str | Path, name: str, values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    if not np.isfinite(values).all():
-        raise VolumeError(f"{path}: non-finite {name} {values.tolist()}")
-    return values
+def _finite(path: str | Path, name: str, values: npt.ArrayLike) -> np.ndarray:
+    array = np.asarray(values, np.float64)
+    if not np.isfinite(array).all():
+        raise VolumeError(f"{path}: non-finite {name} {array.tolist()}")
+    return array
 
 
 def _affine(path: str | Path, hdr: np.void, shape: tuple[int, int, int]) -> np.ndarray:
@@ -362,7 +363,8 @@ class _Gunzip(_Source):
                 out = member.decompress(data, _CHUNK)
                 if not out and not data and not member.eof:
                     out = member.flush()
-            except isal_zlib.error as exc:
+            # isal's stub declares `error` an Exception instance; it is the exception class
+            except isal_zlib.error as exc:  # type: ignore[misc]
                 raise DecodeError(f"{self.path}: corrupt gzip stream ({exc})") from None
             if not out and not data and not member.eof:
                 raise VolumeError(f"{self.path}: corrupt gzip stream (it ends before its "
@@ -451,7 +453,7 @@ def prepare_volume(
     path: str | Path,
     shape: tuple[int, int, int],
     window: tuple[float, float],
-    dtype: np.dtype | str = np.float16,
+    dtype: npt.DTypeLike = np.float16,
 ) -> tuple[np.ndarray, Volume]:
     """Read, reorient, window and resample one study: ``(1, *shape)`` array and its volume."""
     vol = canonical(path, *read_nifti(path))
@@ -466,9 +468,9 @@ def prepare_volume(
     return to_dtype(out, dtype)[None], vol
 
 
-def to_dtype(x: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+def to_dtype(x: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
     """[0, 1] floats to the storage dtype: uint8 means ``x / 255`` (rounded), floats as-is."""
-    dtype = np.dtype(dtype)
-    if dtype == np.uint8:
+    storage = np.dtype(dtype)
+    if storage == np.uint8:
         return np.rint(x * 255.0).astype(np.uint8)
-    return x.astype(dtype)
+    return x.astype(storage)
