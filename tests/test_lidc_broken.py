@@ -75,7 +75,7 @@ def _run(raw: Path, work: Path, cohort: CohortParams | None = None) -> Run:
                         evaluate=EvaluateParams())
     out = work / "prepared"
     out.mkdir()
-    lidc.prepare(cfg, out, work / "lesions.parquet")
+    lidc.crop_table(cfg, out, work / "lesions.parquet")
     prep_report = json.loads((out / "report.json").read_text())
     assert prep_report["read"] == prep_report["kept"] + prep_report["rejected"] == len(table)
     return Run(table, report, pq.read_table(out / "manifest.parquet").to_pylist(), prep_report,

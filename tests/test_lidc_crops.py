@@ -101,7 +101,7 @@ def _cfg(root: Path, task: str = "nodule_type", workers: int = 1, **crop) -> Dat
 def test_prepare_2d_manifest_and_crops(demo, tmp_path):
     root, table = demo
     cfg = _cfg(root)
-    lidc.prepare(cfg, tmp_path, root / "lesions.parquet")
+    lidc.crop_table(cfg, tmp_path, root / "lesions.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(OUTPUTS)
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
@@ -128,15 +128,15 @@ def test_prepare_2d_manifest_and_crops(demo, tmp_path):
 
 def test_prepare_is_byte_identical_whatever_the_worker_count(demo, tmp_path):
     root, _ = demo
-    lidc.prepare(_cfg(root, workers=1), tmp_path / "a", root / "lesions.parquet")
-    lidc.prepare(_cfg(root, workers=2), tmp_path / "b", root / "lesions.parquet")
+    lidc.crop_table(_cfg(root, workers=1), tmp_path / "a", root / "lesions.parquet")
+    lidc.crop_table(_cfg(root, workers=2), tmp_path / "b", root / "lesions.parquet")
     for name in OUTPUTS:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_prepare_malignancy_leaves_out_indeterminate_and_records_it(demo, tmp_path):
     root, table = demo
-    lidc.prepare(_cfg(root, task="malignancy", input="3d"), tmp_path, root / "lesions.parquet")
+    lidc.crop_table(_cfg(root, task="malignancy", input="3d"), tmp_path, root / "lesions.parquet")
     df, meta = read_manifest(tmp_path / "manifest.parquet")
     check_arrays(df, meta, tmp_path)
     assert meta.layout == "CDHW" and meta.class_names == ("benign", "malignant")

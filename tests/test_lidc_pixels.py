@@ -124,7 +124,7 @@ def _cfg(root: Path, **crop) -> DatasetConfig:
 def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):
     root, table, _ = demo
     p = CropParams(max_slices=0)
-    lidc.prepare(_cfg(root, max_slices=0), tmp_path, root / "lesions.parquet")
+    lidc.crop_table(_cfg(root, max_slices=0), tmp_path, root / "lesions.parquet")
     old_2d, old_3d = [], []
     by_series: dict[tuple[str, str], list[dict]] = {}
     for row in table.sort("lesion_id").iter_rows(named=True):
@@ -173,4 +173,4 @@ def test_prepare_needs_the_slice_table(demo, tmp_path):
     lone.mkdir()
     (lone / "lesions.parquet").write_bytes((root / "lesions.parquet").read_bytes())
     with pytest.raises(InputError, match="lesions_slices.parquet: slice table not found"):
-        lidc.prepare(_cfg(root), tmp_path / "out", lone / "lesions.parquet")
+        lidc.crop_table(_cfg(root), tmp_path / "out", lone / "lesions.parquet")

