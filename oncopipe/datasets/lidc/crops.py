@@ -149,7 +149,7 @@ class ZGrid:
 
     def hu(self, volume: StoredVolume, zs: slice, ys: slice, xs: slice) -> np.ndarray:
         """HU of grid rows ``zs`` (float32, interpolated linearly between slices if needed)."""
-        if self.upper is None:
+        if self.upper is None or self.frac is None:  # both or neither: see ZGrid.of
             return volume.hu(zs, ys, xs)
         upper, frac = self.upper[zs], self.frac[zs]
         return (volume.hu(upper - 1, ys, xs) * (1 - frac)[:, None, None]

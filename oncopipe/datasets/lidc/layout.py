@@ -113,7 +113,7 @@ def open_dicom(path: Path) -> Iterator[tuple[BinaryIO, int]]:
 
 
 def read_dataset(fp: BinaryIO, path: Path, *, deflated: bool = True,
-                 **kwargs: object) -> pydicom.Dataset:
+                 **kwargs: Any) -> pydicom.Dataset:
     """``pydicom.dcmread(fp, **kwargs)`` with every element converted: whatever pydicom or
     zlib raises on the bytes is a :class:`~oncopipe.core.errors.DecodeError` naming ``path``
     (``unreadable DICOM: ...``), a deflated dataset inflating past ``max_dicom_bytes`` a

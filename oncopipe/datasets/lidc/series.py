@@ -29,7 +29,7 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pydicom
@@ -124,10 +124,11 @@ class _Header(NamedTuple):
                    str(values.get("SOPInstanceUID", "")),
                    intern(str(values.get("PatientID", ""))),
                    intern(str(values.get("StudyInstanceUID", ""))),
-                   tuple(float(v) for v in values["ImagePositionPatient"]),
+                   cast(tuple[float, float, float],
+                        tuple(float(v) for v in values["ImagePositionPatient"])),
                    None if iop is None else tuple(float(v) for v in iop),
-                   tuple(float(v) for v in values["PixelSpacing"]), int(values["Rows"]),
-                   int(values["Columns"]),
+                   cast(tuple[float, float], tuple(float(v) for v in values["PixelSpacing"])),
+                   int(values["Rows"]), int(values["Columns"]),
                    float(values.get("SliceThickness") or 0.0), _instance(values),
                    int(values.get("PixelRepresentation", 0)), layout)
 
@@ -260,7 +261,7 @@ class HeaderCache:
         """What :func:`_read_header` gives for ``path``, parsed only on a miss."""
         key, head = self._probe(path)
         entry = self._entries.get(key) if key is not None else None
-        if entry is not None and head is not None:
+        if key is not None and entry is not None and head is not None:
             n = entry.layout.header_bytes
             if n > len(head):
                 with open_dicom(path) as (fp, _):
@@ -468,7 +469,7 @@ def _syntax_problem(uid: str) -> str:
 
 def _numbers(value: object) -> list[float] | None:
     """The value as finite floats (one or many), or None when any is not a number."""
-    items = list(value) if isinstance(value, _SEVERAL) else [value]
+    items: list[Any] = list(value) if isinstance(value, _SEVERAL) else [value]
     try:
         out = [float(v) for v in items]
     except (TypeError, ValueError):
