@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from oncopipe.core.errors import InputError
-from oncopipe.datasets.lidc.layout import header_hash
+from oncopipe.datasets.lidc.layout import PixelLayout, header_hash
 from oncopipe.datasets.lidc.series import AIR_HU, SeriesError, SeriesHeader, read_slice_hu
 
 
@@ -121,8 +121,8 @@ def read_series(header: SeriesHeader, ks: np.ndarray | list[int] | None = None,
     bytes are read (after the header bytes, which are checked). Slices already in ``reuse``
     (the previous lesion's volume, say) are copied, not read, when its band covers this one.
     """
-    layouts = [s.layout for s in header.slices]
-    if any(lay is None for lay in layouts):
+    layouts = [s.layout for s in header.slices if s.layout is not None]
+    if len(layouts) != len(header.slices):
         raise SeriesError(f"{header.folder}: series header has no pixel layouts")
     ks = np.arange(len(layouts)) if ks is None else np.unique(np.asarray(ks, np.int64))
     index = np.full(len(layouts), -1, np.int64)
@@ -132,17 +132,16 @@ def read_series(header: SeriesHeader, ks: np.ndarray | list[int] | None = None,
     band = slice(y0, max(y0, y1))
     dtypes = {lay.dtype for lay in layouts}
     if len(dtypes) != 1 or "" in dtypes:
-        return _read_decoded(header, ks, index, reuse, band)
+        return _read_decoded(header, layouts, ks, index, reuse, band)
     stored = np.empty((len(ks), band.stop - band.start, width), dtypes.pop())
-    old = (reuse.index if reuse is not None and reuse.stored.dtype == stored.dtype
-           and reuse.rows.start <= band.start and band.stop <= reuse.rows.stop else None)
+    source = _reusable(reuse, stored.dtype, band)
     nbytes = stored[0].nbytes if len(ks) else 0
     skip = band.start * width * stored.itemsize  # bytes of the rows above the band
     view = memoryview(bytearray(max(lay.header_bytes for lay in layouts)))
     for row, k in enumerate(ks):
-        if old is not None and old[k] >= 0:
-            stored[row] = reuse.stored[old[k], band.start - reuse.rows.start:
-                                       band.stop - reuse.rows.start]
+        part = _copied(source, k, band)
+        if part is not None:
+            stored[row] = part
             continue
         sl, lay = header.slices[k], layouts[k]
         fd = _open(sl.path)
@@ -171,23 +170,38 @@ def read_series(header: SeriesHeader, ks: np.ndarray | list[int] | None = None,
     return StoredVolume(stored, index, slope, intercept, pad_lo, pad_hi, band, height)
 
 
-def _read_decoded(header: SeriesHeader, ks: np.ndarray, index: np.ndarray,
-                  reuse: StoredVolume | None, band: slice) -> StoredVolume:
+def _reusable(reuse: StoredVolume | None, dtype: np.dtype, band: slice) -> StoredVolume | None:
+    """``reuse`` when its slices can be copied into a volume of ``dtype`` holding ``band``."""
+    if (reuse is None or reuse.stored.dtype != dtype or band.start < reuse.rows.start
+            or band.stop > reuse.rows.stop):
+        return None
+    return reuse
+
+
+def _copied(source: StoredVolume | None, k: int, band: slice) -> np.ndarray | None:
+    """Rows ``band`` of slice ``k`` from ``source`` (None when it does not hold the slice)."""
+    if source is None or source.index[k] < 0:
+        return None
+    start = band.start - source.rows.start
+    return source.stored[int(source.index[k]), start:start + band.stop - band.start]
+
+
+def _read_decoded(header: SeriesHeader, layouts: list[PixelLayout], ks: np.ndarray,
+                  index: np.ndarray, reuse: StoredVolume | None, band: slice) -> StoredVolume:
     """The pydicom path (compressed or unusual files): each slice decoded to float32 HU."""
     height, width = header.shape_yx
     vol = np.empty((len(ks), band.stop - band.start, width), np.float32)
-    old = (reuse.index if reuse is not None and reuse.stored.dtype == np.float32
-           and reuse.rows.start <= band.start and band.stop <= reuse.rows.stop else None)
+    source = _reusable(reuse, vol.dtype, band)
     for row, k in enumerate(ks):
-        if old is not None and old[k] >= 0:
-            vol[row] = reuse.stored[old[k], band.start - reuse.rows.start:
-                                    band.stop - reuse.rows.start]
+        part = _copied(source, k, band)
+        if part is not None:
+            vol[row] = part
             continue
-        sl = header.slices[k]
+        sl, lay = header.slices[k], layouts[k]
         with os.fdopen(_open(sl.path), "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
-            digest = header_hash(fp.read(sl.layout.header_bytes))
-        if size != sl.layout.size or digest != sl.layout.header_hash:
+            digest = header_hash(fp.read(lay.header_bytes))
+        if size != lay.size or digest != lay.header_hash:
             raise StaleSliceError(f"{sl.path}: changed since the header pass (size or header "
                                   "differs); rerun the lidc_lesions stage")
         img = read_slice_hu(sl.path)
