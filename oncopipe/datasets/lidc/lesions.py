@@ -430,7 +430,7 @@ def _number(rows: list[dict], patient: str, series_uid: str) -> list[dict]:
     return out
 
 
-SCHEMA = {
+SCHEMA: dict[str, pl.DataType | pl.datatypes.DataTypeClass] = {
     "lesion_id": pl.String, "patient_id": pl.String, "series_uid": pl.String,
     "kind": pl.String, "n_readers": pl.Int64, "n_marks": pl.Int64,
     **dict.fromkeys(xml.RATINGS, pl.Float64),
