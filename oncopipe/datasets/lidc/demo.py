@@ -35,7 +35,7 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from oncopipe.core.config import DatasetConfig
 from oncopipe.datasets.lidc.params import DemoParams
@@ -217,7 +217,8 @@ def _place(params: DemoParams, rng: np.random.Generator, series: _Series, kind: 
                      angle=float(rng.uniform(0, math.pi)))
     if kind == "nodule":
         r = size / 2
-        lesion.radii = tuple(float(r * rng.uniform(0.9, 1.1)) for _ in range(3))
+        a, b, c = (float(r * rng.uniform(0.9, 1.1)) for _ in range(3))
+        lesion.radii = (a, b, c)
     n_readers = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.15, 0.25, 0.5]))
     lesion.readers = sorted(int(v) for v in rng.choice(4, n_readers, replace=False))
     return lesion
@@ -342,10 +343,10 @@ def _write_series(params: DemoParams, rng: np.random.Generator, series: _Series,
 
 def _file_dataset(sop_class: str, sop_uid: str) -> FileDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID_ROOT + "1"
+    meta.ImplementationClassUID = UID(UID_ROOT + "1")
     ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     return ds
@@ -442,7 +443,7 @@ def _write_xml(params: DemoParams, rng: np.random.Generator, series: _Series,
     x = _Xml(series.namespace)
     x.open("LidcReadMessage", 0, root=True)
     x.open("ResponseHeader", 1)
-    for tag, value in (("Version", "1.8.1"), ("MessageId", int(rng.integers(1e5, 1e6))),
+    for tag, value in (("Version", "1.8.1"), ("MessageId", int(rng.integers(100_000, 1_000_000))),
                        ("DateRequest", "2000-01-01"), ("TimeRequest", "00:00:00"),
                        ("RequestingSite", "removed"), ("ServicingSite", "removed"),
                        ("TaskDescription", "Second unblinded read"), ("CtImageFile", "removed"),

@@ -347,10 +347,11 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
         else:
             r = placed[0]
             points["small_nodule"].append(_point(header, mark.reader, r.k, *r.points[0]))
-    for mark in read.non_nodules:
-        k = place("non-nodule", mark, mark.sop_uid, mark.z, np.array([mark.point]))
+    for non_nodule in read.non_nodules:
+        k = place("non-nodule", non_nodule, non_nodule.sop_uid, non_nodule.z,
+                  np.array([non_nodule.point]))
         if k is not None:
-            points["non_nodule"].append(_point(header, mark.reader, k, *mark.point))
+            points["non_nodule"].append(_point(header, non_nodule.reader, k, *non_nodule.point))
 
     ps = header.spacing_xy[0]
     volumes = [m.volume(ps, header.z_step) for m in nodules]
@@ -384,10 +385,10 @@ def _series_lesions(header: SeriesHeader, read: xml.ReadMessage, grouping: Group
     for kind, marks in points.items():
         xyz = np.array([m.xyz for m in marks]).reshape(-1, 3)
         for group in group_points(xyz, grouping.point_tol_mm):
-            members = [marks[i] for i in group]
-            centre = np.mean([(m.row, m.col, m.k) for m in members], axis=0)
-            lesions.append(_row(header, patient, kind, [m.reader for m in members], centre,
-                                None, sorted({m.k for m in members}), [],
+            grouped = [marks[i] for i in group]
+            centre = np.mean([(p.row, p.col, p.k) for p in grouped], axis=0)
+            lesions.append(_row(header, patient, kind, [p.reader for p in grouped], centre,
+                                None, sorted({p.k for p in grouped}), [],
                                 f"{rule_src}; points within {grouping.point_tol_mm:g} mm"))
     for row in lesions:
         row["source"] = source
@@ -430,7 +431,7 @@ def _number(rows: list[dict], patient: str, series_uid: str) -> list[dict]:
     return out
 
 
-SCHEMA = {
+SCHEMA: dict[str, pl.DataType | pl.datatypes.DataTypeClass] = {
     "lesion_id": pl.String, "patient_id": pl.String, "series_uid": pl.String,
     "kind": pl.String, "n_readers": pl.Int64, "n_marks": pl.Int64,
     **dict.fromkeys(xml.RATINGS, pl.Float64),

