@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,28 @@ def _cfg(root: Path, **crop) -> DatasetConfig:
     return DatasetConfig(name="lidc", seed=0, raw=root / "raw", task="nodule_type",
                          profile="demo", demo=SMALL, prepare=prepare, shard=ShardParams(),
                          train=TrainParams(), evaluate=EvaluateParams())
+
+
+def test_crops_of_two_series_interleaved_across_threads_are_each_series_own(series_512):
+    """The series geometry cached between a series' lesions is the right series' geometry when
+    crops of two series (different origins) alternate, in one thread and in several (serve
+    crops in a pool of threads)."""
+    base = series_512["int16, padding -2000 as US"]
+    shifted = dataclasses.replace(base, origin_xy=(base.origin_xy[0] + 7.3,
+                                                   base.origin_xy[1] - 4.1))
+    volume, p = read_series(base), CropParams()
+    point = base.voxel_to_mm(2.5, 250, 260)
+
+    def crop(header):
+        return crops.crop_3d(volume, header, point, p)
+
+    expected = {id(h): crop(h) for h in (base, shifted)}
+    assert not np.array_equal(expected[id(base)], expected[id(shifted)])
+    order = [base, shifted] * 20
+    assert all(np.array_equal(crop(h), expected[id(h)]) for h in order)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(crop, order))
+    assert all(np.array_equal(g, expected[id(h)]) for g, h in zip(got, order, strict=True))
 
 
 def test_prepare_writes_the_old_paths_crops_on_the_demo(demo, tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -180,19 +181,21 @@ def _region(header: SeriesHeader, centre_mm: tuple[float, ...], half_mm: float
     return _Region(grid, whole, start, stop)
 
 
-_last_geometry: list = [None, None]  # [header, (grid, image)] of the last series asked for
+_last = threading.local()  # per thread (serve crops in several): the last series' geometry
 
 
 def _geometry(header: SeriesHeader) -> tuple[ZGrid, sitk.Image]:
     """The series' z grid and a 1-voxel image with the whole grid's geometry (SimpleITK's
-    index <-> mm arithmetic), built once per series: a series' lesions are cropped in turn."""
-    if _last_geometry[0] is not header:
+    index <-> mm arithmetic), built once per series and thread: a series' lesions are cropped
+    in turn."""
+    cached = getattr(_last, "geometry", None)
+    if cached is None or cached[0] is not header:
         grid = ZGrid.of(header)
         whole = sitk.Image([1, 1, 1], sitk.sitkFloat32)
         whole.SetSpacing((*header.spacing_xy, grid.step))
         whole.SetOrigin((*header.origin_xy, grid.z0))
-        _last_geometry[:] = [header, (grid, whole)]
-    return _last_geometry[1]
+        cached = _last.geometry = (header, grid, whole)
+    return cached[1], cached[2]
 
 
 def _half_3d(p: CropParams) -> float:
