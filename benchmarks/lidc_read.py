@@ -1,7 +1,9 @@
 """LIDC read path, side by side: series load, per-series crop path, memory per worker.
 
 A CT series at real size (512 x 512, LIDC's tags: int16, padding -2000 written as US 63536,
-intercept -1024; tests/lidc_reference.py ``write_series``) is written once under ``--dir`` and
+intercept -1024; and the ~200 other elements a scanner writes, sequences and private groups,
+which the header pass walks past; tests/lidc_reference.py ``write_series`` with
+``scanner_header``) is written once under ``--dir`` and
 read with the page cache warm, so this compares readers, not disks. Every timed comparison is
 interleaved (A, B, C, A, B, C, ...; ``repeats`` rounds after one warm-up round), so a change
 in machine load hits every method alike; each row gives the median and best time and the
@@ -74,14 +76,17 @@ from oncopipe.datasets.lidc.series import (  # noqa: E402
 STEP_MM = 1.25
 
 
+_WRITTEN = ".complete-scanner-header"  # a folder written by an older version is rewritten
+
+
 def series(root: Path, n: int) -> SeriesHeader:
     """The ``n``-slice benchmark series under ``root`` (written once), from its header pass."""
     folder = root / f"series-{n}"
-    done = folder / ".complete"
+    done = folder / _WRITTEN
     if not done.exists():
         for old in folder.glob("*.dcm"):
             old.unlink()
-        write_series(folder, -300.0 + STEP_MM * np.arange(n), seed=n)
+        write_series(folder, -300.0 + STEP_MM * np.arange(n), seed=n, scanner_header=True)
         done.touch()
     (header,), rejects = read_headers(sorted(folder.glob("*.dcm")))
     if rejects:
@@ -232,7 +237,7 @@ def input_rows(header: SeriesHeader, repeats: int) -> list[dict]:
     the same series sent again (as serve gets it: unpacked into another folder each time, so
     the two copies alternate) against a new series (every header parsed) and the floor."""
     copy = header.folder.with_name(header.folder.name + "-copy")
-    if not (copy / ".complete").exists():
+    if not (copy / _WRITTEN).exists():
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(header.folder, copy)
     folders = [header.folder, copy]

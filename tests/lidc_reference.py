@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import DataElement
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from oncopipe.datasets.lidc import crops
@@ -121,11 +122,13 @@ def write_series(folder: Path, zs: list[float] | np.ndarray, rows: int = 512, se
                  signed: bool = True, bits_stored: int = 16, slope: float = 1.0,
                  intercept: float = -1024.0, pad: int | None = 63536,
                  pad_limit: int | None = None, syntax: str = ExplicitVRLittleEndian,
-                 garbage_bits: bool = False) -> list[Path]:
+                 garbage_bits: bool = False, scanner_header: bool = False) -> list[Path]:
     """A chest-like CT series, one file per z in ``zs`` (file names not in z order).
 
     ``pad`` is written as US, as LIDC does (63536 = -2000 in signed data); ``garbage_bits``
-    sets the unused high bits of every word (BitsStored < 16), which readers must ignore.
+    sets the unused high bits of every word (BitsStored < 16), which readers must ignore;
+    ``scanner_header`` adds what a scanner writes beside the tags we read
+    (:func:`add_scanner_tags`).
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -171,6 +174,8 @@ def write_series(folder: Path, zs: list[float] | np.ndarray, rows: int = 512, se
             ds.add(DataElement(0x00280120, "US", pad))
         if pad_limit is not None:
             ds.add(DataElement(0x00280121, "US", pad_limit))
+        if scanner_header:
+            add_scanner_tags(ds, n)
         ds.PixelData = words.tobytes()
         if syntax == RLELossless:
             ds.compress(RLELossless, words)
@@ -180,3 +185,89 @@ def write_series(folder: Path, zs: list[float] | np.ndarray, rows: int = 512, se
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def add_scanner_tags(ds: pydicom.Dataset, n: int) -> None:
+    """The elements a CT scanner writes beside the ones we read, as in a GE LightSpeed slice
+    that TCIA's de-identification kept: ~90 public elements (dates, acquisition and
+    reconstruction parameters, two undefined-length sequences of references) and ~110 private
+    ones in seven GE groups, about 5 KB of header. Header parsing costs per element, so a
+    benchmark of it must carry them; the values are plausible, not real."""
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = CTImageStorage, generate_uid()
+    source = Dataset()
+    source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID = ref.ReferencedSOPClassUID, \
+        generate_uid()
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CTCHEST", "GEIIS", "CHEST"
+    text = {"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "SpecificCharacterSet": "ISO_IR 100",
+            "StudyDate": "20000101", "SeriesDate": "20000101", "AcquisitionDate": "20000101",
+            "ContentDate": "20000101", "StudyTime": "120000.000", "SeriesTime": "120512.000",
+            "AcquisitionTime": f"{120530 + n:06d}.250", "ContentTime": f"{120530 + n:06d}.250",
+            "AccessionNumber": "", "Manufacturer": "GE MEDICAL SYSTEMS",
+            "InstitutionName": "", "ReferringPhysicianName": "", "StationName": "CT01",
+            "StudyDescription": "CT CHEST", "SeriesDescription": "1.25MM LUNG",
+            "ManufacturerModelName": "LightSpeed16", "PatientName": "", "PatientBirthDate": "",
+            "PatientSex": "", "PatientAge": "", "PatientIdentityRemoved": "YES",
+            "DeidentificationMethod": "DCM:113100/113105/113107/113108/113109/113111",
+            "ContrastBolusAgent": "", "ScanOptions": "HELICAL MODE", "KVP": "120",
+            "DataCollectionDiameter": "500.000000", "SoftwareVersions": "LightSpeedverrel",
+            "ProtocolName": "5.1 CHEST", "ReconstructionDiameter": "360.000000",
+            "DistanceSourceToDetector": "949.075012", "DistanceSourceToPatient": "541.000000",
+            "GantryDetectorTilt": "0.000000", "TableHeight": "139.500000",
+            "RotationDirection": "CW", "ExposureTime": "570", "XRayTubeCurrent": "400",
+            "Exposure": "6", "FilterType": "BODY FILTER", "GeneratorPower": "48000",
+            "FocalSpots": "1.200000", "ConvolutionKernel": "LUNG", "PatientPosition": "FFS",
+            "RevolutionTime": "0.500000", "SingleCollimationWidth": "1.250000",
+            "TotalCollimationWidth": "20.000000", "TableSpeed": "27.500000",
+            "TableFeedPerRotation": "13.750000", "SpiralPitchFactor": "1.375000",
+            "StudyID": "", "SeriesNumber": "3000566", "AcquisitionNumber": "1",
+            "FrameOfReferenceUID": ds.StudyInstanceUID, "PositionReferenceIndicator": "SN",
+            "SliceLocation": str(ds.ImagePositionPatient[2]), "ImagesInAcquisition": "133",
+            "HighBit": ds.HighBit, "WindowCenter": "-600", "WindowWidth": "1600",
+            "RescaleType": "HU", "LossyImageCompression": "00",
+            "PerformedProcedureStepStartDate": "20000101"}
+    for keyword, value in text.items():
+        if value is not None and keyword not in ds:
+            vr = dictionary_VR(keyword)
+            setattr(ds, keyword, float(value) if vr in ("FD", "FL") else value)
+    ds.ReferencedImageSequence = [ref]
+    ds.SourceImageSequence = [source]
+    ds.ProcedureCodeSequence = [code]
+    for keyword in ("ReferencedImageSequence", "SourceImageSequence"):  # as GE writes them
+        ds[keyword].is_undefined_length = True
+    ref.is_undefined_length_sequence_item = True
+    private = {0x0009: ("GEMS_IDEN_01", 8), 0x0019: ("GEMS_ACQU_01", 40),
+               0x0021: ("GEMS_RELA_01", 12), 0x0023: ("GEMS_STDY_01", 4),
+               0x0027: ("GEMS_IMAG_01", 16), 0x0043: ("GEMS_PARM_01", 24),
+               0x0045: ("GEMS_HELIOS_01", 6)}
+    for group, (creator, count) in private.items():
+        block = ds.private_block(group, creator, create=True)
+        for i in range(count):
+            try:  # the VR pydicom's private dictionary gives, so an implicit-VR read agrees
+                vr = private_dictionary_VR(block.get_tag(0x10 + i), creator)
+            except KeyError:
+                vr = ("SL", "DS", "SS", "LO", "OB")[i % 5]
+            block.add_new(0x10 + i, vr, _plausible(vr, i))
+
+
+def _plausible(vr: str, i: int) -> object:
+    """A value of VR ``vr`` (pydicom's spelling, possibly ``"US or SS"``)."""
+    vr = vr.split(" or ")[0]
+    if vr in ("SL", "SS", "US", "UL", "SV", "UV"):
+        return i
+    if vr in ("FL", "FD"):
+        return i * 0.5
+    if vr in ("OB", "OW", "UN", "OF", "OD", "OL", "OV"):
+        return bytes(8)
+    if vr in ("DS", "IS"):
+        return str(i)
+    if vr in ("DA", "TM", "DT"):
+        return "20000101" if vr != "TM" else "120000"
+    if vr == "UI":
+        return "1.2.3." + str(i)
+    if vr == "AT":
+        return 0x00100010
+    if vr == "SQ":
+        return []
+    return f"GE{i:02d}"

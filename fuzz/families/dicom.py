@@ -2,10 +2,13 @@
 
 Seeds are CT slices written by the LIDC demo generator (signed; unsigned with padding;
 RescaleSlope 2), the same slice re-encoded as Implicit VR, deflated, RLE and JPEG 2000
-lossless, and pydicom's ``CT_small.dcm``. The target reads one file as ``lidc_lesions`` and
-``prepare_lidc`` do: :func:`~oncopipe.datasets.lidc.series.read_headers` (a rejected file
-raises its reason), the slice table row, then every pixel to HU through
-:func:`~oncopipe.datasets.lidc.pixels.read_series`.
+lossless, the same slice with a scanner's ~200 other elements (sequences and private groups,
+explicit and implicit VR), and pydicom's ``CT_small.dcm``. The target reads one file as
+``lidc_lesions`` and ``prepare_lidc`` do: :func:`~oncopipe.datasets.lidc.series.read_headers`
+(a rejected file raises its reason), the slice table row, then every pixel to HU through
+:func:`~oncopipe.datasets.lidc.pixels.read_series`. Before that it checks the header scan
+against pydicom (:func:`scan_agrees`): a file the scan reads differently is a finding, as a
+crash is.
 
 The structure-aware mutator writes hostile values into the tags the reader uses (several
 values, non-finite and out-of-range numbers, empty strings) or corrupts an element's length
@@ -18,12 +21,14 @@ import functools
 import io
 import random
 import struct
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -35,9 +40,13 @@ from fuzz.harness import Family, mutate_bytes
 from oncopipe.core.errors import RejectError
 from oncopipe.datasets.lidc import slice_table
 from oncopipe.datasets.lidc.demo import write as write_demo
+from oncopipe.datasets.lidc.layout import read_header, scan_header
 from oncopipe.datasets.lidc.params import DemoParams
 from oncopipe.datasets.lidc.pixels import read_series
-from oncopipe.datasets.lidc.series import read_headers
+from oncopipe.datasets.lidc.series import HEADER_TAGS, read_headers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the slice writers
+from lidc_reference import add_scanner_tags
 
 _DEMO = DemoParams(seed=3, n_patients=8, rows=64, pixel_spacing=3.0, n_slices=16,
                    nodules=(1, 1), small_nodules=(0, 0), non_nodules=(0, 0))
@@ -67,6 +76,10 @@ def _seeds() -> tuple[bytes, ...]:
         for syntax in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless,
                        JPEG2000Lossless):
             seeds.append(_bytes(pydicom.dcmread(picked[0]), syntax))
+        for syntax in (None, ImplicitVRLittleEndian):
+            ds = pydicom.dcmread(picked[1])
+            add_scanner_tags(ds, 1)
+            seeds.append(_bytes(ds, syntax))
     seeds.append(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     return tuple(seeds)
 
@@ -74,11 +87,35 @@ def _seeds() -> tuple[bytes, ...]:
 def target(path: Path) -> None:
     """One file as the LIDC stages read it: header pass, slice table row, HU of every pixel."""
     warnings.simplefilter("ignore")  # pydicom warns about every odd value it reads
+    scan_agrees(path)
     series, rejects = read_headers([path])
     if rejects:
         raise RejectError(f"{path}: {rejects[0][1]}")
     slice_table.to_frame(series, path.parent)
     read_series(series[0]).hu(slice(None))
+
+
+def scan_agrees(path: Path) -> bool:
+    """Whether the header scan reads ``path`` (False: it leaves the file to pydicom). Where it
+    does, pydicom must read the file too, to equal values of the same kinds and the same pixel
+    layout; AssertionError otherwise."""
+    size = path.stat().st_size
+    with path.open("rb") as fp:
+        scanned = scan_header(fp.read(1 << 16), size, HEADER_TAGS)
+    if scanned is None:
+        return False
+    try:
+        values, layout = read_header(path, HEADER_TAGS, scan=False)
+    except RejectError as exc:
+        raise AssertionError(f"the scan read a file pydicom rejects: {exc}") from None
+    assert scanned[1] == layout, f"pixel layout {scanned[1]} != pydicom's {layout}"
+    assert scanned[0].keys() == values.keys(), f"tags {sorted(scanned[0])} != {sorted(values)}"
+    for name, ours in scanned[0].items():
+        theirs = values[name]
+        kind = (list if isinstance(theirs, MultiValue) else float if isinstance(theirs, float)
+                else int if isinstance(theirs, int) else str)
+        assert ours == theirs and isinstance(ours, kind), f"{name}: {ours!r} != {theirs!r}"
+    return True
 
 
 # Tags the reader uses, and hostile values for them (as stored: strings for IS/DS/CS/UI).

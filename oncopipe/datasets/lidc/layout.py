@@ -46,6 +46,7 @@ from pydicom.uid import (
 
 from oncopipe.core import limits
 from oncopipe.core.errors import DecodeError, RejectError, bad_bytes_reject
+from oncopipe.datasets.lidc import header_scan
 
 LAYOUT_TAGS = ["Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated",
                "BitsStored", "PixelRepresentation", "PhotometricInterpretation", "RescaleSlope",
@@ -156,10 +157,14 @@ def _check_inflated(fp: BinaryIO, path: Path) -> None:
     fp.seek(0)
 
 
-def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelLayout]:
+def read_header(path: Path, tags: Iterable[str], *, head: bytes | None = None,
+                scan: bool = True) -> tuple[dict[str, Any], PixelLayout]:
     """One file's header values (``tags`` + :data:`LAYOUT_TAGS`, no pixels; see
     :func:`header_values`) and its pixel layout.
 
+    ``head``: the file's first bytes, when the caller has read them. A plain file's header
+    (:mod:`.header_scan`) is read from its first bytes without pydicom (``scan=False``: never;
+    the values are then pydicom's own objects, which a reject's message shows). Otherwise
     pydicom parses the file's first :data:`_HEAD_BYTES`, read at once, from memory: a file's
     many small reads and position queries are then no system calls. That parse is kept when it
     succeeds and never asked for a byte past them (or they are the whole file), so it read
@@ -173,24 +178,58 @@ def read_header(path: Path, tags: Iterable[str]) -> tuple[dict[str, Any], PixelL
     wanted = keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
     with open_dicom(path) as (fp, size):
         try:
-            head = _Head(fp.read(_HEAD_BYTES))
+            data = head if head is not None else fp.read(_HEAD_BYTES)
+            found = _scanned(data, size, wanted) if scan else None
+            if found is None and len(data) < min(size, _HEAD_BYTES):  # the caller's few bytes
+                fp.seek(0)
+                data = fp.read(_HEAD_BYTES)
+                found = _scanned(data, size, wanted) if scan else None
+            if found is not None:
+                return found
+            buffer: _Head | None = _Head(data)
         except OSError:  # reported as parsing the file reports it
-            head = None
-        if head is not None:
-            data = head.getvalue()
+            buffer = None
+        if buffer is not None:
             try:
-                found = _header_from(head, path, wanted, size,
+                found = _header_from(buffer, path, wanted, size,
                                      deflated=DeflatedExplicitVRLittleEndian.encode() in data)
             except RejectError:
                 pass
             else:
-                if len(data) == size or not head.short:
+                if len(data) == size or not buffer.short:
                     return found
         fp.seek(0)
         return _header_from(fp, path, wanted, size)
 
 
 _HEAD_BYTES = 1 << 16  # CT headers mostly end within 8 KB; a longer one costs a second parse
+
+
+def scan_header(data: bytes, size: int, tags: Iterable[str]
+                ) -> tuple[dict[str, Any], PixelLayout] | None:
+    """:func:`read_header` of a file of ``size`` bytes from its first bytes ``data`` by
+    :mod:`.header_scan` alone (None where it leaves the file to pydicom)."""
+    return _scanned(data, size, keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS]))))
+
+
+def _scanned(data: bytes, size: int, wanted: dict[BaseTag, str]
+             ) -> tuple[dict[str, Any], PixelLayout] | None:
+    """:func:`read_header` of a plain file's first bytes ``data`` by :mod:`.header_scan`
+    (None: not a file it reads, or not plain: pydicom parses it)."""
+    found = header_scan.scan(data, _scan_table(tuple(wanted.items())))
+    if found is None:
+        return None
+    values, at, implicit = found
+    value_at, length = _pixel_value(data[at:at + 12], at, implicit)
+    if value_at is None:
+        return None
+    layout = _layout(values, size, value_at, header_hash(data[:value_at]), value_at, length)
+    return (values, layout) if layout.plain else None
+
+
+@functools.cache
+def _scan_table(wanted: tuple[tuple[BaseTag, str], ...]) -> dict[int, header_scan.Wanted]:
+    return header_scan.wanted(dict(wanted))
 
 
 class _Head(io.BytesIO):

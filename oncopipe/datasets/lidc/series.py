@@ -53,7 +53,7 @@ from oncopipe.datasets.lidc.layout import (
 from oncopipe.ingest.parallel import ordered_map
 
 AIR_HU = -1000.0
-_HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
                 "PatientID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
                 "SliceThickness", "InstanceNumber", "Rows", "Columns", "SamplesPerPixel",
                 "NumberOfFrames", "RescaleSlope", "RescaleIntercept"]
@@ -77,7 +77,7 @@ _INTEGER_TAGS = ("BitsAllocated", "BitsStored", "PixelRepresentation", "PixelPad
                  "PixelPaddingRangeLimit")
 _IS_LIMIT = 2 ** 31  # an IS value lies in [-2**31, 2**31 - 1] (PS3.5 6.2)
 _SEVERAL = (list, tuple, pydicom.multival.MultiValue)  # how pydicom gives several values
-_CHECKED = keyword_tags(tuple(dict.fromkeys(_HEADER_TAGS + LAYOUT_TAGS)))  # every one a check uses
+_CHECKED = keyword_tags(tuple(dict.fromkeys(HEADER_TAGS + LAYOUT_TAGS)))  # every one a check uses
 
 
 class SeriesError(RejectError):
@@ -271,7 +271,7 @@ class HeaderCache:
                 self.hits += 1
                 return path, entry, ""
         self.misses += 1
-        result = _read_header(path)
+        result = _read_header(path, head)
         header = result[1]
         if key is not None and header is not None and header.layout.plain:
             self._entries[key] = header
@@ -314,33 +314,45 @@ def _folder_series(folder: Path, groups: dict[str, list[tuple[Path, _Header]]],
     return series, rejects
 
 
-def _read_header(path: Path) -> tuple[Path, _Header | None, str]:
-    """One file's header values and pixel layout, or None and why it is not a usable CT slice.
+def _read_header(path: Path, head: bytes | None = None) -> tuple[Path, _Header | None, str]:
+    """One file's header values and pixel layout, or None and why it is not a usable CT slice
+    (``head``: the file's first bytes, if already read).
 
     A file whose pixels are not plain (:mod:`.layout`) is decoded here once, so a slice whose
     pixels cannot be read is set aside now, as one file, and ``prepare_lidc`` (which reads
-    only the slices this pass kept) cannot lose a whole series to it later.
+    only the slices this pass kept) cannot lose a whole series to it later. A header with a
+    problem is read again through pydicom: the reason shows the values as pydicom gives them,
+    whichever way the file was first read.
     """
     try:
-        values, layout = read_header(path, _HEADER_TAGS)
+        values, layout = read_header(path, HEADER_TAGS, head=head)
+        problem = _problem(values)
+        if problem:
+            values, layout = read_header(path, HEADER_TAGS, scan=False)
+            problem = _problem(values)
     except LimitError as exc:
         return path, None, f"too large: {_unnamed(exc, path)}"
     except RejectError as exc:
         return path, None, _unnamed(exc, path)
     except OSError as exc:
         return path, None, f"unreadable DICOM: {exc}"
-    modality = str(values.get("Modality", ""))
-    if modality != "CT":
-        return path, None, f"not CT: Modality {modality or 'missing'}, skipped"
-    problem = header_problem(values)
     if problem:
-        return path, None, f"bad header: {problem}"
+        return path, None, problem
     if not layout.plain:
         try:
             read_slice_hu(path)
         except RejectError as exc:
             return path, None, f"bad pixel data: {_unnamed(exc, path)}"
     return path, _Header.of(values, layout), ""
+
+
+def _problem(values: Values) -> str:
+    """Why the header is not a usable CT slice's ('' when it is)."""
+    modality = str(values.get("Modality", ""))
+    if modality != "CT":
+        return f"not CT: Modality {modality or 'missing'}, skipped"
+    problem = header_problem(values)
+    return f"bad header: {problem}" if problem else ""
 
 
 def _unnamed(exc: Exception, path: Path) -> str:
