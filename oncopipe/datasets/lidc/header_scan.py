@@ -35,8 +35,9 @@ _IMPLICIT = struct.Struct("<HHI")
 _U32 = struct.Struct("<I")
 _US = struct.Struct("<H")
 _SS = struct.Struct("<h")
-_VRS = frozenset(vr for vr in ENCODED_VR if len(vr) == 2)
 _LONG = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)
+# An explicit-VR element's header: 12 bytes with a 4-byte length, 8 with a 2-byte one.
+_HEADER_SIZE = {vr: 12 if vr in _LONG else 8 for vr in ENCODED_VR if len(vr) == 2}
 _SYNTAXES = {b"1.2.840.10008.1.2": True, b"1.2.840.10008.1.2.1": False}  # -> implicit VR
 _META = {tag: entry[0].encode() for tag, entry in DicomDictionary.items()
          if tag >> 16 == 2 and entry[0] in ("UL", "OB", "UI", "SH", "AE", "UR")}
@@ -101,7 +102,9 @@ def _scan(data: bytes, want: Mapping[int, Wanted]) -> tuple[dict[str, Any], int,
         tag = 0x20000 | elem
         if _META.get(tag) != vr:
             raise _Declined
-        pos, length = _long_length(data, pos, vr, length)
+        if _HEADER_SIZE[vr] == 12:
+            length = _U32.unpack_from(data, pos + 8)[0]
+        pos += _HEADER_SIZE[vr]
         if length == _UNDEFINED or pos + length > size or (vr == b"UL" and length != 4):
             raise _Declined
         if tag == 0x00020010:
@@ -114,10 +117,24 @@ def _scan(data: bytes, want: Mapping[int, Wanted]) -> tuple[dict[str, Any], int,
         raise _Declined
     values: dict[str, Any] = {"TransferSyntaxUID": syntax.decode()}
     raw: dict[int, tuple[bytes, bytes]] = {}
+    keep = {*want, _CHARSET}
     previous = 0x0002FFFF
-    while True:
+    explicit, header_size, u32 = _EXPLICIT.unpack_from, _HEADER_SIZE.get, _U32.unpack_from
+    while True:  # the hot loop (~200 elements a file): _element inlined
         start = pos
-        tag, vr, length, pos = _element(data, pos, implicit)
+        if implicit:
+            group, elem, length = _IMPLICIT.unpack_from(data, pos)
+            vr = b""
+            pos += 8
+        else:
+            group, elem, vr, length = explicit(data, pos)
+            step = header_size(vr)
+            if step is None:
+                raise _Declined
+            if step == 12:
+                length = u32(data, pos + 8)[0]
+            pos += step
+        tag = group << 16 | elem
         if tag <= previous:
             raise _Declined
         if tag >= _PIXEL_STOPS:
@@ -131,11 +148,12 @@ def _scan(data: bytes, want: Mapping[int, Wanted]) -> tuple[dict[str, Any], int,
                 raise _Declined
             pos = _skip_items(data, pos, implicit, 1)
             continue
-        if pos + length > size:
+        end = pos + length
+        if end > size:
             raise _Declined
-        if tag in want or tag == _CHARSET:
-            raw[tag] = (vr, data[pos:pos + length])
-        pos += length
+        if tag in keep:
+            raw[tag] = (vr, data[pos:end])
+        pos = end
 
 
 def _element(data: bytes, pos: int, implicit: bool) -> tuple[int, bytes, int, int]:
@@ -145,16 +163,12 @@ def _element(data: bytes, pos: int, implicit: bool) -> tuple[int, bytes, int, in
         group, elem, length = _IMPLICIT.unpack_from(data, pos)
         return group << 16 | elem, b"", length, pos + 8
     group, elem, vr, length = _EXPLICIT.unpack_from(data, pos)
-    if vr not in _VRS:
+    step = _HEADER_SIZE.get(vr)
+    if step is None:
         raise _Declined
-    pos, length = _long_length(data, pos, vr, length)
-    return group << 16 | elem, vr, length, pos
-
-
-def _long_length(data: bytes, pos: int, vr: bytes, length: int) -> tuple[int, int]:
-    if vr in _LONG:
-        return pos + 12, _U32.unpack_from(data, pos + 8)[0]
-    return pos + 8, length
+    if step == 12:
+        length = _U32.unpack_from(data, pos + 8)[0]
+    return group << 16 | elem, vr, length, pos + step
 
 
 def _looks_implicit(data: bytes, pos: int) -> bool:

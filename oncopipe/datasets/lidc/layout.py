@@ -157,14 +157,16 @@ def _check_inflated(fp: BinaryIO, path: Path) -> None:
     fp.seek(0)
 
 
-def read_header(path: Path, tags: Iterable[str], *, head: bytes | None = None,
+def read_header(path: Path, tags: Iterable[str], *, head: tuple[bytes, int] | None = None,
                 scan: bool = True) -> tuple[dict[str, Any], PixelLayout]:
     """One file's header values (``tags`` + :data:`LAYOUT_TAGS`, no pixels; see
     :func:`header_values`) and its pixel layout.
 
-    ``head``: the file's first bytes, when the caller has read them. A plain file's header
-    (:mod:`.header_scan`) is read from its first bytes without pydicom (``scan=False``: never;
-    the values are then pydicom's own objects, which a reject's message shows). Otherwise
+    ``head``: the file's first bytes and its size, when the caller has read them through
+    :func:`open_dicom` (which checked the size). A plain file's header (:mod:`.header_scan`)
+    is read from its first bytes without pydicom, from ``head`` without opening the file again
+    (``scan=False``: never; the values are then pydicom's own objects, which a reject's
+    message shows). Otherwise
     pydicom parses the file's first :data:`_HEAD_BYTES`, read at once, from memory: a file's
     many small reads and position queries are then no system calls. That parse is kept when it
     succeeds and never asked for a byte past them (or they are the whole file), so it read
@@ -176,14 +178,13 @@ def read_header(path: Path, tags: Iterable[str], *, head: bytes | None = None,
     Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
     wanted = keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
+    if scan and head is not None and (found := _scanned(*head, wanted)) is not None:
+        return found
     with open_dicom(path) as (fp, size):
         try:
-            data = head if head is not None else fp.read(_HEAD_BYTES)
-            found = _scanned(data, size, wanted) if scan else None
-            if found is None and len(data) < min(size, _HEAD_BYTES):  # the caller's few bytes
-                fp.seek(0)
-                data = fp.read(_HEAD_BYTES)
-                found = _scanned(data, size, wanted) if scan else None
+            data = fp.read(_HEAD_BYTES)
+            unseen = head is None or len(data) > len(head[0])  # more than the caller's bytes
+            found = _scanned(data, size, wanted) if scan and unseen else None
             if found is not None:
                 return found
             buffer: _Head | None = _Head(data)

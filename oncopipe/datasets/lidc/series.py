@@ -271,7 +271,7 @@ class HeaderCache:
                 self.hits += 1
                 return path, entry, ""
         self.misses += 1
-        result = _read_header(path, head)
+        result = _read_header(path, (head, key[0]) if key is not None and head else None)
         header = result[1]
         if key is not None and header is not None and header.layout.plain:
             self._entries[key] = header
@@ -314,9 +314,10 @@ def _folder_series(folder: Path, groups: dict[str, list[tuple[Path, _Header]]],
     return series, rejects
 
 
-def _read_header(path: Path, head: bytes | None = None) -> tuple[Path, _Header | None, str]:
+def _read_header(path: Path, head: tuple[bytes, int] | None = None
+                 ) -> tuple[Path, _Header | None, str]:
     """One file's header values and pixel layout, or None and why it is not a usable CT slice
-    (``head``: the file's first bytes, if already read).
+    (``head``: see :func:`.layout.read_header`).
 
     A file whose pixels are not plain (:mod:`.layout`) is decoded here once, so a slice whose
     pixels cannot be read is set aside now, as one file, and ``prepare_lidc`` (which reads
