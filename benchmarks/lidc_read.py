@@ -268,7 +268,7 @@ def input_rows(header: SeriesHeader, repeats: int) -> list[dict]:
     check = ("same crops as a new series" if same else "DIFFERENT from a new series") + (
         f"; reads slice {k} (2D) or {len(crops.slices_3d(header, point, cfg_3d.prepare.crops))}"
         " slices (3D)")
-    size = f"{len(header.slices)} x 512 x 512 ({mb:.0f} MB)"
+    size = f"{len(header.slices)} x 512 x 512 ({mb:.0f} MB), a scanner's header in each file"
     return harness.timing_records("LIDC per-input path (preprocess_one)", size, times,
                                   "oncopipe 2D, same series again (headers cached)",
                                   {"oncopipe 2D, same series again (headers cached)": check})
