@@ -140,7 +140,7 @@ def _scan(data: bytes, want: Mapping[int, Wanted]) -> tuple[dict[str, Any], int,
         if tag >= _PIXEL_STOPS:
             if tag != _PIXEL_DATA:
                 raise _Declined
-            values.update(_convert(raw, want, implicit))
+            values.update(_convert(raw, want))
             return values, start, implicit
         previous = tag
         if length == _UNDEFINED:
@@ -236,8 +236,8 @@ def _skip_item(data: bytes, pos: int, end: int | None, implicit: bool, depth: in
     return pos
 
 
-def _convert(raw: Mapping[int, tuple[bytes, bytes]], want: Mapping[int, Wanted],
-             implicit: bool) -> dict[str, Any]:
+def _convert(raw: Mapping[int, tuple[bytes, bytes]], want: Mapping[int, Wanted]
+             ) -> dict[str, Any]:
     """The wanted values as pydicom gives them, for the simple cases only."""
     charset = raw.get(_CHARSET)
     if charset is not None and charset[1].rstrip(b" \0") not in _CHARSETS:
