@@ -157,3 +157,25 @@ def test_header_cache_knows_a_series_by_its_bytes_wherever_it_lies(tmp_path, hea
     (c,), _ = read_headers(sorted(second.iterdir()), cache=cache)
     assert cache.misses == len(h.slices) + 1  # the changed file only
     assert c.slices[0].z == -500.0 and c.slices[0].path.name == h.slices[0].path.name
+
+
+@pytest.mark.parametrize("padding", [0, 20_000, 70_000])
+def test_header_cache_miss_reads_a_long_header_like_a_short_one(tmp_path, headers, padding):
+    """On a miss the cache hands the bytes it probed (8 KB) to the header pass, which reads on
+    when the header goes past them (a private element pushes the Pixel Data to 20 KB, or past
+    the 64 KiB first read): the same slices as read without the cache."""
+    (h,) = headers[0]["LIDC-IDRI-0001"]
+    folder = tmp_path / "long"
+    folder.mkdir()
+    for s in h.slices:
+        ds = pydicom.dcmread(s.path)
+        ds.add_new(0x00090010, "LO", "PAD")
+        ds.add_new(0x00091000, "OB", bytes(padding))
+        ds.save_as(folder / s.path.name)
+    files = sorted(folder.iterdir())
+    (cached,), rejects = read_headers(files, cache=HeaderCache())
+    (plain,), _ = read_headers(files)
+    assert not rejects and len(cached.slices) == len(h.slices)
+    assert [(s.z, s.sop_uid, s.layout) for s in cached.slices] == [
+        (s.z, s.sop_uid, s.layout) for s in plain.slices]
+    assert cached.slices[0].layout.header_bytes > padding
