@@ -23,6 +23,7 @@ SIGNATURES = {  # part -> (parameter names, defaults) the generic code relies on
     "prepare": (["cfg", "out_dir"], {}),
     "preprocess_one": (["cfg", "path", "point"], {"point": None}),
     "view": (["cfg", "path"], {}),
+    "input_on_view": (["cfg", "geometry", "point", "cam"], {}),
 }
 
 

@@ -171,6 +171,30 @@ def test_a_series_is_uploaded_once_kept_under_a_token_and_sliced_whole(project, 
     assert client.get(f"/api/upload/lidc/{token}/volume").status_code == 404
 
 
+def test_an_lidc_heat_map_comes_placed_where_its_crop_lies_on_the_scan(project, client):
+    view = post(client, "/api/upload/lidc", "series.zip", project.lidc_zip.read_bytes()).json()
+    token, geometry = view["token"], view["view"]["geometry"]
+    x, y, z = project.lidc_point
+    body = client.post("/api/explain/lidc", data={"token": token, "point": f"{x}, {y}, {z}"})
+    assert body.status_code == 200, body.text
+    placed, seen = body.json()["scan_map"], body.json()["model_view"]
+    assert placed["slice"] == int(np.abs(np.array(geometry["zs"]) - z).argmin())
+    (ox, oy), (sx, sy) = geometry["origin_xy"], geometry["spacing_xy"]
+    top, left, bottom, right = placed["rect"]
+    assert (top + bottom) / 2 == pytest.approx((y - oy) / sy)  # centred on the point's pixel
+    assert (left + right) / 2 == pytest.approx((x - ox) / sx)
+    crops = __import__("oncopipe.datasets", fromlist=["x"]).load_config(
+        "lidc", project.params).prepare.crops
+    assert right - left == pytest.approx(crops.size_2d * crops.mm_per_px / sx)
+    # the map over the scan is the model view's map (a 2D crop: the same 64 x 64 bytes)
+    assert placed["shape"] == seen["shape"][1:] and placed["cam"] == seen["cam"]
+    # an input predicted without being kept has no viewer to draw on
+    direct = post(client, "/api/explain/lidc", "series.zip", project.lidc_zip.read_bytes(),
+                  f"{x}, {y}, {z}")
+    assert direct.status_code == 200 and direct.json()["scan_map"] is None
+    assert client.delete(f"/api/upload/lidc/{token}").status_code == 204
+
+
 def test_a_token_is_only_good_for_its_own_dataset_and_images_have_no_volume(project, client):
     body = post(client, "/api/upload/pcam", "patch.tif", project.pcam_image.read_bytes()).json()
     assert body["view"] is None

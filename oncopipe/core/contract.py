@@ -88,6 +88,18 @@ class View(Protocol):
     def __call__(self, cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]: ...
 
 
+class InputOnView(Protocol):
+    """Where the model's input for ``point`` lies on the view whose ``geometry`` :class:`View`
+    returned, and its Grad-CAM map ``cam`` (the sample's spatial grid) as one axial plane:
+    ``{"slice": k, "rect": [top, left, bottom, right], "visible": [...], "map": (h, w) in
+    [0, 1]}``, rectangles in the slice's continuous pixel index (pixel centres at integers),
+    ``visible`` the part of ``rect`` on the slice. For inputs that are a part of the view
+    (a crop around the point), so the page draws the map where that part lies."""
+
+    def __call__(self, cfg: DatasetConfig, geometry: dict, point: Point, cam: np.ndarray
+                 ) -> dict: ...
+
+
 @dataclass(frozen=True)
 class Lazy:
     """Function ``name`` of module ``module``, imported on first call (see the module doc)."""
@@ -102,7 +114,8 @@ class Lazy:
         return self.resolve()(*args, **kwargs)
 
 
-LAZY_PARTS = ("write_demo", "prepare", "preprocess_one", "view")
+LAZY_PARTS = ("write_demo", "prepare", "preprocess_one", "view", "input_on_view")
+OPTIONAL_PARTS = ("view", "input_on_view")
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ class DatasetSpec:
     - ``view``: optional; datasets whose input takes a point (``predict_input.point``) have
       one, so ``oncopipe serve`` can show the input to pick the point on; volumes may have
       one, to be looked through slice by slice.
+    - ``input_on_view``: optional; where the model's input (a crop around the point) lies on
+      the view, so its Grad-CAM map is drawn there over the scan.
     - ``class_descriptions``: class name -> one sentence a clinician understands (what the
       class means in this release, e.g. which region of the patch a label looks at); when
       given, every class of every task has one. ``oncopipe serve`` shows them beside the
@@ -133,6 +148,7 @@ class DatasetSpec:
     prepare: Prepare
     preprocess_one: PreprocessOne
     view: View | None = None
+    input_on_view: InputOnView | None = None
     provenance: Provenance | None = None  # the data card's release, licence and citation
     class_descriptions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -155,7 +171,7 @@ class DatasetSpec:
                 fail(field, "a settings class")
         for field in LAZY_PARTS:
             value = getattr(self, field)
-            if field == "view" and value is None:
+            if field in OPTIONAL_PARTS and value is None:
                 continue
             if not isinstance(value, Lazy):
                 fail(field, "a Lazy reference into the dataset's package")
@@ -170,15 +186,18 @@ class DatasetSpec:
             fail("class_descriptions", f"a sentence for every class (missing: {undescribed})")
         if self.predict_input.point and self.view is None:
             fail("view", "a Lazy reference (the input takes a point, picked on its view)")
+        if self.input_on_view is not None and self.view is None:
+            fail("view", "a Lazy reference (input_on_view places the input on the view)")
 
     @classmethod
-    def of_package(cls, package: str, params: ModuleType, view: str | None = None
-                   ) -> DatasetSpec:
+    def of_package(cls, package: str, params: ModuleType, view: str | None = None,
+                   input_on_view: str | None = None) -> DatasetSpec:
         """The declaration every dataset package makes: ``params`` names the classes
         (``CLASS_NAMES``) and what they mean (``CLASS_DESCRIPTIONS``), the input
         (``PREDICT_INPUT``), the settings (``DemoParams``, ``PrepareParams``) and the release
         (``PROVENANCE``); the parts are ``demo.write_demo``, ``prepare.prepare``,
-        ``prepare.preprocess_one`` and, when named, ``prepare.<view>``."""
+        ``prepare.preprocess_one`` and, when named, ``prepare.<view>`` and
+        ``prepare.<input_on_view>``."""
         return cls(name=package.rsplit(".", 1)[-1], class_names=params.CLASS_NAMES,
                    class_descriptions=params.CLASS_DESCRIPTIONS,
                    predict_input=params.PREDICT_INPUT, demo_params=params.DemoParams,
@@ -186,13 +205,15 @@ class DatasetSpec:
                    write_demo=Lazy(f"{package}.demo", "write_demo"),
                    prepare=Lazy(f"{package}.prepare", "prepare"),
                    preprocess_one=Lazy(f"{package}.prepare", "preprocess_one"),
-                   view=Lazy(f"{package}.prepare", view) if view else None)
+                   view=Lazy(f"{package}.prepare", view) if view else None,
+                   input_on_view=(Lazy(f"{package}.prepare", input_on_view) if input_on_view
+                                  else None))
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.class_names)
 
     def parts(self) -> dict[str, Lazy]:
-        """The processing parts it declares (``view`` only when present)."""
+        """The processing parts it declares (the optional ones only when present)."""
         return {f: getattr(self, f) for f in LAZY_PARTS if getattr(self, f) is not None}
 

@@ -197,10 +197,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 note = f"Grad-CAM on {layer}"
                 if not cam.any():
                     note += ": empty, nothing in the input raised this class's score"
+                kept_view = up.view if isinstance(up, sessions.Session) else None
+                on_scan = viewer.map_on_scan(_spec(dataset), cfg, kept_view, p, cam)
                 return JSONResponse({"result": result, "words": predict.in_words(result),
                                      "views": views.sample_views(sample, cam),
                                      "model_view": viewer.model_view(sample, cam),
-                                     "saliency": note})
+                                     "scan_map": on_scan, "saliency": note})
             except NoModel as exc:
                 return _error(404, str(exc))
             except (InputError, OSError) as exc:

@@ -114,14 +114,31 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+
 def model_view(sample: np.ndarray, cam: np.ndarray) -> dict:
     """The model's input ((C, H, W) or (C, D, H, W), in [0, 1]) and its Grad-CAM map (the
     same spatial grid, [0, 1]) as uint8 arrays, base64: the page draws the map over the
     input at the opacity the user picks."""
     x = to_float(torch.from_numpy(np.ascontiguousarray(sample))).numpy()
-    u8 = np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
-    heat = np.rint(np.clip(cam, 0, 1) * 255).astype(np.uint8)
+    u8, heat = _u8(x), _u8(cam)
     return {"shape": list(u8.shape), "input": _b64(u8), "cam": _b64(heat)}
+
+
+def map_on_scan(spec: DatasetSpec, cfg: DatasetConfig, view: dict | None,
+                point: tuple[float, float, float] | None, cam: np.ndarray) -> dict | None:
+    """The Grad-CAM map placed on the viewer's scan, for a dataset whose model input is a
+    part of it (an LIDC crop around the point): the dataset's ``input_on_view`` gives the
+    slice and the rectangle in that slice's pixels from the crop parameters the prediction
+    used, so the page only draws; the map goes as a base64 uint8 array of ``shape``.
+    ``None`` without a view (an input predicted without being kept) or such a part."""
+    if spec.input_on_view is None or view is None or point is None:
+        return None
+    placed = dict(spec.input_on_view(cfg, view["geometry"], point, cam))
+    heat = _u8(placed.pop("map"))
+    return {**placed, "shape": list(heat.shape), "cam": _b64(heat)}
 
 
 def cards(root: Path, dataset: str) -> dict[str, str | None]:

@@ -9,4 +9,5 @@ into 2D and 3D arrays and writes the common manifest. See docs/lidc.md.
 from oncopipe.core.contract import DatasetSpec
 from oncopipe.datasets.lidc import params
 
-SPEC = DatasetSpec.of_package(__name__, params, view="scan_view")
+SPEC = DatasetSpec.of_package(__name__, params, view="scan_view",
+                              input_on_view="crop_on_view")

@@ -313,3 +313,45 @@ def scan_view(cfg: DatasetConfig, path: Path) -> tuple[np.ndarray, dict]:
                 "extent_mm": [list(r) for r in scan_extent(header)],
                 "series_uid": header.series_uid}
     return volume, geometry
+
+
+def crop_rect(geometry: dict, point: tuple[float, float, float], p: CropParams) -> dict:
+    """Where the crop for ``point`` lies on the axial slice it is shown on: the slice nearest
+    ``z`` (the one a 2D crop reads) and the crop's square, ``extent_mm`` wide (``size_2d`` x
+    ``mm_per_px`` in 2D, ``fov_3d_mm`` in 3D), centred on the point, in the slice's continuous
+    pixel index (pixel centres at integers, as ``scan_view``'s geometry maps mm to pixels):
+    ``rect`` [top, left, bottom, right] whole, ``visible`` its part on the slice (the crop
+    pads beyond the scan with air, which is not drawn; the point itself is inside the scan,
+    as ``preprocess_one`` refuses any other, so that part is never empty)."""
+    x, y, z = (float(v) for v in point)
+    zs = np.asarray(geometry["zs"], np.float64)
+    k = int(np.abs(zs - z).argmin())
+    (ox, oy), (sx, sy) = geometry["origin_xy"], geometry["spacing_xy"]
+    rows, cols = geometry["shape_yx"]
+    extent = p.size_2d * p.mm_per_px if p.input == "2d" else p.fov_3d_mm
+    r, c = (y - oy) / sy, (x - ox) / sx
+    hr, hc = extent / (2 * abs(sy)), extent / (2 * abs(sx))
+    rect = [r - hr, c - hc, r + hr, c + hc]
+    visible = [max(rect[0], -0.5), max(rect[1], -0.5), min(rect[2], rows - 0.5),
+               min(rect[3], cols - 0.5)]
+    return {"slice": k, "z_mm": float(zs[k]), "centre": [r, c], "extent_mm": extent,
+            "rect": rect, "visible": visible}
+
+
+def crop_on_view(cfg: DatasetConfig, geometry: dict, point: tuple[float, float, float],
+                 cam: np.ndarray) -> dict:
+    """The crop's place on the scan (:func:`crop_rect`, from the crop parameters the
+    prediction used) and its Grad-CAM map as one axial plane: the 2D map as it is; of a 3D
+    map (z, y, x), its axial plane at the shown slice's z, interpolated between the two
+    nearest planes (the central plane, shifted by at most half a slice step)."""
+    p = cfg.prepare.crops
+    placed = crop_rect(geometry, point, p)
+    heat = np.asarray(cam, np.float32)
+    if heat.ndim == 3:
+        n = heat.shape[0]
+        step = p.fov_3d_mm / p.size_3d
+        t = float(np.clip((placed["z_mm"] - float(point[2])) / step + (n - 1) / 2, 0, n - 1))
+        lo = int(np.floor(t))
+        hi = min(lo + 1, n - 1)
+        heat = heat[lo] * (1 - (t - lo)) + heat[hi] * (t - lo)
+    return {**placed, "map": heat}
