@@ -217,6 +217,82 @@ def test_the_ct_viewer_drags_scrolls_keeps_focus_and_marks_the_point(project, se
     assert browser.find_element(By.ID, "model-opacity").is_displayed()
 
 
+_PIXEL = ("const c = document.getElementById('scan-axial'); const sx = c.width / arguments[2],"
+          " sy = c.height / arguments[3]; const p = c.getContext('2d').getImageData("
+          "Math.round((arguments[1] + 0.5) * sx), Math.round((arguments[0] + 0.5) * sy), 1, 1)"
+          ".data; return [p[0], p[1], p[2]];")
+
+
+def _spread(rgb: list[int]) -> int:
+    """0 for a grey pixel (the CT slice), large where the colour map is blended in."""
+    return max(rgb) - min(rgb)
+
+
+def test_an_lidc_heat_map_is_drawn_on_the_scan_where_the_crop_lies(project, server, clean):
+    from selenium.webdriver.support.ui import Select
+
+    browser, By = clean, _by()
+    browser.get(f"{server}/#lidc")
+    web.wait(browser, lambda d: d.find_elements(By.ID, "file"), "the LIDC form")
+    browser.find_element(By.ID, "file").send_keys(str(project.lidc_zip))
+    web.wait(browser, lambda d: d.find_elements(By.ID, "scan-axial-slider"), "the viewer")
+    x, y, z = project.lidc_point
+    for axis, value in zip("xyz", (x, y, z), strict=True):
+        box = browser.find_element(By.ID, f"point-{axis}")
+        box.clear()
+        box.send_keys(f"{value:.2f}")
+    browser.find_element(By.ID, "go-point").click()  # the marker, as an example sets it
+    browser.find_element(By.ID, "run").click()
+    web.wait(browser, lambda d: web.text_of(d, "#answer"), "the LIDC answer")
+    canvas = web.wait(browser, lambda d: d.find_element(By.ID, "scan-axial").get_attribute(
+        "data-heatmap") == "shown" and d.find_element(By.ID, "scan-axial"), "the map on the scan")
+
+    # where it must be: the crop (size_2d x mm_per_px) centred on the point's pixel
+    cfg = datasets.load_config("lidc", project.params)
+    _, g = datasets.spec("lidc").view(cfg, project.lidc_folder)
+    rows, cols = g["shape_yx"]
+    r = (round(y, 2) - g["origin_xy"][1]) / g["spacing_xy"][1]
+    c = (round(x, 2) - g["origin_xy"][0]) / g["spacing_xy"][0]
+    half = cfg.prepare.crops.size_2d * cfg.prepare.crops.mm_per_px / 2 / g["spacing_xy"][0]
+    assert 1.4 * half < min(r, c, rows - r, cols - c)  # the test's points are on the slice
+    marker = [float(v) for v in canvas.get_attribute("data-marker").split(",")]
+    assert marker[1:] == pytest.approx([r, c], abs=0.01)
+
+    def pixel(dr: float, dc: float) -> list[int]:
+        return browser.execute_script(_PIXEL, r + dr * half, c + dc * half, cols, rows)
+
+    inside = [(-0.6, -0.6), (0.6, 0.6), (-0.6, 0.9), (0.9, -0.6)]
+    outside = [(-1.3, -1.3), (1.3, 1.3), (-0.6, 1.15), (1.15, -0.6)]
+    assert all(_spread(pixel(*p)) > 30 for p in inside)  # the colour map over the slice
+    assert all(_spread(pixel(*p)) <= 2 for p in outside)  # grey: nothing drawn there
+
+    # the opacity slider: none at 0, the colour map alone at 100
+    slider = browser.find_element(By.ID, "scan-opacity")
+    assert browser.find_element(By.CSS_SELECTOR, "#scan .colourbar").is_displayed()
+    at_45 = pixel(-0.6, -0.6)
+    browser.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent("
+                           "new Event('input'))", slider)
+    web.wait(browser, lambda d: _spread(pixel(-0.6, -0.6)) <= 2, "the map to fade out")
+    browser.execute_script("arguments[0].value = 100; arguments[0].dispatchEvent("
+                           "new Event('input'))", slider)
+    web.wait(browser, lambda d: _spread(pixel(-0.6, -0.6)) > _spread(at_45), "a full map")
+    # drawn above the windowed slice: a new window changes the slice, not the map at 100%
+    opaque, grey = pixel(-0.6, -0.6), pixel(-1.3, -1.3)
+    Select(browser.find_element(By.ID, "scan-preset")).select_by_value("bone")
+    web.wait(browser, lambda d: pixel(-1.3, -1.3) != grey, "the new window")
+    assert pixel(-0.6, -0.6) == opaque
+    # on its slice only: one slice further it is gone, and the caption says where it is
+    k = _slice(browser)
+    browser.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent("
+                           "new Event('input'))", browser.find_element(By.ID, "scan-axial-slider"),
+                           k + 1 if k + 1 < len(g["zs"]) else k - 1)
+    web.wait(browser, lambda d: canvas.get_attribute("data-heatmap") == "", "another slice")
+    assert _spread(pixel(-0.6, -0.6)) <= 2
+    assert f"heat map on slice {k + 1}" in browser.find_element(By.ID, "scan-axial-label").text
+    # the model's own view stays
+    assert browser.find_element(By.ID, "model-axial").is_displayed()
+
+
 def test_every_dataset_runs_its_example_in_one_click(demo_server, clean):
     browser, By = clean, _by()
     ready = [n for n in datasets.NAMES
@@ -238,6 +314,8 @@ def test_every_dataset_runs_its_example_in_one_click(demo_server, clean):
         web.run_example(browser, demo_server, "lidc")
         assert browser.find_element(By.ID, "scan-axial").get_attribute("data-marker")
         assert browser.find_elements(By.CSS_SELECTOR, "#lesions button.lesion")
+        # its heat map is drawn on the scan, on the slice of the example's point
+        assert browser.find_element(By.ID, "scan-axial").get_attribute("data-heatmap") == "shown"
 
 
 def test_readable_and_keyboard_reachable_at_420_pixels(project, server, clean):

@@ -289,6 +289,7 @@ async function runPredict(ds) {
   const button = document.getElementById("run");
   button.disabled = true;
   document.getElementById("result").replaceChildren();
+  if (state.viewer) state.viewer.setScanMap(null);  // the map belongs to the answer shown
   const started = performance.now();
   const tick = () => setStatus(`Predicting… ${((performance.now() - started) / 1000).toFixed(1)} s ` +
     "(preparing the input as the pipeline does, the model, then its Grad-CAM map)");
@@ -371,6 +372,17 @@ function renderResult(answer, ds) {
     el("p", { class: "note", id: "heatmap-help", text: `${HEATMAP_HELP} (${answer.saliency}.)` }),
     seen.root);
   overlayOnScan(answer);
+  cropMapOnScan(answer);
+}
+
+// where the model saw a crop of the scan (LIDC), its heat map is drawn on the slice the crop
+// came from, in the rectangle the server computed from the crop's size and the point
+function cropMapOnScan(answer) {
+  const m = answer.scan_map;
+  const viewer = state.viewer;
+  if (!m || !viewer) return;
+  viewer.setScanMap({ ...m, cam: decode(m.cam) });
+  viewer.setIndex(0, m.slice);
 }
 
 // where the dataset declares that the model's input covers the whole volume in the viewer's

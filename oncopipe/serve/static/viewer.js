@@ -53,7 +53,7 @@ class Viewer {
   // hu (window/level applies), overlay (Uint8Array [D, H, W] or null), geometry (mm mapping),
   // lesions, onPoint(k, r, c), label, planes (which to show).
   constructor(opts) {
-    Object.assign(this, { overlay: null, geometry: null, lesions: [], onPoint: null, hu: false,
+    Object.assign(this, { overlay: null, scanMap: null, geometry: null, lesions: [], onPoint: null, hu: false,
       label: "volume", opacity: 0.45 }, opts);
     [this.C, this.D, this.H, this.W] = this.shape;
     this.index = [Math.floor(this.D / 2), Math.floor(this.H / 2), Math.floor(this.W / 2)];
@@ -120,6 +120,44 @@ class Viewer {
     this.overlay = overlay;
     if (!this.opacitySlider) this.controlsBox.append(...this.overlayControls());
     for (const v of this.views) this.schedule(v);
+  }
+
+  // a heat map over one axial slice only, in a rectangle of it (an LIDC crop's map where the
+  // crop lies): m = {slice, rect, visible ([top, left, bottom, right] in the slice's pixel
+  // index, pixel centres at integers, from the server), shape [h, w], cam (Uint8Array)}; null
+  // removes it. Drawn above the windowed slice, so it follows window/level.
+  setScanMap(m) {
+    this.scanMap = null;
+    if (m) {
+      const [h, w] = m.shape;
+      const tile = node("canvas", { width: w, height: h });
+      const ctx = tile.getContext("2d");
+      const img = ctx.createImageData(w, h);
+      for (let i = 0; i < w * h; i++) {
+        const j = 3 * m.cam[i];
+        img.data.set([JET[j], JET[j + 1], JET[j + 2], 255], 4 * i);
+      }
+      ctx.putImageData(img, 0, 0);
+      this.scanMap = { ...m, tile };
+      if (!this.opacitySlider) this.controlsBox.append(...this.overlayControls());
+    }
+    for (const v of this.views) this.schedule(v);
+  }
+
+  drawScanMap(v, ctx, s, sx, sy) {
+    const m = this.scanMap;
+    if (!m || v.name !== "axial" || m.slice !== s) return false;
+    const [top, left, bottom, right] = m.rect;
+    const [vt, vl, vb, vr] = m.visible;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect((vl + 0.5) * sx, (vt + 0.5) * sy, (vr - vl) * sx, (vb - vt) * sy);
+    ctx.clip();
+    ctx.globalAlpha = this.opacity;
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(m.tile, (left + 0.5) * sx, (top + 0.5) * sy, (right - left) * sx, (bottom - top) * sy);
+    ctx.restore();
+    return true;
   }
 
   // plane geometry: image rows/cols, their spacing, and how (index, row, col) maps to voxels
@@ -292,6 +330,7 @@ class Viewer {
     const sy = v.canvas.height / rows;
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(v.off, 0, 0, v.canvas.width, v.canvas.height);
+    const heat = this.drawScanMap(v, ctx, s, sx, sy);
     this.drawLesions(v, ctx, s, sx, sy);
     if (this.marker) {
       const [my, mx] = this.pixel(v, ...this.marker);
@@ -309,6 +348,7 @@ class Viewer {
     }
     v.canvas.dataset.slice = String(s);
     v.canvas.dataset.marker = this.marker ? this.marker.map((m) => m.toFixed(2)).join(",") : "";
+    if (v.name === "axial") v.canvas.dataset.heatmap = heat ? "shown" : "";
     v.caption.textContent = this.caption(v, s);
   }
 
@@ -339,8 +379,10 @@ class Viewer {
     if (v.n === 1) return "";
     const base = `${v.name} ${s + 1} / ${v.n}`;
     const g = this.geometry;
-    if (g && g.zs && v.name === "axial") return `${base}, z ${g.zs[s].toFixed(1)} mm`;
-    return base;
+    if (!g || !g.zs || v.name !== "axial") return base;
+    const m = this.scanMap;
+    const heat = !m ? "" : m.slice === s ? ", heat map shown" : `, heat map on slice ${m.slice + 1}`;
+    return `${base}, z ${g.zs[s].toFixed(1)} mm${heat}`;
   }
 }
 
