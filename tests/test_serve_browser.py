@@ -232,10 +232,12 @@ def test_an_lidc_heat_map_is_drawn_on_the_scan_where_the_crop_lies(project, serv
     from selenium.webdriver.support.ui import Select
 
     browser, By = clean, _by()
+    browser.get("about:blank")  # a fresh page: the same file chosen again fires no change
     browser.get(f"{server}/#lidc")
     web.wait(browser, lambda d: d.find_elements(By.ID, "file"), "the LIDC form")
     browser.find_element(By.ID, "file").send_keys(str(project.lidc_zip))
     web.wait(browser, lambda d: d.find_elements(By.ID, "scan-axial-slider"), "the viewer")
+    assert browser.find_element(By.ID, "scan-wl").text == "L -600, W 1500 HU"  # lung
     x, y, z = project.lidc_point
     for axis, value in zip("xyz", (x, y, z), strict=True):
         box = browser.find_element(By.ID, f"point-{axis}")
