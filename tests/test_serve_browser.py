@@ -255,13 +255,14 @@ def test_an_lidc_heat_map_is_drawn_on_the_scan_where_the_crop_lies(project, serv
     rows, cols = g["shape_yx"]
     r = (round(y, 2) - g["origin_xy"][1]) / g["spacing_xy"][1]
     c = (round(x, 2) - g["origin_xy"][0]) / g["spacing_xy"][0]
-    half = cfg.prepare.crops.size_2d * cfg.prepare.crops.mm_per_px / 2 / g["spacing_xy"][0]
-    assert 1.4 * half < min(r, c, rows - r, cols - c)  # the test's points are on the slice
+    extent = cfg.prepare.crops.size_2d * cfg.prepare.crops.mm_per_px
+    half_r, half_c = extent / 2 / g["spacing_xy"][1], extent / 2 / g["spacing_xy"][0]
+    assert 1.4 * max(half_r, half_c) < min(r, c, rows - r, cols - c)  # all points on the slice
     marker = [float(v) for v in canvas.get_attribute("data-marker").split(",")]
     assert marker[1:] == pytest.approx([r, c], abs=0.01)
 
     def pixel(dr: float, dc: float) -> list[int]:
-        return browser.execute_script(_PIXEL, r + dr * half, c + dc * half, cols, rows)
+        return browser.execute_script(_PIXEL, r + dr * half_r, c + dc * half_c, cols, rows)
 
     inside = [(-0.6, -0.6), (0.6, 0.6), (-0.6, 0.9), (0.9, -0.6)]
     outside = [(-1.3, -1.3), (1.3, 1.3), (-0.6, 1.15), (1.15, -0.6)]
