@@ -2,13 +2,14 @@
 
 Nearly every LIDC-IDRI slice is uncompressed little-endian 16-bit data: decoding it is reading
 ``Rows x Columns`` words at a fixed offset. :func:`read_header` reads a file's header once (no
-pixels) and returns its values as plain keyword -> value pairs (every check reads those, not
-pydicom's dataset) and, beside them, a :class:`PixelLayout`: that offset, the stored dtype, the
-rescale and padding values, and what identifies the file as it was (its size and a hash of
-every byte before the pixel values). :mod:`.pixels` then reads the pixels without parsing the
-file again. Files that are not plain (compressed or deflated transfer syntaxes, big-endian,
-BitsAllocated other than 16, colour or multi-frame, a Modality LUT Sequence, a Pixel Data
-length other than Rows x Columns x 2) get an empty ``dtype``: pydicom decodes them.
+pixels; :mod:`.header_scan` for the simple case, pydicom otherwise) and returns its values as
+plain keyword -> value pairs (every check reads those, not pydicom's dataset) and, beside them,
+a :class:`PixelLayout`: that offset, the stored dtype, the rescale and padding values, and what
+identifies the file as it was (its size and a hash of every byte before the pixel values).
+:mod:`.pixels` then reads the pixels without parsing the file again. Files that are not plain
+(compressed or deflated transfer syntaxes, big-endian, BitsAllocated other than 16, colour or
+multi-frame, a Modality LUT Sequence, a Pixel Data length other than Rows x Columns x 2) get an
+empty ``dtype``: pydicom decodes them.
 
 Every file is hostile until read: :func:`open_dicom` checks its size against
 ``limits.max_dicom_bytes`` before pydicom sees it and clamps every read to what the file holds
