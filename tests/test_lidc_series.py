@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +181,35 @@ def test_header_cache_miss_reads_a_long_header_like_a_short_one(tmp_path, header
     assert [(s.z, s.sop_uid, s.layout) for s in cached.slices] == [
         (s.z, s.sop_uid, s.layout) for s in plain.slices]
     assert cached.slices[0].layout.header_bytes > padding
+
+
+def test_header_cache_shared_by_threads_that_evict_each_others_entries(headers):
+    """serve reads series in several threads through one cache: with room for one series and
+    two files, four threads reading two series over and over evict each other's entries
+    between a lookup and its use; every read still gives what an uncached pass gives, and
+    every read is counted. (The race this guards, an entry evicted between its lookup and
+    its move to the recent end, is too narrow to hit on demand: without the lock this test
+    passed too; the lock rules it out by construction.)"""
+    series = [headers[0]["LIDC-IDRI-0001"][0], headers[0]["LIDC-IDRI-0002"][0]]
+    files = [[s.path for s in h.slices] for h in series]
+    expected = [[(s.z, s.sop_uid, s.layout) for s in read_headers(f)[0][0].slices]
+                for f in files]
+    cache = HeaderCache(max_files=len(files[0]) + 2)  # one series and a bit: constant eviction
+
+    def work(i: int) -> bool:
+        for round_ in range(20):
+            (h,), rejects = read_headers(files[(i + round_) % 2], cache=cache)
+            if rejects or [(s.z, s.sop_uid, s.layout) for s in h.slices] != expected[
+                    (i + round_) % 2]:
+                return False
+        return True
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between nearly any two bytecodes
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(work, range(4)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert cache.hits + cache.misses == 4 * 20 * sum(len(f) for f in files) // 2
+    assert cache.hits and len(cache._entries) <= cache.max_files

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -246,37 +247,46 @@ class HeaderCache:
     (``PixelLayout.header_hash``) and the size is the same. Those bytes and the size are all
     the header pass reads of a plain file, so a hit gives what parsing it again would. Files
     that need a decoder are parsed every time (the header pass decodes them). At most
-    ``max_files`` entries, least recently used first out.
+    ``max_files`` entries, least recently used first out. ``serve`` reads series in several
+    threads at once: the entries change under a lock (a lookup and its move to the recent end
+    are one step), the files are read and parsed outside it.
     """
 
     def __init__(self, max_files: int = 20_000):
         self.max_files = max_files
         self._entries: OrderedDict[tuple, _Header] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def read(self, path: Path) -> tuple[Path, _Header | None, str]:
         """What :func:`_read_header` gives for ``path``, parsed only on a miss."""
         key, head = self._probe(path)
-        entry = self._entries.get(key) if key is not None else None
+        with self._lock:
+            entry = self._entries.get(key) if key is not None else None
         if key is not None and entry is not None and head is not None:
             n = entry.layout.header_bytes
             if n > len(head):
                 with open_dicom(path) as (fp, _):
                     head = fp.read(n)
             if len(head) >= n and header_hash(head[:n]) == entry.layout.header_hash:
-                self._entries.move_to_end(key)
-                self.hits += 1
+                with self._lock:
+                    if key in self._entries:  # another thread may have evicted it meanwhile
+                        self._entries.move_to_end(key)
+                    self.hits += 1
                 return path, entry, ""
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         result = _read_header(path, (head, key[0]) if key is not None and head else None)
         header = result[1]
         if key is not None and header is not None and header.layout.plain:
-            self._entries[key] = header
-            while len(self._entries) > self.max_files:
-                self._entries.popitem(last=False)
+            with self._lock:
+                self._entries[key] = header
+                while len(self._entries) > self.max_files:
+                    self._entries.popitem(last=False)
         return result
 
     @staticmethod
