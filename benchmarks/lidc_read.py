@@ -70,6 +70,7 @@ from oncopipe.datasets.lidc.pixels import read_series  # noqa: E402
 from oncopipe.datasets.lidc.series import (  # noqa: E402
     HEADER_CACHE,
     SeriesHeader,
+    nearest_slice,
     read_headers,
 )
 
@@ -242,7 +243,7 @@ def input_rows(header: SeriesHeader, repeats: int) -> list[dict]:
         shutil.copytree(header.folder, copy)
     folders = [header.folder, copy]
     point = header.voxel_to_mm(len(header.slices) / 2, 250, 180)
-    k = int(np.abs(header.zs - point[2]).argmin())
+    k = nearest_slice(header.zs, point[2])
     cfg_2d, cfg_3d = _config("2d"), _config("3d")
     turn = [0]
 

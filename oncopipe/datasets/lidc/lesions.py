@@ -39,7 +39,7 @@ from oncopipe.datasets.lidc.clustering import (
 )
 from oncopipe.datasets.lidc.grouping import equivalent_diameter, infer_readers, merge_by_radius
 from oncopipe.datasets.lidc.params import CohortParams, GroupingParams, PrepareParams
-from oncopipe.datasets.lidc.series import SeriesHeader, iter_series
+from oncopipe.datasets.lidc.series import SeriesHeader, iter_series, nearest_slice
 from oncopipe.ingest.rawfiles import walk_folders
 from oncopipe.ingest.report import Report
 
@@ -304,7 +304,7 @@ def _slice_of(header: SeriesHeader, sop: str, z: float, tol_mm: float) -> int | 
     if k is not None:
         return k
     zs = header.zs
-    k = int(np.abs(zs - z).argmin())
+    k = nearest_slice(zs, z)
     return k if abs(zs[k] - z) <= tol_mm else None
 
 

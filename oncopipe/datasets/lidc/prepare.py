@@ -30,7 +30,13 @@ from oncopipe.datasets.lidc.params import (
     is_pylidc_raw,
 )
 from oncopipe.datasets.lidc.pixels import StoredVolume, read_series
-from oncopipe.datasets.lidc.series import HEADER_CACHE, SeriesError, SeriesHeader, read_headers
+from oncopipe.datasets.lidc.series import (
+    HEADER_CACHE,
+    SeriesError,
+    SeriesHeader,
+    nearest_slice,
+    read_headers,
+)
 from oncopipe.ingest.arrays import ArrayWriter
 from oncopipe.ingest.contact_sheet import write_contact_sheet
 from oncopipe.ingest.parallel import ordered_map
@@ -260,7 +266,7 @@ def preprocess_one(cfg: DatasetConfig, path: Path,
     p = cfg.prepare.crops
     rows = crops.rows_needed(header, (x, y, z), p)
     if p.input == "2d":
-        k = int(np.abs(header.zs - z).argmin())
+        k = nearest_slice(header.zs, z)
         hu = crops.crop_2d(_slice_hu(read_series(header, [k], rows=rows), k), header, x, y, p)
     else:
         volume = read_series(header, crops.slices_3d(header, (x, y, z), p), rows=rows)
@@ -325,7 +331,7 @@ def crop_rect(geometry: dict, point: tuple[float, float, float], p: CropParams) 
     as ``preprocess_one`` refuses any other, so that part is never empty)."""
     x, y, z = (float(v) for v in point)
     zs = np.asarray(geometry["zs"], np.float64)
-    k = int(np.abs(zs - z).argmin())
+    k = nearest_slice(zs, z)
     (ox, oy), (sx, sy) = geometry["origin_xy"], geometry["spacing_xy"]
     rows, cols = geometry["shape_yx"]
     extent = p.size_2d * p.mm_per_px if p.input == "2d" else p.fov_3d_mm

@@ -134,6 +134,13 @@ class _Header(NamedTuple):
                    int(values.get("PixelRepresentation", 0)), layout)
 
 
+def nearest_slice(zs: np.ndarray, z: float) -> int:
+    """Index of the slice position in ``zs`` nearest ``z`` (the first of a tie): the slice a 2D
+    crop reads, the one its heat map is shown on, and an roi's slice when its SOP UID is
+    unknown; one definition, so the three agree."""
+    return int(np.abs(np.asarray(zs, np.float64) - z).argmin())
+
+
 @dataclass
 class SeriesHeader:
     """One CT series from its headers: kept slices sorted by increasing z (pylidc's order)."""
