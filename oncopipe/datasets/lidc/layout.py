@@ -178,14 +178,15 @@ def read_header(path: Path, tags: Iterable[str], *, head: tuple[bytes, int] | No
 
     Raises :class:`~oncopipe.core.errors.RejectError` naming the file when it cannot be read.
     """
-    wanted = keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
-    if scan and head is not None and (found := _scanned(*head, wanted)) is not None:
+    keys = tuple(dict.fromkeys([*tags, *LAYOUT_TAGS]))
+    wanted = keyword_tags(keys)
+    if scan and head is not None and (found := _scanned(*head, keys)) is not None:
         return found
     with open_dicom(path) as (fp, size):
         try:
             data = fp.read(_HEAD_BYTES)
             unseen = head is None or len(data) > len(head[0])  # more than the caller's bytes
-            found = _scanned(data, size, wanted) if scan and unseen else None
+            found = _scanned(data, size, keys) if scan and unseen else None
             if found is not None:
                 return found
             buffer: _Head | None = _Head(data)
@@ -211,14 +212,14 @@ def scan_header(data: bytes, size: int, tags: Iterable[str]
                 ) -> tuple[dict[str, Any], PixelLayout] | None:
     """:func:`read_header` of a file of ``size`` bytes from its first bytes ``data`` by
     :mod:`.header_scan` alone (None where it leaves the file to pydicom)."""
-    return _scanned(data, size, keyword_tags(tuple(dict.fromkeys([*tags, *LAYOUT_TAGS]))))
+    return _scanned(data, size, tuple(dict.fromkeys([*tags, *LAYOUT_TAGS])))
 
 
-def _scanned(data: bytes, size: int, wanted: dict[BaseTag, str]
+def _scanned(data: bytes, size: int, keys: tuple[str, ...]
              ) -> tuple[dict[str, Any], PixelLayout] | None:
     """:func:`read_header` of a plain file's first bytes ``data`` by :mod:`.header_scan`
     (None: not a file it reads, or not plain: pydicom parses it)."""
-    found = header_scan.scan(data, _scan_table(tuple(wanted.items())))
+    found = header_scan.scan(data, _scan_table(keys))
     if found is None:
         return None
     values, at, implicit = found
@@ -230,8 +231,9 @@ def _scanned(data: bytes, size: int, wanted: dict[BaseTag, str]
 
 
 @functools.cache
-def _scan_table(wanted: tuple[tuple[BaseTag, str], ...]) -> dict[int, header_scan.Wanted]:
-    return header_scan.wanted(dict(wanted))
+def _scan_table(keys: tuple[str, ...]) -> dict[int, header_scan.Wanted]:
+    """:func:`.header_scan.wanted` of the keywords ``keys``, built once."""
+    return header_scan.wanted(keyword_tags(keys))
 
 
 class _Head(io.BytesIO):
