@@ -35,15 +35,23 @@ function node(tag, attrs = {}, ...children) {
   return n;
 }
 
-function colourBar(label) {
-  const canvas = node("canvas", { width: 256, height: 1, class: "colourbar", role: "img",
-    "aria-label": `colour scale of ${label}: blue low, red high` });
+// a w x h canvas of uint8 values (row by row) in the heat map's colours, fully opaque
+function jetCanvas(values, w, h, attrs = {}) {
+  const canvas = node("canvas", { width: w, height: h, ...attrs });
   const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(256, 1);
-  for (let i = 0; i < 256; i++) {
-    img.data.set([JET[3 * i], JET[3 * i + 1], JET[3 * i + 2], 255], 4 * i);
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < w * h; i++) {
+    const j = 3 * values[i];
+    img.data.set([JET[j], JET[j + 1], JET[j + 2], 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+function colourBar(label) {
+  const ramp = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const canvas = jetCanvas(ramp, 256, 1, { class: "colourbar", role: "img",
+    "aria-label": `colour scale of ${label}: blue low, red high` });
   return node("div", { class: "colourbar-box" },
     node("span", { class: "note", text: "low" }), canvas, node("span", { class: "note", text: "high" }));
 }
@@ -130,15 +138,7 @@ class Viewer {
     this.scanMap = null;
     if (m) {
       const [h, w] = m.shape;
-      const tile = node("canvas", { width: w, height: h });
-      const ctx = tile.getContext("2d");
-      const img = ctx.createImageData(w, h);
-      for (let i = 0; i < w * h; i++) {
-        const j = 3 * m.cam[i];
-        img.data.set([JET[j], JET[j + 1], JET[j + 2], 255], 4 * i);
-      }
-      ctx.putImageData(img, 0, 0);
-      this.scanMap = { ...m, tile };
+      this.scanMap = { ...m, tile: jetCanvas(m.cam, w, h) };
       if (!this.opacitySlider) this.controlsBox.append(...this.overlayControls());
     }
     for (const v of this.views) this.schedule(v);
