@@ -124,6 +124,7 @@ def _edit_bytes(data: bytes, change: str) -> bytes:
         return data[132:]
     if change == "elements out of order":  # Rows and Columns (US, one value: 10 bytes each)
         rows = data.index(b"\x28\x00\x10\x00")
+        assert data[rows + 10:rows + 14] == b"\x28\x00\x11\x00"  # Columns follows Rows
         return data[:rows] + data[rows + 10:rows + 20] + data[rows:rows + 10] + data[rows + 20:]
     sequence = data.index(b"\x08\x00\x40\x11")  # ReferencedImageSequence, undefined length
     item = data.index(b"\xfe\xff\x00\xe0", sequence)  # its first item
